@@ -1,0 +1,3 @@
+"""admc: compile trained flow-matching MLPs into fixed-point programs for analog hardware."""
+
+__version__ = "0.1.0"
