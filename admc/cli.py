@@ -1,0 +1,192 @@
+"""The ``admc`` command line: build, inspect, reference, simulate, verify.
+
+Exit status: 0 success (verify: passed), 1 verify failed, 2 bad input (one line on stderr naming what is
+wrong and where; no traceback; nothing half-written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from admc.errors import AdmcError
+
+
+def _load_noise(path: str) -> np.ndarray:
+    try:
+        noise = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise AdmcError(f"{path}: cannot read noise array ({error})") from None
+    if noise.ndim != 2 or not np.issubdtype(noise.dtype, np.number) or not np.all(np.isfinite(noise)):
+        raise AdmcError(f"{path}: noise must be a finite numeric [B, d] array, got shape {noise.shape}")
+    return noise.astype(np.float64)
+
+
+def _save_array(path: str, array: np.ndarray) -> None:
+    """Write via a temporary file and rename, so a failure leaves no partial output."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.partial.npy")
+    np.save(temporary, array, allow_pickle=False)
+    temporary.replace(target)
+
+
+def _grid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--solver", default="implicit-euler",
+                        help="explicit-euler | heun | implicit-euler | crank-nicolson (default implicit-euler)")
+    parser.add_argument("--steps", type=int, default=16, help="uniform grid t_n = n/T (default 16)")
+    parser.add_argument("--grid", help="a .npy or .txt file of time points (overrides --steps)")
+    parser.add_argument("--fp-iterations", type=int, help="fixed-point iterations per implicit step, the "
+                        "explicit-Euler warm start counted as the first")
+    parser.add_argument("--time-input", help="name of the model's time input")
+
+
+def _grid(arguments: argparse.Namespace):
+    from admc.schedule import load_grid
+
+    return load_grid(arguments.grid) if arguments.grid else None
+
+
+def command_build(arguments: argparse.Namespace) -> int:
+    from admc.driver import build
+
+    path = build(arguments.model, arguments.output, target=arguments.target, solver=arguments.solver,
+                 steps=arguments.steps, grid=_grid(arguments), time_input=arguments.time_input,
+                 fp_iterations=arguments.fp_iterations, layout=arguments.layout)
+    print(f"wrote {path}")
+    return 0
+
+
+def command_inspect(arguments: argparse.Namespace) -> int:
+    from admc.bundle import Bundle
+    from admc.inspect_bundle import describe, summary
+
+    bundle = Bundle(arguments.bundle)
+    if arguments.json:
+        print(json.dumps(summary(bundle), indent=1, sort_keys=True))
+    else:
+        print(describe(bundle))
+    return 0
+
+
+def command_reference(arguments: argparse.Namespace) -> int:
+    from admc.reference import integrate
+    from admc.schedule import time_grid
+    from admc.source_model import make_velocity
+
+    noise = _load_noise(arguments.noise)
+    velocity = make_velocity(arguments.model, time_input=arguments.time_input)
+    grid = _grid(arguments)
+    times = time_grid(steps=None if grid is not None else arguments.steps, grid=grid)
+    result = integrate(velocity, noise, arguments.solver, times, arguments.fp_iterations)
+    _save_array(arguments.output, result.samples)
+    residual = float(np.max(result.residuals, initial=0.0))
+    print(f"{result.solver}: {len(times) - 1} steps, {result.function_evaluations} batched evaluations, "
+          f"max implicit residual {residual:.3e}; wrote {arguments.output}")
+    return 0
+
+
+def command_simulate(arguments: argparse.Namespace) -> int:
+    from admc.bundle import Bundle
+    from admc.bundle_program import bundle_program
+    from admc.executor import IdealExecutor
+
+    bundle = Bundle(arguments.bundle)
+    noise = _load_noise(arguments.noise)
+    if arguments.ideal:
+        program, schedule, alpha = bundle_program(bundle)
+        if noise.shape[1] != program.state_dimension:
+            raise AdmcError(f"{arguments.noise}: noise has {noise.shape[1]} features, the program's state "
+                            f"has {program.state_dimension}")
+        result = IdealExecutor(program, alpha, loop_iterations=arguments.loop_iterations).run(schedule, noise)
+        samples = result.trajectory[-1]
+        iterations = [sum(phases) for phases in result.iterations]
+        print(f"ideal: {len(schedule.steps)} steps, loop iterations per step {min(iterations)}–"
+              f"{max(iterations)}")
+    else:
+        from admc.targets.aoc.twin_cli import simulate_twin
+
+        samples = simulate_twin(bundle, noise, arguments)
+    _save_array(arguments.output, samples)
+    print(f"wrote {arguments.output}")
+    return 0
+
+
+def command_verify(arguments: argparse.Namespace) -> int:
+    from admc.bundle import Bundle
+    from admc.verify import verify_ideal_chain
+
+    bundle = Bundle(arguments.bundle)
+    report = verify_ideal_chain(bundle, arguments.samples, arguments.seed, arguments.tolerance)
+    report.pop("_trajectories")
+    for link in report["links"]:
+        status = "PASS" if link["passed"] else "FAIL"
+        print(f"{status}  {link['link']}: relative error {link['relative_error']:.3e} "
+              f"(tolerance {link['tolerance']:.1e}), max abs {link['max_abs_error']:.3e}")
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    print("verification " + ("passed" if report["passed"] else "FAILED"))
+    return 0 if report["passed"] else 1
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="admc", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="compile a model into a program bundle")
+    build.add_argument("model", help="an .onnx or .pt2 file")
+    build.add_argument("-o", "--output", required=True, help="bundle directory to write")
+    build.add_argument("--target", default="aoc-48", help="ideal | aoc | aoc-48 | aoc-16 | FILE.yaml")
+    build.add_argument("--layout", default="auto", choices=["packed", "ring", "auto"])
+    _grid_arguments(build)
+    build.set_defaults(handler=command_build)
+
+    inspect = commands.add_parser("inspect", help="describe a bundle")
+    inspect.add_argument("bundle")
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(handler=command_inspect)
+
+    reference = commands.add_parser("reference", help="run the source model with a solver (float64)")
+    reference.add_argument("model")
+    reference.add_argument("--noise", required=True, help=".npy [B, d] initial samples")
+    reference.add_argument("-o", "--output", required=True)
+    _grid_arguments(reference)
+    reference.set_defaults(handler=command_reference)
+
+    simulate = commands.add_parser("simulate", help="execute a bundle")
+    simulate.add_argument("bundle")
+    simulate.add_argument("--noise", required=True)
+    simulate.add_argument("-o", "--output", required=True)
+    simulate.add_argument("--ideal", action="store_true", help="exact float64 execution of the program")
+    simulate.add_argument("--loop-iterations", type=int, help="fixed loop-iteration budget per closed phase")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.set_defaults(handler=command_simulate)
+
+    verify = commands.add_parser("verify", help="compare a bundle against its source model")
+    verify.add_argument("bundle")
+    verify.add_argument("--samples", type=int, default=256)
+    verify.add_argument("--seed", type=int, default=0)
+    verify.add_argument("--tolerance", type=float, help="relative tolerance of the program link")
+    verify.add_argument("--json", help="write the report as JSON")
+    verify.set_defaults(handler=command_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        return arguments.handler(arguments)
+    except AdmcError as error:
+        print(f"admc: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("admc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

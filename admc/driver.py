@@ -1,0 +1,167 @@
+"""The compiler driver: source model → graph IR → canonical network → block program → target bundle.
+
+``load_source`` imports and identifies the model's signature; ``compile_source`` runs the passes for a
+target; ``build`` writes the bundle. The target's backend decides the target-specific passes; the spine
+(canonicalisation, packing, Δt/phases) is shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from admc import __version__
+from admc.bundle import write_bundle
+from admc.errors import AdmcError
+from admc.frontends.onnx_import import import_onnx
+from admc.frontends.torch_export import import_exported_program, import_module, load_pt2
+from admc.ir.adm import IDENTITY, AdmNetwork
+from admc.ir.graph import Graph
+from admc.ir.program import BlockProgram, Schedule, tabulate_static_injection
+from admc.passes.canonicalize import canonicalize
+from admc.passes.fold_input import pack_folded
+from admc.passes.pack import pack_direct
+from admc.passes.step_phases import build_schedule
+from admc.program_io import program_sections
+from admc.schedule import time_grid
+from admc.signature import Signature, identify_signature
+from admc.targets.loader import load_target
+
+
+@dataclass
+class SourceModel:
+    graph: Graph
+    signature: Signature
+    content: bytes
+    format: str  # "onnx" or "pt2"
+    name: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass
+class CompiledProgram:
+    source: SourceModel
+    target: Any
+    network: AdmNetwork
+    program: BlockProgram
+    schedule: Schedule
+    alpha: np.ndarray
+    report: dict = field(default_factory=dict)
+    extra_sections: dict = field(default_factory=dict)
+    extra_payloads: dict[str, bytes] = field(default_factory=dict)
+    block_arrays: bool = True
+
+
+def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgram,
+                example_inputs: tuple | None = None, time_input: str | None = None) -> SourceModel:
+    """Import an ``.onnx`` / ``.pt2`` file, an exported program, or a module with example inputs."""
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise AdmcError("a torch module needs example inputs (x [B, d], t [B] or [B, 1]) to be exported")
+        graph = import_module(model, tuple(example_inputs), source=type(model).__name__)
+        program = torch.export.export(model.eval(), tuple(example_inputs), strict=False)
+        content, file_format, name = _pt2_bytes(program), "pt2", f"{type(model).__name__}.pt2"
+    elif isinstance(model, torch.export.ExportedProgram):
+        graph = import_exported_program(model, "<exported program>")
+        content, file_format, name = _pt2_bytes(model), "pt2", "model.pt2"
+    else:
+        path = Path(model)
+        if path.suffix == ".onnx":
+            graph, file_format = import_onnx(path), "onnx"
+        elif path.suffix == ".pt2":
+            graph, file_format = load_pt2(path), "pt2"
+        else:
+            raise AdmcError(f"{path}: unknown model format '{path.suffix}'; give an .onnx or a .pt2 file")
+        content, name = path.read_bytes(), path.name
+    if len(graph.outputs) != 1:
+        raise AdmcError(f"{graph.source}: expected 1 output (the velocity [B, d]), found {len(graph.outputs)}")
+    signature = identify_signature(graph.inputs, graph.source, time_input)
+    graph.state_input, graph.time_input = signature.state_input, signature.time_input
+    return SourceModel(graph, signature, content, file_format, name)
+
+
+def _pt2_bytes(program: torch.export.ExportedProgram) -> bytes:
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
+
+
+def pack_for_target(network: AdmNetwork, linear_channels: bool) -> BlockProgram:
+    """Direct layout when the state can sit in the loop as it is read; the fold-input rewrite otherwise."""
+    if IDENTITY in network.state_activations() and not linear_channels:
+        return pack_folded(network)
+    return pack_direct(network)
+
+
+def compile_source(source: SourceModel, target: Any, solver: str = "implicit-euler", steps: int | None = 16,
+                   grid: np.ndarray | None = None, fp_iterations: int | None = None,
+                   layout: str = "auto") -> CompiledProgram:
+    network = canonicalize(source.graph)
+    program = pack_for_target(network, bool(target.linear_channels))
+    times = time_grid(steps=None if grid is not None else steps, grid=grid)
+    schedule = build_schedule(solver, times, fp_iterations)
+    phase_times = [phase.time for phases in schedule.steps for phase in phases]
+    program.static_table = tabulate_static_injection(program, np.asarray(phase_times))
+    compiled = CompiledProgram(source, target, network, program, schedule, np.zeros(program.size))
+    compiled.report = spine_report(compiled)
+    if target.kind == "aoc":
+        from admc.targets.aoc.backend import lower_to_aoc
+
+        compiled = lower_to_aoc(compiled, layout)
+    return compiled
+
+
+def spine_report(compiled: CompiledProgram) -> dict:
+    program, schedule = compiled.program, compiled.schedule
+    multiply_adds = program.digital_multiply_adds_per_injection()
+    injections_per_step = [sum(1 for phase in phases) for phases in schedule.steps]
+    return {
+        "state_channels": program.size,
+        "blocks": len(program.blocks),
+        "weights": int(sum(block.matrix.size for block in program.blocks)),
+        "layout": program.layout,
+        "open_loop_iterations": program.open_iterations,
+        "phases_per_step": max(injections_per_step, default=0),
+        "digital_multiply_adds_per_step": multiply_adds * max(injections_per_step, default=0),
+        "notes": list(program.notes),
+    }
+
+
+def emit_bundle(compiled: CompiledProgram, output: str | Path) -> Path:
+    sections, payloads = program_sections(compiled.program, compiled.schedule, compiled.alpha,
+                                          block_arrays=compiled.block_arrays)
+    source_path = f"source/model.{compiled.source.format}"
+    payloads[source_path] = compiled.source.content
+    payloads.update(compiled.extra_payloads)
+    signature = compiled.source.signature
+    manifest = {
+        "admc_version": __version__,
+        "target": compiled.target.to_dict(),
+        "source": {"payload": source_path, "format": compiled.source.format, "name": compiled.source.name,
+                   "sha256": compiled.source.sha256, "state_input": signature.state_input,
+                   "time_input": signature.time_input, "state_dimension": signature.state_dimension},
+        "report": compiled.report,
+        **sections,
+        **compiled.extra_sections,
+    }
+    return write_bundle(output, manifest, payloads)
+
+
+def build(model: str | Path | torch.nn.Module, output: str | Path, target: str | Path = "aoc-48",
+          solver: str = "implicit-euler", steps: int | None = 16, grid: np.ndarray | None = None,
+          time_input: str | None = None, fp_iterations: int | None = None, layout: str = "auto",
+          example_inputs: tuple | None = None) -> Path:
+    """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path."""
+    target_description = load_target(target)
+    source = load_source(model, example_inputs, time_input)
+    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout)
+    return emit_bundle(compiled, output)

@@ -1,0 +1,69 @@
+"""Human- and machine-readable summaries of a bundle: layout, blocks, phases, sizes, digital work."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from admc.bundle import Bundle
+
+
+def summary(bundle: Bundle) -> dict:
+    manifest = bundle.manifest
+    layout = manifest["layout"]
+    phases = manifest["phases"]
+    loops = Counter(phase["loop"] for step in phases for phase in step)
+    result = {
+        "bundle": str(bundle.path),
+        "target": manifest["target"].get("name", manifest["target"].get("kind")),
+        "source": {key: manifest["source"][key] for key in ("name", "format", "sha256", "state_dimension")},
+        "solver": manifest["solver"]["name"],
+        "fp_iterations": manifest["solver"].get("fp_iterations"),
+        "steps": manifest["solver"]["steps"],
+        "phases_per_step": [len(step) for step in phases][:1][0] if phases else 0,
+        "phase_loops": dict(sorted(loops.items())),
+        "layout": layout["kind"],
+        "state_channels": layout["size"],
+        "groups": [{key: group[key] for key in ("name", "size", "activation", "held", "role")}
+                   for group in layout["groups"]],
+        "blocks": [{key: block[key] for key in ("row_group", "column_group", "rows", "columns", "scale_class")}
+                   for block in layout["blocks"]],
+        "open_loop_iterations": layout["open_iterations"],
+        "payload_bytes": sum((bundle.path / name).stat().st_size for name in manifest["payloads"]),
+        "report": manifest.get("report", {}),
+    }
+    for key in ("aoc",):
+        if key in manifest:
+            result[key] = manifest[key].get("summary", {})
+    return result
+
+
+def describe(bundle: Bundle) -> str:
+    data = summary(bundle)
+    report = data["report"]
+    lines = [
+        f"bundle      {data['bundle']}",
+        f"target      {data['target']}",
+        f"source      {data['source']['name']} ({data['source']['format']}, sha256 "
+        f"{data['source']['sha256'][:12]}…), state dimension {data['source']['state_dimension']}",
+        f"solver      {data['solver']}" + (f", {data['fp_iterations']} fixed-point iterations"
+                                           if data["fp_iterations"] else "")
+        + f", {data['steps']} steps, {data['phases_per_step']} phase(s) per step {data['phase_loops']}",
+        f"layout      {data['layout']}: {data['state_channels']} state channels in {len(data['groups'])} groups,"
+        f" {len(data['blocks'])} non-zero blocks, open loop settles in {data['open_loop_iterations']} iterations",
+        f"digital     {report.get('digital_multiply_adds_per_step', 0)} host multiply-adds per step",
+        "groups:",
+    ]
+    for group in data["groups"]:
+        flags = ", held in open phases" if group["held"] else ""
+        lines.append(f"  {group['name']:<14} {group['size']:>6} channels  {group['activation']:<8} "
+                     f"{group['role']}{flags}")
+    lines.append("blocks (rows ← columns):")
+    for block in data["blocks"]:
+        lines.append(f"  {block['row_group']:<14} ← {block['column_group']:<14} {block['rows']:>5} × "
+                     f"{block['columns']:<5} scale {block['scale_class']}")
+    for note in report.get("notes", []):
+        lines.append(f"note: {note}")
+    for line in data.get("aoc", {}).get("lines", []):
+        lines.append(line)
+    lines.append(f"payloads    {data['payload_bytes']} bytes")
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""Symbolic values used while canonicalising: state-affine forms and time-only values.
+
+A ``Form`` is a value that depends on the diffusion state: ``Σ_atoms M·atom + constant + Σ time terms``,
+with a non-batch ``shape`` whose product is its feature count. Linear ops act on forms exactly (matrix
+products), so chains of linear layers, residual additions and concatenations fold into the matrices.
+A ``TimeValue`` depends on the time input only and is evaluated numerically on demand, with the graph IR's
+own op semantics, at any set of time points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from admc.ir.adm import Atom, TimeTerm
+from admc.ir.evaluate import evaluate_op
+from admc.ir.graph import Op
+
+
+@dataclass
+class TimeValue:
+    """A value computed from the time input alone; ``evaluate(times)`` returns [S, *shape]."""
+
+    compute: Callable[[np.ndarray, dict], np.ndarray]
+    shape: tuple[int, ...]
+
+    def evaluate(self, times: np.ndarray, cache: dict | None = None) -> np.ndarray:
+        cache = {} if cache is None else cache
+        key = id(self)
+        if key not in cache:
+            cache[key] = self.compute(np.asarray(times, dtype=np.float64), cache)
+        return cache[key]
+
+    @staticmethod
+    def time_input(shape: tuple[int, ...]) -> TimeValue:
+        return TimeValue(lambda times, cache: times.reshape((-1, *shape)), shape)
+
+    @staticmethod
+    def from_op(op: Op, arguments: list) -> TimeValue:
+        """Apply ``op`` to time values and constants; the result's shape is found by a trial evaluation."""
+
+        def compute(times: np.ndarray, cache: dict) -> np.ndarray:
+            values = [
+                argument.evaluate(times, cache) if isinstance(argument, TimeValue) else argument
+                for argument in arguments
+            ]
+            return evaluate_op(op, values)
+
+        trial = compute(np.zeros(1), {})
+        return TimeValue(compute, tuple(trial.shape[1:]))
+
+    def as_columns(self) -> Callable[[np.ndarray], np.ndarray]:
+        """A function of [S] times giving [S, features] (the non-batch shape flattened)."""
+        return lambda times: self.evaluate(times).reshape(len(times), -1)
+
+
+@dataclass
+class Form:
+    terms: dict[Atom, np.ndarray]
+    constant: np.ndarray
+    time_terms: list[TimeTerm] = field(default_factory=list)
+    shape: tuple[int, ...] = ()
+
+    @property
+    def features(self) -> int:
+        return int(self.constant.shape[0])
+
+    @staticmethod
+    def of_atom(atom: Atom, size: int, shape: tuple[int, ...]) -> Form:
+        return Form({atom: np.eye(size)}, np.zeros(size), [], shape)
+
+    def is_exactly(self, atom: Atom) -> bool:
+        """True when the form is the atom itself (identity matrix, no offset, no time terms)."""
+        matrix = self.terms.get(atom)
+        return (
+            len(self.terms) == 1
+            and matrix is not None
+            and matrix.shape[0] == matrix.shape[1]
+            and np.array_equal(matrix, np.eye(matrix.shape[0]))
+            and not np.any(self.constant)
+            and not self.time_terms
+        )
+
+    def linear(self, matrix: np.ndarray) -> Form:
+        """``matrix @ self`` for a [out, features] matrix."""
+        return Form(
+            {atom: matrix @ weights for atom, weights in self.terms.items()},
+            matrix @ self.constant,
+            [TimeTerm(matrix @ term.matrix, term.function, term.description) for term in self.time_terms],
+            (matrix.shape[0],),
+        )
+
+    def scaled(self, factors: np.ndarray) -> Form:
+        """Elementwise product with a constant broadcast over the features."""
+        factors = np.broadcast_to(np.asarray(factors, dtype=np.float64).reshape(-1), (self.features,))
+        result = self.linear(np.diag(factors))
+        result.shape = self.shape
+        return result
+
+    def plus(self, other: Form) -> Form:
+        terms = dict(self.terms)
+        for atom, weights in other.terms.items():
+            terms[atom] = terms[atom] + weights if atom in terms else weights
+        return Form(terms, self.constant + other.constant, [*self.time_terms, *other.time_terms], self.shape)
+
+    def plus_constant(self, constant: np.ndarray) -> Form:
+        constant = np.broadcast_to(np.asarray(constant, dtype=np.float64).reshape(-1), (self.features,))
+        return Form(dict(self.terms), self.constant + constant, list(self.time_terms), self.shape)
+
+    def plus_time(self, value: TimeValue, description: str) -> Form:
+        columns = int(np.prod(value.shape, dtype=np.int64)) if value.shape else 1
+        matrix = np.eye(self.features) if columns == self.features else np.ones((self.features, 1))
+        term = TimeTerm(matrix, value.as_columns(), description)
+        return Form(dict(self.terms), self.constant.copy(), [*self.time_terms, term], self.shape)
+
+    def reshaped(self, shape: tuple[int, ...]) -> Form:
+        return Form(self.terms, self.constant, self.time_terms, shape)
+
+    def selected(self, indices: np.ndarray) -> Form:
+        selector = np.eye(self.features)[np.asarray(indices, dtype=np.int64)]
+        return self.linear(selector)
+
+    @staticmethod
+    def concatenated(parts: list[Form]) -> Form:
+        sizes = [part.features for part in parts]
+        offsets = np.cumsum([0, *sizes])
+        total = int(offsets[-1])
+        result = Form({}, np.zeros(total), [], (total,))
+        for part, start in zip(parts, offsets[:-1], strict=True):
+            placement = np.zeros((total, part.features))
+            placement[start:start + part.features] = np.eye(part.features)
+            result = result.plus(part.linear(placement))
+        result.shape = (total,)
+        return result
