@@ -49,22 +49,30 @@ class _CompiledPhase:
 class IdealExecutor:
     def __init__(self, program: BlockProgram, alpha: np.ndarray | None = None,
                  tolerance: float = DEFAULT_TOLERANCE, max_iterations: int = DEFAULT_MAX_ITERATIONS,
-                 loop_iterations: int | None = None, record_residuals: bool = False):
+                 loop_iterations: int | None = None, record_residuals: bool = False,
+                 record_peaks: bool = False):
         self.program = program
         self.alpha = np.zeros(program.size) if alpha is None else np.asarray(alpha, dtype=np.float64)
         self.tolerance = tolerance
         self.max_iterations = max_iterations
         self.loop_iterations = loop_iterations
         self.record_residuals = record_residuals
-        self.activations = [(slice(group.offset, group.stop), group.activation) for group in program.groups]
-        self.held = [slice(group.offset, group.stop) for group in program.groups if group.held]
-        self.initialised = [slice(group.offset, group.stop) for group in program.groups
+        self.activations = [(slice(group.offset, group.stop), group.activation, group.sigma_gain)
+                            for group in program.groups]
+        self.held = [(slice(group.offset, group.stop), group.voltage_scale)
+                     for group in program.groups if group.held]
+        self.initialised = [(slice(group.offset, group.stop), group.voltage_scale) for group in program.groups
                             if group.role in ("state", "readout")]
         readout = program.group(program.readout_group)
         self.readout = slice(readout.offset, readout.stop)
+        self.readout_scale = readout.voltage_scale
         self.injections = [(slice(program.group(part.group).offset, program.group(part.group).stop),
                             part.matrix.T, part.kind) for part in program.injections]
         self._cache: dict[Phase, _CompiledPhase] = {}
+        # Per-channel peaks of |state| over every iteration and of |injected drive| over every phase,
+        # for choosing voltage scalings (record_peaks).
+        self.state_peak = np.zeros(program.size) if record_peaks else None
+        self.drive_peak = np.zeros(program.size) if record_peaks else None
 
     def _compiled(self, phase: Phase) -> _CompiledPhase:
         if phase not in self._cache:
@@ -73,9 +81,11 @@ class IdealExecutor:
 
     def _activated(self, state: np.ndarray) -> np.ndarray:
         activated = state.copy()
-        for channels, activation in self.activations:
+        for channels, activation, gain in self.activations:
             if activation == "tanh":
-                activated[:, channels] = np.tanh(state[:, channels])
+                activated[:, channels] = np.tanh(gain * state[:, channels])
+            elif gain != 1.0:
+                activated[:, channels] = gain * state[:, channels]
         return activated
 
     def _apply(self, compiled: _CompiledPhase, state: np.ndarray, drive: np.ndarray) -> np.ndarray:
@@ -84,7 +94,10 @@ class IdealExecutor:
         result = np.broadcast_to(drive, state.shape).copy()
         for rows, columns, matrix_transposed in compiled.blocks:
             result[:, rows] += activated[:, columns] @ matrix_transposed
-        return self.alpha * state + (1.0 - self.alpha) * result
+        updated = self.alpha * state + (1.0 - self.alpha) * result
+        if self.state_peak is not None and updated.size:
+            np.maximum(self.state_peak, np.max(np.abs(updated), axis=0), out=self.state_peak)
+        return updated
 
     def _drive(self, compiled: _CompiledPhase, inject: np.ndarray, hold: np.ndarray | None) -> np.ndarray:
         """Static vector plus injections; feedback-kind parts read the hold vector in open phases."""
@@ -92,6 +105,8 @@ class IdealExecutor:
         for rows, matrix_transposed, kind in self.injections:
             source = inject if (kind == INJECT or compiled.phase.loop == CLOSED) else hold
             drive[:, rows] += source @ matrix_transposed
+        if self.drive_peak is not None and drive.size:
+            np.maximum(self.drive_peak, np.max(np.abs(drive), axis=0), out=self.drive_peak)
         return drive
 
     def run_step(self, step: int, phases: list[Phase], x: np.ndarray, state: np.ndarray,
@@ -108,12 +123,12 @@ class IdealExecutor:
             hold = combine(phase.hold) if phase.hold else None
             if phase.init:
                 initial = combine(phase.init)
-                for channels in self.initialised:
-                    state[:, channels] = initial
+                for channels, scale in self.initialised:
+                    state[:, channels] = scale * initial
             drive = self._drive(compiled, inject, hold)
             if phase.loop == CLOSED:
                 state, count, residual = self._closed(step, index, compiled, drive, state, result)
-                readout = state[:, self.readout].copy()
+                readout = state[:, self.readout] / self.readout_scale
             else:
                 state, readout, count, residual = self._open(step, index, compiled, drive, hold, state)
             outputs[f"phase:{index}"] = readout
@@ -124,8 +139,8 @@ class IdealExecutor:
         return outputs[f"phase:{len(phases) - 1}"], state
 
     def _hold(self, state: np.ndarray, hold: np.ndarray | None) -> np.ndarray:
-        for channels in self.held:
-            state[:, channels] = hold
+        for channels, scale in self.held:
+            state[:, channels] = scale * hold
         return state
 
     def _open(self, step: int, index: int, compiled: _CompiledPhase, drive: np.ndarray,
@@ -136,7 +151,7 @@ class IdealExecutor:
         while True:
             updated = self._apply(compiled, state, drive)
             count += 1
-            readout = updated[:, self.readout].copy()
+            readout = updated[:, self.readout] / self.readout_scale
             updated = self._hold(updated, hold)
             residual = _relative_change(updated, state)
             state = updated
@@ -169,8 +184,8 @@ class IdealExecutor:
     def run(self, schedule: Schedule, noise: np.ndarray) -> ExecutionResult:
         x = np.asarray(noise, dtype=np.float64)
         state = np.zeros((x.shape[0], self.program.size))
-        for channels in self.initialised:
-            state[:, channels] = x
+        for channels, scale in self.initialised:
+            state[:, channels] = scale * x
         result = ExecutionResult(np.empty((len(schedule.steps) + 1, *x.shape)))
         result.trajectory[0] = x
         for step, phases in enumerate(schedule.steps):

@@ -61,7 +61,8 @@ def program_sections(program: BlockProgram, schedule: Schedule, alpha: np.ndarra
             "state_dimension": program.state_dimension,
             "size": program.size,
             "groups": [{"name": group.name, "offset": group.offset, "size": group.size,
-                        "activation": group.activation, "held": group.held, "role": group.role}
+                        "activation": group.activation, "held": group.held, "role": group.role,
+                        "voltage_scale": group.voltage_scale, "sigma_gain": group.sigma_gain}
                        for group in program.groups],
             "blocks": blocks,
             "injections": injections,
@@ -85,7 +86,8 @@ def read_program(bundle: Bundle, block_matrices: list[np.ndarray] | None = None
     try:
         layout = manifest["layout"]
         groups = [StateGroup(entry["name"], int(entry["offset"]), int(entry["size"]), entry["activation"],
-                             bool(entry["held"]), entry["role"]) for entry in layout["groups"]]
+                             bool(entry["held"]), entry["role"], float(entry.get("voltage_scale", 1.0)),
+                             float(entry.get("sigma_gain", 1.0))) for entry in layout["groups"]]
         blocks = []
         for index, entry in enumerate(layout["blocks"]):
             matrix = block_matrices[index] if block_matrices is not None else bundle.array(entry["payload"])

@@ -4,13 +4,15 @@ The state z has ``n`` channels in contiguous groups. One loop iteration of a pha
 
     z ← α ⊙ z + (1 − α) ⊙ ( Σ_blocks s_block · B σ(z̃[column group]) + v_phase + Σ_parts P · source )
 
-where σ is each column group's activation, ``s_block`` is 1 for ``fixed`` blocks, the phase's step scale
-for ``step`` blocks, and for ``feedback`` blocks the step scale in closed phases and 0 in open ones. In an
-open phase, ``z̃`` equals z except that ``held`` groups read the phase's hold vector (the loop's feedback
-from the diffusion state is replaced by the held input); in a closed phase ``z̃ = z``. Injection parts of
+where σ is each column group's activation (applied to ``sigma_gain`` × the group's voltage), ``s_block``
+is 1 for ``fixed`` blocks, the phase's step scale for ``step`` blocks, and for ``feedback`` blocks the step
+scale in closed phases and 0 in open ones. In an open phase, ``z̃`` equals z except that ``held`` groups
+read the phase's hold vector (the loop's feedback from the diffusion state is replaced by the held input);
+in a closed phase ``z̃ = z``. Injection parts of
 kind ``inject`` always read the phase's inject vector; parts of kind ``feedback`` read the inject vector in
 closed phases and the hold vector in open ones. ``v_phase`` is the phase's static injected vector (biases
-and time terms at the phase's time, scaled by their class).
+and time terms at the phase's time, scaled by their class). Groups carry a ``voltage_scale``: held and
+initial values are written as voltage_scale × value, and the readout is divided by it.
 
 Only non-zero blocks are stored, each as a dense matrix: no n × n array is ever built.
 """
@@ -40,6 +42,10 @@ class StateGroup:
     activation: str  # "tanh", "identity", or "none" (read by no block)
     held: bool = False
     role: str = "hidden"  # "state", "hidden" or "readout"
+    # Voltage = voltage_scale × value; the activation reads σ(sigma_gain · voltage). Both 1 before the
+    # state-scaling pass, which sets sigma_gain = 1 / voltage_scale so σ sees the same argument.
+    voltage_scale: float = 1.0
+    sigma_gain: float = 1.0
 
     @property
     def stop(self) -> int:

@@ -1,0 +1,85 @@
+"""Which model input is the diffusion state x and which is the time t.
+
+Requires: the model's run-time inputs as ``GraphInput`` (name and shape; a dimension is an int when concrete,
+a string or None when symbolic).
+Guarantees: a ``Signature`` only when there are exactly two inputs, the time input has a single feature
+([B] or [B, 1]) and the state is [B, d] with a concrete d. Anything ambiguous or unsupported raises
+``AdmcError`` naming the source and the inputs; an ambiguity asks for ``--time-input``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from admc.errors import AdmcError
+from admc.ir.graph import GraphInput
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The model is called as f(x, t): ``state_input`` is x [B, d], ``time_input`` is t, [B] (rank 1) or
+    [B, 1] (rank 2)."""
+
+    state_input: str
+    time_input: str
+    state_dimension: int
+    time_rank: int
+
+
+def _is_single_feature(graph_input: GraphInput) -> bool:
+    shape = graph_input.shape
+    return len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+
+
+def _describe_shape(shape: tuple[int | str | None, ...]) -> str:
+    return "[" + ", ".join("?" if size is None else str(size) for size in shape) + "]"
+
+
+def identify_signature(inputs: list[GraphInput], source: str, time_input: str | None = None) -> Signature:
+    """Pick the state and time inputs out of ``inputs``; ``time_input`` names the time input explicitly."""
+    names = [graph_input.name for graph_input in inputs]
+    if len(inputs) != 2:
+        raise AdmcError(
+            f"{source}: expected 2 inputs (state x [B, d] and time t [B] or [B, 1]), "
+            f"found {len(inputs)}: {', '.join(names) if names else '(none)'}"
+        )
+    if time_input is not None:
+        if time_input not in names:
+            raise AdmcError(
+                f"{source}: --time-input '{time_input}' is not an input of the model; "
+                f"inputs are {', '.join(names)}"
+            )
+        time = next(graph_input for graph_input in inputs if graph_input.name == time_input)
+        if not _is_single_feature(time):
+            raise AdmcError(
+                f"{source}: time input '{time.name}' has shape {_describe_shape(time.shape)}; "
+                "expected [B] or [B, 1]"
+            )
+    else:
+        candidates = [graph_input for graph_input in inputs if _is_single_feature(graph_input)]
+        if len(candidates) != 1:
+            which = "both" if candidates else "neither"
+            shapes = ", ".join(f"{item.name} {_describe_shape(item.shape)}" for item in inputs)
+            raise AdmcError(
+                f"{source}: cannot tell the time input: {which} of the inputs ({shapes}) has a single "
+                "feature ([B] or [B, 1]); name it with --time-input"
+            )
+        time = candidates[0]
+    state = next(graph_input for graph_input in inputs if graph_input is not time)
+    if len(state.shape) != 2:
+        raise AdmcError(
+            f"{source}: state input '{state.name}' has shape {_describe_shape(state.shape)}; expected [B, d]"
+        )
+    feature_size = state.shape[1]
+    # bool is an int subclass; a concrete feature size is a positive Python int only.
+    if not isinstance(feature_size, int) or isinstance(feature_size, bool) or feature_size <= 0:
+        raise AdmcError(
+            f"{source}: state input '{state.name}' has a dynamic feature size "
+            f"({_describe_shape(state.shape)}); admc needs a concrete d in [B, d]"
+        )
+    return Signature(
+        state_input=state.name,
+        time_input=time.name,
+        state_dimension=feature_size,
+        time_rank=len(time.shape),
+    )

@@ -1,0 +1,61 @@
+"""Read an AOC bundle back into weights: what the images, gains and α realise, block by block.
+
+Guarantees: ``realised_blocks(bundle)`` gives, for each block of the manifest's layout, the matrix W̃ with
+β_i·(T⁺ − T⁻)_ij = (1 − α_i)·W̃_ij, T being the transmissions the stored grey levels produce through the
+target's response curve (darkness subtracted) — or the stored float transmissions for float-weight
+targets. This is what the ideal executor runs and what the twin perturbs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from admc.bundle import Bundle
+from admc.errors import AdmcError
+from admc.targets.aoc.slm import realised_weight
+
+
+def realised_transmissions(bundle: Bundle) -> dict[str, np.ndarray]:
+    """[modules, input ports, output ports] realised transmissions per optical path."""
+    section = bundle.manifest["aoc"]
+    slm = bundle.manifest["target"]["slm"]
+    if section.get("transmission"):
+        return {path: bundle.array(name) for path, name in section["transmission"].items()}
+    levels = 2 ** int(slm["bit_depth"]) - 1
+    result = {}
+    for path, name in section["grey"].items():
+        response = slm.get(f"response_{path}") or slm["response"]
+        result[path] = realised_weight(bundle.array(name).astype(np.float64) / levels, response)
+    return result
+
+
+def tile_channels(bundle: Bundle, tile: dict) -> np.ndarray:
+    layout = bundle.manifest["layout"]
+    block = layout["blocks"][int(tile["block"].split("_")[1])]
+    group = next(entry for entry in layout["groups"] if entry["name"] == block["row_group"])
+    return np.arange(group["offset"] + tile["row_start"], group["offset"] + tile["row_stop"])
+
+
+def realised_blocks(bundle: Bundle) -> list[np.ndarray]:
+    try:
+        layout = bundle.manifest["layout"]
+        section = bundle.manifest["aoc"]
+        beta = bundle.array(section["beta"])
+        alpha = bundle.array(bundle.manifest["channels"]["alpha"])
+        transmissions = realised_transmissions(bundle)
+        blocks = [np.zeros((entry["rows"], entry["columns"])) for entry in layout["blocks"]]
+        for tile in section["tiles"]:
+            index = int(tile["block"].split("_")[1])
+            ports_out = slice(tile["output_port_start"],
+                              tile["output_port_start"] + tile["row_stop"] - tile["row_start"])
+            ports_in = slice(tile["input_port_start"],
+                             tile["input_port_start"] + tile["column_stop"] - tile["column_start"])
+            module = tile["module"]
+            signed = (transmissions["positive"][module, ports_in, ports_out]
+                      - transmissions["negative"][module, ports_in, ports_out]).T
+            gains = beta[module, ports_out] / (1.0 - alpha[tile_channels(bundle, tile)])
+            blocks[index][tile["row_start"]:tile["row_stop"], tile["column_start"]:tile["column_stop"]] = (
+                gains[:, None] * signed)
+    except (KeyError, IndexError, ValueError, TypeError) as error:
+        raise AdmcError(f"{bundle.path}/manifest.json: malformed aoc section ({error!r})") from None
+    return blocks

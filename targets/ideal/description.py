@@ -1,0 +1,51 @@
+"""The ideal target: exact arithmetic, no hardware limits; used for semantics checks and exact tests.
+
+Requires: nothing. Guarantees: ``IdealTarget.from_mapping(validate(data, SCHEMA, ...))`` round-trips with
+``to_dict()``, and ``to_dict()`` is plain JSON-able data (the resolved description written into bundles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from admc.targets.description_schema import Field
+
+SCHEMA = {
+    "kind": Field("str", "target kind", choices=("ideal",)),
+    "name": Field("str", "target name", default="ideal"),
+    "description": Field("str", "one line for reports", default="Exact arithmetic, no hardware limits"),
+    "linear_channels": Field(
+        "bool",
+        "whether state channels may skip the sigmoid; false forces the compiler's exact fold-input rewrite",
+        default=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class IdealTarget:
+    """An exact machine. ``linear_channels=False`` mimics a target whose every channel goes through σ."""
+
+    name: str = "ideal"
+    kind: str = "ideal"
+    description: str = "Exact arithmetic, no hardware limits"
+    linear_channels: bool = True
+
+    @classmethod
+    def from_mapping(cls, data: dict) -> IdealTarget:
+        """Build from a validated description (see SCHEMA)."""
+        return cls(
+            name=data["name"],
+            kind=data["kind"],
+            description=data["description"],
+            linear_channels=data["linear_channels"],
+        )
+
+    def to_dict(self) -> dict:
+        """The resolved description as plain data."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "description": self.description,
+            "linear_channels": self.linear_channels,
+        }
