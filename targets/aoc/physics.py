@@ -33,6 +33,8 @@ Physical model of the optical part (order as in the 48-variable machine, FIELDS.
 The loop (one dense module):
   z' = sat(alpha z + beta (1 + gain_error) g(sigma(z)) + offsets + clip(v) + noise),
 and in continuous time tau dz/dt = -z + (the same right-hand side), tau = 1 / (2 pi f_3dB).
+Saturation clamps the state at every iteration (the integrator's output stage cannot leave its rails), where
+the reference twin applies it to the read-out only; inside the rails the two agree.
 """
 
 from __future__ import annotations
