@@ -117,17 +117,33 @@ def command_simulate(arguments: argparse.Namespace) -> int:
 
 def command_verify(arguments: argparse.Namespace) -> int:
     from admc.bundle import Bundle
-    from admc.verify import verify_ideal_chain
+    from admc.verify import verify_bundle
+    from admc.verify_report import write_report
 
     bundle = Bundle(arguments.bundle)
-    report = verify_ideal_chain(bundle, arguments.samples, arguments.seed, arguments.tolerance)
-    report.pop("_trajectories")
+    twin_options = {"mode": arguments.twin_mode, "loop_iterations": arguments.loop_iterations,
+                    "repeats": arguments.repeats}
+
+    def progress(message: str) -> None:
+        print(f"admc verify: {message}…", file=sys.stderr, flush=True)
+
+    report = verify_bundle(bundle, arguments.samples, arguments.seed, arguments.tolerance,
+                           twin=not arguments.no_twin, twin_options=twin_options, twin_ratio=arguments.twin_ratio,
+                           twin_nrmse=arguments.twin_nrmse, progress=progress)
+    samples, histories = report.pop("_samples"), report.pop("_histories")
+    for key in [key for key in report if key.startswith("_")]:
+        report.pop(key)
     for link in report["links"]:
         status = "PASS" if link["passed"] else "FAIL"
-        print(f"{status}  {link['link']}: relative error {link['relative_error']:.3e} "
-              f"(tolerance {link['tolerance']:.1e}), max abs {link['max_abs_error']:.3e}")
+        print(f"{status}  {link['link']}: {link['criterion'].replace('_', ' ')} {link['measured']:.3e} "
+              f"(tolerance {link['tolerance']:.1e}), max abs error {link['max_abs_error']:.3e}")
+    for name, values in report.get("distributions", {}).items():
+        print(f"      {name}: MMD² {values['mmd']:.3e}, W2 {values['wasserstein2']:.4f}")
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    if arguments.report:
+        write_report(arguments.report, report, samples, histories)
+        print(f"wrote {arguments.report}/ (verify.json, report.md, samples.png, nrmse.png, residuals.png)")
     print("verification " + ("passed" if report["passed"] else "FAILED"))
     return 0 if report["passed"] else 1
 
@@ -171,6 +187,14 @@ def make_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, default=0)
     verify.add_argument("--tolerance", type=float, help="relative tolerance of the program link")
     verify.add_argument("--json", help="write the report as JSON")
+    verify.add_argument("--report", help="directory for verify.json, report.md and PNG plots")
+    verify.add_argument("--no-twin", action="store_true", help="check only source ≡ canonical ≡ ideal program")
+    verify.add_argument("--twin-mode", default="discrete", choices=["discrete", "continuous"])
+    verify.add_argument("--loop-iterations", type=int, help="twin loop iterations per closed phase")
+    verify.add_argument("--repeats", type=int, help="twin repeats averaged per readout (default: target's)")
+    verify.add_argument("--twin-ratio", type=float, default=0.5,
+                        help="pass if W2(twin, reference) ≤ this × W2(Gaussian fit, reference) (default 0.5)")
+    verify.add_argument("--twin-nrmse", type=float, help="also require the twin's per-step NRMSE ≤ this")
     verify.set_defaults(handler=command_verify)
     return parser
 

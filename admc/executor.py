@@ -18,6 +18,8 @@ from admc.ir.program import CLOSED, INJECT, BlockProgram, Phase, Schedule, block
 
 DEFAULT_TOLERANCE = 1e-13
 DEFAULT_MAX_ITERATIONS = 100_000
+# A state this large has left any physical range: the loop is diverging (caught long before overflow).
+DIVERGENCE_BOUND = 1e8
 
 
 @dataclass
@@ -61,6 +63,9 @@ class IdealExecutor:
                             for group in program.groups]
         self.held = [(slice(group.offset, group.stop), group.voltage_scale)
                      for group in program.groups if group.held]
+        self.open_alpha = self.alpha.copy()
+        for channels, _ in self.held:
+            self.open_alpha[channels] = 0.0
         self.initialised = [(slice(group.offset, group.stop), group.voltage_scale) for group in program.groups
                             if group.role in ("state", "readout")]
         readout = program.group(program.readout_group)
@@ -89,12 +94,17 @@ class IdealExecutor:
         return activated
 
     def _apply(self, compiled: _CompiledPhase, state: np.ndarray, drive: np.ndarray) -> np.ndarray:
-        """One loop application: relaxed operator on ``state`` with precomputed per-phase ``drive``."""
+        """One loop application: relaxed operator on ``state`` with precomputed per-phase ``drive``.
+
+        In open phases held channels are driven by the hold vector, so their relaxation has nothing to
+        relax: their α is taken as 0 and their output is the operator's (the explicit step's readout).
+        """
         activated = self._activated(state)
         result = np.broadcast_to(drive, state.shape).copy()
         for rows, columns, matrix_transposed in compiled.blocks:
             result[:, rows] += activated[:, columns] @ matrix_transposed
-        updated = self.alpha * state + (1.0 - self.alpha) * result
+        alpha = self.alpha if compiled.phase.loop == CLOSED else self.open_alpha
+        updated = alpha * state + (1.0 - alpha) * result
         if self.state_peak is not None and updated.size:
             np.maximum(self.state_peak, np.max(np.abs(updated), axis=0), out=self.state_peak)
         return updated
@@ -146,7 +156,7 @@ class IdealExecutor:
     def _open(self, step: int, index: int, compiled: _CompiledPhase, drive: np.ndarray,
               hold: np.ndarray | None, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, float]:
         state = self._hold(state.copy(), hold)
-        settle = bool(np.any(self.alpha))
+        settle = bool(np.any(self.open_alpha))
         count, residual = 0, 0.0
         while True:
             updated = self._apply(compiled, state, drive)
@@ -157,7 +167,7 @@ class IdealExecutor:
             state = updated
             if count >= self.program.open_iterations and (not settle or residual <= self.tolerance):
                 return state, readout, count, residual
-            _check_progress(step, index, "open", count, residual, self.max_iterations)
+            _check_progress(step, index, "open", count, residual, self.max_iterations, state)
 
     def _closed(self, step: int, index: int, compiled: _CompiledPhase, drive: np.ndarray,
                 state: np.ndarray, result: ExecutionResult) -> tuple[np.ndarray, int, float]:
@@ -176,7 +186,7 @@ class IdealExecutor:
                     break
             elif residual <= self.tolerance:
                 break
-            _check_progress(step, index, "closed", count, residual, self.max_iterations)
+            _check_progress(step, index, "closed", count, residual, self.max_iterations, state)
         if history:
             result.residual_history.append(np.stack(history))
         return state, count, residual
@@ -201,10 +211,12 @@ def _relative_change(updated: np.ndarray, previous: np.ndarray) -> float:
     return float(np.max(np.max(np.abs(updated - previous), axis=1) / scale))
 
 
-def _check_progress(step: int, phase: int, loop: str, count: int, residual: float, limit: int) -> None:
-    if not np.isfinite(residual) or residual > 1e12:
+def _check_progress(step: int, phase: int, loop: str, count: int, residual: float, limit: int,
+                    state: np.ndarray) -> None:
+    peak = float(np.max(np.abs(state), initial=0.0))
+    if not np.isfinite(residual) or not np.isfinite(peak) or peak > DIVERGENCE_BOUND:
         raise ConvergenceError(f"step {step}, phase {phase} ({loop} loop): the loop diverged after {count} "
-                               f"iterations (relative change {residual:.3e})")
+                               f"iterations (|state| reached {peak:.3e}, relative change {residual:.3e})")
     if count >= limit:
         raise ConvergenceError(f"step {step}, phase {phase} ({loop} loop): not settled after {count} "
                                f"iterations (relative change {residual:.3e}); the step may be too large "

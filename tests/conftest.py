@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "known_bug: a failing test pinning down a reported compiler bug")
 
 
 @pytest.fixture(scope="session")

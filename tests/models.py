@@ -111,7 +111,7 @@ class GlueMlp(nn.Module):
         self.last = nn.Linear(hidden, d)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(-1, self.d).to(torch.float64).to(torch.float32)
+        x = x.reshape(-1, self.d).to(torch.float64).to(x.dtype)
         time = t.unsqueeze(1)
         h = self.first(torch.cat([x, time], dim=1))
         h = self.identity(h).unsqueeze(1)

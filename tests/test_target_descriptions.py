@@ -54,13 +54,17 @@ def test_presets_are_listed_and_load() -> None:
         assert target.timing.readout_window == (0.68, 0.93) and target.timing.repeats == 5
 
 
-def test_preset_nonidealities_have_the_agreed_names_and_are_all_enabled() -> None:
+CALIBRATED_AND_CORRECTED = {"slm_darkness", "input_efficiency", "pd_crosstalk", "pbs_crosstalk", "offsets",
+                            "gain_error"}
+
+
+def test_preset_nonidealities_have_the_agreed_names_and_only_residual_effects_enabled() -> None:
     for name in ("aoc-48", "aoc-16"):
         section = load_target(name).to_dict()["nonidealities"]
         assert set(section) == {"seed", *NONIDEALITY_ENTRIES}
         for entry, parameters in NONIDEALITY_ENTRIES.items():
             assert set(section[entry]) == parameters, entry
-            assert section[entry]["enabled"] is True, entry
+            assert section[entry]["enabled"] is (entry not in CALIBRATED_AND_CORRECTED), entry
     assert load_target("aoc-48").nonidealities.input_efficiency.dead_channels == (8,)
 
 
