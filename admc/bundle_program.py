@@ -21,9 +21,11 @@ from admc.source_model import Velocity, make_velocity
 
 def bundle_program(bundle: Bundle) -> tuple[BlockProgram, Schedule, np.ndarray]:
     if bundle.manifest.get("target", {}).get("kind") == "aoc":
-        from admc.targets.aoc.bundle_reader import realised_blocks
+        from admc.targets.aoc.bundle_reader import phase_blocks, realised_blocks
 
-        return read_program(bundle, realised_blocks(bundle))
+        program, schedule, alpha = read_program(bundle, realised_blocks(bundle))
+        program.phase_blocks = phase_blocks(bundle)
+        return program, schedule, alpha
     return read_program(bundle)
 
 

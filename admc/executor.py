@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admc.errors import ConvergenceError
-from admc.ir.program import CLOSED, INJECT, BlockProgram, Phase, Schedule, block_scale
+from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, BlockProgram, Phase, Schedule, block_scale
 
 DEFAULT_TOLERANCE = 1e-13
 DEFAULT_MAX_ITERATIONS = 100_000
@@ -36,13 +36,18 @@ class _CompiledPhase:
     def __init__(self, program: BlockProgram, phase: Phase):
         self.phase = phase
         groups = {group.name: group for group in program.groups}
+        factors = {name: block_scale(name, phase.step_scale, phase.loop) for name in SCALE_CLASSES}
+        in_images = None
+        if program.phase_blocks is not None:
+            in_images = program.phase_blocks[tuple(factors[name] for name in SCALE_CLASSES)]
         self.blocks = []
-        for block in program.blocks:
-            factor = block_scale(block.scale_class, phase.step_scale, phase.loop)
+        for index, block in enumerate(program.blocks):
+            factor = factors[block.scale_class]
             if factor != 0.0:
                 row, column = groups[block.row_group], groups[block.column_group]
-                self.blocks.append((slice(row.offset, row.stop), slice(column.offset, column.stop),
-                                    (factor * block.matrix).T))
+                # With image sets the factor is already in the realised weights of this phase's set.
+                matrix = factor * block.matrix if in_images is None else in_images[index]
+                self.blocks.append((slice(row.offset, row.stop), slice(column.offset, column.stop), matrix.T))
         if program.static_table is None:
             raise ValueError("the program's static injection table is not built (tabulate_static_injection)")
         self.static = program.static_table.vector(phase.step_scale, phase.time, phase.loop)

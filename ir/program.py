@@ -96,6 +96,9 @@ class BlockProgram:
     layout: str  # "direct" (state channels in the loop) or "folded-input" (DESIGN.md §2 rewrite)
     notes: list[str] = field(default_factory=list)
     static_table: StaticInjection | None = None
+    # Targets without per-channel gains hold one image set per phase factor triple (fixed, step, feedback):
+    # the realised blocks of each set, with the class factors already in the weights.
+    phase_blocks: dict[tuple[float, float, float], list[np.ndarray]] | None = None
 
     @property
     def size(self) -> int:

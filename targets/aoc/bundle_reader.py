@@ -15,15 +15,21 @@ from admc.errors import AdmcError
 from admc.targets.aoc.slm import realised_weight
 
 
-def realised_transmissions(bundle: Bundle) -> dict[str, np.ndarray]:
-    """[modules, input ports, output ports] realised transmissions per optical path."""
+def image_sets(bundle: Bundle) -> list[dict]:
     section = bundle.manifest["aoc"]
+    return section.get("image_sets") or [{"factors": None, "grey": section.get("grey"),
+                                          "transmission": section.get("transmission")}]
+
+
+def realised_transmissions(bundle: Bundle, set_index: int = 0) -> dict[str, np.ndarray]:
+    """[modules, input ports, output ports] realised transmissions per optical path, of one image set."""
+    entry = image_sets(bundle)[set_index]
     slm = bundle.manifest["target"]["slm"]
-    if section.get("transmission"):
-        return {path: bundle.array(name) for path, name in section["transmission"].items()}
+    if entry.get("transmission"):
+        return {path: bundle.array(name) for path, name in entry["transmission"].items()}
     levels = 2 ** int(slm["bit_depth"]) - 1
     result = {}
-    for path, name in section["grey"].items():
+    for path, name in entry["grey"].items():
         response = slm.get(f"response_{path}") or slm["response"]
         result[path] = realised_weight(bundle.array(name).astype(np.float64) / levels, response)
     return result
@@ -36,13 +42,27 @@ def tile_channels(bundle: Bundle, tile: dict) -> np.ndarray:
     return np.arange(group["offset"] + tile["row_start"], group["offset"] + tile["row_stop"])
 
 
-def realised_blocks(bundle: Bundle) -> list[np.ndarray]:
+def set_factors(entry: dict) -> tuple[float, float, float] | None:
+    factors = entry.get("factors")
+    return None if factors is None else (float(factors["fixed"]), float(factors["step"]),
+                                         float(factors["feedback"]))
+
+
+def phase_blocks(bundle: Bundle) -> dict[tuple[float, float, float], list[np.ndarray]] | None:
+    """Realised blocks of every image set, keyed by its factors (None when Δt is in the gains)."""
+    sets = image_sets(bundle)
+    if set_factors(sets[0]) is None:
+        return None
+    return {set_factors(entry): realised_blocks(bundle, index) for index, entry in enumerate(sets)}
+
+
+def realised_blocks(bundle: Bundle, set_index: int = 0) -> list[np.ndarray]:
     try:
         layout = bundle.manifest["layout"]
         section = bundle.manifest["aoc"]
         beta = bundle.array(section["beta"])
         alpha = bundle.array(bundle.manifest["channels"]["alpha"])
-        transmissions = realised_transmissions(bundle)
+        transmissions = realised_transmissions(bundle, set_index)
         blocks = [np.zeros((entry["rows"], entry["columns"])) for entry in layout["blocks"]]
         for tile in section["tiles"]:
             index = int(tile["block"].split("_")[1])

@@ -1,0 +1,141 @@
+"""Emit an AOC program: payloads (PNG images, exact arrays, gains, routing) and the manifest's ``aoc`` section.
+
+Requires: the lowered program (scaled groups and blocks, α, placement, routing, β, image sets, headroom and
+weight errors). Guarantees: every payload is listed by the bundle writer with its sha256; images are
+``image[input_port, output_port]`` (row = LED source, column = photodetector, the machine computes z·W),
+8-bit PNG or 16-bit beyond 8 bits; the first image set keeps the flat names ``aoc/grey_*.npy`` and
+``aoc/images/module_MMMM_*.png``, further sets (Δt in the images) live under ``aoc/set_KK/``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from admc.bundle import npy_bytes
+from admc.passes.routing import routing_to_json
+from admc.targets.aoc.png import encode_png
+
+PATHS = ("positive", "negative")
+# Worst per-step NRMSE of the quantised program against the reference allowed at 8 bits (issue 3's figure),
+# halving with every extra bit of SLM depth.
+QUANTISED_NRMSE_TOLERANCE_8_BIT = 1e-2
+
+
+def _json_bytes(data) -> bytes:
+    return (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def image_set_payloads(index: int, image_set, modules: int, float_weights: bool) -> tuple[dict, dict]:
+    prefix = "aoc/" if index == 0 else f"aoc/set_{index:02d}/"
+    entry: dict = {"factors": None if image_set.factors is None else
+                   dict(zip(("fixed", "step", "feedback"), image_set.factors, strict=True))}
+    payloads: dict[str, bytes] = {}
+    if float_weights:
+        entry["transmission"] = {path: f"{prefix}transmission_{path}.npy" for path in PATHS}
+        for path in PATHS:
+            payloads[entry["transmission"][path]] = npy_bytes(image_set.realised[path])
+        return entry, payloads
+    entry["grey"] = {path: f"{prefix}grey_{path}.npy" for path in PATHS}
+    for path in PATHS:
+        payloads[entry["grey"][path]] = npy_bytes(image_set.grey[path])
+        for module in range(modules):
+            payloads[f"{prefix}images/module_{module:04d}_{path}.png"] = encode_png(image_set.grey[path][module])
+    return entry, payloads
+
+
+def summary_of(placement, alpha: np.ndarray, image_sets: list, tiles: list[dict], weight_errors: list[dict],
+               per_channel: bool) -> dict:
+    per_layer: dict[int, int] = {}
+    for entry in tiles:
+        per_layer[entry["layer"]] = per_layer.get(entry["layer"], 0) + 1
+    used = sum(tile.rows * tile.columns for tile in placement.tiles)
+    if per_channel:
+        placement_text = ("gains: Δt and Δt/2 scale the β of step-class tiles per phase; one image set serves "
+                          "every step")
+    else:
+        placement_text = (f"images: no per-channel gains, so the step factors are in the SLM images; "
+                          f"{len(image_sets)} image set(s), one per distinct (Δt, loop) factor")
+    return {
+        "modules_used": placement.modules_used,
+        "lower_bound": placement.lower_bound,
+        "tile_lower_bound": placement.tile_lower_bound,
+        "layout": placement.layout,
+        "placement_solver": placement.solver,
+        "utilisation": used / (placement.modules_used * placement.ports ** 2),
+        "tiles_per_layer": {str(layer): count for layer, count in sorted(per_layer.items())},
+        "dt_placement": placement_text,
+        "image_sets": len(image_sets),
+        "alpha_max": float(np.max(alpha, initial=0.0)),
+        "worst_weight_error_relative": max((entry["max_relative"] for entry in weight_errors), default=0.0),
+    }
+
+
+def summary_lines(summary: dict, weight_errors: list[dict], headroom: list[dict]) -> list[str]:
+    lines = [
+        f"modules     {summary['modules_used']} used ({summary['layout']}, {summary['placement_solver']}); "
+        f"lower bound ⌈max(Σrows, Σcols)/ports⌉ = {summary['lower_bound']}, tiling bound "
+        f"{summary['tile_lower_bound']}; utilisation {100 * summary['utilisation']:.1f}% of SLM pixels",
+        f"tiles       per layer {summary['tiles_per_layer']}",
+        f"Δt          {summary['dt_placement']}",
+        f"α           max {summary['alpha_max']:.4f}",
+        "weight error per block (relative to the block's max |W|):",
+    ]
+    for entry in weight_errors:
+        lines.append(f"  {entry['block']} {entry['rows']:>5} × {entry['columns']:<5} max "
+                     f"{entry['max_relative']:.2e}  rms {entry['rms_relative']:.2e}")
+    lines.append("headroom per group (limit / peak on calibration samples):")
+    for entry in headroom:
+        voltage, injection = entry["voltage_headroom"], entry["injection_headroom"]
+        lines.append(f"  {entry['group']:<14} scale {entry['voltage_scale']:.4g}  voltage "
+                     f"{'—' if voltage is None else f'{voltage:.2f}×'}  injection "
+                     f"{'—' if injection is None else f'{injection:.2f}×'}")
+    return lines
+
+
+def attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, weight_errors):
+    target = compiled.target
+    payloads: dict[str, bytes] = {"aoc/beta.npy": npy_bytes(beta),
+                                  "aoc/routing.json": _json_bytes(routing_to_json(routing))}
+    sets = []
+    for index, image_set in enumerate(image_sets):
+        entry, set_payloads = image_set_payloads(index, image_set, placement.modules_used,
+                                                 target.slm.float_weights)
+        sets.append(entry)
+        payloads.update(set_payloads)
+    tiles = []
+    for tile in placement.tiles:
+        block = scaled.blocks[int(tile.block.split("_")[1])]
+        tiles.append({**tile.__dict__, "scale_class": block.scale_class, "layer": block.layer})
+    summary = summary_of(placement, alpha, image_sets, tiles, weight_errors, target.gain.per_channel)
+    summary["lines"] = summary_lines(summary, weight_errors, headroom)
+    section = {
+        "image_orientation": "image[input_port, output_port]: row = LED source, column = photodetector "
+                             "(the machine computes z·W)",
+        "beta": "aoc/beta.npy",
+        "routing": "aoc/routing.json",
+        "gains_per_channel": bool(target.gain.per_channel),
+        "image_sets": sets,
+        "grey": sets[0].get("grey"),
+        "transmission": sets[0].get("transmission"),
+        "tiles": tiles,
+        "placement": {key: value for key, value in placement.to_dict().items() if key != "tiles"},
+        "headroom": headroom,
+        "weight_error": weight_errors,
+        "summary": summary,
+    }
+    report = dict(compiled.report)
+    if target.slm.float_weights:
+        report["verify_criterion"], report["verify_tolerance"] = "relative_error", 1e-9
+    else:
+        report["verify_criterion"] = "per_step_nrmse"
+        report["verify_tolerance"] = QUANTISED_NRMSE_TOLERANCE_8_BIT * 2.0 ** (8 - target.slm.bit_depth)
+    report["modules_used"] = placement.modules_used
+    compiled.program = scaled
+    compiled.alpha = alpha
+    compiled.report = report
+    compiled.extra_sections = {"aoc": section}
+    compiled.extra_payloads = payloads
+    compiled.block_arrays = False
+    return compiled
