@@ -31,9 +31,10 @@ def summary(bundle: Bundle) -> dict:
         "payload_bytes": sum((bundle.path / name).stat().st_size for name in manifest["payloads"]),
         "report": manifest.get("report", {}),
     }
-    for key in ("aoc",):
-        if key in manifest:
-            result[key] = manifest[key].get("summary", {})
+    if "aoc" in manifest:
+        section = manifest["aoc"]
+        result["aoc"] = {**section.get("summary", {}), "weight_error": section.get("weight_error", []),
+                         "headroom": section.get("headroom", [])}
     return result
 
 

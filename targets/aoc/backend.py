@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from admc.errors import AdmcError
+from admc.ir.program import CLOSED, FEEDBACK, FIXED, STEP
 from admc.passes.routing import check_routing, routing_graph
 from admc.passes.state_scaling import apply_scales, choose_scales, headroom_report, measure_peaks
 from admc.passes.tiling import MatrixBlock as TilingBlock
@@ -69,17 +71,47 @@ def place(program, target, layout: str) -> tuple[Placement, object, list[TileRow
     return placement, routing, tile_rows
 
 
-def gains_and_transmissions(placement: Placement, tile_rows: list[TileRows], alpha: np.ndarray, target
-                            ) -> tuple[np.ndarray, list[np.ndarray]]:
+def smallest_step_scales(schedule) -> dict[str, float]:
+    """The smallest factor each scale class is multiplied by at run time (over the phases that use it)."""
+    step = [phase.step_scale for phases in schedule.steps for phase in phases]
+    feedback = [phase.step_scale for phases in schedule.steps for phase in phases if phase.loop == CLOSED]
+    return {FIXED: 1.0, STEP: min(step, default=1.0), FEEDBACK: min(feedback, default=1.0)}
+
+
+def gain_floors(program, placement: Placement, schedule, target) -> list[float]:
+    """Per tile, the smallest β that keeps β × (smallest run-time step factor) ≥ β_min (Δt in the gains).
+
+    A small Δt thus raises the tile's gain and lowers its transmissions (fewer grey levels) rather than
+    asking the machine for a gain below its range; if even β_max cannot, the build is refused.
+    """
+    if not target.gain.per_channel:
+        return [target.gain.beta_min] * len(placement.tiles)
+    smallest = smallest_step_scales(schedule)
+    floors = []
+    for tile in placement.tiles:
+        scale_class = program.blocks[int(tile.block.split("_")[1])].scale_class
+        floor = target.gain.beta_min / smallest[scale_class]
+        if floor > target.gain.beta_max:
+            raise AdmcError(
+                f"{tile.block} ({scale_class} tile): the smallest step factor {smallest[scale_class]:.3g} needs a "
+                f"gain of at least beta_min/{smallest[scale_class]:.3g} = {floor:.3g}, above gain.beta_max "
+                f"{target.gain.beta_max:.3g}; use larger steps (Δt ≥ {target.gain.beta_min / target.gain.beta_max:.3g}"
+                " per gain-scaled phase) or a target without per-channel gains (Δt in the images)")
+        floors.append(floor)
+    return floors
+
+
+def gains_and_transmissions(placement: Placement, tile_rows: list[TileRows], alpha: np.ndarray, target,
+                            floors: list[float]) -> tuple[np.ndarray, list[np.ndarray]]:
     """β per module output port and each tile's signed transmissions in [−1, 1].
 
-    Per-channel gains: each row uses the SLM's full range. One gain per module: the module's largest
-    row gain serves every row, so smaller rows use fewer grey levels.
+    Per-channel gains: each row uses the SLM's full range (down to the tile's gain floor). One gain per
+    module: the module's largest row gain serves every row, so smaller rows use fewer grey levels.
     """
     beta = np.zeros((placement.modules_used, target.module.ports))
     transmissions = []
-    for tile, rows in zip(placement.tiles, tile_rows, strict=True):
-        tile_beta, transmission = tile_gains(rows, alpha, target.gain.beta_min)
+    for tile, rows, floor in zip(placement.tiles, tile_rows, floors, strict=True):
+        tile_beta, transmission = tile_gains(rows, alpha, floor)
         beta[tile.module, tile.output_port_start:tile.output_port_stop] = tile_beta
         transmissions.append(transmission * tile_beta[:, None])  # (1 − α) W, rescaled below
     if not target.gain.per_channel:
@@ -144,7 +176,8 @@ def lower_to_aoc(compiled, layout: str):
     scaled, headroom = scale_states(compiled, target)
     placement, routing, tile_rows = place(scaled, target, layout)
     alpha = choose_alpha(tile_rows, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
-    beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target)
+    floors = gain_floors(scaled, placement, compiled.schedule, target)
+    beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target, floors)
     set_factors = [None] if target.gain.per_channel else image_set_factors(compiled.schedule)
     image_sets = [quantise_set(placement, scaled, transmissions, factors, target) for factors in set_factors]
     achieved = {factors: realised_blocks(scaled, placement, image_set, beta, alpha)
