@@ -23,6 +23,7 @@ from admc.targets.aoc.physics import (
     activation,
     continuous_time_solve,
     loop_iteration,
+    module_matrices,
     optical_outputs,
     relaxed_operator,
     sample_static_errors,
@@ -150,6 +151,23 @@ def test_full_optical_model_matches_a_loop_based_second_implementation():
             if output >= 1:
                 expected[output] += errors["crosstalk_to_later"][output - 1] * difference[output - 1]
         np.testing.assert_allclose(result[batch, 0], expected, rtol=1e-12, atol=1e-13)
+
+
+def test_module_matrices_reproduce_the_optical_model_with_every_effect_on_and_off():
+    generator = torch.Generator().manual_seed(11)
+    positive, negative = random_tiles(generator, 3, 48, 48)
+    positive[:, 30:, :] = 0.0  # an unused region: only darkness / leakage / crosstalk reach it
+    negative[:, 30:, :] = 0.0
+    drive = torch.randn(5, 3, 48, generator=generator, dtype=DTYPE)
+    everything = enabled("slm_darkness", "weight_error", "input_efficiency", "pd_crosstalk", "pbs_crosstalk",
+                         weight_error={"relative_std": 0.05}, input_efficiency={"dead_channels": [3]})
+    for nonidealities in (NonIdealities(), everything):
+        static = sample_static_errors(nonidealities, 3, 48)
+        matrices = module_matrices(positive, negative, nonidealities, static)
+        expected = optical_outputs(drive, positive, negative, nonidealities, static)
+        np.testing.assert_allclose(torch.einsum("mpq,bmq->bmp", matrices, drive).numpy(), expected.numpy(),
+                                   rtol=0, atol=1e-12)
+    assert torch.equal(module_matrices(positive, negative, NonIdealities(), static), positive - negative)
 
 
 def test_weight_error_has_unit_mean_and_the_stated_relative_std():

@@ -342,12 +342,47 @@ def optical_outputs(
     return difference
 
 
+def module_matrices(
+    transmission_positive: torch.Tensor,
+    transmission_negative: torch.Tensor,
+    nonidealities: NonIdealities,
+    static_errors: StaticErrors,
+) -> torch.Tensor:
+    """The optical part of each module as one signed matrix A [M, P_out, P_in]: optical_outputs(d) = A @ d.
+
+    Requires transmissions [M, P_out, P_in] and static errors for M modules (or broadcasting from 1).
+    Guarantees: every effect of :func:`optical_outputs` (fan-in efficiency, darkness, weight error, PBS leakage,
+    differential detection, PD crosstalk) is linear in the drive, so A is built by applying it to the unit
+    drives and reproduces it exactly up to rounding; with every effect off, A = T+ - T- exactly.
+    """
+    modules, _, inputs = transmission_positive.shape
+    basis = torch.eye(inputs, dtype=transmission_positive.dtype, device=transmission_positive.device)
+    drives = basis.unsqueeze(1).expand(inputs, modules, inputs)  # drive b is the unit vector e_b on every module
+    columns = optical_outputs(drives, transmission_positive, transmission_negative, nonidealities, static_errors)
+    return columns.permute(1, 2, 0).contiguous()  # [input b, module, output] -> [module, output, input b]
+
+
 def activation(z: torch.Tensor, nonidealities: NonIdealities) -> torch.Tensor:
-    """tanh, or the measured algebraic sigmoid z / (1 + |z|^c)^(1/c) (unit slope at 0, limits +-1)."""
+    """tanh, or the measured algebraic sigmoid z / (1 + |z|^c)^(1/c) (unit slope at 0, limits +-1).
+
+    Guarantees: a new tensor; ``z`` is not modified (the sigmoid's intermediates are computed in place).
+    """
     if not nonidealities.nonlinearity.enabled:
         return torch.tanh(z)
     exponent = nonidealities.nonlinearity.exponent
-    return z / (1.0 + z.abs() ** exponent) ** (1.0 / exponent)
+    if z.requires_grad:
+        return z / (1.0 + z.abs() ** exponent) ** (1.0 / exponent)
+    return activation_(z.clone(), nonidealities)
+
+
+def activation_(z: torch.Tensor, nonidealities: NonIdealities, work: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`activation` computed in place in ``z`` (returned); ``work`` (shape of z) holds the sigmoid's
+    intermediate when given, else one is allocated. No autograd."""
+    if not nonidealities.nonlinearity.enabled:
+        return z.tanh_()
+    exponent = nonidealities.nonlinearity.exponent
+    denominator = torch.abs(z, out=work) if work is not None else z.abs()
+    return z.div_(denominator.pow_(exponent).add_(1.0).pow_(1.0 / exponent))
 
 
 def apply_saturation(z: torch.Tensor, nonidealities: NonIdealities) -> torch.Tensor:

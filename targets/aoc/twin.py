@@ -5,19 +5,24 @@ Requires: a verified AOC ``Bundle`` and a ``NonIdealities`` (default: the bundle
 Guarantees:
 - Per loop iteration, per channel i: z_i ← α_i z_i + Σ_ports β·s_class·(1+gain error)·g + (1 − α_i)·clip(v_i)
   + offsets + read noise, with g the photodetector signal of ``physics.optical_outputs`` for the LED drives
-  σ(σ-gain·z) routed to each module's input ports. Only the placed modules are computed (one batched
-  product per module), never an n × n matrix.
+  σ(σ-gain·z) routed to each module's input ports. Everything between the LED drives and the summed
+  channel inputs is linear, so it is folded once per distinct phase scaling into its realised operator
+  (``operator`` = "blocks": dense matrices only for the (row group, column group) pairs that hold weights,
+  plus a sparse remainder such as crosstalk across tile borders; "modules": one batched 48 × 48 product
+  per placed module; "auto" picks the cheaper). Never an n × n matrix.
 - Every non-ideality off: equals the ideal executor of the same bundle (to rounding, float64).
 - Discrete mode iterates closed phases for a loop budget (or to convergence when the run is noise-free)
   and reads out the average over the readout window of the iterations, over ``repeats`` independent noise
   realisations; continuous mode integrates τ dz/dt = −z + F(z) + noise with exponential Euler, τ from the
   bandwidth, and averages the sampled waveform over the readout window and repeats (the paper's readout).
 - A loop that diverges or does not settle raises ``ConvergenceError`` naming the step, phase and residual.
-- Same bundle, non-idealities and seed: identical results. Runs on CPU or GPU (``device``).
+- Same bundle, non-idealities and seed: identical results. Runs on CPU or GPU (``device``), in float64
+  (default) or float32 (``dtype``). Read noise is drawn in float32 and added in ``dtype``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -31,16 +36,26 @@ from admc.targets.aoc.bundle_reader import realised_blocks, realised_transmissio
 from admc.targets.aoc.physics import (
     NonIdealities,
     activation,
-    apply_saturation,
+    activation_,
     clip_injection,
-    optical_outputs,
+    module_matrices,
     sample_static_errors,
 )
 
 DEFAULT_LOOP_ITERATIONS = 300  # ≈ 9.5 µs at τ = 31.8 ns: inside the paper's 10–15 µs per diffusion step
 SETTLE_TOLERANCE = 2e-2  # relative drift of the windowed readout between the window's two halves
-NOISE_FREE_TOLERANCE = 1e-13
+NOISE_FREE_TOLERANCE = 1e-13  # float64; float32 runs use NOISE_FREE_EPSILONS × its machine epsilon
+NOISE_FREE_EPSILONS = 64
 NOISE_FREE_MAX_ITERATIONS = 100_000
+DIVERGENCE_RESIDUAL = 1e12
+# A settled noisy loop changes per iteration by a few read-noise standard deviations; a loop still changing by
+# more than this many at the end of its budget (e.g. oscillating between the rails) has not settled.
+UNSETTLED_NOISE_MULTIPLE = 40.0
+# Relative per-iteration costs used by operator="auto" (measured on CPU: a weight in a sparse remainder or in
+# a 48 × 48 module product costs more than one in a large dense block).
+REMAINDER_COST = 4.0
+MODULE_COST = 2.0
+OPERATORS = ("auto", "blocks", "modules")
 
 
 def nonidealities_of(bundle: Bundle) -> NonIdealities:
@@ -65,16 +80,62 @@ class TwinResult:
     residual_history: list[np.ndarray] = field(default_factory=list)  # step 0 closed phases: [k, B]
 
 
+@dataclass
+class LoopOperator:
+    """The linear part of one phase's loop, realised once: summed = S σ + constant, S never stored n × n.
+
+    ``kind`` "blocks": ``blocks`` holds (rows, columns, S[rows, columns]ᵀ) for every (row group, column
+    group) pair dense enough to be worth a matmul, ``remainder`` the other non-zeros as (rows, columns,
+    values). ``kind`` "modules": ``modules`` holds each used module's gain-scaled optics transposed,
+    [M, P_in, P_out], with its input and output channel indices ([M·P], index n reads / drops a zero).
+    ``constant`` holds the offsets summed per channel (zero when offsets are off). ``cost`` is the estimate
+    the "auto" choice compared.
+    """
+
+    kind: str
+    constant: torch.Tensor
+    cost: float
+    blocks: list[tuple[slice, slice, torch.Tensor]] = field(default_factory=list)
+    remainder: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    modules: torch.Tensor | None = None
+    input_channel: torch.Tensor | None = None
+    output_channel: torch.Tensor | None = None
+
+    def accumulate(self, activated: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """result += S · activated (per batch row), in place; returns ``result``."""
+        if self.kind == "modules":
+            return self._accumulate_modules(activated, result)
+        for rows, columns, matrix in self.blocks:
+            result[:, rows].addmm_(activated[:, columns], matrix)
+        if self.remainder is not None:
+            rows, columns, values = self.remainder
+            result.index_add_(1, rows, activated[:, columns] * values)
+        return result
+
+    def _accumulate_modules(self, activated: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        batch, size = activated.shape
+        modules, inputs, outputs = self.modules.shape
+        padded = torch.nn.functional.pad(activated, (0, 1))
+        led = padded.index_select(1, self.input_channel).view(batch, modules, inputs).transpose(0, 1)
+        signal = torch.bmm(led, self.modules)  # [M, B, P_out]
+        summed = activated.new_zeros(batch, size + 1)
+        summed.index_add_(1, self.output_channel, signal.transpose(0, 1).reshape(batch, -1))
+        return result.add_(summed[:, :size])
+
+
 class AocTwin:
     def __init__(self, bundle: Bundle, nonidealities: NonIdealities | None = None, *, mode: str = "discrete",
                  loop_iterations: int | None = None, repeats: int | None = None, seed: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
-                 record_residuals: bool = False):
+                 record_residuals: bool = False, operator: str = "auto"):
+        if operator not in OPERATORS:
+            raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}")
         self.bundle = bundle
         manifest = bundle.manifest
         target = manifest["target"]
         self.nonidealities = nonidealities_of(bundle) if nonidealities is None else nonidealities
         self.mode = mode
+        self.operator = operator
         self.loop_iterations = loop_iterations or DEFAULT_LOOP_ITERATIONS
         self.repeats = repeats or int(target["timing"]["repeats"])
         self.window = tuple(target["timing"]["readout_window"])
@@ -83,10 +144,13 @@ class AocTwin:
         self.seed = self.nonidealities.seed if seed is None else seed
         self.device, self.dtype = torch.device(device), dtype
         self.record_residuals = record_residuals
+        self.tolerance = max(NOISE_FREE_TOLERANCE, NOISE_FREE_EPSILONS * torch.finfo(dtype).eps)
         program, self.schedule, alpha = read_program(bundle, realised_blocks(bundle))
         self.program = program
         self._layout(program, alpha)
         self._optics(manifest)
+        self._operators: dict[tuple[float, ...], LoopOperator] = {}
+        self._buffers: dict[tuple, torch.Tensor] = {}
 
     # -- set-up ----------------------------------------------------------------------------------
     def _tensor(self, array) -> torch.Tensor:
@@ -98,10 +162,15 @@ class AocTwin:
         self.alpha = self._tensor(alpha)
         gains = np.ones(size)
         tanh = np.zeros(size, dtype=bool)
-        for group in program.groups:
+        group_index = np.zeros(size, dtype=np.int64)
+        for index, group in enumerate(program.groups):
             gains[group.offset:group.stop] = group.sigma_gain
             tanh[group.offset:group.stop] = group.activation == "tanh"
+            group_index[group.offset:group.stop] = index
         self.sigma_gain, self.tanh_channels = self._tensor(gains), torch.as_tensor(tanh, device=self.device)
+        self.all_tanh = bool(tanh.all())
+        self.group_slices = [slice(group.offset, group.stop) for group in program.groups]
+        self.group_index = torch.as_tensor(group_index, device=self.device)
         self.held = [(slice(group.offset, group.stop), group.voltage_scale)
                      for group in program.groups if group.held]
         self.initialised = [(slice(group.offset, group.stop), group.voltage_scale)
@@ -145,19 +214,86 @@ class AocTwin:
             input_channel[module, inputs] = columns
             output_channel[module, outputs] = tile_channels(self.bundle, tile)
             port_class[module, outputs] = SCALE_CLASSES.index(tile["scale_class"])
-        self.input_channel = torch.as_tensor(input_channel.reshape(-1), device=self.device)
-        self.output_channel = torch.as_tensor(output_channel.reshape(-1), device=self.device)
+        self.input_channel = torch.as_tensor(input_channel, device=self.device)  # [M, P]
+        self.output_channel = torch.as_tensor(output_channel, device=self.device)
         self.port_class = torch.as_tensor(port_class, device=self.device)
         self.static_errors = sample_static_errors(self.nonidealities, modules, ports,
                                                   torch.Generator().manual_seed(self.seed), self.dtype)
         self.static_errors = type(self.static_errors)(**{
             name: value.to(self.device) for name, value in vars(self.static_errors).items()})
+        # The optics of every module as one signed matrix [M, P_out, P_in], every path effect folded in.
+        self.optics = module_matrices(self.positive, self.negative, self.nonidealities, self.static_errors)
+
+    # -- the realised loop operator of a phase -----------------------------------------------------
+    def _phase_factors(self, phase: Phase) -> tuple[float, ...]:
+        return tuple(block_scale(name, phase.step_scale, phase.loop) for name in SCALE_CLASSES)
+
+    def loop_operator(self, phase: Phase) -> LoopOperator:
+        """The phase's linear part, built once per distinct class scaling (cached).
+
+        Guarantees: ``accumulate`` adds Σ_ports gain·(optics · σ routed to the ports) per channel, with
+        gain = β · s_class · (1 + gain error); ``constant`` is the offsets summed per channel.
+        """
+        factors = self._phase_factors(phase)
+        if factors not in self._operators:
+            self._operators[factors] = self._build_operator(factors)
+        return self._operators[factors]
+
+    def _build_operator(self, factors: tuple[float, ...]) -> LoopOperator:
+        gain = self.beta * self._tensor(factors)[self.port_class]  # [M, P_out]
+        if self.nonidealities.gain_error.enabled:
+            gain = gain * self.static_errors.gain_factor
+        scaled = gain.unsqueeze(-1) * self.optics  # [M, P_out, P_in]
+        constant = torch.zeros(self.size + 1, dtype=self.dtype, device=self.device)
+        if self.nonidealities.offsets.enabled:
+            constant.index_add_(0, self.output_channel.reshape(-1), self.static_errors.offsets.reshape(-1))
+        constant = constant[:-1]
+        blocks = self._block_form(scaled, constant)
+        modules = self._module_form(scaled, constant)
+        if self.operator == "blocks" or (self.operator == "auto" and blocks.cost <= modules.cost):
+            return blocks
+        return modules
+
+    def _block_form(self, scaled: torch.Tensor, constant: torch.Tensor) -> LoopOperator:
+        """S as dense (row group, column group) blocks plus a sparse remainder; cost in weight units."""
+        modules, outputs, inputs = scaled.shape
+        rows = self.output_channel.unsqueeze(-1).expand(modules, outputs, inputs)
+        columns = self.input_channel.unsqueeze(1).expand(modules, outputs, inputs)
+        keep = (rows < self.size) & (columns < self.size) & (scaled != 0)
+        # Channels fed by several ports (a block split over tiles) sum their entries: coalesce (row, column).
+        keys, inverse = torch.unique(rows[keep] * self.size + columns[keep], return_inverse=True)
+        values = torch.zeros(keys.numel(), dtype=self.dtype, device=self.device).index_add_(0, inverse,
+                                                                                            scaled[keep])
+        row, column = keys // self.size, keys % self.size
+        count = len(self.group_slices)
+        pair = self.group_index[row] * count + self.group_index[column]
+        blocks, leftover, cost = [], torch.zeros_like(values, dtype=torch.bool), 0.0
+        for key, number in zip(*(t.tolist() for t in torch.unique(pair, return_counts=True)), strict=True):
+            row_slice, column_slice = self.group_slices[key // count], self.group_slices[key % count]
+            area = (row_slice.stop - row_slice.start) * (column_slice.stop - column_slice.start)
+            selected = pair == key
+            if area > REMAINDER_COST * number:
+                leftover |= selected
+                cost += REMAINDER_COST * number
+                continue
+            matrix = torch.zeros(row_slice.stop - row_slice.start, column_slice.stop - column_slice.start,
+                                 dtype=self.dtype, device=self.device)
+            matrix[row[selected] - row_slice.start, column[selected] - column_slice.start] = values[selected]
+            blocks.append((row_slice, column_slice, matrix.T.contiguous()))
+            cost += area
+        remainder = (row[leftover], column[leftover], values[leftover]) if bool(leftover.any()) else None
+        return LoopOperator("blocks", constant, cost, blocks=blocks, remainder=remainder)
+
+    def _module_form(self, scaled: torch.Tensor, constant: torch.Tensor) -> LoopOperator:
+        """One [P_in, P_out] product per module that holds any weight; cost in weight units."""
+        used = torch.nonzero(scaled.flatten(1).abs().amax(dim=1) > 0).flatten()
+        matrices = scaled[used].transpose(1, 2).contiguous()
+        cost = MODULE_COST * matrices.numel()
+        return LoopOperator("modules", constant, cost, modules=matrices,
+                            input_channel=self.input_channel[used].reshape(-1),
+                            output_channel=self.output_channel[used].reshape(-1))
 
     # -- one loop application --------------------------------------------------------------------
-    def _phase_factors(self, phase: Phase) -> torch.Tensor:
-        factors = [block_scale(name, phase.step_scale, phase.loop) for name in SCALE_CLASSES]
-        return self._tensor(factors)[self.port_class]  # [M, P]
-
     def _static_vector(self, phase: Phase) -> torch.Tensor:
         total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
         matches = np.flatnonzero(self.static_times == phase.time)
@@ -172,37 +308,62 @@ class AocTwin:
         return total
 
     def _drive(self, phase: Phase, inject: torch.Tensor, hold: torch.Tensor | None) -> torch.Tensor:
+        """Per-phase constant input of every iteration: clip((1 − α) v) + offsets, [B, n]."""
         drive = self._static_vector(phase).expand(inject.shape[0], -1).clone()
         for rows, matrix, kind in self.injections:
             source = inject if (kind == INJECT or phase.loop == CLOSED) else hold
             drive[:, rows] += source @ matrix
         # The machine adds clip(v) after the relaxation's (1 − α) share (FIELDS.md §1, step 12).
-        return clip_injection((1.0 - self.alpha) * drive, self.nonidealities)
+        return clip_injection((1.0 - self.alpha) * drive, self.nonidealities) + self.loop_operator(phase).constant
 
-    def _operator(self, state: torch.Tensor, factors: torch.Tensor, drive: torch.Tensor,
-                  closed: bool) -> torch.Tensor:
-        """Noise-free right-hand side F(z) of one iteration (held channels unrelaxed in open phases)."""
-        scaled = self.sigma_gain * state
-        activated = torch.where(self.tanh_channels, activation(scaled, self.nonidealities), scaled)
-        padded = torch.nn.functional.pad(activated, (0, 1))
-        led = padded[:, self.input_channel].reshape(state.shape[0], self.modules, self.ports)
-        signal = optical_outputs(led, self.positive, self.negative, self.nonidealities, self.static_errors)
-        gain = self.beta * factors
-        if self.nonidealities.gain_error.enabled:
-            gain = gain * self.static_errors.gain_factor
-        contribution = (signal * gain).reshape(state.shape[0], -1)
-        if self.nonidealities.offsets.enabled:
-            contribution = contribution + self.static_errors.offsets.reshape(-1)
-        summed = torch.zeros(state.shape[0], self.size + 1, dtype=self.dtype, device=self.device)
-        summed.index_add_(1, self.output_channel, contribution)
+    def _buffer(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """A reusable work tensor shaped like ``like`` (large allocations cost page faults every iteration)."""
+        key = (name, tuple(like.shape), like.dtype, like.device)
+        if key not in self._buffers:
+            if len(self._buffers) > 16:  # batch shapes changed: drop the old ones
+                self._buffers.clear()
+            self._buffers[key] = torch.empty_like(like)
+        return self._buffers[key]
+
+    def _activate(self, state: torch.Tensor) -> torch.Tensor:
+        """σ(σ-gain · z) on tanh channels, σ-gain · z on the others; the result lives in a work buffer that
+        the next call overwrites."""
+        scaled = torch.mul(state, self.sigma_gain, out=self._buffer("activated", state))
+        if not self.all_tanh:
+            return torch.where(self.tanh_channels, activation(scaled, self.nonidealities), scaled)
+        return activation_(scaled, self.nonidealities, self._buffer("activation work", state))
+
+    def _operator(self, state: torch.Tensor, operator: LoopOperator, drive: torch.Tensor, closed: bool,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise-free right-hand side F(z) = α z + S σ(σ-gain z) + drive of one iteration (held channels
+        unrelaxed in open phases); written into ``out`` when given (it must not alias ``state``)."""
+        activated = self._activate(state)
         alpha = self.alpha if closed else self.open_alpha
-        return alpha * state + summed[:, :-1] + drive
+        result = torch.addcmul(drive, alpha, state) if out is None else torch.addcmul(drive, alpha, state, out=out)
+        return operator.accumulate(activated, result)
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(self.seed + 1)
 
     def _noise(self, shape: torch.Size, generator: torch.Generator) -> torch.Tensor | float:
-        if not self.nonidealities.read_noise.enabled:
+        """White read noise N(0, std²) for one iteration (drawn in float32), or 0.0 when it is off."""
+        if not self.noisy:
             return 0.0
-        sample = torch.randn(shape, generator=generator, dtype=self.dtype).to(self.device)
-        return self.nonidealities.read_noise.std * sample
+        sample = torch.randn(shape, generator=generator, dtype=torch.float32, device=self.device)
+        return sample.mul_(self.nonidealities.read_noise.std).to(self.dtype)
+
+    def _add_noise(self, target: torch.Tensor, buffer: torch.Tensor | None,
+                   generator: torch.Generator) -> torch.Tensor:
+        """target += read noise, drawn into the float32 ``buffer``; the same draws as :meth:`_noise`."""
+        if self.noisy and buffer is not None:
+            buffer.normal_(generator=generator)
+            target.add_(buffer, alpha=self.nonidealities.read_noise.std)
+        return target
+
+    def _saturate(self, state: torch.Tensor) -> torch.Tensor:
+        """``apply_saturation`` in place."""
+        settings = self.nonidealities.saturation
+        return state.clamp_(settings.low, settings.high) if settings.enabled else state
 
     @property
     def noisy(self) -> bool:
@@ -219,46 +380,66 @@ class AocTwin:
         stop = max(int(np.ceil(self.window[1] * count)), start + 1)
         return range(start, min(stop, count))
 
-    def _iterate(self, step: int, index: int, phase: Phase, state: torch.Tensor, drive: torch.Tensor,
-                 hold: torch.Tensor | None, generator: torch.Generator) -> PhaseOutcome:
-        factors = self._phase_factors(phase)
-        closed = phase.loop == CLOSED
-        exact_open = not closed and not bool(torch.any(self.open_alpha > 0))
+    def _budget(self, closed: bool, exact_open: bool) -> int:
         budget = self.open_iterations if (exact_open and not self.noisy) else self.loop_iterations
         if not self.noisy and not exact_open:
             budget = max(budget, NOISE_FREE_MAX_ITERATIONS)  # a noise-free run is taken to convergence
         if exact_open and self.noisy:
             budget = max(self.loop_iterations // 4, self.open_iterations)
+        return budget
+
+    def _readout(self, state: torch.Tensor) -> torch.Tensor:
+        return state[:, self.readout] / self.readout_scale
+
+    @staticmethod
+    def _change(updated: torch.Tensor, state: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+        """Per batch row max |updated − state| / max(1, max |updated|) (NaN or inf when not finite)."""
+        scale = torch.abs(updated, out=scratch).amax(dim=1).clamp_min_(1.0)
+        return torch.sub(updated, state, out=scratch).abs_().amax(dim=1).div_(scale)
+
+    def _iterate(self, step: int, index: int, phase: Phase, state: torch.Tensor, drive: torch.Tensor,
+                 hold: torch.Tensor | None, generator: torch.Generator) -> PhaseOutcome:
+        operator = self.loop_operator(phase)
+        closed = phase.loop == CLOSED
+        exact_open = not closed and not bool(torch.any(self.open_alpha > 0))
+        budget = self._budget(closed, exact_open)
         window = self._window(budget)
         readouts, history = [], []
         residual = float("inf")
+        state = state.clone()
+        spare, scratch = torch.empty_like(state), torch.empty_like(state)
+        noise = torch.empty(state.shape, dtype=torch.float32, device=self.device) if self.noisy else None
         for count in range(1, budget + 1):
             if not closed:
                 state = self._hold(state, hold)
-            updated = apply_saturation(self._operator(state, factors, drive, closed)
-                                       + self._noise(state.shape, generator), self.nonidealities)
-            change = (updated - state).abs().amax(dim=1) / updated.abs().amax(dim=1).clamp_min(1.0)
+            updated = self._operator(state, operator, drive, closed, out=spare)
+            updated = self._saturate(self._add_noise(updated, noise, generator))
+            readout = self._readout(updated)  # before an open phase re-holds the held channels
+            if not closed:
+                updated = self._hold(updated, hold)  # the next iteration holds them anyway: compare like with like
+            change = self._change(updated, state, scratch)
             residual = float(change.max()) if change.numel() else 0.0
-            if self.record_residuals and step == 0 and closed:
-                history.append(change.cpu().numpy())
-            readout = updated[:, self.readout] / self.readout_scale
-            if not torch.isfinite(updated).all() or residual > 1e12:
+            if not math.isfinite(residual) or residual > DIVERGENCE_RESIDUAL:
                 raise ConvergenceError(f"twin: step {step}, phase {index} ({phase.loop} loop) diverged after "
                                        f"{count} iterations (relative change {residual:.3e})")
-            state = updated
+            if self.record_residuals and step == 0 and closed:
+                history.append(change.cpu().numpy())
+            spare, state = state, updated
             if count - 1 in window:
                 readouts.append(readout)
-            if not self.noisy and closed and residual <= NOISE_FREE_TOLERANCE:
-                readouts = [readout]
-                break
-            if not self.noisy and not closed and count >= self.open_iterations and (
-                    exact_open or residual <= NOISE_FREE_TOLERANCE):
+            if not self.noisy and (closed and residual <= self.tolerance or not closed and (
+                    count >= self.open_iterations and (exact_open or residual <= self.tolerance))):
                 readouts = [readout]
                 break
         else:
             if not self.noisy and closed:
                 raise ConvergenceError(f"twin: step {step}, phase {index} (closed loop) not settled after "
                                        f"{budget} iterations (relative change {residual:.3e})")
+            limit = max(SETTLE_TOLERANCE, UNSETTLED_NOISE_MULTIPLE * self.nonidealities.read_noise.std)
+            if self.noisy and residual > limit:
+                raise ConvergenceError(f"twin: step {step}, phase {index} ({phase.loop} loop) did not settle within "
+                                       f"{budget} iterations: still changing by {residual:.3e} (relative) per "
+                                       f"iteration, beyond read noise (oscillating?)")
         if history:
             self._history.append(np.stack(history))
         settle = self._settle_residual(readouts)
@@ -287,7 +468,8 @@ class AocTwin:
     def _continuous(self, step: int, index: int, phase: Phase, state: torch.Tensor, drive: torch.Tensor,
                     hold: torch.Tensor | None, generator: torch.Generator) -> PhaseOutcome:
         """τ dz/dt = −z + F(z) + n(t): exponential Euler at τ/2 sub-steps; noise held per sample period."""
-        factors = self._phase_factors(phase)
+        operator = self.loop_operator(phase)
+        closed = phase.loop == CLOSED
         duration = self.loop_iterations * self.time_constant
         substep = self.time_constant / 2
         count = int(np.ceil(duration / substep))
@@ -296,19 +478,20 @@ class AocTwin:
         readouts = []
         noise = self._noise(state.shape, generator)
         window = self._window(count)
+        state = state.clone()
         for index_substep in range(count):
-            if phase.loop != CLOSED:
+            if not closed:
                 state = self._hold(state, hold)
             if index_substep % samples_per_period == 0:
                 noise = self._noise(state.shape, generator)
                 if index_substep in window or (index_substep + samples_per_period - 1) in window:
-                    readouts.append(state[:, self.readout] / self.readout_scale)
-            target = self._operator(state, factors, drive, phase.loop == CLOSED) + noise
-            state = apply_saturation(target + (state - target) * decay, self.nonidealities)
+                    readouts.append(self._readout(state))
+            target = self._operator(state, operator, drive, closed).add_(noise)
+            state = self._saturate(target.add_(state.sub_(target), alpha=decay))  # target + decay (z − target)
             if not torch.isfinite(state).all():
                 raise ConvergenceError(f"twin: step {step}, phase {index} ({phase.loop} loop) diverged in "
                                        f"continuous time after {index_substep + 1} sub-steps")
-        readouts.append(state[:, self.readout] / self.readout_scale)
+        readouts.append(self._readout(state))
         settle = self._settle_residual(readouts)
         if settle > SETTLE_TOLERANCE:
             raise ConvergenceError(f"twin: step {step}, phase {index} ({phase.loop} loop) did not settle in "
@@ -317,7 +500,7 @@ class AocTwin:
 
     # -- whole run -------------------------------------------------------------------------------
     def run(self, noise: np.ndarray) -> TwinResult:
-        generator = torch.Generator().manual_seed(self.seed + 1)
+        generator = self._generator()
         x0 = self._tensor(noise)
         batch = x0.shape[0]
         # Repeats are independent noise realisations of the same experiment, averaged at each readout.
