@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass
 
 from admc.errors import AdmcError
+from admc.targets.aoc.nonidealities import NonIdealities
 from admc.targets.aoc.slm import check_response
 from admc.targets.description_schema import Field
 
@@ -189,94 +190,6 @@ class TimingSpec:
 
 
 @dataclass(frozen=True)
-class SlmDarkness:
-    enabled: bool
-    floor: float
-
-
-@dataclass(frozen=True)
-class WeightError:
-    enabled: bool
-    relative_std: float
-
-
-@dataclass(frozen=True)
-class InputEfficiency:
-    enabled: bool
-    minimum: float
-    maximum: float
-    dead_channels: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class PdCrosstalk:
-    enabled: bool
-    edge_ratio: float
-    middle_ratio: float
-
-
-@dataclass(frozen=True)
-class PbsCrosstalk:
-    enabled: bool
-    leakage: float
-
-
-@dataclass(frozen=True)
-class Offsets:
-    enabled: bool
-    std: float
-
-
-@dataclass(frozen=True)
-class GainError:
-    enabled: bool
-    relative_std: float
-
-
-@dataclass(frozen=True)
-class Nonlinearity:
-    enabled: bool
-    exponent: float
-
-
-@dataclass(frozen=True)
-class Saturation:
-    enabled: bool
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class ReadNoise:
-    enabled: bool
-    std: float
-
-
-@dataclass(frozen=True)
-class InjectionClip:
-    enabled: bool
-    limit: float
-
-
-@dataclass(frozen=True)
-class Nonidealities:
-    """Switchable hardware effects the digital twin applies in hardware mode."""
-
-    seed: int
-    slm_darkness: SlmDarkness
-    weight_error: WeightError
-    input_efficiency: InputEfficiency
-    pd_crosstalk: PdCrosstalk
-    pbs_crosstalk: PbsCrosstalk
-    offsets: Offsets
-    gain_error: GainError
-    nonlinearity: Nonlinearity
-    saturation: Saturation
-    read_noise: ReadNoise
-    injection_clip: InjectionClip
-
-
-@dataclass(frozen=True)
 class AocTarget:
     """One AOC machine: module geometry, SLM, gains, α, σ, state rails, timing and switchable non-idealities."""
 
@@ -291,7 +204,7 @@ class AocTarget:
     sigma: SigmaSpec
     state: StateSpec
     timing: TimingSpec
-    nonidealities: Nonidealities
+    nonidealities: NonIdealities
 
     @classmethod
     def from_mapping(cls, data: dict, label: str = "<target>") -> AocTarget:

@@ -40,134 +40,27 @@ the reference twin applies it to the read-out only; inside the rails the two agr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from admc.errors import AdmcError
+from admc.targets.aoc.nonidealities import (  # noqa: F401 (re-exported: the physics' vocabulary)
+    GainError,
+    InjectionClip,
+    InputEfficiency,
+    NonIdealities,
+    Nonlinearity,
+    Offsets,
+    PbsCrosstalk,
+    PdCrosstalk,
+    ReadNoise,
+    Saturation,
+    SlmDarkness,
+    WeightError,
+)
 
 Scalar = float | torch.Tensor
-
-
-@dataclass(frozen=True)
-class SlmDarkness:
-    enabled: bool = False
-    floor: float = 0.04  # darkness transmission relative to full scale
-
-
-@dataclass(frozen=True)
-class WeightError:
-    enabled: bool = False
-    relative_std: float = 0.01  # static, per pixel and path
-
-
-@dataclass(frozen=True)
-class InputEfficiency:
-    enabled: bool = False
-    minimum: float = 0.5
-    maximum: float = 1.3
-    dead_channels: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class PdCrosstalk:
-    enabled: bool = False
-    edge_ratio: float = 0.25
-    middle_ratio: float = 0.03
-
-
-@dataclass(frozen=True)
-class PbsCrosstalk:
-    enabled: bool = False
-    leakage: float = 0.005
-
-
-@dataclass(frozen=True)
-class Offsets:
-    enabled: bool = False
-    std: float = 0.01  # volts, per channel
-
-
-@dataclass(frozen=True)
-class GainError:
-    enabled: bool = False
-    relative_std: float = 0.05  # per channel
-
-
-@dataclass(frozen=True)
-class Nonlinearity:
-    enabled: bool = False
-    exponent: float = 4.265  # c of s(z) = z / (1 + |z|^c)^(1/c)
-
-
-@dataclass(frozen=True)
-class Saturation:
-    enabled: bool = False
-    low: float = -3.29
-    high: float = 2.85
-
-
-@dataclass(frozen=True)
-class ReadNoise:
-    enabled: bool = False
-    std: float = 0.01  # volts, temporally white, per iteration (or per sample time in continuous time)
-
-
-@dataclass(frozen=True)
-class InjectionClip:
-    enabled: bool = False
-    limit: float = 1.3
-
-
-@dataclass(frozen=True)
-class NonIdealities:
-    """Which hardware non-idealities are on, with their parameters; every one is off by default."""
-
-    slm_darkness: SlmDarkness = field(default_factory=SlmDarkness)
-    weight_error: WeightError = field(default_factory=WeightError)
-    input_efficiency: InputEfficiency = field(default_factory=InputEfficiency)
-    pd_crosstalk: PdCrosstalk = field(default_factory=PdCrosstalk)
-    pbs_crosstalk: PbsCrosstalk = field(default_factory=PbsCrosstalk)
-    offsets: Offsets = field(default_factory=Offsets)
-    gain_error: GainError = field(default_factory=GainError)
-    nonlinearity: Nonlinearity = field(default_factory=Nonlinearity)
-    saturation: Saturation = field(default_factory=Saturation)
-    read_noise: ReadNoise = field(default_factory=ReadNoise)
-    injection_clip: InjectionClip = field(default_factory=InjectionClip)
-    seed: int = 0
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> NonIdealities:
-        """Build from the description's nested form ``{name: {enabled: ..., parameter: ...}, seed: n}``."""
-        entry_types = {item.name: item.default_factory for item in fields(cls) if item.name != "seed"}
-        values: dict[str, Any] = {}
-        for name, entry in mapping.items():
-            if name == "seed":
-                values["seed"] = int(entry)
-                continue
-            if name not in entry_types:
-                raise AdmcError(f"nonidealities: unknown entry {name!r}; known: {sorted(entry_types)}")
-            if not isinstance(entry, Mapping):
-                raise AdmcError(f"nonidealities.{name}: expected a mapping, got {type(entry).__name__}")
-            entry_type = entry_types[name]
-            allowed = {item.name: item for item in fields(entry_type)}
-            unknown = set(entry) - set(allowed)
-            if unknown:
-                raise AdmcError(
-                    f"nonidealities.{name}: unknown parameters {sorted(unknown)}; known: {sorted(allowed)}"
-                )
-            arguments = {}
-            for key, value in entry.items():
-                if key == "enabled":
-                    arguments[key] = bool(value)
-                elif key == "dead_channels":
-                    arguments[key] = tuple(int(channel) for channel in value)
-                else:
-                    arguments[key] = float(value)
-            values[name] = entry_type(**arguments)
-        return cls(**values)
 
 
 @dataclass(frozen=True)
