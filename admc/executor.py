@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admc.errors import ConvergenceError
-from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, BlockProgram, Phase, Schedule, block_scale
+from admc.ir.program import (
+    CLOSED,
+    INJECT,
+    SCALE_CLASSES,
+    BlockProgram,
+    Phase,
+    Schedule,
+    block_scale,
+    phase_vectors,
+)
 
 DEFAULT_TOLERANCE = 1e-13
 DEFAULT_MAX_ITERATIONS = 100_000
@@ -127,17 +136,11 @@ class IdealExecutor:
     def run_step(self, step: int, phases: list[Phase], x: np.ndarray, state: np.ndarray,
                  result: ExecutionResult) -> tuple[np.ndarray, np.ndarray]:
         outputs: dict[str, np.ndarray] = {"x": x}
-
-        def combine(pairs: tuple[tuple[str, float], ...]) -> np.ndarray:
-            return sum(coefficient * outputs[source] for source, coefficient in pairs)
-
         iterations, residuals = [], []
         for index, phase in enumerate(phases):
             compiled = self._compiled(phase)
-            inject = combine(phase.inject)
-            hold = combine(phase.hold) if phase.hold else None
-            if phase.init:
-                initial = combine(phase.init)
+            inject, hold, initial = phase_vectors(phase, outputs)
+            if initial is not None:
                 for channels, scale in self.initialised:
                     state[:, channels] = scale * initial
             drive = self._drive(compiled, inject, hold)

@@ -153,6 +153,17 @@ class Phase:
                      pairs("inject"), pairs("hold"), pairs("init"))
 
 
+def phase_vectors(phase: Phase, outputs: dict):
+    """The phase's inject, hold and init vectors from the step's input ``"x"`` and earlier phases' readouts
+    (``hold``/``init`` are None when the phase has none). Works on numpy arrays and torch tensors alike."""
+
+    def combine(pairs: tuple[tuple[str, float], ...]):
+        return sum(coefficient * outputs[source] for source, coefficient in pairs)
+
+    return (combine(phase.inject), combine(phase.hold) if phase.hold else None,
+            combine(phase.init) if phase.init else None)
+
+
 @dataclass
 class Schedule:
     solver: str

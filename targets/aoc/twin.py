@@ -30,7 +30,7 @@ import torch
 
 from admc.bundle import Bundle
 from admc.errors import ConvergenceError
-from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, Phase, block_scale
+from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, Phase, block_scale, phase_vectors
 from admc.program_io import read_program
 from admc.targets.aoc.bundle_reader import realised_blocks, realised_transmissions, tile_channels
 from admc.targets.aoc.physics import (
@@ -516,13 +516,8 @@ class AocTwin:
             outputs = {"x": x}
             counts, settles = [], []
             for index, phase in enumerate(phases):
-                def combine(pairs, outputs=outputs):
-                    return sum(coefficient * outputs[source] for source, coefficient in pairs)
-
-                inject = combine(phase.inject)
-                hold = combine(phase.hold) if phase.hold else None
-                if phase.init:
-                    initial = combine(phase.init)
+                inject, hold, initial = phase_vectors(phase, outputs)
+                if initial is not None:
                     for channels, scale in self.initialised:
                         state[:, channels] = scale * initial
                 drive = self._drive(phase, inject, hold)
