@@ -34,7 +34,9 @@ class LinkReport:
     relative_error: float
     tolerance: float
     per_step_nrmse: list[float] = field(default_factory=list)
-    criterion: str = "relative_error"  # or "per_step_nrmse": the worst step's NRMSE
+    # "relative_error" (final max abs error / RMS of the reference), "per_step_nrmse" (the worst step's NRMSE)
+    # or "w2_ratio_to_gaussian" (W2 to the reference samples / W2 of a Gaussian fitted to them).
+    criterion: str = "relative_error"
 
     @property
     def measured(self) -> float:
@@ -152,7 +154,8 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
                                 max_abs_error(twin_samples, reference),
                                 distances["wasserstein2"] / max(baseline, 1e-300), twin_ratio,
                                 [float(value) for value in per_step_nrmse(result.trajectory[1:],
-                                                                          trajectories["reference"][1:])])
+                                                                          trajectories["reference"][1:])],
+                                "w2_ratio_to_gaussian")
         links = [ratio_link]
         if twin_nrmse is not None:
             links.append(trajectory_link("source (reference) ≈ bundle (twin), per step", result.trajectory,
