@@ -143,7 +143,13 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
 
         options = dict(twin_options or {})
         say(f"digital twin ({options.get('mode', 'discrete')})")
-        result = AocTwin(bundle, record_residuals=True, **options).run(report["_noise"])
+        twin_progress = None
+        if progress is not None:
+            def twin_progress(step: int, steps: int) -> None:
+                if step % max(1, steps // 4) == 0:
+                    say(f"digital twin: step {step} of {steps}")
+
+        result = AocTwin(bundle, record_residuals=True, **options).run(report["_noise"], twin_progress)
         twin_samples = result.trajectory[-1]
         report["_samples"]["twin"] = twin_samples
         report["_histories"]["twin"] = result.residual_history

@@ -23,6 +23,7 @@ Guarantees:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -499,7 +500,8 @@ class AocTwin:
         return state, torch.stack(readouts).mean(dim=0), count, settle
 
     # -- whole run -------------------------------------------------------------------------------
-    def run(self, noise: np.ndarray) -> TwinResult:
+    def run(self, noise: np.ndarray, progress: Callable[[int, int], None] | None = None) -> TwinResult:
+        """Run every step on ``noise`` [B, d]; ``progress(step, steps)`` is called after each step."""
         generator = self._generator()
         x0 = self._tensor(noise)
         batch = x0.shape[0]
@@ -513,6 +515,8 @@ class AocTwin:
         result.trajectory[0] = np.asarray(noise, dtype=np.float64)
         iterate = self._continuous if self.mode == "continuous" else self._iterate
         for step, phases in enumerate(self.schedule.steps):
+            if progress is not None and step:
+                progress(step, len(self.schedule.steps))
             outputs = {"x": x}
             counts, settles = [], []
             for index, phase in enumerate(phases):
