@@ -123,6 +123,10 @@ def command_verify(arguments: argparse.Namespace) -> int:
     bundle = Bundle(arguments.bundle)
     twin_options = {"mode": arguments.twin_mode, "loop_iterations": arguments.loop_iterations,
                     "repeats": arguments.repeats}
+    if arguments.calibration:
+        from admc.targets.aoc.calibration import read_calibration
+
+        twin_options["calibration"] = read_calibration(arguments.calibration)
 
     def progress(message: str) -> None:
         print(f"admc verify: {message}…", file=sys.stderr, flush=True)
@@ -179,6 +183,8 @@ def make_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--ideal", action="store_true", help="exact float64 execution of the program")
     simulate.add_argument("--loop-iterations", type=int, help="fixed loop-iteration budget per closed phase")
     simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--calibration", help="a measured machine's calibration file (FIELDS.md format) for "
+                          "the twin's device figures")
     simulate.set_defaults(handler=command_simulate)
 
     verify = commands.add_parser("verify", help="compare a bundle against its source model")
@@ -195,6 +201,8 @@ def make_parser() -> argparse.ArgumentParser:
     verify.add_argument("--twin-ratio", type=float, default=0.5,
                         help="pass if W2(twin, reference) ≤ this × W2(Gaussian fit, reference) (default 0.5)")
     verify.add_argument("--twin-nrmse", type=float, help="also require the twin's per-step NRMSE ≤ this")
+    verify.add_argument("--calibration", help="a measured machine's calibration file (FIELDS.md format) for "
+                        "the twin's device figures")
     verify.set_defaults(handler=command_verify)
     return parser
 

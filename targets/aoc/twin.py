@@ -34,6 +34,8 @@ from admc.errors import ConvergenceError
 from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, Phase, block_scale, phase_vectors
 from admc.program_io import read_program
 from admc.targets.aoc.bundle_reader import realised_blocks, realised_transmissions, tile_channels
+from admc.targets.aoc.calibration import Calibration
+from admc.targets.aoc.measured_device import measured_nonidealities, measured_static_errors
 from admc.targets.aoc.physics import (
     NonIdealities,
     activation,
@@ -128,13 +130,18 @@ class AocTwin:
     def __init__(self, bundle: Bundle, nonidealities: NonIdealities | None = None, *, mode: str = "discrete",
                  loop_iterations: int | None = None, repeats: int | None = None, seed: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
-                 record_residuals: bool = False, operator: str = "auto"):
+                 record_residuals: bool = False, operator: str = "auto", calibration: Calibration | None = None):
+        """``calibration``: a measured machine (FIELDS.md format) whose per-channel figures replace the
+        random static draws, with the calibrated effects switched on (``measured_device``)."""
         if operator not in OPERATORS:
             raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}")
         self.bundle = bundle
         manifest = bundle.manifest
         target = manifest["target"]
         self.nonidealities = nonidealities_of(bundle) if nonidealities is None else nonidealities
+        self.calibration = calibration
+        if calibration is not None:
+            self.nonidealities = measured_nonidealities(calibration, self.nonidealities)
         self.mode = mode
         self.operator = operator
         self.loop_iterations = loop_iterations or DEFAULT_LOOP_ITERATIONS
@@ -218,8 +225,12 @@ class AocTwin:
         self.input_channel = torch.as_tensor(input_channel, device=self.device)  # [M, P]
         self.output_channel = torch.as_tensor(output_channel, device=self.device)
         self.port_class = torch.as_tensor(port_class, device=self.device)
-        self.static_errors = sample_static_errors(self.nonidealities, modules, ports,
-                                                  torch.Generator().manual_seed(self.seed), self.dtype)
+        generator = torch.Generator().manual_seed(self.seed)
+        if self.calibration is None:
+            self.static_errors = sample_static_errors(self.nonidealities, modules, ports, generator, self.dtype)
+        else:
+            self.static_errors = measured_static_errors(self.calibration, self.nonidealities, modules, ports,
+                                                        generator, self.dtype)
         self.static_errors = type(self.static_errors)(**{
             name: value.to(self.device) for name, value in vars(self.static_errors).items()})
         # The optics of every module as one signed matrix [M, P_out, P_in], every path effect folded in.

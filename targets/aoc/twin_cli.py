@@ -1,7 +1,8 @@
 """``admc simulate BUNDLE`` without ``--ideal``: run the AOC digital twin on a bundle (DESIGN.md §6).
 
-Requires: an AOC bundle, noise [B, d] in float64, and parsed arguments with ``seed`` (int) and
-``loop_iterations`` (int or None). Guarantees: returns the twin's final samples [B, d] for the bundle's own
+Requires: an AOC bundle, noise [B, d] in float64, and parsed arguments with ``seed`` (int),
+``loop_iterations`` (int or None) and optionally ``calibration`` (a calibration file of a measured machine).
+Guarantees: returns the twin's final samples [B, d] for the bundle's own
 non-idealities with that seed; same inputs, same samples. Refuses a non-AOC bundle or noise of the wrong
 width with an ``AdmcError``; a loop that diverges or does not settle raises ``ConvergenceError``.
 """
@@ -14,6 +15,7 @@ import numpy as np
 
 from admc.bundle import Bundle
 from admc.errors import AdmcError
+from admc.targets.aoc.calibration import read_calibration
 from admc.targets.aoc.twin import AocTwin
 
 
@@ -25,7 +27,9 @@ def simulate_twin(bundle: Bundle, noise: np.ndarray, arguments: argparse.Namespa
     dimension = int(bundle.manifest["source"]["state_dimension"])
     if noise.ndim != 2 or noise.shape[1] != dimension:
         raise AdmcError(f"noise has shape {noise.shape}, the bundle's state has {dimension} features")
-    twin = AocTwin(bundle, seed=arguments.seed, loop_iterations=arguments.loop_iterations)
+    calibration = getattr(arguments, "calibration", None)
+    twin = AocTwin(bundle, seed=arguments.seed, loop_iterations=arguments.loop_iterations,
+                   calibration=read_calibration(calibration) if calibration else None)
     result = twin.run(noise)
     counts = [sum(phases) for phases in result.iterations]
     print(f"twin ({twin.mode}, seed {twin.seed}, {twin.repeats} repeats): {len(result.iterations)} steps, "
