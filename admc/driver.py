@@ -20,12 +20,14 @@ from admc import __version__
 from admc.bundle import write_bundle
 from admc.errors import AdmcError
 from admc.frontends.onnx_import import import_onnx
-from admc.frontends.torch_export import import_exported_program, import_module, load_pt2
+from admc.frontends.torch_export import export_module, import_exported_program, load_pt2
 from admc.ir.adm import IDENTITY, AdmNetwork
 from admc.ir.graph import Graph
 from admc.ir.program import BlockProgram, Schedule, tabulate_static_injection
+from admc.pass_checks import canonical_check, lowering_check, pack_check
 from admc.passes.canonicalize import canonicalize
 from admc.passes.fold_input import pack_folded
+from admc.passes.manager import PassManager
 from admc.passes.pack import pack_direct
 from admc.passes.step_phases import build_schedule
 from admc.program_io import program_sections
@@ -59,6 +61,8 @@ class CompiledProgram:
     extra_sections: dict = field(default_factory=dict)
     extra_payloads: dict[str, bytes] = field(default_factory=dict)
     block_arrays: bool = True
+    # What the emitted weights realise (quantised), when they differ from ``program``'s intended blocks.
+    realised_program: BlockProgram | None = None
 
 
 def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgram,
@@ -67,8 +71,8 @@ def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgr
     if isinstance(model, torch.nn.Module):
         if example_inputs is None:
             raise AdmcError("a torch module needs example inputs (x [B, d], t [B] or [B, 1]) to be exported")
-        graph = import_module(model, tuple(example_inputs), source=type(model).__name__)
-        program = torch.export.export(model.eval(), tuple(example_inputs), strict=False)
+        program = export_module(model, tuple(example_inputs), source=type(model).__name__)
+        graph = import_exported_program(program, type(model).__name__)
         content, file_format, name = _pt2_bytes(program), "pt2", f"{type(model).__name__}.pt2"
     elif isinstance(model, torch.export.ExportedProgram):
         graph = import_exported_program(model, "<exported program>")
@@ -104,26 +108,31 @@ def pack_for_target(network: AdmNetwork, linear_channels: bool) -> BlockProgram:
 
 def compile_source(source: SourceModel, target: Any, solver: str = "implicit-euler", steps: int | None = 16,
                    grid: np.ndarray | None = None, fp_iterations: int | None = None,
-                   layout: str = "auto") -> CompiledProgram:
-    network = canonicalize(source.graph)
-    program = pack_for_target(network, bool(target.linear_channels))
+                   layout: str = "auto", passes: PassManager | None = None) -> CompiledProgram:
+    """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them."""
+    passes = passes or PassManager()
+    network = passes.run("canonicalise", canonicalize, source.graph, check=canonical_check(source.graph))
+    program = passes.run("pack", pack_for_target, network, bool(target.linear_channels),
+                         check=pack_check(network))
     times = time_grid(steps=None if grid is not None else steps, grid=grid)
-    schedule = build_schedule(solver, times, fp_iterations)
+    schedule = passes.run("solver phases and Δt", build_schedule, solver, times, fp_iterations)
     phase_times = [phase.time for phases in schedule.steps for phase in phases]
-    program.static_table = tabulate_static_injection(program, np.asarray(phase_times))
+    program.static_table = passes.run("static injection table", tabulate_static_injection, program,
+                                      np.asarray(phase_times))
     compiled = CompiledProgram(source, target, network, program, schedule, np.zeros(program.size))
     compiled.report = spine_report(compiled)
     if target.kind == "aoc":
         from admc.targets.aoc.backend import lower_to_aoc
 
-        compiled = lower_to_aoc(compiled, layout)
+        compiled = passes.run("lower to AOC", lower_to_aoc, compiled, layout,
+                              check=lowering_check(program, compiled.alpha, schedule))
     return compiled
 
 
 def spine_report(compiled: CompiledProgram) -> dict:
     program, schedule = compiled.program, compiled.schedule
     multiply_adds = program.digital_multiply_adds_per_injection()
-    injections_per_step = [sum(1 for phase in phases) for phases in schedule.steps]
+    injections_per_step = [len(phases) for phases in schedule.steps]
     return {
         "state_channels": program.size,
         "blocks": len(program.blocks),
@@ -159,9 +168,9 @@ def emit_bundle(compiled: CompiledProgram, output: str | Path) -> Path:
 def build(model: str | Path | torch.nn.Module, output: str | Path, target: str | Path = "aoc-48",
           solver: str = "implicit-euler", steps: int | None = 16, grid: np.ndarray | None = None,
           time_input: str | None = None, fp_iterations: int | None = None, layout: str = "auto",
-          example_inputs: tuple | None = None) -> Path:
+          example_inputs: tuple | None = None, passes: PassManager | None = None) -> Path:
     """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path."""
     target_description = load_target(target)
     source = load_source(model, example_inputs, time_input)
-    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout)
+    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes)
     return emit_bundle(compiled, output)

@@ -94,8 +94,9 @@ def import_exported_program(program: ExportedProgram, source: str) -> Graph:
     return _Importer(program, source).run()
 
 
-def import_module(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], source: str = "<module>") -> Graph:
-    """Export ``module`` in eval mode on ``example_inputs`` and import it.
+def export_module(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                  source: str = "<module>") -> ExportedProgram:
+    """``torch.export`` of ``module`` in eval mode on ``example_inputs``.
 
     The leading (batch) dimension of every input with at least two rows is exported as ``Dim.AUTO``, so it
     stays symbolic unless the model ties it to a constant.
@@ -104,10 +105,14 @@ def import_module(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, .
         {0: Dim.AUTO} if tensor.dim() >= 1 and tensor.shape[0] >= 2 else None for tensor in example_inputs
     )
     try:
-        program = torch.export.export(module.eval(), example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
+        return torch.export.export(module.eval(), example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as error:  # torch raises many types here; the user needs one line, not torch's stack
         raise AdmcError(f"{source}: torch.export failed: {_first_line(error)}") from None
-    return import_exported_program(program, source)
+
+
+def import_module(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], source: str = "<module>") -> Graph:
+    """Export ``module`` (see ``export_module``) and import it."""
+    return import_exported_program(export_module(module, example_inputs, source), source)
 
 
 def load_pt2(path: str | Path) -> Graph:

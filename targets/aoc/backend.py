@@ -185,4 +185,7 @@ def lower_to_aoc(compiled, layout: str):
     if not target.gain.per_channel:
         scaled = replace(scaled, phase_blocks=achieved)
     errors = weight_errors(scaled, achieved[set_factors[0]], set_factors[0])
-    return attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, errors)
+    realised = replace(scaled, blocks=[replace(block, matrix=matrix) for block, matrix in
+                                       zip(scaled.blocks, achieved[set_factors[0]], strict=True)])
+    return attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, errors,
+                              realised)

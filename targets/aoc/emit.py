@@ -94,7 +94,8 @@ def summary_lines(summary: dict, weight_errors: list[dict], headroom: list[dict]
     return lines
 
 
-def attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, weight_errors):
+def attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, weight_errors,
+                       realised_program=None):
     target = compiled.target
     payloads: dict[str, bytes] = {"aoc/beta.npy": npy_bytes(beta),
                                   "aoc/routing.json": _json_bytes(routing_to_json(routing))}
@@ -138,4 +139,5 @@ def attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_
     compiled.extra_sections = {"aoc": section}
     compiled.extra_payloads = payloads
     compiled.block_arrays = False
+    compiled.realised_program = realised_program
     return compiled
