@@ -143,12 +143,16 @@ def command_verify(arguments: argparse.Namespace) -> int:
         report.pop(key)
     for link in report["links"]:
         status = "PASS" if link["passed"] else "FAIL"
+        if link["tolerance"] is None:
+            status, bound = "INFO", "informative"
+        else:
+            bound = f"tolerance {link['tolerance']:.1e}"
         print(f"{status}  {link['link']}: {link['criterion'].replace('_', ' ')} {link['measured']:.3e} "
-              f"(tolerance {link['tolerance']:.1e}), max abs error {link['max_abs_error']:.3e}")
+              f"({bound}), max abs error {link['max_abs_error']:.3e}")
     for name, values in report.get("distributions", {}).items():
         print(f"      {name}: MMD² {values['mmd']:.3e}, W2 {values['wasserstein2']:.4f}")
     if arguments.json:
-        Path(arguments.json).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+        Path(arguments.json).write_text(json.dumps(report, indent=1, sort_keys=True, allow_nan=False) + "\n")
     if arguments.report:
         write_report(arguments.report, report, samples, histories)
         print(f"wrote {arguments.report}/ (verify.json, report.md, samples.png, nrmse.png, residuals.png)")
