@@ -19,7 +19,7 @@ import torch
 from admc import __version__
 from admc.bundle import write_bundle
 from admc.errors import AdmcError
-from admc.frontends.onnx_import import import_onnx
+from admc.frontends.onnx_import import import_onnx, self_contained_bytes
 from admc.frontends.torch_export import export_module, import_exported_program, load_pt2
 from admc.ir.adm import IDENTITY, AdmNetwork
 from admc.ir.graph import Graph
@@ -85,7 +85,8 @@ def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgr
             graph, file_format = load_pt2(path), "pt2"
         else:
             raise AdmcError(f"{path}: unknown model format '{path.suffix}'; give an .onnx or a .pt2 file")
-        content, name = path.read_bytes(), path.name
+        content = self_contained_bytes(path) if file_format == "onnx" else path.read_bytes()
+        name = path.name
     if len(graph.outputs) != 1:
         raise AdmcError(f"{graph.source}: expected 1 output (the velocity [B, d]), found {len(graph.outputs)}")
     signature = identify_signature(graph.inputs, graph.source, time_input)

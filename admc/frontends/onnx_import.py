@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 from admc.errors import AdmcError
 from admc.ir.graph import Graph, GraphInput, Op
@@ -69,6 +69,14 @@ def load_onnx_model(path: str | Path) -> onnx.ModelProto:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise AdmcError(f"{path}: not a readable ONNX model ({reason})") from None
     return model
+
+
+def self_contained_bytes(path: str | Path) -> bytes:
+    """The model as one protobuf, with any external weight files (``*.onnx.data``, as torch's dynamo
+    exporter writes them) folded in, so a bundle's copy of the source is complete on its own."""
+    model = load_onnx_model(path)
+    external_data_helper.convert_model_from_external_data(model)
+    return model.SerializeToString()
 
 
 def import_onnx(path: str | Path) -> Graph:
