@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import inspect
 import warnings
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ _LOW_PRECISION_ONNX = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.Te
 _LOW_PRECISION_TORCH = {torch.float32, torch.float16, torch.bfloat16}
 
 
-class Velocity:
+class Velocity(ABC):
     """A float64 velocity function f(x, t) of a source model; subclasses implement ``_evaluate``."""
 
     source: str
@@ -66,8 +67,9 @@ class Velocity:
             )
         return result.astype(np.float64, copy=False)
 
+    @abstractmethod
     def _evaluate(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The model on contiguous float64 x [B, d] and t [B]."""
 
 
 # ---------------------------------------------------------------- ONNX
