@@ -35,6 +35,7 @@ from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, Phase, block_scale, p
 from admc.program_io import read_program
 from admc.targets.aoc.bundle_reader import realised_blocks, realised_transmissions, tile_channels
 from admc.targets.aoc.calibration import Calibration
+from admc.targets.aoc.loop_operator import LoopOperator, block_form, module_form
 from admc.targets.aoc.measured_device import measured_nonidealities, measured_static_errors
 from admc.targets.aoc.physics import (
     NonIdealities,
@@ -54,10 +55,6 @@ DIVERGENCE_RESIDUAL = 1e12
 # A settled noisy loop changes per iteration by a few read-noise standard deviations; a loop still changing by
 # more than this many at the end of its budget (e.g. oscillating between the rails) has not settled.
 UNSETTLED_NOISE_MULTIPLE = 40.0
-# Relative per-iteration costs used by operator="auto" (measured on CPU: a weight in a sparse remainder or in
-# a 48 × 48 module product costs more than one in a large dense block).
-REMAINDER_COST = 4.0
-MODULE_COST = 2.0
 OPERATORS = ("auto", "blocks", "modules")
 
 
@@ -81,49 +78,6 @@ class TwinResult:
     iterations: list[list[int]] = field(default_factory=list)
     settle_residuals: list[list[float]] = field(default_factory=list)
     residual_history: list[np.ndarray] = field(default_factory=list)  # step 0 closed phases: [k, B]
-
-
-@dataclass
-class LoopOperator:
-    """The linear part of one phase's loop, realised once: summed = S σ + constant, S never stored n × n.
-
-    ``kind`` "blocks": ``blocks`` holds (rows, columns, S[rows, columns]ᵀ) for every (row group, column
-    group) pair dense enough to be worth a matmul, ``remainder`` the other non-zeros as (rows, columns,
-    values). ``kind`` "modules": ``modules`` holds each used module's gain-scaled optics transposed,
-    [M, P_in, P_out], with its input and output channel indices ([M·P], index n reads / drops a zero).
-    ``constant`` holds the offsets summed per channel (zero when offsets are off). ``cost`` is the estimate
-    the "auto" choice compared.
-    """
-
-    kind: str
-    constant: torch.Tensor
-    cost: float
-    blocks: list[tuple[slice, slice, torch.Tensor]] = field(default_factory=list)
-    remainder: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    modules: torch.Tensor | None = None
-    input_channel: torch.Tensor | None = None
-    output_channel: torch.Tensor | None = None
-
-    def accumulate(self, activated: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
-        """result += S · activated (per batch row), in place; returns ``result``."""
-        if self.kind == "modules":
-            return self._accumulate_modules(activated, result)
-        for rows, columns, matrix in self.blocks:
-            result[:, rows].addmm_(activated[:, columns], matrix)
-        if self.remainder is not None:
-            rows, columns, values = self.remainder
-            result.index_add_(1, rows, activated[:, columns] * values)
-        return result
-
-    def _accumulate_modules(self, activated: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
-        batch, size = activated.shape
-        modules, inputs, outputs = self.modules.shape
-        padded = torch.nn.functional.pad(activated, (0, 1))
-        led = padded.index_select(1, self.input_channel).view(batch, modules, inputs).transpose(0, 1)
-        signal = torch.bmm(led, self.modules)  # [M, B, P_out]
-        summed = activated.new_zeros(batch, size + 1)
-        summed.index_add_(1, self.output_channel, signal.transpose(0, 1).reshape(batch, -1))
-        return result.add_(summed[:, :size])
 
 
 class AocTwin:
@@ -260,50 +214,12 @@ class AocTwin:
         if self.nonidealities.offsets.enabled:
             constant.index_add_(0, self.output_channel.reshape(-1), self.static_errors.offsets.reshape(-1))
         constant = constant[:-1]
-        blocks = self._block_form(scaled, constant)
-        modules = self._module_form(scaled, constant)
+        blocks = block_form(scaled, constant, self.input_channel, self.output_channel, self.group_slices,
+                            self.group_index)
+        modules = module_form(scaled, constant, self.input_channel, self.output_channel)
         if self.operator == "blocks" or (self.operator == "auto" and blocks.cost <= modules.cost):
             return blocks
         return modules
-
-    def _block_form(self, scaled: torch.Tensor, constant: torch.Tensor) -> LoopOperator:
-        """S as dense (row group, column group) blocks plus a sparse remainder; cost in weight units."""
-        modules, outputs, inputs = scaled.shape
-        rows = self.output_channel.unsqueeze(-1).expand(modules, outputs, inputs)
-        columns = self.input_channel.unsqueeze(1).expand(modules, outputs, inputs)
-        keep = (rows < self.size) & (columns < self.size) & (scaled != 0)
-        # Channels fed by several ports (a block split over tiles) sum their entries: coalesce (row, column).
-        keys, inverse = torch.unique(rows[keep] * self.size + columns[keep], return_inverse=True)
-        values = torch.zeros(keys.numel(), dtype=self.dtype, device=self.device).index_add_(0, inverse,
-                                                                                            scaled[keep])
-        row, column = keys // self.size, keys % self.size
-        count = len(self.group_slices)
-        pair = self.group_index[row] * count + self.group_index[column]
-        blocks, leftover, cost = [], torch.zeros_like(values, dtype=torch.bool), 0.0
-        for key, number in zip(*(t.tolist() for t in torch.unique(pair, return_counts=True)), strict=True):
-            row_slice, column_slice = self.group_slices[key // count], self.group_slices[key % count]
-            area = (row_slice.stop - row_slice.start) * (column_slice.stop - column_slice.start)
-            selected = pair == key
-            if area > REMAINDER_COST * number:
-                leftover |= selected
-                cost += REMAINDER_COST * number
-                continue
-            matrix = torch.zeros(row_slice.stop - row_slice.start, column_slice.stop - column_slice.start,
-                                 dtype=self.dtype, device=self.device)
-            matrix[row[selected] - row_slice.start, column[selected] - column_slice.start] = values[selected]
-            blocks.append((row_slice, column_slice, matrix.T.contiguous()))
-            cost += area
-        remainder = (row[leftover], column[leftover], values[leftover]) if bool(leftover.any()) else None
-        return LoopOperator("blocks", constant, cost, blocks=blocks, remainder=remainder)
-
-    def _module_form(self, scaled: torch.Tensor, constant: torch.Tensor) -> LoopOperator:
-        """One [P_in, P_out] product per module that holds any weight; cost in weight units."""
-        used = torch.nonzero(scaled.flatten(1).abs().amax(dim=1) > 0).flatten()
-        matrices = scaled[used].transpose(1, 2).contiguous()
-        cost = MODULE_COST * matrices.numel()
-        return LoopOperator("modules", constant, cost, modules=matrices,
-                            input_channel=self.input_channel[used].reshape(-1),
-                            output_channel=self.output_channel[used].reshape(-1))
 
     # -- one loop application --------------------------------------------------------------------
     def _static_vector(self, phase: Phase) -> torch.Tensor:
