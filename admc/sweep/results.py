@@ -105,13 +105,18 @@ def finished(directory: Path, file_format: str) -> set[tuple[int, int]]:
     return pairs
 
 
-def consolidate(directory: Path, file_format: str) -> Path:
-    sources = _sources(directory, file_format)
+def read_rows(directory: Path, file_format: str) -> list[dict]:
+    """Every finished row (final table and parts), one per (point, chip), sorted."""
     rows: dict[tuple[int, int], dict] = {}
-    for source in sources:
+    for source in _sources(directory, file_format):
         for row in read_table(source).to_pylist():
             rows.setdefault((row["point"], row["chip"]), row)
-    table = _table([rows[key] for key in sorted(rows)])
+    return [rows[key] for key in sorted(rows)]
+
+
+def consolidate(directory: Path, file_format: str) -> Path:
+    sources = _sources(directory, file_format)
+    table = _table(read_rows(directory, file_format))
     final = final_path(directory, file_format)
     temporary = directory / f".{final.name}.partial"
     if file_format == "csv":
