@@ -7,8 +7,9 @@ Guarantees:
   bytes, target description, options, samples, seed): equal inputs share one build, in a run and across
   resumed runs.
 - :func:`build_point` runs anywhere (a Ray worker on another machine: no path of the driver's is used) and
-  returns either the bundle's files with the reference data, or the reason the build was refused; it never
-  raises on bad input (``AdmcError`` becomes status ``build_failed``).
+  returns either the bundle's files with the reference data, or a failure status with its reason: a refused
+  build is ``build_failed``, an ideal program or reference that does not converge ``diverged``; it never
+  raises on bad input.
 - :func:`store` / :func:`load` keep outcomes under ``RESULTS_DIR/builds/<key>/`` (written to a temporary
   directory and renamed: a killed run leaves complete entries only). :func:`materialise_bundle` writes the
   files once per machine for the twin to read.
@@ -29,10 +30,10 @@ import numpy as np
 import yaml
 
 from admc import __version__
-from admc.errors import AdmcError
+from admc.errors import AdmcError, ConvergenceError
 from admc.sweep.spec import canonical_json
 
-OK, BUILD_FAILED = "ok", "build_failed"
+OK, BUILD_FAILED, DIVERGED, ERROR = "ok", "build_failed", "diverged", "error"
 BUILD_OPTIONS = ("solver", "steps", "fp_iterations", "layout", "alpha")
 
 
@@ -104,9 +105,14 @@ def build_point(source_bytes: bytes | None, source_name: str, target: dict | Non
                 for name, content in files.items():
                     (work / "bundle" / name).parent.mkdir(parents=True, exist_ok=True)
                     (work / "bundle" / name).write_bytes(content)
-            reference = point_reference(Bundle(work / "bundle"), samples, seed)
         except AdmcError as error:
             return {"status": BUILD_FAILED, "reason": _one_line(error)}
+        try:
+            reference = point_reference(Bundle(work / "bundle"), samples, seed)
+        except ConvergenceError as error:  # the ideal program (or the reference solver) does not converge
+            return {"status": DIVERGED, "reason": _one_line(error)}
+        except AdmcError as error:
+            return {"status": ERROR, "reason": _one_line(error)}
     return {"status": OK, "reason": "", "files": files, **reference}
 
 

@@ -4,14 +4,18 @@ Requires: ray (the ``sweep`` extra).
 Guarantees: :func:`ray_session` with no ``address`` starts a local Ray instance with exactly ``workers``
 CPUs, no dashboard, usage statistics off, its node address on the loopback interface (so it neither
 advertises nor listens on an outside address when Ray is first imported here), and shuts it down on exit,
-also on an exception or Ctrl-C: no Ray process outlives the sweep. With ``address`` it connects to that
+also on an exception or Ctrl-C; a reaper process (``admc.sweep.reaper``) ends what is left of the instance
+when the driver is killed outright: no Ray process outlives the sweep. With ``address`` it connects to that
 cluster and only disconnects on exit. A session already open in this process (a caller's) is used as it is
 and left open.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,10 +47,12 @@ def ray_session(workers: int | None = None, address: str | None = None) -> Itera
     if ray.is_initialized():
         yield ray
         return
+    reaper = None
     if address is None:
         ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                  logging_level="warning", object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                  namespace="admc-sweep")
+        reaper = _start_reaper()
     else:
         try:
             ray.init(address=address, log_to_driver=False, logging_level="warning", namespace="admc-sweep")
@@ -56,6 +62,27 @@ def ray_session(workers: int | None = None, address: str | None = None) -> Itera
         yield ray
     finally:
         ray.shutdown()
+        if reaper is not None:
+            reaper.stdin.close()  # end-of-file: the reaper stops whatever of the instance is left
+            reaper.wait(timeout=30)
+
+
+def _start_reaper() -> subprocess.Popen:
+    """``admc.sweep.reaper`` watching the processes of the instance just started (see its docstring)."""
+    import psutil
+
+    processes = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            processes.append((process.pid, process.create_time()))
+        except psutil.Error:
+            continue
+    # Its own session: a Ctrl-C at the terminal reaches the driver (which shuts Ray down), not the reaper.
+    reaper = subprocess.Popen([sys.executable, "-m", "admc.sweep.reaper"], stdin=subprocess.PIPE,
+                              start_new_session=True, text=True)
+    reaper.stdin.write(json.dumps(processes) + "\n")
+    reaper.stdin.flush()
+    return reaper
 
 
 def cluster_cpus(ray) -> int:

@@ -221,7 +221,7 @@ def _chips(spec: SweepSpec, points: list[Point], todo: dict, key: str, outcome: 
             for chip in todo[point.index]:
                 seed = chip_seed(spec.raw.seed, point.key, chip)
                 _, drawn = chip_overrides(point, seed)
-                metrics = failed_metrics(build_cache.BUILD_FAILED, outcome["reason"])
+                metrics = failed_metrics(outcome["status"], outcome["reason"])
                 items.append(("row", _row(point, chip, seed, drawn, key, metrics, None)))
         return items
     files = ray.put(outcome["files"])

@@ -80,7 +80,7 @@ def read_table(path: Path) -> pa.Table:
     """A results table in either format, with the schema of :data:`COLUMNS`."""
     try:
         if path.suffix == ".csv":
-            options = pa_csv.ConvertOptions(column_types=COLUMNS, strings_can_be_null=False)
+            options = pa_csv.ConvertOptions(column_types=COLUMNS, strings_can_be_null=False, null_values=[""])
             table = pa_csv.read_csv(path, convert_options=options)
         else:
             table = pq.read_table(path)
