@@ -50,6 +50,9 @@ def write_spec(directory: Path, text: str) -> Path:
     ("build:\n  layout: diagonal\n", "build.layout"),
     ("twin:\n  loop_iterations: 0\n", "twin.loop_iterations"),
     ("criterion:\n  twin_ratio: 0\n", "criterion.twin_ratio"),
+    ("axes:\n  nonidealities.input_efficiency.dead_channels: {distribution: choice, values: [[1], [99]]}\n",
+     "nonidealities.input_efficiency.dead_channels[0]"),
+    ("axes:\n  nonidealities.offsets.std: {distribution: choice, values: []}\n", "axes.nonidealities.offsets.std.values"),
     ("colour: blue\n", "colour"),
     ("sensitivity:\n  effects: [weight_error, sunburn]\n", "sensitivity.effects[1]"),
 ])
@@ -155,6 +158,14 @@ axes:
     assert stats.kstest((offsets - 0.01) / 0.01, "uniform").pvalue > 1e-3
     assert abs(gains.mean() - 0.05) < 5 * 0.005 / math.sqrt(400)
     overrides, drawn = draws[0]
+    dead = load_spec(write_spec(tmp_path, """
+axes:
+  nonidealities.input_efficiency.dead_channels: {distribution: choice, values: [[], [8], [3, 8]]}
+"""))
+    dead_point = expand_points(dead)[0]
+    chosen = [chip_overrides(dead_point, chip_seed(0, dead_point.key, chip))[0]["input_efficiency"]["dead_channels"]
+              for chip in range(60)]
+    assert {tuple(value) for value in chosen} == {(), (8,), (3, 8)}
     assert overrides["offsets"]["std"] == drawn["nonidealities.offsets.std"]
     assert draws[0] == chip_overrides(point, chip_seed(0, point.key, 0))
 

@@ -223,18 +223,21 @@ def chip_seed(spec_seed: int, point_key: str, chip: int) -> int:
 def chip_overrides(point: Point, seed: int) -> tuple[dict, dict]:
     """(nested non-ideality overrides of this chip, {axis name: drawn value}) for the point's distributions."""
     overrides = copy.deepcopy(point.nonidealities)
-    drawn: dict[str, float] = {}
+    drawn: dict[str, Any] = {}
     if not point.distributions:
         return overrides, drawn
     generator = np.random.default_rng(seed)
     for name in sorted(point.distributions):
         distribution = point.distributions[name]
-        low, high = distribution_extremes(distribution)
-        if distribution["distribution"] == "uniform":
-            value = float(generator.uniform(distribution["low"], distribution["high"]))
+        if distribution["distribution"] == "choice":
+            value = copy.deepcopy(distribution["values"][int(generator.integers(len(distribution["values"])))])
         else:
-            value = float(generator.normal(distribution["mean"], distribution["std"]))
-        value = min(max(value, low), high)  # the range validated before the sweep
+            low, high = distribution_extremes(distribution)
+            if distribution["distribution"] == "uniform":
+                value = float(generator.uniform(distribution["low"], distribution["high"]))
+            else:
+                value = float(generator.normal(distribution["mean"], distribution["std"]))
+            value = min(max(value, low), high)  # the range validated before the sweep
         _set_nested(overrides, name[len(NONIDEALITY_PREFIX):].split("."), value)
         drawn[name] = value
     return overrides, drawn

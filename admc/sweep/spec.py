@@ -29,7 +29,7 @@ BUILD_AXES = ("target", "solver", "steps", "fp_iterations", "layout", "alpha")
 TWIN_AXES = ("mode", "loop_iterations", "repeats")
 TARGET_PREFIX = "target."  # target.<section>.<field>: an override of the target description (rebuild)
 NONIDEALITY_PREFIX = "nonidealities."  # nonidealities.<effect>.<parameter>: a twin parameter (no rebuild)
-DISTRIBUTIONS = ("uniform", "normal")
+DISTRIBUTIONS = ("uniform", "normal", "choice")
 # A normal distribution's values are checked against the target's schema at mean ± this many std.
 NORMAL_CHECK_STDS = 5.0
 
@@ -284,12 +284,16 @@ def _range(value: dict, path: Path, field: str) -> list:
 
 def _check_distribution(value: dict, path: Path, field: str) -> dict:
     kind = value["distribution"]
-    parameters = {"uniform": ("low", "high"), "normal": ("mean", "std")}
+    parameters = {"uniform": ("low", "high"), "normal": ("mean", "std"), "choice": ("values",)}
     if kind not in parameters:
         raise _fail(path, f"{field}.distribution", f"expected one of {', '.join(DISTRIBUTIONS)}, got {kind!r}")
     expected = {"distribution", *parameters[kind]}
     if set(value) != expected:
         raise _fail(path, field, f"a {kind} distribution has exactly {sorted(expected)}, got {sorted(value)}")
+    if kind == "choice":  # one of the listed values per chip (e.g. sets of dead channels)
+        if not isinstance(value["values"], list) or not value["values"]:
+            raise _fail(path, f"{field}.values", "expected a non-empty list of values to choose from")
+        return {"distribution": kind, "values": value["values"]}
     for key in parameters[kind]:
         number = value[key]
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
@@ -301,8 +305,11 @@ def _check_distribution(value: dict, path: Path, field: str) -> dict:
     return {key: (float(item) if key != "distribution" else item) for key, item in value.items()}
 
 
-def distribution_extremes(distribution: dict) -> tuple[float, float]:
-    """The values checked against the target's schema before the sweep (draws outside are clipped to them)."""
+def distribution_extremes(distribution: dict) -> tuple:
+    """The values checked against the target's schema before the sweep (draws outside are clipped to them);
+    every value of a choice."""
+    if distribution["distribution"] == "choice":
+        return tuple(distribution["values"])
     if distribution["distribution"] == "uniform":
         return distribution["low"], distribution["high"]
     spread = NORMAL_CHECK_STDS * distribution["std"]
