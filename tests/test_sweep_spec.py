@@ -52,7 +52,8 @@ def write_spec(directory: Path, text: str) -> Path:
     ("criterion:\n  twin_ratio: 0\n", "criterion.twin_ratio"),
     ("axes:\n  nonidealities.input_efficiency.dead_channels: {distribution: choice, values: [[1], [99]]}\n",
      "nonidealities.input_efficiency.dead_channels[0]"),
-    ("axes:\n  nonidealities.offsets.std: {distribution: choice, values: []}\n", "axes.nonidealities.offsets.std.values"),
+    ("axes:\n  nonidealities.offsets.std: {distribution: choice, values: []}\n",
+     "axes.nonidealities.offsets.std.values"),
     ("colour: blue\n", "colour"),
     ("sensitivity:\n  effects: [weight_error, sunburn]\n", "sensitivity.effects[1]"),
 ])
@@ -314,3 +315,11 @@ def test_parts_consolidate_to_sorted_csv_and_parquet(tmp_path: Path) -> None:
                     assert math.isnan(got[name])
                 else:
                     assert got[name] == expected[name], (file_format, name)
+
+
+@pytest.mark.parametrize("name, points", [("two_moons_yield.yaml", 1 + 1 + 11), ("two_moons_design.yaml", 16)])
+def test_shipped_specs_validate(name: str, points: int) -> None:
+    spec = load_spec(ROOT / "examples" / "sweeps" / name)
+    expanded = expand_points(spec)
+    assert len(expanded) == points
+    assert spec.source == MODEL

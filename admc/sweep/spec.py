@@ -15,6 +15,7 @@ import inspect
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,7 +162,7 @@ def _check_source(raw: RawSpec, path: Path) -> Path:
     if (raw.model is None) == (raw.bundle is None):
         raise _fail(path, "model", "give exactly one of 'model' (an .onnx or .pt2 file) and 'bundle'")
     field = "model" if raw.model is not None else "bundle"
-    source = (path.parent / (raw.model or raw.bundle)).absolute()
+    source = Path(os.path.normpath(path.parent / (raw.model or raw.bundle)))
     if field == "model":
         if source.suffix not in (".onnx", ".pt2"):
             raise _fail(path, field, f"{source.name}: expected an .onnx or .pt2 file")
@@ -187,7 +188,7 @@ def resolve_target_reference(target: str, path: Path, field: str) -> str:
 
     if target in list_presets():
         return target
-    candidate = (path.parent / target).absolute()
+    candidate = Path(os.path.normpath(path.parent / target))
     if not candidate.is_file():
         raise _fail(path, field, f"{target!r} is neither a preset ({', '.join(list_presets())}) nor a file")
     return str(candidate)
