@@ -161,16 +161,25 @@ def load(directory: Path, key: str) -> dict | None:
 
 
 def materialise_bundle(key: str, files: dict[str, bytes]) -> Path:
-    """The bundle's directory on this machine (written once per key, atomically)."""
+    """The bundle's directory on this machine, written once per key (atomically) and reused while its
+    manifest (which lists every payload's sha256) is the one in ``files``."""
     root = Path(tempfile.gettempdir()) / f"admc-sweep-bundles-{os.getuid()}"
     final = root / key
-    if (final / "manifest.json").is_file():
+    manifest = final / "manifest.json"
+    if manifest.is_file() and manifest.read_bytes() == files["manifest.json"]:
         return final
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=root))
     for name, content in files.items():
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_bytes(content)
+    if final.exists():  # a different bundle under this name: retire it
+        retired = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.old.", dir=root))
+        try:
+            os.replace(final, retired / "bundle")
+        except OSError:
+            pass
+        shutil.rmtree(retired, ignore_errors=True)
     try:
         os.replace(staging, final)
     except OSError:  # another worker on this machine got there first
