@@ -323,3 +323,17 @@ def test_shipped_specs_validate(name: str, points: int) -> None:
     expanded = expand_points(spec)
     assert len(expanded) == points
     assert spec.source == MODEL
+
+
+def test_seeds_do_not_depend_on_where_the_files_are(tmp_path: Path) -> None:
+    """A target file named relative to the spec: moving the spec and the file together keeps every seed."""
+    keys = []
+    for folder in ("a", "b/c"):
+        directory = tmp_path / folder
+        directory.mkdir(parents=True)
+        (directory / "mine.yaml").write_text("inherits: aoc-48\nname: mine\n")
+        spec = load_spec(write_spec(directory, "axes:\n  target: [aoc-48, mine.yaml]\n"))
+        points = expand_points(spec)
+        assert points[1].build["target"] == str(directory / "mine.yaml")
+        keys.append([chip_seed(0, point.key, 0) for point in points])
+    assert keys[0] == keys[1]

@@ -34,6 +34,7 @@ from admc.sweep.spec import (
     canonical_json,
     distribution_extremes,
     grid,
+    resolve_target_reference,
 )
 from admc.targets.description_schema import deep_merge as description_deep_merge
 
@@ -74,8 +75,6 @@ def deep_merge(parent: dict, child: dict) -> dict:
 def _base_build(spec: SweepSpec) -> dict:
     if spec.is_bundle:
         return {}
-    from admc.sweep.spec import resolve_target_reference
-
     options = spec.raw.build.model_dump(mode="json")
     options["target"] = resolve_target_reference(options["target"], spec.path, "build.target")
     if options.get("alpha") is None:
@@ -95,6 +94,8 @@ def _point(spec: SweepSpec, index: int, parameters: dict, kind: str = GRID, effe
             _set_nested(nonidealities, name[len(NONIDEALITY_PREFIX):].split("."), value)
         elif name in TWIN_AXES:
             twin[name] = value
+        elif name == "target":
+            build[name] = resolve_target_reference(value, spec.path, "axes.target")
         else:
             build[name] = value
     if effects_enabled is not None:

@@ -222,9 +222,11 @@ def _expand_axes(raw: RawSpec, path: Path) -> tuple[dict[str, list], dict[str, d
         for index, item in enumerate(values):
             if not _json_scalar(item):
                 raise _fail(path, f"{field}[{index}]", f"expected a number, string, boolean or null, got {item!r}")
-        if name == "target":
-            values = [resolve_target_reference(item, path, f"{field}[{index}]") if isinstance(item, str) else item
-                      for index, item in enumerate(values)]
+        if name == "target":  # checked here; kept as written, so seeds do not depend on where the files are
+            for index, item in enumerate(values):
+                if not isinstance(item, str):
+                    raise _fail(path, f"{field}[{index}]", f"expected a preset name or a file, got {item!r}")
+                resolve_target_reference(item, path, f"{field}[{index}]")
         axes[name] = values
     return axes, distributions
 
