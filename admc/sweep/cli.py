@@ -3,7 +3,8 @@
 Requires: parsed arguments from :func:`add_parser`.
 Guarantees: ``admc sweep SPEC -o DIR`` validates the whole spec before anything is written or Ray starts,
 then runs (or resumes) it; ``admc sweep --report DIR`` writes ``DIR/report/`` and prints the tables.
-Exit status 0 on success, 2 on bad input (``AdmcError``, handled by ``admc.cli.main``).
+Exit status 0 on success, 1 when Ray lost tasks (run again to retry them), 2 on bad input (``AdmcError``,
+handled by ``admc.cli.main``).
 """
 
 from __future__ import annotations
@@ -48,4 +49,8 @@ def command_sweep(arguments: argparse.Namespace) -> int:
                         file_format=arguments.format, progress=not arguments.no_progress and sys.stderr.isatty())
     print(f"{summary.rows} chips ({summary.rows_run} run now), {summary.passed} of those passed; "
           f"{summary.wall_s:.1f} s; wrote {summary.results}")
+    if summary.lost:
+        print(f"admc sweep: {summary.lost} chips were lost by Ray (no rows); run the same command again to "
+              "retry them", file=sys.stderr)
+        return 1
     return 0

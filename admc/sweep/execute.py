@@ -8,7 +8,8 @@ Guarantees:
 - Finished rows are flushed as part files every ``flush_rows`` rows or ``flush_seconds`` (and on Ctrl-C);
   a resumed run skips finished (point, chip) pairs; the consolidated table equals an uninterrupted run's,
   for any number of workers.
-- A refused build gives ``build_failed`` rows for its chips; a diverging chip a ``diverged`` row.
+- A refused build gives ``build_failed`` rows for its chips; a diverging chip a ``diverged`` row. A task
+  Ray loses (a worker or node dies) gives no row and is counted in ``lost``: running again retries it.
 - Bad input (spec mismatch with the directory, unknown format) raises ``AdmcError`` before Ray starts.
 """
 
@@ -43,6 +44,7 @@ class SweepSummary:
     rows_run: int
     passed: int
     wall_s: float
+    lost: int = 0  # chips Ray could not finish (a worker or node lost): no row; running again retries them
 
 
 def chip_task(key: str, files: dict, reference: dict, overrides: dict, seed: int, twin_options: dict,
@@ -95,6 +97,10 @@ def _row(point: Point, chip: int, seed: int, drawn: dict, key: str, metrics: dic
             "state_channels": int(summary.get("state_channels", 0)), "steps": int(summary.get("steps", 0))}
 
 
+def _warn(message: str) -> None:
+    print(f"admc sweep: {message}", file=sys.stderr, flush=True)
+
+
 class _Progress:
     def __init__(self, total: int, initial: int, enabled: bool):
         self.bar = None
@@ -126,7 +132,7 @@ def run_sweep(spec: SweepSpec, directory: str | Path, *, workers: int | None = N
     todo = {point.index: [chip for chip in range(point.chips) if (point.index, chip) not in done]
             for point in points}
     todo = {index: chips for index, chips in todo.items() if chips}
-    rows_run = passed = 0
+    rows_run = passed = lost = 0
     if todo:
         source_bytes, bundle_files, name, digest = _source(spec)
         keys: dict[str, list[Point]] = {}
@@ -197,10 +203,22 @@ def run_sweep(spec: SweepSpec, directory: str | Path, *, workers: int | None = N
                     ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
                     for reference in ready:
                         if reference in pending_builds:
-                            ready_builds.append((pending_builds.pop(reference), ray.get(reference)))
-                        else:
-                            point, chip, seed, drawn, key, summary = in_flight.pop(reference)
-                            emit(_row(point, chip, seed, drawn, key, ray.get(reference), summary))
+                            key = pending_builds.pop(reference)
+                            try:
+                                ready_builds.append((key, ray.get(reference)))
+                            except ray.exceptions.RayError as error:  # a lost worker, not the build's answer
+                                lost += sum(len(todo[point.index]) for point in keys[key])
+                                _warn(f"build {key[:12]} lost ({type(error).__name__}); its chips are not run")
+                            continue
+                        point, chip, seed, drawn, key, summary = in_flight.pop(reference)
+                        try:
+                            metrics = ray.get(reference)
+                        except ray.exceptions.RayError as error:
+                            # Not the chip's result (a worker died, a node left): no row, so a resume retries it.
+                            lost += 1
+                            _warn(f"point {point.index} chip {chip} lost ({type(error).__name__})")
+                            continue
+                        emit(_row(point, chip, seed, drawn, key, metrics, summary))
         finally:
             writer.write(buffer)
             bar.close()
@@ -210,7 +228,7 @@ def run_sweep(spec: SweepSpec, directory: str | Path, *, workers: int | None = N
     with open(directory / RUNS_LOG, "a", encoding="utf-8") as log:
         log.write(json.dumps({"wall_s": round(wall, 3), "rows_run": rows_run, "workers": workers,
                               "address": address}) + "\n")
-    return SweepSummary(results, total, rows_run, passed, wall)
+    return SweepSummary(results, total, rows_run, passed, wall, lost)
 
 
 def _chips(spec: SweepSpec, points: list[Point], todo: dict, key: str, outcome: dict, ray) -> list[tuple]:
