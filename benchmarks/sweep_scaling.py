@@ -9,8 +9,9 @@ What it measures, in one run on this machine:
 2. ``ray-1`` and ``ray-2``: the same chips as Ray tasks (``admc.sweep.execute.chip_task``) on a local
    instance of 1 and of 2 CPUs, timed from submission to the last result, after one warm-up task per worker
    (so worker start-up and imports are not counted).
-   Overhead per task = (ray-1 wall − direct wall) / chips, also as a fraction of the direct per-chip time.
-   Speed-up = ray-1 wall / ray-2 wall.
+   Overhead per task = (ray-1 wall − direct wall) / chips, also as a fraction of the direct per-chip time;
+   and, robust to other load on the machine (both sides measured over the same seconds), (ray-1 wall − the
+   time the tasks spent inside the chip function) / chips. Speed-up = ray-1 wall / ray-2 wall.
 3. ``sweep-1`` and ``sweep-2``: the whole ``run_sweep`` (Ray start and stop, build, chips, table) with 1 and 2
    workers on fresh directories; the two tables are compared byte for byte.
 The load average before and after is printed: the machine may be shared, and a busy machine lowers the
@@ -27,6 +28,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+def timed_chip_task(*arguments) -> tuple[dict, float]:
+    """``chip_task`` and the seconds it took inside the worker."""
+    from admc.sweep.execute import chip_task
+
+    start = time.perf_counter()
+    row = chip_task(*arguments)
+    return row, time.perf_counter() - start
+
+
 SPEC = """
 name: scaling
 model: {model}
@@ -48,7 +58,7 @@ def main() -> None:
     from admc.sweep import build_cache
     from admc.sweep.chip import run_chip
     from admc.sweep.cluster import ray_session
-    from admc.sweep.execute import chip_task, run_sweep
+    from admc.sweep.execute import run_sweep
     from admc.sweep.points import chip_seed, expand_points
     from admc.sweep.spec import load_spec
 
@@ -80,12 +90,15 @@ def main() -> None:
 
         for workers in (1, 2):
             with ray_session(workers) as ray:
-                remote = ray.remote(num_cpus=1)(chip_task)
+                remote = ray.remote(num_cpus=1)(timed_chip_task)
                 files, shared = ray.put(outcome["files"]), ray.put(reference)
                 ray.get([remote.remote(key, files, shared, {}, 1, point.twin, criterion) for _ in range(workers)])
                 start = time.perf_counter()
-                rows = ray.get([remote.remote(key, files, shared, {}, seed, point.twin, criterion) for seed in seeds])
+                results = ray.get([remote.remote(key, files, shared, {}, seed, point.twin, criterion)
+                                   for seed in seeds])
                 figures[f"ray_{workers}_s"] = time.perf_counter() - start
+                figures[f"ray_{workers}_inside_s"] = sum(elapsed for _, elapsed in results)
+                rows = [row for row, _ in results]
             assert rows == direct_rows, "a Ray task gave a different row than the direct call"
             print(f"ray, {workers} worker(s): {figures[f'ray_{workers}_s']:.2f} s", flush=True)
 
@@ -100,10 +113,15 @@ def main() -> None:
     per_task = (figures["ray_1_s"] - figures["direct_s"]) / arguments.chips
     figures["overhead_per_task_s"] = per_task
     figures["overhead_fraction"] = per_task / (figures["direct_s"] / arguments.chips)
+    inside = figures["ray_1_inside_s"] / arguments.chips
+    figures["overhead_outside_task_s"] = figures["ray_1_s"] / arguments.chips - inside
+    figures["overhead_outside_fraction"] = figures["overhead_outside_task_s"] / inside
     figures["speedup_tasks"] = figures["ray_1_s"] / figures["ray_2_s"]
     figures["speedup_sweep"] = figures["sweep_1_s"] / figures["sweep_2_s"]
     print(f"Ray overhead per task: {per_task * 1e3:.1f} ms ({100 * figures['overhead_fraction']:.1f} % of a "
           f"{figures['direct_s'] / arguments.chips:.2f} s chip)")
+    print(f"Ray time outside the chip function, 1 worker: {figures['overhead_outside_task_s'] * 1e3:.1f} ms per "
+          f"task ({100 * figures['overhead_outside_fraction']:.2f} % of the {inside:.2f} s spent inside it)")
     print(f"speed-up 2 workers vs 1: {figures['speedup_tasks']:.2f}x (tasks), {figures['speedup_sweep']:.2f}x "
           f"(whole sweep incl. Ray start and build); tables identical: {figures['tables_identical']}")
     print(f"load average before {figures['load_before']}, after {figures['load_after']}")
