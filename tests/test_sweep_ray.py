@@ -79,11 +79,21 @@ def two_workers(spec_path: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     directory = tmp_path_factory.mktemp("two") / "results"
     seen: dict = {"addresses": set(), "ray_pids": set()}
 
+    seen.update(listening=set(), commands=[], usage_stats=set())
+
     def on_row(row: dict) -> None:
         import ray
 
         seen["addresses"].add(ray.get_runtime_context().gcs_address.rsplit(":", 1)[0])
-        seen["ray_pids"].update(process.pid for process in ray_processes(psutil.Process()))
+        seen["usage_stats"].add(os.environ.get("RAY_USAGE_STATS_ENABLED"))
+        for process in ray_processes(psutil.Process()):
+            seen["ray_pids"].add(process.pid)
+            try:
+                seen["commands"].append(" ".join(process.cmdline()))
+                seen["listening"].update(connection.laddr.ip for connection in process.net_connections("inet")
+                                         if connection.status == psutil.CONN_LISTEN)
+            except psutil.Error:
+                continue
 
     summary = run_sweep(load_spec(spec_path), directory, workers=2, progress=False, flush_rows=2, on_row=on_row)
     seen["leftover"] = wait_until_gone(sorted(seen["ray_pids"]))
@@ -109,6 +119,9 @@ def test_rows_and_failure_reasons(two_workers: dict) -> None:
 
 def test_local_instance_is_on_loopback_and_leaves_nothing(two_workers: dict) -> None:
     assert two_workers["addresses"] == {"127.0.0.1"}
+    assert two_workers["listening"] and two_workers["listening"] <= {"127.0.0.1", "::ffff:127.0.0.1"}
+    assert two_workers["usage_stats"] == {"0"}
+    assert not any("dashboard/dashboard.py" in command for command in two_workers["commands"])
     assert two_workers["ray_pids"], "the sweep ran on Ray worker processes"
     assert two_workers["leftover"] == []
     assert ray_processes(psutil.Process()) == []
