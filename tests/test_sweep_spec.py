@@ -82,12 +82,12 @@ def test_alpha_axis_only_where_the_build_takes_it(tmp_path: Path) -> None:
 
     from admc.driver import build
 
-    text = "axes:\n  alpha: [auto]\n"
-    if "alpha" in inspect.signature(build).parameters:
-        load_spec(write_spec(tmp_path, text))
-    else:
-        with pytest.raises(AdmcError, match="axes.alpha.*no 'alpha' option"):
+    for text, field in (("axes:\n  alpha: [auto]\n", "axes.alpha"), ("build:\n  alpha: auto\n", "build.alpha")):
+        if "alpha" in inspect.signature(build).parameters:
             load_spec(write_spec(tmp_path, text))
+        else:
+            with pytest.raises(AdmcError, match=f"{field}.*no 'alpha' option"):
+                load_spec(write_spec(tmp_path, text))
 
 
 def test_points_are_the_product_of_the_axes_then_the_sensitivity_points(tmp_path: Path) -> None:

@@ -169,6 +169,9 @@ def _check_source(raw: RawSpec, path: Path) -> Path:
         if not source.is_file():
             raise _fail(path, field, f"{source}: file not found")
         resolve_target_reference(raw.build.target, path, "build.target")
+        if raw.build.alpha is not None and not _build_accepts("alpha"):
+            raise _fail(path, "build.alpha", "this admc's build takes no 'alpha' option (α selection is not "
+                        "available)")
     else:
         from admc.bundle import Bundle
 
