@@ -337,3 +337,27 @@ def test_seeds_do_not_depend_on_where_the_files_are(tmp_path: Path) -> None:
         assert points[1].build["target"] == str(directory / "mine.yaml")
         keys.append([chip_seed(0, point.key, 0) for point in points])
     assert keys[0] == keys[1]
+
+
+def test_alpha_is_passed_to_a_build_that_takes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook for α selection: a build with an ``alpha`` keyword receives the point's value."""
+    import admc.driver
+    from admc.sweep.build_cache import build_point
+    from admc.targets.loader import load_target
+
+    real_build = admc.driver.build
+    received = []
+
+    def build_with_alpha(model, output, target="aoc-48", solver="implicit-euler", steps=16, fp_iterations=None,
+                         layout="auto", alpha=None):
+        received.append(alpha)
+        return real_build(model, output, target=target, solver=solver, steps=steps, fp_iterations=fp_iterations,
+                          layout=layout)
+
+    monkeypatch.setattr(admc.driver, "build", build_with_alpha)
+    spec = load_spec(write_spec(tmp_path, "build:\n  steps: 4\naxes:\n  alpha: [auto, 0.2]\n"))
+    points = expand_points(spec)
+    assert [point.build["alpha"] for point in points] == ["auto", 0.2]
+    outcome = build_point(MODEL.read_bytes(), MODEL.name, load_target("aoc-48").to_dict(), points[1].build, 4, 0)
+    assert outcome["status"] == "ok"
+    assert received == [0.2]
