@@ -361,3 +361,21 @@ def test_alpha_is_passed_to_a_build_that_takes_it(tmp_path: Path, monkeypatch: p
     outcome = build_point(MODEL.read_bytes(), MODEL.name, load_target("aoc-48").to_dict(), points[1].build, 4, 0)
     assert outcome["status"] == "ok"
     assert received == [0.2]
+
+
+def test_materialised_bundles_are_content_addressed(tmp_path: Path) -> None:
+    """Different bundles under one key never share (or replace) a directory; the same one is written once."""
+    from admc.bundle import Bundle
+    from admc.driver import build
+    from admc.sweep.build_cache import materialise_bundle
+
+    directories = []
+    for steps in (4, 5):
+        path = build(MODEL, tmp_path / f"bundle-{steps}", target="aoc-48", steps=steps)
+        files = {str(item.relative_to(path)): item.read_bytes() for item in sorted(path.rglob("*")) if item.is_file()}
+        first = materialise_bundle("same-key", files)
+        assert materialise_bundle("same-key", files) == first
+        assert Bundle(first).manifest["solver"]["grid"] == Bundle(path).manifest["solver"]["grid"]
+        directories.append(first)
+    assert directories[0] != directories[1]
+    assert all((directory / "manifest.json").is_file() for directory in directories)

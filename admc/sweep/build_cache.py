@@ -161,27 +161,23 @@ def load(directory: Path, key: str) -> dict | None:
 
 
 def materialise_bundle(key: str, files: dict[str, bytes]) -> Path:
-    """The bundle's directory on this machine, written once per key (atomically) and reused while its
-    manifest (which lists every payload's sha256) is the one in ``files``."""
+    """The bundle's directory on this machine, written once. Its name holds the manifest's hash (the manifest
+    lists every payload's sha256), so a directory only ever holds these files: concurrent workers install it
+    by an atomic rename, the first one wins, and nothing is ever moved away under a reader."""
     root = Path(tempfile.gettempdir()) / f"admc-sweep-bundles-{os.getuid()}"
-    final = root / key
-    manifest = final / "manifest.json"
-    if manifest.is_file() and manifest.read_bytes() == files["manifest.json"]:
+    final = root / f"{key[:32]}-{hashlib.sha256(files['manifest.json']).hexdigest()[:16]}"
+    if (final / "manifest.json").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=root))
-    for name, content in files.items():
-        (staging / name).parent.mkdir(parents=True, exist_ok=True)
-        (staging / name).write_bytes(content)
-    if final.exists():  # a different bundle under this name: retire it
-        retired = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.old.", dir=root))
-        try:
-            os.replace(final, retired / "bundle")
-        except OSError:
-            pass
-        shutil.rmtree(retired, ignore_errors=True)
     try:
+        for name, content in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(content)
         os.replace(staging, final)
-    except OSError:  # another worker on this machine got there first
+    except OSError:
+        if not (final / "manifest.json").is_file():  # not "another worker installed it first"
+            raise
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
