@@ -216,6 +216,10 @@ def make_parser() -> argparse.ArgumentParser:
     verify.add_argument("--calibration", help="a measured machine's calibration file (FIELDS.md format) for "
                         "the twin's device figures")
     verify.set_defaults(handler=command_verify)
+
+    from admc.sweep.cli import add_parser as add_sweep_parser
+
+    add_sweep_parser(commands)
     return parser
 
 

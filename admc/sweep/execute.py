@@ -1,0 +1,254 @@
+"""Run a sweep on Ray: builds (cached), then every chip as a task, rows streamed to the results table.
+
+Requires: a validated :class:`~admc.sweep.spec.SweepSpec` and a results directory that is new, empty, or
+holds an earlier run of the same spec (same canonical spec; its finished rows are kept).
+Guarantees:
+- One build per distinct build input (hash) runs as a Ray task, or is read from ``RESULTS_DIR/builds``;
+  each chip of each point is a task whose seed comes from the spec and the point only (``chip_seed``).
+- Finished rows are flushed as part files every ``flush_rows`` rows or ``flush_seconds`` (and on Ctrl-C);
+  a resumed run skips finished (point, chip) pairs; the consolidated table equals an uninterrupted run's,
+  for any number of workers.
+- A refused build gives ``build_failed`` rows for its chips; a diverging chip a ``diverged`` row. A task
+  Ray loses (a worker or node dies) gives no row and is counted in ``lost``: running again retries it.
+- Bad input (spec mismatch with the directory, unknown format) raises ``AdmcError`` before Ray starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from admc.errors import AdmcError
+from admc.sweep import build_cache
+from admc.sweep.chip import failed_metrics, run_chip
+from admc.sweep.cluster import cluster_cpus, ray_session
+from admc.sweep.points import Point, build_target, chip_overrides, chip_seed, expand_points
+from admc.sweep.results import FORMATS, PartWriter, consolidate, final_path, finished
+from admc.sweep.spec import SweepSpec, canonical_json
+
+SPEC_RECORD = "sweep.json"
+RUNS_LOG = "runs.jsonl"
+BUILDS = "builds"
+
+
+@dataclass
+class SweepSummary:
+    results: Path
+    rows: int
+    rows_run: int
+    passed: int
+    wall_s: float
+    lost: int = 0  # chips Ray could not finish (a worker or node lost): no row; running again retries them
+
+
+def chip_task(key: str, files: dict, reference: dict, overrides: dict, seed: int, twin_options: dict,
+              criterion: dict) -> dict:
+    """A Ray task: one chip (the bundle written once per machine)."""
+    return run_chip(build_cache.materialise_bundle(key, files), reference, overrides, seed, twin_options, criterion)
+
+
+def _prepare_directory(spec: SweepSpec, directory: Path, file_format: str) -> None:
+    if file_format not in FORMATS:
+        raise AdmcError(f"--format: expected one of {', '.join(FORMATS)}, got {file_format!r}")
+    record = {"spec": spec.canonical(), "format": file_format}
+    record_path = directory / SPEC_RECORD
+    if record_path.is_file():
+        try:
+            existing = json.loads(record_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise AdmcError(f"{record_path}: unreadable ({error})") from None
+        if existing != json.loads(json.dumps(record)):
+            raise AdmcError(f"{directory}: holds the results of a different sweep (or format); resume needs the "
+                            "same spec and --format, or give a new directory")
+        return
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise AdmcError(f"{directory}: exists and is not a sweep's results directory; give a new directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f".{SPEC_RECORD}.partial"
+    temporary.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    os.replace(temporary, record_path)
+
+
+def _source(spec: SweepSpec) -> tuple[bytes | None, dict | None, str, str]:
+    """(model bytes, bundle files, name, sha256 of the source)."""
+    import hashlib
+
+    if spec.is_bundle:
+        files = {str(path.relative_to(spec.source)): path.read_bytes()
+                 for path in sorted(spec.source.rglob("*")) if path.is_file()}
+        return None, files, spec.source.name, hashlib.sha256(files["manifest.json"]).hexdigest()
+    from admc.frontends.onnx_import import self_contained_bytes
+
+    content = self_contained_bytes(spec.source) if spec.source.suffix == ".onnx" else spec.source.read_bytes()
+    return content, None, spec.source.name, hashlib.sha256(content).hexdigest()
+
+
+def _row(point: Point, chip: int, seed: int, drawn: dict, key: str, metrics: dict, summary: dict | None) -> dict:
+    summary = summary or {}
+    return {"point": point.index, "chip": chip, "kind": point.kind, "effect": point.effect,
+            "parameters": canonical_json(point.parameters), "chip_parameters": canonical_json(drawn),
+            "build": key, "seed": seed, **metrics, "modules_used": int(summary.get("modules_used", 0)),
+            "state_channels": int(summary.get("state_channels", 0)), "steps": int(summary.get("steps", 0))}
+
+
+def _warn(message: str) -> None:
+    print(f"admc sweep: {message}", file=sys.stderr, flush=True)
+
+
+class _Progress:
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="chip", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, passed: int, failed: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(passed=passed, failed=failed, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_sweep(spec: SweepSpec, directory: str | Path, *, workers: int | None = None, address: str | None = None,
+              file_format: str = "parquet", progress: bool = True, flush_rows: int = 64,
+              flush_seconds: float = 10.0, on_row: Callable[[dict], None] | None = None) -> SweepSummary:
+    """Run (or resume) ``spec`` into ``directory``; see module docstring. ``on_row`` sees each finished row."""
+    directory = Path(directory)
+    _prepare_directory(spec, directory, file_format)
+    started = time.perf_counter()
+    points = expand_points(spec)
+    done = finished(directory, file_format)
+    total = sum(point.chips for point in points)
+    todo = {point.index: [chip for chip in range(point.chips) if (point.index, chip) not in done]
+            for point in points}
+    todo = {index: chips for index, chips in todo.items() if chips}
+    rows_run = passed = lost = 0
+    if todo:
+        source_bytes, bundle_files, name, digest = _source(spec)
+        keys: dict[str, list[Point]] = {}
+        targets: dict[str, dict | None] = {}
+        for point in points:
+            if point.index not in todo:
+                continue
+            target = None if spec.is_bundle else build_target(spec, point)
+            key = build_cache.build_key(digest, name, target, point.build, spec.raw.samples, spec.raw.seed)
+            keys.setdefault(key, []).append(point)
+            targets[key] = target
+        writer = PartWriter(directory)
+        buffer: list[dict] = []
+        last_flush = time.monotonic()
+        bar = _Progress(total, total - sum(len(chips) for chips in todo.values()), progress)
+        failed = 0
+
+        def emit(row: dict) -> None:
+            nonlocal last_flush, rows_run, passed, failed
+            buffer.append(row)
+            rows_run += 1
+            passed += bool(row["passed"])
+            failed += not row["passed"]
+            bar.update(passed, failed)
+            if len(buffer) >= flush_rows or time.monotonic() - last_flush >= flush_seconds:
+                writer.write(buffer)
+                buffer.clear()
+                last_flush = time.monotonic()
+            if on_row is not None:
+                on_row(row)
+
+        builds_directory = directory / BUILDS
+        try:
+            with ray_session(workers, address) as ray:
+                remote_build = ray.remote(num_cpus=1)(build_cache.build_point)
+                remote_chip = ray.remote(num_cpus=1)(chip_task)
+                source_ref = ray.put(source_bytes) if source_bytes is not None else None
+                bundle_ref = ray.put(bundle_files) if bundle_files is not None else None
+                pending_builds: dict = {}
+                ready_builds: list[tuple[str, dict]] = []
+                for key in keys:
+                    cached = build_cache.load(builds_directory, key)
+                    if cached is not None:
+                        ready_builds.append((key, cached))
+                    else:
+                        reference = keys[key][0]
+                        task = remote_build.remote(source_ref, name, targets[key], reference.build,
+                                                   spec.raw.samples, spec.raw.seed, bundle_ref)
+                        pending_builds[task] = key
+                queue: deque = deque()
+                in_flight: dict = {}
+                limit = 2 * cluster_cpus(ray)
+                while pending_builds or ready_builds or queue or in_flight:
+                    for key, outcome in ready_builds:
+                        build_cache.store(builds_directory, key, outcome)
+                        queue.extend(_chips(spec, keys[key], todo, key, outcome, ray))
+                    ready_builds.clear()
+                    while queue and len(in_flight) < limit:
+                        item = queue.popleft()
+                        if item[0] == "row":
+                            emit(item[1])
+                            continue
+                        _, point, chip, seed, drawn, key, arguments, summary = item
+                        in_flight[remote_chip.remote(*arguments)] = (point, chip, seed, drawn, key, summary)
+                    waiting = list(pending_builds) + list(in_flight)
+                    if not waiting:
+                        continue
+                    ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+                    for reference in ready:
+                        if reference in pending_builds:
+                            key = pending_builds.pop(reference)
+                            try:
+                                ready_builds.append((key, ray.get(reference)))
+                            except ray.exceptions.RayError as error:  # a lost worker, not the build's answer
+                                lost += sum(len(todo[point.index]) for point in keys[key])
+                                _warn(f"build {key[:12]} lost ({type(error).__name__}); its chips are not run")
+                            continue
+                        point, chip, seed, drawn, key, summary = in_flight.pop(reference)
+                        try:
+                            metrics = ray.get(reference)
+                        except ray.exceptions.RayError as error:
+                            # Not the chip's result (a worker died, a node left): no row, so a resume retries it.
+                            lost += 1
+                            _warn(f"point {point.index} chip {chip} lost ({type(error).__name__})")
+                            continue
+                        emit(_row(point, chip, seed, drawn, key, metrics, summary))
+        finally:
+            writer.write(buffer)
+            bar.close()
+    results = consolidate(directory, file_format) if (todo or not final_path(directory, file_format).is_file()) \
+        else final_path(directory, file_format)
+    wall = time.perf_counter() - started
+    with open(directory / RUNS_LOG, "a", encoding="utf-8") as log:
+        log.write(json.dumps({"wall_s": round(wall, 3), "rows_run": rows_run, "workers": workers,
+                              "address": address}) + "\n")
+    return SweepSummary(results, total, rows_run, passed, wall, lost)
+
+
+def _chips(spec: SweepSpec, points: list[Point], todo: dict, key: str, outcome: dict, ray) -> list[tuple]:
+    """Queue items for every unfinished chip of ``points``: finished rows for a refused build, else tasks."""
+    items: list[tuple] = []
+    if outcome["status"] != build_cache.OK:
+        for point in points:
+            for chip in todo[point.index]:
+                seed = chip_seed(spec.raw.seed, point.key, chip)
+                _, drawn = chip_overrides(point, seed)
+                metrics = failed_metrics(outcome["status"], outcome["reason"])
+                items.append(("row", _row(point, chip, seed, drawn, key, metrics, None)))
+        return items
+    files = ray.put(outcome["files"])
+    reference = ray.put({name: outcome[name] for name in (*build_cache.ARRAYS, "summary")})
+    criterion = spec.raw.criterion.model_dump(mode="json")
+    for point in points:
+        for chip in todo[point.index]:
+            seed = chip_seed(spec.raw.seed, point.key, chip)
+            overrides, drawn = chip_overrides(point, seed)
+            arguments = (key, files, reference, overrides, seed, point.twin, criterion)
+            items.append(("chip", point, chip, seed, drawn, key, arguments, outcome["summary"]))
+    return items
