@@ -105,3 +105,16 @@ def load_target(spec: str | Path) -> Target:
     if kind == "ideal":
         return IdealTarget.from_mapping(data)
     return AocTarget.from_mapping(data, label)
+
+
+def target_from_mapping(mapping: object, label: str) -> Target:
+    """A resolved description (a bundle's ``target`` section) validated exactly like a file of its kind."""
+    from admc.targets.description_schema import validate
+
+    if not isinstance(mapping, dict) or not isinstance(mapping.get("kind"), str):
+        raise AdmcError(f"{label}: field 'kind': required field is missing or not a string")
+    kind = mapping["kind"]
+    data = validate(mapping, _schema_for_kind(kind, label), label, complete=True)
+    if kind == "ideal":
+        return IdealTarget.from_mapping(data)
+    return AocTarget.from_mapping(data, label)
