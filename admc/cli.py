@@ -61,7 +61,8 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explicit-euler | heun | implicit-euler | crank-nicolson (default implicit-euler)")
     parser.add_argument("--steps", type=option.STEPS, default=16, help="uniform grid t_n = n/T (default 16)")
     parser.add_argument("--grid", help="a .npy or .txt file of time points (overrides --steps)")
-    parser.add_argument("--fp-iterations", type=option.FP_ITERATIONS, help="fixed-point iterations per implicit step, the "
+    parser.add_argument("--fp-iterations", type=option.FP_ITERATIONS,
+                        help="fixed-point iterations per implicit step, the "
                         "explicit-Euler warm start counted as the first")
     parser.add_argument("--time-input", help="name of the model's time input")
 
@@ -207,7 +208,8 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--timings", action="store_true", help="print each pass's time")
     build.add_argument("--verify-passes", action="store_true",
                        help="check after each pass that the semantics survived (within the pass's bound)")
-    build.add_argument("--dump-ir", metavar="DIR", type=option.new_directory, help="write a JSON summary of the IR after each pass")
+    build.add_argument("--dump-ir", metavar="DIR", type=option.new_directory,
+                       help="write a JSON summary of the IR after each pass")
     _grid_arguments(build)
     build.set_defaults(handler=command_build)
 
@@ -228,7 +230,8 @@ def make_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--noise", required=True)
     simulate.add_argument("-o", "--output", required=True, type=option.output_file)
     simulate.add_argument("--ideal", action="store_true", help="exact float64 execution of the program")
-    simulate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS, help="fixed loop-iteration budget per closed phase")
+    simulate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
+                          help="fixed loop-iteration budget per closed phase")
     simulate.add_argument("--seed", type=option.SEED, default=0)
     simulate.add_argument("--calibration", help="a measured machine's calibration file (FIELDS.md format) for "
                           "the twin's device figures")
@@ -249,7 +252,8 @@ def make_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repeats", type=option.REPEATS, help="twin repeats averaged per readout (default: target's)")
     verify.add_argument("--twin-ratio", type=option.positive_float(), default=0.5,
                         help="pass if W2(twin, reference) ≤ this × W2(Gaussian fit, reference) (default 0.5)")
-    verify.add_argument("--twin-nrmse", type=option.positive_float(), help="also require the twin's per-step NRMSE ≤ this")
+    verify.add_argument("--twin-nrmse", type=option.positive_float(),
+                        help="also require the twin's per-step NRMSE ≤ this")
     verify.add_argument("--calibration", help="a measured machine's calibration file (FIELDS.md format) for "
                         "the twin's device figures")
     verify.set_defaults(handler=command_verify)

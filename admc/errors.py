@@ -17,7 +17,7 @@ EXIT_VERIFICATION_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h): a bug in admc, not in the input
 
-_WORD = re.compile(r"\S{%d,}" % (LONGEST_WORD + 1))
+_WORD = re.compile(rf"\S{{{LONGEST_WORD + 1},}}")
 
 
 class AdmcError(Exception):

@@ -111,7 +111,7 @@ class Solver(Section):
     @field_validator("grid")
     @classmethod
     def _increasing(cls, grid: list[float]) -> list[float]:
-        if any(later <= earlier for earlier, later in zip(grid, grid[1:])):
+        if any(later <= earlier for earlier, later in zip(grid, grid[1:], strict=False)):
             raise ValueError("grid must increase strictly")
         return grid
 

@@ -63,7 +63,7 @@ def check_regular(path: str | Path, what: str = "file") -> None:
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        raise AdmcError(f"{path}: no such {what}") from None
+        raise AdmcError(f"{path}: {what} not found") from None
     except OSError as error:
         raise AdmcError(f"{path}: cannot read {what}: {error.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
@@ -76,7 +76,7 @@ def read_file(path: str | Path, limit: int, what: str = "file") -> bytes:
     try:
         descriptor = os.open(path, os.O_RDONLY | _NONBLOCK | _CLOEXEC)
     except FileNotFoundError:
-        raise AdmcError(f"{label}: no such {what}") from None
+        raise AdmcError(f"{label}: {what} not found") from None
     except IsADirectoryError:
         raise AdmcError(f"{label}: {what} is a directory, expected a regular file") from None
     except OSError as error:

@@ -17,6 +17,7 @@ import numpy as np
 from admc.ir.adm import Atom, TimeTerm
 from admc.ir.evaluate import evaluate_op
 from admc.ir.graph import Op
+from admc.limits import require_memory
 
 
 @dataclass
@@ -69,6 +70,8 @@ class Form:
 
     @staticmethod
     def of_atom(atom: Atom, size: int, shape: tuple[int, ...]) -> Form:
+        # The identity is dense (size² float64, and products with it): refused past the memory limit.
+        require_memory(3 * 8.0 * size * size, f"canonicalising a layer of {size} channels")
         return Form({atom: np.eye(size)}, np.zeros(size), [], shape)
 
     def is_exactly(self, atom: Atom) -> bool:
@@ -95,9 +98,11 @@ class Form:
     def scaled(self, factors: np.ndarray) -> Form:
         """Elementwise product with a constant broadcast over the features."""
         factors = np.broadcast_to(np.asarray(factors, dtype=np.float64).reshape(-1), (self.features,))
-        result = self.linear(np.diag(factors))
-        result.shape = self.shape
-        return result
+        # Row scaling instead of a dense diag(factors) product: memory linear in the form's weights.
+        column = factors[:, None]
+        return Form({atom: column * weights for atom, weights in self.terms.items()}, factors * self.constant,
+                    [TimeTerm(column * term.matrix, term.function, term.description) for term in self.time_terms],
+                    self.shape)
 
     def plus(self, other: Form) -> Form:
         terms = dict(self.terms)
@@ -119,8 +124,10 @@ class Form:
         return Form(self.terms, self.constant, self.time_terms, shape)
 
     def selected(self, indices: np.ndarray) -> Form:
-        selector = np.eye(self.features)[np.asarray(indices, dtype=np.int64)]
-        return self.linear(selector)
+        rows = np.asarray(indices, dtype=np.int64)  # row selection, without a dense selector matrix
+        return Form({atom: weights[rows] for atom, weights in self.terms.items()}, self.constant[rows],
+                    [TimeTerm(term.matrix[rows], term.function, term.description) for term in self.time_terms],
+                    (rows.size,))
 
     @staticmethod
     def concatenated(parts: list[Form]) -> Form:
@@ -129,8 +136,19 @@ class Form:
         total = int(offsets[-1])
         result = Form({}, np.zeros(total), [], (total,))
         for part, start in zip(parts, offsets[:-1], strict=True):
-            placement = np.zeros((total, part.features))
-            placement[start:start + part.features] = np.eye(part.features)
-            result = result.plus(part.linear(placement))
+            result = result.plus(part.placed(start, total))
         result.shape = (total,)
         return result
+
+    def placed(self, start: int, total: int) -> Form:
+        """The form's features at rows [start, start + features) of a ``total``-feature form (zeros
+        elsewhere), without a dense placement matrix."""
+
+        def pad(matrix: np.ndarray) -> np.ndarray:
+            padded = np.zeros((total, *matrix.shape[1:]))
+            padded[start:start + matrix.shape[0]] = matrix
+            return padded
+
+        return Form({atom: pad(weights) for atom, weights in self.terms.items()}, pad(self.constant),
+                    [TimeTerm(pad(term.matrix), term.function, term.description) for term in self.time_terms],
+                    (total,))

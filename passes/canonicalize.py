@@ -106,11 +106,17 @@ class _Canonicaliser:
                 return self._fold_constant(op, arguments)
             if op.op_type not in OP_SEMANTICS:
                 raise self.fail(op, "op not supported (even on the time-only path)")
-            return TimeValue.from_op(op, arguments)
+            try:
+                return TimeValue.from_op(op, arguments)
+            except (ValueError, IndexError, TypeError, KeyError) as error:
+                raise self.fail(op, f"inputs of inconsistent shapes ({' '.join(str(error).split())})") from None
         handler = getattr(self, f"_form_{op.op_type.lower()}", None)
         if handler is None:
             raise self.fail(op, self._refusal_reason(op))
-        return handler(op, arguments)
+        try:
+            return handler(op, arguments)
+        except (ValueError, IndexError, TypeError, KeyError) as error:  # inputs whose shapes the op cannot take
+            raise self.fail(op, f"inputs of inconsistent shapes ({' '.join(str(error).split())})") from None
 
     def _refusal_reason(self, op: Op) -> str:
         if op.op_type in ACTIVATION_REASONS:

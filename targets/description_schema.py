@@ -52,6 +52,8 @@ def read_yaml_mapping(text: str, label: str) -> dict:
     """Parse YAML text that must hold a mapping at top level; ``label`` names the file in errors."""
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise AdmcError(f"{label}: YAML nested too deeply") from None
     except yaml.YAMLError as error:
         # The first line of a PyYAML message is enough to locate the problem in a one-line error.
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -60,7 +62,29 @@ def read_yaml_mapping(text: str, label: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise AdmcError(f"{label}: expected a mapping of fields at top level, got {type(data).__name__}")
+    _check_nesting(data, label)
     return data
+
+
+MAX_NESTING = 64
+
+
+def _check_nesting(data: object, label: str) -> None:
+    """Refuse YAML nested deeper than MAX_NESTING (iteratively: no recursion on hostile input); aliases
+    that make the document refer to itself are caught the same way."""
+    pending = [(data, 1)]
+    visited = 0
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise AdmcError(f"{label}: YAML nested more than {MAX_NESTING} levels deep")
+        visited += 1
+        if visited > 10_000_000:
+            raise AdmcError(f"{label}: YAML document too large once its aliases are expanded")
+        if isinstance(value, dict):
+            pending.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            pending.extend((child, depth + 1) for child in value)
 
 
 def deep_merge(parent: Mapping, child: Mapping) -> dict:

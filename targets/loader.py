@@ -12,7 +12,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from admc import limits
 from admc.errors import AdmcError
+from admc.safe_files import read_text
 from admc.targets.aoc.description import SCHEMA as AOC_SCHEMA
 from admc.targets.aoc.description import AocTarget
 from admc.targets.description_schema import Schema, read_yaml_mapping, resolve_and_validate
@@ -54,14 +56,7 @@ def _open_preset(name: str) -> tuple[str, dict]:
 
 def _open_file(path: Path) -> tuple[str, dict]:
     label = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise AdmcError(f"{label}: target file not found") from error
-    except IsADirectoryError as error:
-        raise AdmcError(f"{label}: target path is a directory, expected a YAML file") from error
-    except OSError as error:
-        raise AdmcError(f"{label}: cannot read target file: {error.strerror}") from error
+    text = read_text(path, limits.TEXT_FILE_BYTES, "target file")  # regular, bounded, UTF-8 (safe_files)
     return label, read_yaml_mapping(text, label)
 
 
