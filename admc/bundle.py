@@ -139,7 +139,11 @@ def parse_manifest(content: bytes, label: str) -> dict:
     if data.get("format_version") != BUNDLE_VERSION:
         raise AdmcError(f"{label}: field 'format_version' is {data.get('format_version')!r}; this admc reads "
                         f"version {BUNDLE_VERSION}")
-    if data.get(DIGEST_FIELD) != sha256(canonical_bytes(data)):
+    try:
+        digest = sha256(canonical_bytes(data))
+    except ValueError:  # 1e400 parses as inf, which no manifest admc writes can hold
+        raise AdmcError(f"{label}: holds a number too large to be finite") from None
+    if data.get(DIGEST_FIELD) != digest:
         raise AdmcError(f"{label}: field '{DIGEST_FIELD}' does not match the manifest's content; the manifest "
                         "was modified or damaged")
     return data
@@ -177,6 +181,8 @@ class Bundle:
         finally:
             os.close(root)
         self._expected = expected_arrays(self.schema, self.target)
+        for name in self._expected:
+            self._check_header(name)
 
     def read_bytes(self, name: str) -> bytes:
         content = self._verified.get(name) if isinstance(name, str) else None
@@ -186,7 +192,17 @@ class Bundle:
 
     def array(self, name: str) -> np.ndarray:
         """The payload as an array, refused unless its dtype and shape are the ones the manifest implies."""
-        label = str(self.path / name)
+        label = str(self._check_header(name))
+        try:
+            array = np.load(io.BytesIO(self.read_bytes(name)), allow_pickle=False)
+        except ValueError as error:
+            raise AdmcError(f"{label}: damaged .npy array ({error})") from None
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            raise AdmcError(f"{label}: array holds NaN or Inf")
+        return array
+
+    def _check_header(self, name: str) -> Path:
+        label = self.path / name
         buffer = io.BytesIO(self.read_bytes(name))
         try:
             version = np.lib.format.read_magic(buffer)
@@ -208,10 +224,4 @@ class Bundle:
                                 f"{'/'.join(dtypes)} shape {shown}")
         elif dtype.hasobject:
             raise AdmcError(f"{label}: object arrays are not allowed in a bundle")
-        try:
-            array = np.load(io.BytesIO(self.read_bytes(name)), allow_pickle=False)
-        except ValueError as error:
-            raise AdmcError(f"{label}: damaged .npy array ({error})") from None
-        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-            raise AdmcError(f"{label}: array holds NaN or Inf")
-        return array
+        return label

@@ -22,11 +22,20 @@ from admc.program_io import read_program
 from admc.source_model import Velocity, make_velocity
 
 
-def bundle_program(bundle: Bundle) -> tuple[BlockProgram, Schedule, np.ndarray]:
-    if bundle.manifest.get("target", {}).get("kind") == "aoc":
-        from admc.targets.aoc.bundle_reader import check_emitted_files, phase_blocks, realised_blocks
+def check_loaded_files(bundle: Bundle) -> None:
+    """Refuse a bundle whose machine-loaded files (AOC images, routing) disagree with its arrays; once."""
+    if bundle.manifest.get("target", {}).get("kind") == "aoc" and not getattr(bundle, "files_checked", False):
+        from admc.targets.aoc.bundle_reader import check_emitted_files
 
         check_emitted_files(bundle)
+        bundle.files_checked = True
+
+
+def bundle_program(bundle: Bundle) -> tuple[BlockProgram, Schedule, np.ndarray]:
+    check_loaded_files(bundle)
+    if bundle.manifest.get("target", {}).get("kind") == "aoc":
+        from admc.targets.aoc.bundle_reader import phase_blocks, realised_blocks
+
         program, schedule, alpha = read_program(bundle, realised_blocks(bundle))
         program.phase_blocks = phase_blocks(bundle)
         return program, schedule, alpha

@@ -149,10 +149,12 @@ def command_simulate(arguments: argparse.Namespace) -> int:
 
 def command_verify(arguments: argparse.Namespace) -> int:
     from admc.bundle import Bundle
+    from admc.bundle_program import check_loaded_files
     from admc.verify import verify_bundle
     from admc.verify_report import write_report
 
     bundle = Bundle(arguments.bundle)
+    check_loaded_files(bundle)
     repeats = arguments.repeats or (bundle.target.timing.repeats if hasattr(bundle.target, "timing") else 1)
     _require_run_memory(arguments.samples, len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
                         repeats, "verification")
