@@ -148,6 +148,8 @@ def command_simulate(arguments: argparse.Namespace) -> int:
 
 
 def command_verify(arguments: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from admc.bundle import Bundle
     from admc.bundle_program import check_loaded_files
     from admc.verify import verify_bundle
@@ -165,12 +167,15 @@ def command_verify(arguments: argparse.Namespace) -> int:
 
         twin_options["calibration"] = read_calibration(arguments.calibration)
 
-    def progress(message: str) -> None:
-        print(f"admc verify: {message}…", file=sys.stderr, flush=True)
-
-    report = verify_bundle(bundle, arguments.samples, arguments.seed, arguments.tolerance,
-                           twin=not arguments.no_twin, twin_options=twin_options, twin_ratio=arguments.twin_ratio,
-                           twin_nrmse=arguments.twin_nrmse, progress=progress)
+    # A status line on a terminal only (tqdm disables itself when stderr is not a TTY), cleared when done.
+    status = tqdm(desc="admc verify", bar_format="{desc}: {postfix}", file=sys.stderr, disable=None, leave=False)
+    try:
+        report = verify_bundle(bundle, arguments.samples, arguments.seed, arguments.tolerance,
+                               twin=not arguments.no_twin, twin_options=twin_options,
+                               twin_ratio=arguments.twin_ratio, twin_nrmse=arguments.twin_nrmse,
+                               progress=status.set_postfix_str)
+    finally:
+        status.close()
     samples, histories = report.pop("_samples"), report.pop("_histories")
     for key in [key for key in report if key.startswith("_")]:
         report.pop(key)

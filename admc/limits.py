@@ -61,8 +61,12 @@ def format_bytes(count: float) -> str:
     return f"{int(count)} B"
 
 
+class MemoryLimitError(AdmcError):
+    """Work refused because its estimated memory exceeds ``--max-memory``."""
+
+
 def require_memory(needed: float, what: str) -> None:
-    """Refuse (AdmcError) before allocating ``needed`` bytes for ``what`` when it exceeds the budget."""
+    """Refuse (MemoryLimitError) before allocating ``needed`` bytes for ``what`` past the budget."""
     if needed > _max_memory:
-        raise AdmcError(f"{what} needs about {format_bytes(needed)}, more than the memory limit "
+        raise MemoryLimitError(f"{what} needs about {format_bytes(needed)}, more than the memory limit "
                         f"{format_bytes(_max_memory)} (--max-memory)")

@@ -49,7 +49,11 @@ class TimeValue:
             ]
             return evaluate_op(op, values)
 
-        trial = compute(np.zeros(1), {})
+        # Two time points, not one: an op that mixes the batch (transA on a [B, 1] time input) fails here,
+        # at import, rather than later on the schedule's many time points.
+        trial = np.asarray(compute(np.zeros(2), {}))
+        if trial.ndim == 0 or trial.shape[0] != 2:
+            raise ValueError(f"the result of shape {trial.shape} does not keep the batch dimension")
         return TimeValue(compute, tuple(trial.shape[1:]))
 
     def as_columns(self) -> Callable[[np.ndarray], np.ndarray]:
@@ -71,7 +75,7 @@ class Form:
     @staticmethod
     def of_atom(atom: Atom, size: int, shape: tuple[int, ...]) -> Form:
         # The identity is dense (size² float64, and products with it): refused past the memory limit.
-        require_memory(3 * 8.0 * size * size, f"canonicalising a layer of {size} channels")
+        require_memory(3 * 8.0 * size * size, f"a layer of {size} channels")
         return Form({atom: np.eye(size)}, np.zeros(size), [], shape)
 
     def is_exactly(self, atom: Atom) -> bool:

@@ -18,6 +18,7 @@ from admc.ir.adm import IDENTITY, STATE, TANH, AdmNetwork, AdmNode, Atom
 from admc.ir.affine import Form, TimeValue
 from admc.ir.evaluate import OP_SEMANTICS, evaluate_op
 from admc.ir.graph import Graph, Op
+from admc.limits import MemoryLimitError
 
 GLUE_OPS = {"Identity", "Cast", "Reshape", "Flatten", "Unsqueeze", "Squeeze"}
 ACTIVATION_REASONS = {
@@ -115,6 +116,8 @@ class _Canonicaliser:
             raise self.fail(op, self._refusal_reason(op))
         try:
             return handler(op, arguments)
+        except MemoryLimitError as error:
+            raise self.fail(op, str(error)) from None
         except (ValueError, IndexError, TypeError, KeyError) as error:  # inputs whose shapes the op cannot take
             raise self.fail(op, f"inputs of inconsistent shapes ({' '.join(str(error).split())})") from None
 

@@ -85,11 +85,14 @@ def load_onnx_model(path: str | Path) -> onnx.ModelProto:
         raise AdmcError(f"{path}: model file is larger than {limits.MODEL_BYTES} bytes")
     try:
         model = onnx.load(str(path))
+    except Exception as error:  # onnx raises several unrelated types for damaged files
+        raise AdmcError(f"{path}: not a readable ONNX model ({_one_line(error)})") from None
+    check_graph(model.graph, path)  # first: its messages name the initializer or node admc objects to
+    try:
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except Exception as error:  # onnx raises several unrelated types for damaged files
+    except Exception as error:
         raise AdmcError(f"{path}: not a valid ONNX model ({_one_line(error)})") from None
-    check_graph(model.graph, path)
     return model
 
 
