@@ -90,9 +90,11 @@ def command_build(arguments: argparse.Namespace) -> int:
 
 def command_inspect(arguments: argparse.Namespace) -> int:
     from admc.bundle import Bundle
+    from admc.bundle_program import check_loaded_files
     from admc.inspect_bundle import describe, summary
 
     bundle = Bundle(arguments.bundle)
+    check_loaded_files(bundle)
     if arguments.json:
         print(json.dumps(summary(bundle), indent=1, sort_keys=True))
     else:
