@@ -77,10 +77,15 @@ def command_build(arguments: argparse.Namespace) -> int:
     from admc.driver import build
     from admc.passes.manager import PassManager
 
+    grid = _grid(arguments)
+    steps = len(grid) - 1 if grid is not None else arguments.steps
+    if steps * ((arguments.fp_iterations or 1) + 1) > limits.PHASES:
+        raise AdmcError(f"--steps × --fp-iterations: {steps} steps of up to {(arguments.fp_iterations or 1) + 1} "
+                        f"phases exceed the limit of {limits.PHASES} phases per program")
     passes = PassManager(verify=arguments.verify_passes, dump_directory=arguments.dump_ir)
     with banners_to_stderr():
         path = build(arguments.model, arguments.output, target=arguments.target, solver=arguments.solver,
-                     steps=arguments.steps, grid=_grid(arguments), time_input=arguments.time_input,
+                     steps=arguments.steps, grid=grid, time_input=arguments.time_input,
                      fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes)
     if arguments.timings or arguments.verify_passes:
         print(passes.table(), file=sys.stderr)

@@ -23,6 +23,7 @@ ARRAY_FILE_BYTES = 4 * GIB  # noise and grid .npy files
 
 STEPS = 100_000  # --steps and grid points
 FP_ITERATIONS = 10_000  # --fp-iterations
+PHASES = 200_000  # phases of a whole schedule (steps × phases per step): each is a manifest entry
 LOOP_ITERATIONS = 1_000_000  # --loop-iterations (twin / ideal executor per closed phase)
 SAMPLES = 10_000_000  # verify --samples (memory is checked separately)
 REPEATS = 1_000_000  # twin repeats

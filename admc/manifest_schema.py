@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from admc.errors import AdmcError
-from admc.limits import FP_ITERATIONS, STEPS
+from admc.limits import FP_ITERATIONS, PHASES, STEPS
 from admc.safe_files import check_member_name
 
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -201,7 +201,7 @@ class Manifest(BaseModel):
     channels: Channels
     static_injection: StaticInjectionSection
     solver: Solver
-    phases: Annotated[list[Annotated[list[PhaseEntry], Field(min_length=1, max_length=16)]],
+    phases: Annotated[list[Annotated[list[PhaseEntry], Field(min_length=1, max_length=FP_ITERATIONS + 2)]],
                       Field(min_length=1, max_length=STEPS)]
     payloads: dict[str, SHA256]
     aoc: AocSection | None = None
@@ -252,6 +252,9 @@ def _check_groups(manifest: Manifest, label: str) -> dict[str, Group]:
 
 def _check_phases(manifest: Manifest, label: str) -> None:
     solver = manifest.solver
+    total = sum(len(phases) for phases in manifest.phases)
+    if total > PHASES:
+        raise _fail(label, "phases", f"{total} phases in all, more than {PHASES}")
     if solver.steps != len(manifest.phases) or len(solver.grid) != solver.steps + 1:
         raise _fail(label, "solver.steps", f"is {solver.steps}, with {len(manifest.phases)} steps of phases and "
                     f"{len(solver.grid)} grid points (expected steps + 1)")

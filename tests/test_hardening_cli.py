@@ -355,3 +355,16 @@ def test_pt2_refusal_has_no_torch_log_lines(tmp_path):
     result = run_admc("build", str(damaged), "-o", str(tmp_path / "b"), "--target", "ideal")
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("admc: error: "), result.stderr
+
+
+def test_steps_times_fp_iterations_beyond_the_phase_limit_refused(capsys, sources, tmp_path):
+    build_refused(capsys, sources, tmp_path, "-o", tmp_path / "b", "--steps", "100000", "--solver",
+                  "implicit-euler", "--fp-iterations", "10000", fragments=("phases",))
+
+
+def test_many_fixed_point_iterations_build_and_read_back(capsys, sources, tmp_path):
+    status, _, err = cli(capsys, "build", sources["model"], "-o", tmp_path / "b", "--target", "ideal", "--steps",
+                         "2", "--solver", "implicit-euler", "--fp-iterations", "40")
+    assert status == 0, err
+    status, _, err = cli(capsys, "inspect", tmp_path / "b")
+    assert status == 0, err

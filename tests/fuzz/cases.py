@@ -130,12 +130,14 @@ def copy_bundle(base: Base, rng: random.Random, directory: Path) -> tuple[Path, 
 
 
 def bundle_command(rng: random.Random, bundle: Path, base: Base, directory: Path) -> list[str]:
+    twin = (bundle / "aoc").is_dir() and rng.random() < 0.3  # the digital twin reads AOC bundles too
     command = rng.choice(["inspect", "simulate", "verify"])
     if command == "inspect":
         return ["inspect", str(bundle)] + (["--json"] if rng.random() < 0.5 else [])
     if command == "simulate":
-        return ["simulate", str(bundle), "--noise", str(base.noise), "-o", str(directory / "out.npy"), "--ideal"]
-    return ["verify", str(bundle), "--samples", "8", "--no-twin"]
+        return ["simulate", str(bundle), "--noise", str(base.noise), "-o", str(directory / "out.npy"),
+                *(["--loop-iterations", "30"] if twin else ["--ideal"])]
+    return ["verify", str(bundle), "--samples", "8", *(["--loop-iterations", "30"] if twin else ["--no-twin"])]
 
 
 # ---------------------------------------------------------------- families
@@ -325,6 +327,10 @@ def onnx_model(base: Base, rng: random.Random, directory: Path) -> Case:
         content = bytes(data)
     path = directory / "model.onnx"
     path.write_bytes(content)
+    if rng.random() < 0.3:
+        return Case("onnx_model", 0, ["reference", str(path), "--noise", str(base.noise), "-o",
+                                      str(directory / "out.npy"), "--steps", "2"], directory,
+                    description=f"reference: {choice}")
     return Case("onnx_model", 0, ["build", str(path), "-o", str(directory / "bundle"), "--target", "ideal",
                                   "--steps", "2"], directory, description=choice)
 
