@@ -22,6 +22,7 @@ import random
 import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -506,6 +507,12 @@ def run_case(case: Case, base: Base, timeout: float = 120.0) -> Outcome:
 
     previous = signal.signal(signal.SIGALRM, alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout)
+    # Native code (onnxruntime, HiGHS, torch's C++ logging) writes to file descriptor 2 directly: capture it
+    # too, so a log line before admc's own counts against the one-line rule.
+    native = tempfile.TemporaryFile()
+    sys.stderr.flush()
+    saved_descriptor = os.dup(2)
+    os.dup2(native.fileno(), 2)
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             outcome.status = main(case.argv)
@@ -519,8 +526,12 @@ def run_case(case: Case, base: Base, timeout: float = 120.0) -> Outcome:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         _watched.clear()
+        os.dup2(saved_descriptor, 2)
+        os.close(saved_descriptor)
+    native.seek(0)
     outcome.outside_reads = sorted(set(_outside))
-    outcome.stderr = stderr.getvalue()
+    outcome.stderr = native.read().decode("utf-8", "replace") + stderr.getvalue()
+    native.close()
     if outcome.status == 2:
         lines = outcome.stderr.strip().splitlines()
         outcome.not_one_line = len(lines) != 1 or not lines[0].startswith("admc: error: ")
