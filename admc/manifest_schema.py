@@ -287,9 +287,8 @@ def _check_payload_names(manifest: Manifest, data: dict, label: str) -> None:
             for form in ("grey", "transmission"):
                 for path, name in (getattr(entry, form) or {}).items():
                     referenced.append((f"aoc.image_sets.{index}.{form}.{path}", name))
-    elif any(block.payload is None for block in manifest.layout.blocks):
-        raise _fail(label, "layout.blocks", "a block has no weight payload and the bundle has no target section "
-                    "that provides its weights")
+    elif manifest.target.get("kind") == "ideal" and any(block.payload is None for block in manifest.layout.blocks):
+        raise _fail(label, "layout.blocks", "a block of an ideal-target bundle has no weight payload")
     for field, name in referenced:
         if name not in manifest.payloads:
             raise _fail(label, field, f"names {name!r}, which is not a payload listed with its sha256")
