@@ -1,7 +1,9 @@
 """Symbolic values used while canonicalising: state-affine forms and time-only values.
 
 A ``Form`` is a value that depends on the diffusion state: ``Σ_atoms M·atom + constant + Σ time terms``,
-with a non-batch ``shape`` whose product is its feature count. Linear ops act on forms exactly (matrix
+with a non-batch ``shape`` whose product is its feature count. An atom's own form holds an implicit
+:class:`Identity`, so memory grows linearly in the weights with a layer's width (a dense identity is made,
+within ``--max-memory``, only where an op needs one, e.g. a residual sum of an activation with itself). Linear ops act on forms exactly (matrix
 products), so chains of linear layers, residual additions and concatenations fold into the matrices.
 A ``TimeValue`` depends on the time input only and is evaluated numerically on demand, with the graph IR's
 own op semantics, at any set of time points.
@@ -61,6 +63,37 @@ class TimeValue:
         return lambda times: self.evaluate(times).reshape(len(times), -1)
 
 
+class Identity:
+    """The n × n identity of an atom's own form, kept implicit so a layer of width n costs O(n), not O(n²):
+    ``matrix @ Identity(n)`` is ``matrix``; anything else asks for :func:`dense` (memory-checked)."""
+
+    __array_ufunc__ = None  # numpy hands ``ndarray @ Identity`` to __rmatmul__ instead of converting
+
+    def __init__(self, size: int):
+        self.size = int(size)
+        self.shape = (self.size, self.size)
+        self.ndim = 2
+
+    def __rmatmul__(self, matrix: np.ndarray) -> np.ndarray:
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[1] != self.size:
+            raise ValueError(f"matmul: a {matrix.shape} matrix cannot multiply {self.size} features")
+        return matrix.copy()
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        selected = np.zeros((indices.size, self.size))
+        selected[np.arange(indices.size), indices] = 1.0
+        return selected
+
+
+def dense(weights) -> np.ndarray:
+    """A term's matrix as an array (an implicit identity materialised, within the memory limit)."""
+    if isinstance(weights, Identity):
+        require_memory(8.0 * weights.size * weights.size, f"a dense identity of {weights.size} channels")
+        return np.eye(weights.size)
+    return weights
+
+
 @dataclass
 class Form:
     terms: dict[Atom, np.ndarray]
@@ -74,9 +107,11 @@ class Form:
 
     @staticmethod
     def of_atom(atom: Atom, size: int, shape: tuple[int, ...]) -> Form:
-        # The identity is dense (size² float64, and products with it): refused past the memory limit.
-        require_memory(3 * 8.0 * size * size, f"a layer of {size} channels")
-        return Form({atom: np.eye(size)}, np.zeros(size), [], shape)
+        return Form({atom: Identity(size)}, np.zeros(size), [], shape)
+
+    def dense_terms(self) -> dict[Atom, np.ndarray]:
+        """The terms as arrays (what an ``AdmNode`` holds)."""
+        return {atom: dense(weights) for atom, weights in self.terms.items()}
 
     def is_exactly(self, atom: Atom) -> bool:
         """True when the form is the atom itself (identity matrix, no offset, no time terms)."""
@@ -85,7 +120,7 @@ class Form:
             len(self.terms) == 1
             and matrix is not None
             and matrix.shape[0] == matrix.shape[1]
-            and np.array_equal(matrix, np.eye(matrix.shape[0]))
+            and (isinstance(matrix, Identity) or np.array_equal(matrix, np.eye(matrix.shape[0])))
             and not np.any(self.constant)
             and not self.time_terms
         )
@@ -104,14 +139,14 @@ class Form:
         factors = np.broadcast_to(np.asarray(factors, dtype=np.float64).reshape(-1), (self.features,))
         # Row scaling instead of a dense diag(factors) product: memory linear in the form's weights.
         column = factors[:, None]
-        return Form({atom: column * weights for atom, weights in self.terms.items()}, factors * self.constant,
+        return Form({atom: column * dense(weights) for atom, weights in self.terms.items()}, factors * self.constant,
                     [TimeTerm(column * term.matrix, term.function, term.description) for term in self.time_terms],
                     self.shape)
 
     def plus(self, other: Form) -> Form:
         terms = dict(self.terms)
         for atom, weights in other.terms.items():
-            terms[atom] = terms[atom] + weights if atom in terms else weights
+            terms[atom] = dense(terms[atom]) + dense(weights) if atom in terms else weights
         return Form(terms, self.constant + other.constant, [*self.time_terms, *other.time_terms], self.shape)
 
     def plus_constant(self, constant: np.ndarray) -> Form:
@@ -129,7 +164,8 @@ class Form:
 
     def selected(self, indices: np.ndarray) -> Form:
         rows = np.asarray(indices, dtype=np.int64)  # row selection, without a dense selector matrix
-        return Form({atom: weights[rows] for atom, weights in self.terms.items()}, self.constant[rows],
+        return Form({atom: weights.rows(rows) if isinstance(weights, Identity) else weights[rows]
+                     for atom, weights in self.terms.items()}, self.constant[rows],
                     [TimeTerm(term.matrix[rows], term.function, term.description) for term in self.time_terms],
                     (rows.size,))
 
@@ -149,6 +185,7 @@ class Form:
         elsewhere), without a dense placement matrix."""
 
         def pad(matrix: np.ndarray) -> np.ndarray:
+            matrix = dense(matrix)
             padded = np.zeros((total, *matrix.shape[1:]))
             padded[start:start + matrix.shape[0]] = matrix
             return padded

@@ -85,7 +85,7 @@ class _Canonicaliser:
                 f"{self.graph.source}: output '{self.graph.outputs[0]}' has {output.features} features, "
                 f"the state x has {dimension}: a velocity must have the state's shape"
             )
-        return AdmNode("output", dimension, output.terms, output.constant, output.time_terms)
+        return AdmNode("output", dimension, output.dense_terms(), output.constant, output.time_terms)
 
     def _reachable_nodes(self, output: AdmNode) -> list[AdmNode]:
         by_name = {node.name: node for node in self.nodes}
@@ -267,7 +267,7 @@ class _Canonicaliser:
         if form.is_exactly(Atom(STATE, IDENTITY)):
             return Form.of_atom(Atom(STATE, TANH), form.features, form.shape)
         name = f"hidden_{len(self.nodes) + 1}"
-        self.nodes.append(AdmNode(name, form.features, form.terms, form.constant, form.time_terms))
+        self.nodes.append(AdmNode(name, form.features, form.dense_terms(), form.constant, form.time_terms))
         return Form.of_atom(Atom(name, TANH), form.features, form.shape)
 
     # -- glue ----------------------------------------------------------------------------------------

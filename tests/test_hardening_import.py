@@ -161,19 +161,36 @@ def test_float64_model_accepted(capsys, tmp_path):
     assert status == 0, err
 
 
-def test_hidden_width_100000_refused_by_the_memory_limit(capsys, tmp_path):
-    """Canonicalisation would need a dense 100,000² identity (74.5 GiB): refused before allocating it."""
-    width = 100_000
+def wide_model(path: Path, width: int, residual: bool = False) -> Path:
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Concat", ["x", "t"], ["xt"], axis=1, name="concat"),
              helper.make_node("Gemm", ["xt", "W1"], ["h"], transB=1, name="gemm1"),
-             helper.make_node("Tanh", ["h"], ["a"], name="tanh1"),
-             helper.make_node("Gemm", ["a", "W2"], ["velocity"], transB=1, name="gemm2")]
-    path = save_model(tmp_path / "wide.onnx", nodes,
-                      [tensor("W1", 0.1 * rng.standard_normal((width, STATE_SIZE + 1))),
-                       tensor("W2", 0.001 * rng.standard_normal((STATE_SIZE, width)))])
-    message = build_refused(capsys, path, "memory limit", extra=("--steps", "2"))
-    assert "100000 channels" in message
+             helper.make_node("Tanh", ["h"], ["a"], name="tanh1")]
+    if residual:  # a + a: the implicit identity of tanh1's atom must become a dense matrix
+        nodes.append(helper.make_node("Add", ["a", "a"], ["a2"], name="add_residual"))
+    nodes.append(helper.make_node("Gemm", ["a2" if residual else "a", "W2"], ["velocity"], transB=1, name="gemm2"))
+    return save_model(path, nodes, [tensor("W1", 0.1 * rng.standard_normal((width, STATE_SIZE + 1))),
+                                    tensor("W2", 0.001 * rng.standard_normal((STATE_SIZE, width)))])
+
+
+def test_hidden_width_100000_builds_in_memory_linear_in_the_weights(capsys, tmp_path):
+    """Canonicalisation used to build a dense 100,000² identity (74.5 GiB); the affine forms now keep it
+    implicit, so the build passes under the smallest memory limit (64 MiB of estimated allocations)."""
+    from hardening_helpers import cli
+
+    path = wide_model(tmp_path / "wide.onnx", 100_000)
+    status, _, err = cli(capsys, "--max-memory", "64M", "build", path, "-o", tmp_path / "bundle", "--target",
+                         "ideal", "--steps", "2")
+    assert status == 0, err
+    blocks = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["layout"]["blocks"]
+    assert sorted((block["rows"], block["columns"]) for block in blocks) == [(STATE_SIZE, 100_000),
+                                                                            (100_000, STATE_SIZE)]
+
+
+def test_hidden_width_100000_dense_identity_refused_by_the_memory_limit(capsys, tmp_path):
+    message = build_refused(capsys, wide_model(tmp_path / "wide.onnx", 100_000, residual=True), "memory limit",
+                            extra=("--steps", "2"))
+    assert "add_residual" in message and "100000 channels" in message
 
 
 def test_damaged_pt2_weights_config_refused(capsys, tmp_path):
