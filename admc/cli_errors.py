@@ -2,8 +2,8 @@
 
 Exit statuses: 0 success; 1 only "verification failed" (the command's own return value); 2 bad input — one
 line ``admc: error: …`` through :func:`admc.errors.one_line` (also for command-line misuse: no usage
-block); 70 an unexpected internal error — one line naming the exception and a file holding the traceback;
-130 interrupted; a closed stdout (``admc inspect B | head``) ends quietly with 141 (128 + SIGPIPE).
+block, and for operating-system errors such as a full disk); 70 an unexpected internal error — one line
+naming the exception and a file holding the traceback; 130 interrupted; a closed stdout (``admc inspect B | head``) ends quietly with 141 (128 + SIGPIPE).
 
 While a command runs, third-party loggers (torch's export and dynamo, onnx, onnxruntime, cvxpy) are capped
 at ERROR and Python warnings from them are not shown, so their tracebacks never precede admc's line; solver
@@ -115,6 +115,10 @@ def run(command: Callable[[], int]) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return EXIT_BROKEN_PIPE
+    except OSError as error:  # the environment (disk full, permissions changed mid-run): not a bug in admc
+        where = f"{error.filename}: " if error.filename else ""
+        _print_error(f"{where}{error.strerror or error}")
+        return EXIT_BAD_INPUT
     except MemoryError:
         _print_error("ran out of memory; lower the sizes involved or raise --max-memory")
         return EXIT_BAD_INPUT

@@ -3,8 +3,9 @@
 A ``Form`` is a value that depends on the diffusion state: ``Σ_atoms M·atom + constant + Σ time terms``,
 with a non-batch ``shape`` whose product is its feature count. An atom's own form holds an implicit
 :class:`Identity`, so memory grows linearly in the weights with a layer's width (a dense identity is made,
-within ``--max-memory``, only where an op needs one, e.g. a residual sum of an activation with itself). Linear ops act on forms exactly (matrix
-products), so chains of linear layers, residual additions and concatenations fold into the matrices.
+within ``--max-memory``, only where an op needs one, e.g. a residual sum of an activation with itself).
+Linear ops act on forms exactly (matrix products), so chains of linear layers, residual additions and
+concatenations fold into the matrices.
 A ``TimeValue`` depends on the time input only and is evaluated numerically on demand, with the graph IR's
 own op semantics, at any set of time points.
 """
