@@ -3,7 +3,8 @@
 Exit statuses: 0 success; 1 only "verification failed" (the command's own return value); 2 bad input — one
 line ``admc: error: …`` through :func:`admc.errors.one_line` (also for command-line misuse: no usage
 block, and for operating-system errors such as a full disk); 70 an unexpected internal error — one line
-naming the exception and a file holding the traceback; 130 interrupted; a closed stdout (``admc inspect B | head``) ends quietly with 141 (128 + SIGPIPE).
+naming the exception and a file holding the traceback; 130 interrupted; a closed stdout
+(``admc inspect B | head``) ends quietly with 141 (128 + SIGPIPE).
 
 While a command runs, third-party loggers (torch's export and dynamo, onnx, onnxruntime, cvxpy) are capped
 at ERROR and Python warnings from them are not shown, so their tracebacks never precede admc's line; solver
