@@ -9,17 +9,30 @@ model, so verification never depends on files outside the bundle.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from admc.bundle import Bundle
+from admc.errors import AdmcError
 from admc.ir.program import BlockProgram, Schedule
 from admc.program_io import read_program
 from admc.source_model import Velocity, make_velocity
 
 
+def check_loaded_files(bundle: Bundle) -> None:
+    """Refuse a bundle whose machine-loaded files (AOC images, routing) disagree with its arrays; once."""
+    if bundle.manifest.get("target", {}).get("kind") == "aoc" and not getattr(bundle, "files_checked", False):
+        from admc.targets.aoc.bundle_reader import check_emitted_files
+
+        check_emitted_files(bundle)
+        bundle.files_checked = True
+
+
 def bundle_program(bundle: Bundle) -> tuple[BlockProgram, Schedule, np.ndarray]:
+    check_loaded_files(bundle)
     if bundle.manifest.get("target", {}).get("kind") == "aoc":
         from admc.targets.aoc.bundle_reader import phase_blocks, realised_blocks
 
@@ -29,12 +42,24 @@ def bundle_program(bundle: Bundle) -> tuple[BlockProgram, Schedule, np.ndarray]:
     return read_program(bundle)
 
 
-def source_velocity(bundle: Bundle) -> Velocity:
+@contextmanager
+def source_copy(bundle: Bundle) -> Iterator[Path]:
+    """A private temporary file holding the bundle's (hash-checked) source model; errors raised while it is
+    in use name the bundle's payload, never the temporary copy the user cannot see."""
     source = bundle.manifest["source"]
-    content = bundle.read_bytes(source["payload"])
+    shown = str(bundle.path / source["payload"])
     with tempfile.TemporaryDirectory(prefix="admc-source-") as directory:
         path = Path(directory) / f"model.{source['format']}"
-        path.write_bytes(content)
+        path.write_bytes(bundle.read_bytes(source["payload"]))
+        try:
+            yield path
+        except AdmcError as error:
+            raise type(error)(str(error).replace(str(path), shown).replace(directory, str(bundle.path))) from None
+
+
+def source_velocity(bundle: Bundle) -> Velocity:
+    source = bundle.manifest["source"]
+    with source_copy(bundle) as path:
         velocity = make_velocity(path, time_input=source["time_input"])
         # ONNX sessions and exported programs are fully loaded; the temporary file is no longer needed.
         velocity.source = f"{bundle.path}/{source['payload']}"

@@ -1,45 +1,68 @@
 """The ``admc`` command line: build, inspect, reference, simulate, verify.
 
 Exit status: 0 success (verify: passed), 1 verify failed, 2 bad input (one line on stderr naming what is
-wrong and where; no traceback; nothing half-written).
+wrong and where; no traceback; nothing half-written), 70 internal error (one line naming a saved traceback);
+see ``admc.cli_errors``. Options are validated while parsing (``admc.cli_options``), before any work.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from admc import cli_options as option
+from admc import limits
+from admc.cli_errors import OneLineParser, banners_to_stderr, run
 from admc.errors import AdmcError
 
 
 def _load_noise(path: str) -> np.ndarray:
+    from admc.array_files import read_npy
+
+    return read_npy(path, "noise array", dimensions=2)
+
+
+def _write_atomically(path: str | Path, content: bytes) -> None:
+    """Write via a temporary sibling and rename, so a failure leaves no partial output."""
+    target = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or ".")
     try:
-        noise = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise AdmcError(f"{path}: cannot read noise array ({error})") from None
-    if noise.ndim != 2 or not np.issubdtype(noise.dtype, np.number) or not np.all(np.isfinite(noise)):
-        raise AdmcError(f"{path}: noise must be a finite numeric [B, d] array, got shape {noise.shape}")
-    return noise.astype(np.float64)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(content)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _save_array(path: str, array: np.ndarray) -> None:
-    """Write via a temporary file and rename, so a failure leaves no partial output."""
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.partial.npy")
-    np.save(temporary, array, allow_pickle=False)
-    temporary.replace(target)
+    from admc.bundle import npy_bytes
+
+    _write_atomically(path, npy_bytes(array))
+
+
+def _require_run_memory(batch: int, steps: int, channels: int, repeats: int = 1, what: str = "the run") -> None:
+    """Trajectories of every executor ([steps + 1, batch, channels] float64, a few of them) and the twin's
+    repeated state must fit the memory limit; refused before they are allocated."""
+    trajectories = 8.0 * (steps + 1) * batch * channels * 4
+    repeated = 8.0 * batch * channels * repeats * 8
+    limits.require_memory(trajectories + repeated, f"{what} ({batch} samples × {steps} steps × {channels} "
+                          f"channels × {repeats} repeats)")
 
 
 def _grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", default="implicit-euler",
                         help="explicit-euler | heun | implicit-euler | crank-nicolson (default implicit-euler)")
-    parser.add_argument("--steps", type=int, default=16, help="uniform grid t_n = n/T (default 16)")
+    parser.add_argument("--steps", type=option.STEPS, default=16, help="uniform grid t_n = n/T (default 16)")
     parser.add_argument("--grid", help="a .npy or .txt file of time points (overrides --steps)")
-    parser.add_argument("--fp-iterations", type=int, help="fixed-point iterations per implicit step, the "
+    parser.add_argument("--fp-iterations", type=option.FP_ITERATIONS,
+                        help="fixed-point iterations per implicit step, the "
                         "explicit-Euler warm start counted as the first")
     parser.add_argument("--time-input", help="name of the model's time input")
 
@@ -54,10 +77,16 @@ def command_build(arguments: argparse.Namespace) -> int:
     from admc.driver import build
     from admc.passes.manager import PassManager
 
+    grid = _grid(arguments)
+    steps = len(grid) - 1 if grid is not None else arguments.steps
+    if steps * ((arguments.fp_iterations or 1) + 1) > limits.PHASES:
+        raise AdmcError(f"--steps × --fp-iterations: {steps} steps of up to {(arguments.fp_iterations or 1) + 1} "
+                        f"phases exceed the limit of {limits.PHASES} phases per program")
     passes = PassManager(verify=arguments.verify_passes, dump_directory=arguments.dump_ir)
-    path = build(arguments.model, arguments.output, target=arguments.target, solver=arguments.solver,
-                 steps=arguments.steps, grid=_grid(arguments), time_input=arguments.time_input,
-                 fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes)
+    with banners_to_stderr():
+        path = build(arguments.model, arguments.output, target=arguments.target, solver=arguments.solver,
+                     steps=arguments.steps, grid=grid, time_input=arguments.time_input,
+                     fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes)
     if arguments.timings or arguments.verify_passes:
         print(passes.table(), file=sys.stderr)
     print(f"wrote {path}")
@@ -66,9 +95,11 @@ def command_build(arguments: argparse.Namespace) -> int:
 
 def command_inspect(arguments: argparse.Namespace) -> int:
     from admc.bundle import Bundle
+    from admc.bundle_program import check_loaded_files
     from admc.inspect_bundle import describe, summary
 
     bundle = Bundle(arguments.bundle)
+    check_loaded_files(bundle)
     if arguments.json:
         print(json.dumps(summary(bundle), indent=1, sort_keys=True))
     else:
@@ -85,6 +116,7 @@ def command_reference(arguments: argparse.Namespace) -> int:
     velocity = make_velocity(arguments.model, time_input=arguments.time_input)
     grid = _grid(arguments)
     times = time_grid(steps=None if grid is not None else arguments.steps, grid=grid)
+    _require_run_memory(noise.shape[0], len(times) - 1, noise.shape[1], what="the reference run")
     result = integrate(velocity, noise, arguments.solver, times, arguments.fp_iterations)
     _save_array(arguments.output, result.samples)
     residual = float(np.max(result.residuals, initial=0.0))
@@ -100,6 +132,9 @@ def command_simulate(arguments: argparse.Namespace) -> int:
 
     bundle = Bundle(arguments.bundle)
     noise = _load_noise(arguments.noise)
+    _require_run_memory(noise.shape[0], len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
+                        getattr(bundle.target, "timing", None) and bundle.target.timing.repeats or 1,
+                        "the simulation")
     if arguments.ideal:
         program, schedule, alpha = bundle_program(bundle)
         if noise.shape[1] != program.state_dimension:
@@ -120,11 +155,18 @@ def command_simulate(arguments: argparse.Namespace) -> int:
 
 
 def command_verify(arguments: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from admc.bundle import Bundle
+    from admc.bundle_program import check_loaded_files
     from admc.verify import verify_bundle
     from admc.verify_report import write_report
 
     bundle = Bundle(arguments.bundle)
+    check_loaded_files(bundle)
+    repeats = arguments.repeats or (bundle.target.timing.repeats if hasattr(bundle.target, "timing") else 1)
+    _require_run_memory(arguments.samples, len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
+                        repeats, "verification")
     twin_options = {"mode": arguments.twin_mode, "loop_iterations": arguments.loop_iterations,
                     "repeats": arguments.repeats}
     if arguments.calibration:
@@ -132,12 +174,15 @@ def command_verify(arguments: argparse.Namespace) -> int:
 
         twin_options["calibration"] = read_calibration(arguments.calibration)
 
-    def progress(message: str) -> None:
-        print(f"admc verify: {message}…", file=sys.stderr, flush=True)
-
-    report = verify_bundle(bundle, arguments.samples, arguments.seed, arguments.tolerance,
-                           twin=not arguments.no_twin, twin_options=twin_options, twin_ratio=arguments.twin_ratio,
-                           twin_nrmse=arguments.twin_nrmse, progress=progress)
+    # A status line on a terminal only (tqdm disables itself when stderr is not a TTY), cleared when done.
+    status = tqdm(desc="admc verify", bar_format="{desc}: {postfix}", file=sys.stderr, disable=None, leave=False)
+    try:
+        report = verify_bundle(bundle, arguments.samples, arguments.seed, arguments.tolerance,
+                               twin=not arguments.no_twin, twin_options=twin_options,
+                               twin_ratio=arguments.twin_ratio, twin_nrmse=arguments.twin_nrmse,
+                               progress=status.set_postfix_str)
+    finally:
+        status.close()
     samples, histories = report.pop("_samples"), report.pop("_histories")
     for key in [key for key in report if key.startswith("_")]:
         report.pop(key)
@@ -152,7 +197,8 @@ def command_verify(arguments: argparse.Namespace) -> int:
     for name, values in report.get("distributions", {}).items():
         print(f"      {name}: MMD² {values['mmd']:.3e}, W2 {values['wasserstein2']:.4f}")
     if arguments.json:
-        Path(arguments.json).write_text(json.dumps(report, indent=1, sort_keys=True, allow_nan=False) + "\n")
+        _write_atomically(arguments.json, (json.dumps(report, indent=1, sort_keys=True, allow_nan=False)
+                                           + "\n").encode("utf-8"))
     if arguments.report:
         write_report(arguments.report, report, samples, histories)
         print(f"wrote {arguments.report}/ (verify.json, report.md, samples.png, nrmse.png, residuals.png)")
@@ -161,18 +207,23 @@ def command_verify(arguments: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="admc", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="admc", description=__doc__.splitlines()[0])
+    parser.add_argument("--max-memory", type=option.memory_size, default=limits.default_max_memory(),
+                        help="refuse work estimated to need more memory than this, e.g. 8G (default: ¾ of "
+                        "physical memory, at most 16G)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="compile a model into a program bundle")
     build.add_argument("model", help="an .onnx or .pt2 file")
-    build.add_argument("-o", "--output", required=True, help="bundle directory to write")
+    build.add_argument("-o", "--output", required=True, type=option.output_bundle,
+                       help="bundle directory to write")
     build.add_argument("--target", default="aoc-48", help="ideal | aoc | aoc-48 | aoc-16 | FILE.yaml")
     build.add_argument("--layout", default="auto", choices=["packed", "ring", "auto"])
     build.add_argument("--timings", action="store_true", help="print each pass's time")
     build.add_argument("--verify-passes", action="store_true",
                        help="check after each pass that the semantics survived (within the pass's bound)")
-    build.add_argument("--dump-ir", metavar="DIR", help="write a JSON summary of the IR after each pass")
+    build.add_argument("--dump-ir", metavar="DIR", type=option.new_directory,
+                       help="write a JSON summary of the IR after each pass")
     _grid_arguments(build)
     build.set_defaults(handler=command_build)
 
@@ -184,35 +235,39 @@ def make_parser() -> argparse.ArgumentParser:
     reference = commands.add_parser("reference", help="run the source model with a solver (float64)")
     reference.add_argument("model")
     reference.add_argument("--noise", required=True, help=".npy [B, d] initial samples")
-    reference.add_argument("-o", "--output", required=True)
+    reference.add_argument("-o", "--output", required=True, type=option.output_file)
     _grid_arguments(reference)
     reference.set_defaults(handler=command_reference)
 
     simulate = commands.add_parser("simulate", help="execute a bundle")
     simulate.add_argument("bundle")
     simulate.add_argument("--noise", required=True)
-    simulate.add_argument("-o", "--output", required=True)
+    simulate.add_argument("-o", "--output", required=True, type=option.output_file)
     simulate.add_argument("--ideal", action="store_true", help="exact float64 execution of the program")
-    simulate.add_argument("--loop-iterations", type=int, help="fixed loop-iteration budget per closed phase")
-    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
+                          help="fixed loop-iteration budget per closed phase")
+    simulate.add_argument("--seed", type=option.SEED, default=0)
     simulate.add_argument("--calibration", help="a measured machine's calibration file (FIELDS.md format) for "
                           "the twin's device figures")
     simulate.set_defaults(handler=command_simulate)
 
     verify = commands.add_parser("verify", help="compare a bundle against its source model")
     verify.add_argument("bundle")
-    verify.add_argument("--samples", type=int, default=256)
-    verify.add_argument("--seed", type=int, default=0)
-    verify.add_argument("--tolerance", type=float, help="relative tolerance of the program link")
-    verify.add_argument("--json", help="write the report as JSON")
-    verify.add_argument("--report", help="directory for verify.json, report.md and PNG plots")
+    verify.add_argument("--samples", type=option.SAMPLES, default=256)
+    verify.add_argument("--seed", type=option.SEED, default=0)
+    verify.add_argument("--tolerance", type=option.positive_float(), help="relative tolerance of the program link")
+    verify.add_argument("--json", type=option.output_file, help="write the report as JSON")
+    verify.add_argument("--report", type=option.output_report,
+                        help="directory for verify.json, report.md and PNG plots")
     verify.add_argument("--no-twin", action="store_true", help="check only source ≡ canonical ≡ ideal program")
     verify.add_argument("--twin-mode", default="discrete", choices=["discrete", "continuous"])
-    verify.add_argument("--loop-iterations", type=int, help="twin loop iterations per closed phase")
-    verify.add_argument("--repeats", type=int, help="twin repeats averaged per readout (default: target's)")
-    verify.add_argument("--twin-ratio", type=float, default=0.5,
+    verify.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
+                        help="twin loop iterations per closed phase")
+    verify.add_argument("--repeats", type=option.REPEATS, help="twin repeats averaged per readout (default: target's)")
+    verify.add_argument("--twin-ratio", type=option.positive_float(), default=0.5,
                         help="pass if W2(twin, reference) ≤ this × W2(Gaussian fit, reference) (default 0.5)")
-    verify.add_argument("--twin-nrmse", type=float, help="also require the twin's per-step NRMSE ≤ this")
+    verify.add_argument("--twin-nrmse", type=option.positive_float(),
+                        help="also require the twin's per-step NRMSE ≤ this")
     verify.add_argument("--calibration", help="a measured machine's calibration file (FIELDS.md format) for "
                         "the twin's device figures")
     verify.set_defaults(handler=command_verify)
@@ -224,16 +279,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
-    arguments = parser.parse_args(argv)
-    try:
+    def command() -> int:
+        arguments = make_parser().parse_args(argv)
+        limits.set_max_memory(arguments.max_memory)
         return arguments.handler(arguments)
-    except AdmcError as error:
-        print(f"admc: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("admc: interrupted", file=sys.stderr)
-        return 130
+
+    return run(command)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def summary(bundle: Bundle) -> dict:
         "blocks": [{key: block[key] for key in ("row_group", "column_group", "rows", "columns", "scale_class")}
                    for block in layout["blocks"]],
         "open_loop_iterations": layout["open_iterations"],
-        "payload_bytes": sum((bundle.path / name).stat().st_size for name in manifest["payloads"]),
+        "payload_bytes": sum(len(bundle.read_bytes(name)) for name in manifest["payloads"]),
         "report": manifest.get("report", {}),
     }
     if "aoc" in manifest:

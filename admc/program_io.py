@@ -109,6 +109,10 @@ def read_program(bundle: Bundle, block_matrices: list[np.ndarray] | None = None
                             [[Phase.from_dict(phase) for phase in phases] for phases in manifest["phases"]],
                             solver.get("fp_iterations"))
         alpha = bundle.array(manifest["channels"]["alpha"])
+        missing = {phase.time for phases in schedule.steps for phase in phases} - set(table.times.tolist())
+        if table.time_tables and missing:
+            raise AdmcError(f"{bundle.path / static['times']}: phase time {min(missing)!r} is not in the "
+                            "static injection table")
     except (KeyError, TypeError, ValueError) as error:
         raise AdmcError(f"{bundle.path}/manifest.json: malformed program section ({error!r})") from None
     return program, schedule, alpha

@@ -53,20 +53,23 @@ def time_grid(
 
 
 def load_grid(path: str | Path) -> np.ndarray:
-    """Read a time grid from a .npy file (never pickled objects) or a whitespace/comma separated text file."""
+    """Read a time grid from a .npy file (never pickled objects) or a whitespace/comma separated text file
+    (regular files of bounded size only; see ``admc.safe_files``)."""
+    from admc import limits
+    from admc.array_files import read_npy
+    from admc.safe_files import read_text
+
     path = Path(path)
-    try:
-        if path.suffix == ".npy":
-            values = np.load(path, allow_pickle=False)
-        elif path.suffix in (".txt", ".csv", ""):
-            text = path.read_text()
+    if path.suffix == ".npy":
+        values = read_npy(path, "time grid", dimensions=1)
+    elif path.suffix in (".txt", ".csv", ""):
+        text = read_text(path, limits.TEXT_FILE_BYTES, "time grid")
+        try:
             values = np.array([float(item) for item in text.replace(",", " ").split()], dtype=np.float64)
-        else:
-            raise AdmcError(f"{path}: unknown time grid format '{path.suffix}'; use .npy or .txt")
-    except AdmcError:
-        raise
-    except (OSError, ValueError) as error:
-        raise AdmcError(f"{path}: cannot read time grid ({error})") from None
-    if not np.issubdtype(np.asarray(values).dtype, np.number):
-        raise AdmcError(f"{path}: time grid holds {np.asarray(values).dtype} values, not numbers")
+        except ValueError as error:
+            raise AdmcError(f"{path}: cannot read time grid ({error})") from None
+    else:
+        raise AdmcError(f"{path}: unknown time grid format '{path.suffix}'; use .npy or .txt")
+    if values.size > limits.STEPS + 1:
+        raise AdmcError(f"{path}: time grid has {values.size} points, more than {limits.STEPS + 1}")
     return time_grid(grid=np.asarray(values, dtype=np.float64), source=str(path))

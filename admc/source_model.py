@@ -161,7 +161,7 @@ def _deterministic_session_options() -> onnxruntime.SessionOptions:
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     # No fusions: the reference runs the model's own ops, not a rewritten graph.
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors surface as exceptions, reported by admc in one line
     return options
 
 

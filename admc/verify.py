@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admc.bundle import Bundle
-from admc.bundle_program import bundle_program, source_velocity
+from admc.bundle_program import bundle_program, source_copy, source_velocity
 from admc.executor import IdealExecutor
 from admc.frontends.onnx_import import import_onnx
 from admc.frontends.torch_export import load_pt2
@@ -69,10 +69,10 @@ def trajectory_link(name: str, estimate: np.ndarray, reference: np.ndarray, tole
 def canonical_link(bundle: Bundle, velocity, noise: np.ndarray, tolerance: float) -> LinkReport:
     """Re-canonicalise the bundled source and compare f on the noise at the schedule's times."""
     source = bundle.manifest["source"]
-    path = bundle.path / source["payload"]
-    graph = import_onnx(path) if source["format"] == "onnx" else load_pt2(path)
-    graph.state_input, graph.time_input = source["state_input"], source["time_input"]
-    network = canonicalize(graph)
+    with source_copy(bundle) as path:
+        graph = import_onnx(path) if source["format"] == "onnx" else load_pt2(path)
+        graph.state_input, graph.time_input = source["state_input"], source["time_input"]
+        network = canonicalize(graph)
     grid = np.asarray(bundle.manifest["solver"]["grid"])
     errors, scales = [], []
     for time in grid:
@@ -86,11 +86,15 @@ def canonical_link(bundle: Bundle, velocity, noise: np.ndarray, tolerance: float
 
 
 def program_criterion(bundle: Bundle) -> tuple[str, float]:
-    """Exact targets: final relative error ≤ EXACT_TOLERANCE; a quantised target states its criterion
-    (worst per-step NRMSE) and bound in the manifest's report."""
-    report = bundle.manifest.get("report", {})
-    bound = report.get("verify_tolerance")
-    return report.get("verify_criterion", "relative_error"), float(EXACT_TOLERANCE if bound is None else bound)
+    """The program link's criterion and bound, from the (validated) target description — never from an
+    editable manifest field: exact targets get EXACT_TOLERANCE on the final relative error; a quantised
+    target its worst per-step NRMSE bound for its SLM depth (what its backend promises)."""
+    target = bundle.target
+    if getattr(target, "kind", None) == "aoc":
+        from admc.targets.aoc.emit import verify_bound
+
+        return verify_bound(target)
+    return "relative_error", EXACT_TOLERANCE
 
 
 def verify_ideal_chain(bundle: Bundle, samples: int = 256, seed: int = 0,

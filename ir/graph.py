@@ -17,6 +17,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from admc.errors import AdmcError
+
 
 @dataclass(frozen=True)
 class Op:
@@ -66,5 +68,14 @@ class Graph:
                 if value in producers:
                     dependency_graph.add_edge(producers[value].name, op.name)
         by_name = {op.name: op for op in self.ops}
-        order = nx.lexicographical_topological_sort(dependency_graph, key=lambda name: position[name])
+        if len(by_name) != len(self.ops):
+            seen: set[str] = set()
+            twice = next(op for op in self.ops if op.name in seen or seen.add(op.name))
+            raise AdmcError(f"{self.source}: {twice.describe()}: another node has the same name")
+        try:
+            order = list(nx.lexicographical_topological_sort(dependency_graph, key=lambda name: position[name]))
+        except nx.NetworkXUnfeasible:
+            cycle = nx.find_cycle(dependency_graph)
+            raise AdmcError(f"{self.source}: node '{cycle[0][0]}' depends on its own output (a cycle through "
+                            f"{len(cycle)} nodes)") from None
         return [by_name[name] for name in order]

@@ -18,6 +18,7 @@ from admc.ir.adm import IDENTITY, STATE, TANH, AdmNetwork, AdmNode, Atom
 from admc.ir.affine import Form, TimeValue
 from admc.ir.evaluate import OP_SEMANTICS, evaluate_op
 from admc.ir.graph import Graph, Op
+from admc.limits import MemoryLimitError
 
 GLUE_OPS = {"Identity", "Cast", "Reshape", "Flatten", "Unsqueeze", "Squeeze"}
 ACTIVATION_REASONS = {
@@ -84,7 +85,7 @@ class _Canonicaliser:
                 f"{self.graph.source}: output '{self.graph.outputs[0]}' has {output.features} features, "
                 f"the state x has {dimension}: a velocity must have the state's shape"
             )
-        return AdmNode("output", dimension, output.terms, output.constant, output.time_terms)
+        return AdmNode("output", dimension, output.dense_terms(), output.constant, output.time_terms)
 
     def _reachable_nodes(self, output: AdmNode) -> list[AdmNode]:
         by_name = {node.name: node for node in self.nodes}
@@ -106,11 +107,19 @@ class _Canonicaliser:
                 return self._fold_constant(op, arguments)
             if op.op_type not in OP_SEMANTICS:
                 raise self.fail(op, "op not supported (even on the time-only path)")
-            return TimeValue.from_op(op, arguments)
+            try:
+                return TimeValue.from_op(op, arguments)
+            except (ValueError, IndexError, TypeError, KeyError) as error:
+                raise self.fail(op, f"inputs of inconsistent shapes ({' '.join(str(error).split())})") from None
         handler = getattr(self, f"_form_{op.op_type.lower()}", None)
         if handler is None:
             raise self.fail(op, self._refusal_reason(op))
-        return handler(op, arguments)
+        try:
+            return handler(op, arguments)
+        except MemoryLimitError as error:
+            raise self.fail(op, str(error)) from None
+        except (ValueError, IndexError, TypeError, KeyError) as error:  # inputs whose shapes the op cannot take
+            raise self.fail(op, f"inputs of inconsistent shapes ({' '.join(str(error).split())})") from None
 
     def _refusal_reason(self, op: Op) -> str:
         if op.op_type in ACTIVATION_REASONS:
@@ -258,7 +267,7 @@ class _Canonicaliser:
         if form.is_exactly(Atom(STATE, IDENTITY)):
             return Form.of_atom(Atom(STATE, TANH), form.features, form.shape)
         name = f"hidden_{len(self.nodes) + 1}"
-        self.nodes.append(AdmNode(name, form.features, form.terms, form.constant, form.time_terms))
+        self.nodes.append(AdmNode(name, form.features, form.dense_terms(), form.constant, form.time_terms))
         return Form.of_atom(Atom(name, TANH), form.features, form.shape)
 
     # -- glue ----------------------------------------------------------------------------------------

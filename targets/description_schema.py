@@ -9,7 +9,6 @@ does not describe; inheritance cycles are detected rather than recursed into.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
@@ -52,6 +51,8 @@ def read_yaml_mapping(text: str, label: str) -> dict:
     """Parse YAML text that must hold a mapping at top level; ``label`` names the file in errors."""
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise AdmcError(f"{label}: YAML nested too deeply") from None
     except yaml.YAMLError as error:
         # The first line of a PyYAML message is enough to locate the problem in a one-line error.
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -60,7 +61,29 @@ def read_yaml_mapping(text: str, label: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise AdmcError(f"{label}: expected a mapping of fields at top level, got {type(data).__name__}")
+    _check_nesting(data, label)
     return data
+
+
+MAX_NESTING = 64
+
+
+def _check_nesting(data: object, label: str) -> None:
+    """Refuse YAML nested deeper than MAX_NESTING (iteratively: no recursion on hostile input); aliases
+    that make the document refer to itself are caught the same way."""
+    pending = [(data, 1)]
+    visited = 0
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise AdmcError(f"{label}: YAML nested more than {MAX_NESTING} levels deep")
+        visited += 1
+        if visited > 10_000_000:
+            raise AdmcError(f"{label}: YAML document too large once its aliases are expanded")
+        if isinstance(value, dict):
+            pending.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            pending.extend((child, depth + 1) for child in value)
 
 
 def deep_merge(parent: Mapping, child: Mapping) -> dict:
@@ -101,31 +124,12 @@ def inheritance_chain(label: str, mapping: dict, open_reference: ReferenceOpener
     return chain
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_number(value: Any, spec: Field, label: str, path: str, integer: bool) -> int | float:
-    wanted = "an integer" if integer else "a number"
-    # bool is a subclass of int in Python; a YAML 'true' is never a valid number here.
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or (not integer and not math.isfinite(value)):
-        hint = ""
-        if isinstance(value, str) and _looks_numeric(value):
-            # YAML 1.1 (PyYAML) reads 5.0e6 as a string; only 5.0e+6 is a float.
-            hint = " (quoted or unsigned exponent? write e.g. 5.0e+6)"
-        raise AdmcError(
-            f"{label}: field '{path}': expected {wanted}{_range_text(spec)}, got {_describe(value)}{hint}"
-        )
-    too_low = spec.minimum is not None and value < spec.minimum
-    too_high = spec.maximum is not None and value > spec.maximum
-    if too_low or too_high:
-        raise AdmcError(f"{label}: field '{path}': expected {wanted}{_range_text(spec)}, got {_describe(value)}")
-    return int(value) if integer else float(value)
-
-
-def _looks_numeric(text: str) -> bool:
+def looks_numeric(text: str) -> bool:
     try:
         float(text)
     except ValueError:
@@ -133,7 +137,7 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def _range_text(spec: Field) -> str:
+def range_text(spec: Field) -> str:
     if spec.minimum is not None and spec.maximum is not None:
         return f" in [{spec.minimum:g}, {spec.maximum:g}]"
     if spec.minimum is not None:
@@ -143,59 +147,25 @@ def _range_text(spec: Field) -> str:
     return ""
 
 
-def _check_leaf(value: Any, spec: Field, label: str, path: str) -> Any:
-    if value is None and spec.nullable:
-        return None
-    if spec.type == "bool":
-        if not isinstance(value, bool):
-            raise AdmcError(f"{label}: field '{path}': expected true or false, got {_describe(value)}")
-        return value
-    if spec.type == "str":
-        if not isinstance(value, str):
-            raise AdmcError(f"{label}: field '{path}': expected a string, got {_describe(value)}")
-        if spec.choices is not None and value not in spec.choices:
-            raise AdmcError(f"{label}: field '{path}': expected one of {list(spec.choices)}, got {value!r}")
-        return value
-    if spec.type in ("int", "float"):
-        return _check_number(value, spec, label, path, integer=spec.type == "int")
-    integer = spec.type == "int_list"
-    if not isinstance(value, list):
-        raise AdmcError(f"{label}: field '{path}': expected a list, got {_describe(value)}")
-    if spec.length is not None and len(value) != spec.length:
-        raise AdmcError(f"{label}: field '{path}': expected {spec.length} entries, got {len(value)}")
-    return [_check_number(item, spec, label, f"{path}[{index}]", integer) for index, item in enumerate(value)]
-
-
 def validate(data: Mapping, schema: Schema, label: str, complete: bool = True, prefix: str = "") -> dict:
     """Check ``data`` against ``schema``; return it with leaves normalised (and defaults, if ``complete``).
 
+    The checking is pydantic's, on models generated from the schema (``admc.targets.description_models``).
     With ``complete=False`` only what is present is checked (unknown keys, types, ranges): used on each file
     of an inheritance chain before merging, so that an error names the file that wrote the bad field.
     """
-    result: dict = {}
-    for key in data:
-        if key not in schema:
-            path = f"{prefix}{key}"
-            known = ", ".join(sorted(schema))
-            raise AdmcError(f"{label}: field '{path}': unknown field (known here: {known})")
-    for key, spec in schema.items():
-        path = f"{prefix}{key}"
-        if isinstance(spec, Field):
-            if key in data:
-                result[key] = _check_leaf(data[key], spec, label, path)
-            elif complete:
-                if spec.default is REQUIRED:
-                    raise AdmcError(f"{label}: field '{path}': required field is missing ({spec.doc})")
-                result[key] = list(spec.default) if isinstance(spec.default, (list, tuple)) else spec.default
-            continue
-        if key in data:
-            section = data[key]
-            if not isinstance(section, Mapping):
-                raise AdmcError(f"{label}: field '{path}': expected a section (mapping), got {_describe(section)}")
-            result[key] = validate(section, spec, label, complete, prefix=f"{path}.")
-        elif complete:
-            result[key] = validate({}, spec, label, complete, prefix=f"{path}.")
-    return result
+    from pydantic import ValidationError
+
+    from admc.targets.description_models import describe_error, description_model
+
+    if not isinstance(data, Mapping):
+        raise AdmcError(f"{label}: field '{prefix.rstrip('.') or '(top level)'}': expected a section (mapping), "
+                        f"got {describe(data)}")
+    try:
+        instance = description_model(schema, complete).model_validate(dict(data))
+    except ValidationError as error:
+        raise describe_error(error.errors()[0], schema, label, prefix) from None
+    return instance.model_dump(exclude_unset=not complete)
 
 
 def resolve_and_validate(
@@ -211,7 +181,7 @@ def resolve_and_validate(
         if "kind" not in own:
             continue
         if not isinstance(own["kind"], str):
-            raise AdmcError(f"{file_label}: field 'kind': expected a string, got {_describe(own['kind'])}")
+            raise AdmcError(f"{file_label}: field 'kind': expected a string, got {describe(own['kind'])}")
         if kind is not None and own["kind"] != kind:
             raise AdmcError(
                 f"{file_label}: field 'kind': {own['kind']!r} conflicts with kind {kind!r} inherited from "

@@ -12,7 +12,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from admc import limits
 from admc.errors import AdmcError
+from admc.safe_files import read_text
 from admc.targets.aoc.description import SCHEMA as AOC_SCHEMA
 from admc.targets.aoc.description import AocTarget
 from admc.targets.description_schema import Schema, read_yaml_mapping, resolve_and_validate
@@ -54,14 +56,7 @@ def _open_preset(name: str) -> tuple[str, dict]:
 
 def _open_file(path: Path) -> tuple[str, dict]:
     label = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise AdmcError(f"{label}: target file not found") from error
-    except IsADirectoryError as error:
-        raise AdmcError(f"{label}: target path is a directory, expected a YAML file") from error
-    except OSError as error:
-        raise AdmcError(f"{label}: cannot read target file: {error.strerror}") from error
+    text = read_text(path, limits.TEXT_FILE_BYTES, "target file")  # regular, bounded, UTF-8 (safe_files)
     return label, read_yaml_mapping(text, label)
 
 
@@ -102,6 +97,19 @@ def load_target(spec: str | Path) -> Target:
             "and not a .yaml file path"
         )
     kind, data = resolve_and_validate(label, mapping, _open_reference, _schema_for_kind)
+    if kind == "ideal":
+        return IdealTarget.from_mapping(data)
+    return AocTarget.from_mapping(data, label)
+
+
+def target_from_mapping(mapping: object, label: str) -> Target:
+    """A resolved description (a bundle's ``target`` section) validated exactly like a file of its kind."""
+    from admc.targets.description_schema import validate
+
+    if not isinstance(mapping, dict) or not isinstance(mapping.get("kind"), str):
+        raise AdmcError(f"{label}: field 'kind': required field is missing or not a string")
+    kind = mapping["kind"]
+    data = validate(mapping, _schema_for_kind(kind, label), label, complete=True)
     if kind == "ideal":
         return IdealTarget.from_mapping(data)
     return AocTarget.from_mapping(data, label)

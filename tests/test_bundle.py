@@ -129,6 +129,7 @@ def test_build_failing_while_writing_leaves_nothing(tmp_path, sources, capsys, m
 
     monkeypatch.setattr(admc.bundle, "manifest_bytes", broken)
     output = tmp_path / "out" / "bundle"
+    output.parent.mkdir()
     status, _, err = cli(capsys, "build", sources["onnx"], "-o", output, "--target", "ideal", "--steps", "4")
     assert status == 2
     assert_one_line_error(err, "simulated failure")

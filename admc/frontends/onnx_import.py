@@ -3,7 +3,14 @@
 Requires: a readable ONNX model whose graph uses ONNX operators. Guarantees: a ``Graph`` whose ops keep
 their ONNX names and attributes, whose initializers and ``Constant`` nodes are float64 / int64 numpy
 constants, and whose inputs are the graph inputs that are not initializers, with their declared shapes.
-Nothing is interpreted here: unsupported ops are refused later, by canonicalisation, with the node named.
+Unsupported ops are refused later, by canonicalisation, with the node named.
+
+Import checks (issue 13, item 3), each an AdmcError naming the file and the node or initializer: the file is
+a regular file within the size limit; ``onnx.checker`` full check and strict shape and type inference pass
+(so conflicting value_info types and shapes an op cannot take are refused); no sparse initializers; the
+dtype policy — float initializers are float32 or float64 (float16, bfloat16, float8 refused), integer
+initializers (int32/int64) only where an op reads shapes, axes or indices, and nothing else (bool, string,
+complex, uint8, …); node names unique; float attributes finite (a Gemm alpha of NaN is refused).
 """
 
 from __future__ import annotations
@@ -14,10 +21,19 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper
 
+from admc import limits
 from admc.errors import AdmcError
 from admc.ir.graph import Graph, GraphInput, Op
+from admc.safe_files import check_regular
 
 MINIMUM_OPSET = 13
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
+INTEGER_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+# (op type, input position) pairs that read shapes, axes or indices: the only places integers are accepted.
+INTEGER_INPUTS = {("Reshape", 1), ("Unsqueeze", 1), ("Squeeze", 1), ("Slice", 1), ("Slice", 2), ("Slice", 3),
+                  ("Slice", 4), ("Gather", 1), ("Expand", 1), ("Tile", 1), ("Split", 1), ("ReduceSum", 1),
+                  ("ReduceMean", 1), ("ConstantOfShape", 0), ("Range", 0), ("Range", 1), ("Range", 2),
+                  ("Cast", 0), ("Pad", 1)}
 
 
 def _as_float64_or_int64(array: np.ndarray) -> np.ndarray:
@@ -57,18 +73,64 @@ def _input_shape(value_info: onnx.ValueInfoProto) -> tuple[int | str | None, ...
     return tuple(shape)
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def load_onnx_model(path: str | Path) -> onnx.ModelProto:
-    """Read and check an ONNX file; any failure is an AdmcError naming the file."""
+    """Read and check an ONNX file (see the module docstring); any failure is an AdmcError naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise AdmcError(f"{path}: no such model file")
+    check_regular(path, "model file")
+    if path.stat().st_size > limits.MODEL_BYTES:
+        raise AdmcError(f"{path}: model file is larger than {limits.MODEL_BYTES} bytes")
     try:
         model = onnx.load(str(path))
-        onnx.checker.check_model(model)
     except Exception as error:  # onnx raises several unrelated types for damaged files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AdmcError(f"{path}: not a readable ONNX model ({reason})") from None
+        raise AdmcError(f"{path}: not a readable ONNX model ({_one_line(error)})") from None
+    check_graph(model.graph, path)  # first: its messages name the initializer or node admc objects to
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as error:
+        raise AdmcError(f"{path}: not a valid ONNX model ({_one_line(error)})") from None
     return model
+
+
+def check_graph(graph: onnx.GraphProto, path: Path) -> None:
+    """The dtype policy, sparse initializers, unique node names and finite attributes (module docstring)."""
+    if len(graph.sparse_initializer):
+        raise AdmcError(f"{path}: sparse initializer '{graph.sparse_initializer[0].values.name}': sparse "
+                        "weights are not supported; store them dense")
+    readers: dict[str, list[tuple[str, int, str]]] = {}
+    names: set[str] = set()
+    for index, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{index}"
+        if name in names:
+            raise AdmcError(f"{path}: node '{name}' op {node.op_type}: another node has the same name")
+        names.add(name)
+        for position, value in enumerate(node.input):
+            readers.setdefault(value, []).append((node.op_type, position, name))
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.FLOAT and not np.isfinite(attribute.f):
+                raise AdmcError(f"{path}: node '{name}' op {node.op_type}: attribute {attribute.name} is "
+                                f"{attribute.f}, not a finite number")
+            if attribute.type == onnx.AttributeProto.FLOATS and not np.all(np.isfinite(list(attribute.floats))):
+                raise AdmcError(f"{path}: node '{name}' op {node.op_type}: attribute {attribute.name} holds "
+                                "non-finite numbers")
+    for initializer in graph.initializer:
+        kind = onnx.TensorProto.DataType.Name(initializer.data_type)
+        if initializer.data_type in FLOAT_TYPES:
+            continue
+        if initializer.data_type in INTEGER_TYPES:
+            uses = [(op, position, node) for op, position, node in readers.get(initializer.name, [])
+                    if (op, position) not in INTEGER_INPUTS]
+            if not uses:
+                continue
+            op, _, node = uses[0]
+            raise AdmcError(f"{path}: initializer '{initializer.name}' ({kind}) read by node '{node}' op {op}: "
+                            "integer weights are not supported; weights must be float32 or float64")
+        raise AdmcError(f"{path}: initializer '{initializer.name}' has dtype {kind}; admc accepts float32 or "
+                        "float64 weights (and int32/int64 shapes, axes or indices)")
 
 
 def self_contained_bytes(path: str | Path) -> bytes:

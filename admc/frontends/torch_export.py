@@ -37,8 +37,10 @@ import torch
 from torch.export import Dim, ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
+from admc import limits
 from admc.errors import AdmcError
 from admc.ir.graph import Graph, GraphInput, Op
+from admc.safe_files import check_regular
 
 # ONNX Slice/Reshape use int64 limits for "to the end"; torch.export writes the same sentinel.
 _INT64_MAX = 9223372036854775807
@@ -118,8 +120,9 @@ def import_module(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, .
 def load_pt2(path: str | Path) -> Graph:
     """Load a ``torch.export.save`` archive and import it; the path is the graph's ``source``."""
     path = Path(path)
-    if not path.is_file():
-        raise AdmcError(f"{path}: no such file")
+    check_regular(path, "model file")
+    if path.stat().st_size > limits.MODEL_BYTES:
+        raise AdmcError(f"{path}: model file is larger than {limits.MODEL_BYTES} bytes")
     if path.suffix != ".pt2":
         raise AdmcError(f"{path}: not a .pt2 file (expected an archive written by torch.export.save)")
     _check_archive_is_safe(path)
@@ -131,9 +134,9 @@ def load_pt2(path: str | Path) -> Graph:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    message = text[0] if text else type(error).__name__
-    return message[:200]
+    """The error's text on one line (the one-line formatter shortens it if needed)."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
 
 
 # --- archive safety ------------------------------------------------------------------------------------
@@ -154,7 +157,8 @@ def _check_archive_is_safe(path: Path) -> None:
                     _check_payload_config(path, member, archive.read(name))
                 elif member.startswith("data/sample_inputs/"):
                     _check_sample_inputs(path, member, archive.read(name))
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError,
+            RecursionError, NotImplementedError) as error:
         raise AdmcError(f"{path}: not a readable .pt2 archive ({_first_line(error)})") from None
 
 
@@ -173,7 +177,10 @@ def _check_members(path: Path, members: dict[str, str]) -> None:
 
 
 def _check_payload_config(path: Path, member: str, content: bytes) -> None:
-    config = json.loads(content).get("config", {})
+    data = json.loads(content)
+    config = data.get("config", {}) if isinstance(data, dict) else None
+    if not isinstance(config, dict) or not all(isinstance(payload, dict) for payload in config.values()):
+        raise AdmcError(f"{path}: {member} is not a weights configuration (a mapping of tensor entries)")
     for fully_qualified_name, payload in config.items():
         if payload.get("use_pickle") or not str(payload.get("path_name", "")).startswith(("weight_", "tensor_")):
             raise AdmcError(

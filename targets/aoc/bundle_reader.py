@@ -79,3 +79,45 @@ def realised_blocks(bundle: Bundle, set_index: int = 0) -> list[np.ndarray]:
     except (KeyError, IndexError, ValueError, TypeError) as error:
         raise AdmcError(f"{bundle.path}/manifest.json: malformed aoc section ({error!r})") from None
     return blocks
+
+
+def check_emitted_files(bundle: Bundle) -> None:
+    """Refuse a bundle whose files the machine loads disagree with the arrays the twin and verify read:
+    every module's PNG must decode to exactly its grey levels, and ``aoc/routing.json`` must equal the routing
+    recomputed from the manifest's tiles and layout (so neither can be swapped with their hashes updated)."""
+    import json
+
+    from admc.passes.routing import routing_graph, routing_to_json
+    from admc.passes.tiling import MatrixBlock, Placement, StateGroup, Tile
+    from admc.targets.aoc.emit import image_payload_name
+    from admc.targets.aoc.png import decode_png
+
+    section = bundle.manifest["aoc"]
+    for set_index, entry in enumerate(image_sets(bundle)):
+        for path, name in (entry.get("grey") or {}).items():
+            grey = bundle.array(name)
+            for module in range(grey.shape[0]):
+                image_name = image_payload_name(set_index, module, path)
+                label = str(bundle.path / image_name)
+                if image_name not in bundle.manifest["payloads"]:
+                    raise AdmcError(f"{label}: the image of module {module} ({path} path) is not in the bundle")
+                image = decode_png(bundle.read_bytes(image_name), label)
+                if image.dtype != grey.dtype or not np.array_equal(image, grey[module]):
+                    raise AdmcError(f"{label}: the image differs from the grey levels in {bundle.path / name}; "
+                                    "the machine would load other weights than the bundle verifies")
+    layout = bundle.manifest["layout"]
+    groups = [StateGroup(group["name"], group["offset"], group["size"]) for group in layout["groups"]]
+    blocks = [MatrixBlock(f"block_{index:04d}", block["row_group"], block["column_group"], block["rows"],
+                          block["columns"], block["layer"]) for index, block in enumerate(layout["blocks"])]
+    fields = ("block", "row_start", "row_stop", "column_start", "column_stop", "module", "output_port_start",
+              "input_port_start")
+    tiles = tuple(Tile(**{key: tile[key] for key in fields}) for tile in section["tiles"])
+    placement = Placement(tiles, 1 + max(tile.module for tile in tiles), 0, "", "", bundle.target.module.ports)
+    expected = routing_to_json(routing_graph(placement, blocks, groups))
+    label = str(bundle.path / section["routing"])
+    try:
+        stored = json.loads(bundle.read_bytes(section["routing"]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise AdmcError(f"{label}: not valid JSON ({error})") from None
+    if stored != expected:
+        raise AdmcError(f"{label}: the routing differs from the one the manifest's tiles and layout define")

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from admc import limits
 from admc.errors import AdmcError
+from admc.safe_files import read_text
 from admc.targets.description_schema import read_yaml_mapping
 
 DEFAULT_SCALE = 18.6
@@ -105,12 +107,7 @@ def read_calibration(path: str | Path) -> Calibration:
     """Read and check a calibration file (FIELDS.md §2 keys)."""
     path = Path(path)
     label = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise AdmcError(f"{label}: calibration file not found") from error
-    except OSError as error:
-        raise AdmcError(f"{label}: cannot read calibration file: {error.strerror}") from error
+    text = read_text(path, limits.TEXT_FILE_BYTES, "calibration file")  # regular, bounded, UTF-8
     read = _Reader(read_yaml_mapping(text, label), label)
 
     distortion_positive = read.array("column_wise_weights_distortion.positive_row12", (None, 3))

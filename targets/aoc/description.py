@@ -60,7 +60,7 @@ SCHEMA = {
     },
     "sigma": {
         "function": Field("str", "nonlinearity driving the LEDs", choices=("tanh",)),
-        "gain_min": Field("float", "smallest programmable σ input gain", minimum=0, maximum=1e3),
+        "gain_min": Field("float", "smallest programmable σ input gain", minimum=1e-6, maximum=1e3),
         "gain_max": Field("float", "largest programmable σ input gain", minimum=0, maximum=1e3),
     },
     "state": {

@@ -23,8 +23,21 @@ PATHS = ("positive", "negative")
 QUANTISED_NRMSE_TOLERANCE_8_BIT = 1e-2
 
 
+def verify_bound(target) -> tuple[str, float]:
+    """What ``verify`` holds the program link of a bundle for ``target`` to: (criterion, bound)."""
+    if target.slm.float_weights:
+        return "relative_error", 1e-9
+    return "per_step_nrmse", QUANTISED_NRMSE_TOLERANCE_8_BIT * 2.0 ** (8 - target.slm.bit_depth)
+
+
 def _json_bytes(data) -> bytes:
     return (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def image_payload_name(set_index: int, module: int, path: str) -> str:
+    """The PNG payload of one module's image on one optical path, in image set ``set_index``."""
+    prefix = "aoc/" if set_index == 0 else f"aoc/set_{set_index:02d}/"
+    return f"{prefix}images/module_{module:04d}_{path}.png"
 
 
 def image_set_payloads(index: int, image_set, modules: int, float_weights: bool) -> tuple[dict, dict]:
@@ -41,7 +54,7 @@ def image_set_payloads(index: int, image_set, modules: int, float_weights: bool)
     for path in PATHS:
         payloads[entry["grey"][path]] = npy_bytes(image_set.grey[path])
         for module in range(modules):
-            payloads[f"{prefix}images/module_{module:04d}_{path}.png"] = encode_png(image_set.grey[path][module])
+            payloads[image_payload_name(index, module, path)] = encode_png(image_set.grey[path][module])
     return entry, payloads
 
 
@@ -127,11 +140,7 @@ def attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_
         "summary": summary,
     }
     report = dict(compiled.report)
-    if target.slm.float_weights:
-        report["verify_criterion"], report["verify_tolerance"] = "relative_error", 1e-9
-    else:
-        report["verify_criterion"] = "per_step_nrmse"
-        report["verify_tolerance"] = QUANTISED_NRMSE_TOLERANCE_8_BIT * 2.0 ** (8 - target.slm.bit_depth)
+    report["verify_criterion"], report["verify_tolerance"] = verify_bound(target)  # informative: verify recomputes
     report["modules_used"] = placement.modules_used
     compiled.program = scaled
     compiled.alpha = alpha

@@ -14,6 +14,7 @@ import argparse
 import numpy as np
 
 from admc.bundle import Bundle
+from admc.bundle_program import check_loaded_files
 from admc.errors import AdmcError
 from admc.targets.aoc.calibration import read_calibration
 from admc.targets.aoc.twin import AocTwin
@@ -27,6 +28,7 @@ def simulate_twin(bundle: Bundle, noise: np.ndarray, arguments: argparse.Namespa
     dimension = int(bundle.manifest["source"]["state_dimension"])
     if noise.ndim != 2 or noise.shape[1] != dimension:
         raise AdmcError(f"noise has shape {noise.shape}, the bundle's state has {dimension} features")
+    check_loaded_files(bundle)
     calibration = getattr(arguments, "calibration", None)
     twin = AocTwin(bundle, seed=arguments.seed, loop_iterations=arguments.loop_iterations,
                    calibration=read_calibration(calibration) if calibration else None)
