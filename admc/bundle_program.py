@@ -14,19 +14,29 @@ from pathlib import Path
 import numpy as np
 
 from admc.bundle import Bundle
+from admc.continuous import run_program_continuous
+from admc.executor import ExecutionResult, IdealExecutor
 from admc.ir.program import BlockProgram, Schedule
 from admc.program_io import read_program
+from admc.passes.continuous_time import CONTINUOUS, solver_kind
 from admc.source_model import Velocity, make_velocity
+from admc.targets.backends import backend_of_manifest
 
 
 def bundle_program(bundle: Bundle) -> tuple[BlockProgram, Schedule, np.ndarray]:
-    if bundle.manifest.get("target", {}).get("kind") == "aoc":
-        from admc.targets.aoc.bundle_reader import phase_blocks, realised_blocks
-
-        program, schedule, alpha = read_program(bundle, realised_blocks(bundle))
-        program.phase_blocks = phase_blocks(bundle)
-        return program, schedule, alpha
+    backend = backend_of_manifest(bundle.manifest, str(bundle.path))
+    if backend is not None and backend.read_program is not None:
+        return backend.read_program(bundle)
     return read_program(bundle)
+
+
+def run_ideal(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, noise: np.ndarray,
+              **options) -> ExecutionResult:
+    """The ideal execution of a program for its schedule: the loop executor for discrete solvers, the
+    adaptive continuous-time integration for the ``continuous`` solver (``options`` are the loop's)."""
+    if solver_kind(schedule.solver) == CONTINUOUS:
+        return ExecutionResult(run_program_continuous(program, schedule.grid, noise))
+    return IdealExecutor(program, alpha, **options).run(schedule, noise)
 
 
 def source_velocity(bundle: Bundle) -> Velocity:
