@@ -14,11 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from admc.bundle import Bundle
-from admc.continuous import run_program_continuous
-from admc.executor import ExecutionResult, IdealExecutor
 from admc.ir.program import BlockProgram, Schedule
 from admc.program_io import read_program
-from admc.passes.continuous_time import CONTINUOUS, solver_kind
 from admc.source_model import Velocity, make_velocity
 from admc.targets.backends import backend_of_manifest
 
@@ -29,14 +26,6 @@ def bundle_program(bundle: Bundle) -> tuple[BlockProgram, Schedule, np.ndarray]:
         return backend.read_program(bundle)
     return read_program(bundle)
 
-
-def run_ideal(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, noise: np.ndarray,
-              **options) -> ExecutionResult:
-    """The ideal execution of a program for its schedule: the loop executor for discrete solvers, the
-    adaptive continuous-time integration for the ``continuous`` solver (``options`` are the loop's)."""
-    if solver_kind(schedule.solver) == CONTINUOUS:
-        return ExecutionResult(run_program_continuous(program, schedule.grid, noise))
-    return IdealExecutor(program, alpha, **options).run(schedule, noise)
 
 
 def source_velocity(bundle: Bundle) -> Velocity:

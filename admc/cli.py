@@ -96,7 +96,8 @@ def command_reference(arguments: argparse.Namespace) -> int:
 
 def command_simulate(arguments: argparse.Namespace) -> int:
     from admc.bundle import Bundle
-    from admc.bundle_program import bundle_program, run_ideal
+    from admc.bundle_program import bundle_program
+    from admc.execute import run_ideal
     from admc.targets.backends import backend_of_manifest
 
     bundle = Bundle(arguments.bundle)

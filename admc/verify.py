@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admc.bundle import Bundle
-from admc.bundle_program import bundle_program, run_ideal, source_velocity
+from admc.bundle_program import bundle_program, source_velocity
+from admc.execute import run_ideal
 from admc.frontends.onnx_import import import_onnx
 from admc.frontends.torch_export import load_pt2
 from admc.metrics import gaussian_baseline, max_abs_error, mmd, per_step_nrmse, wasserstein2
