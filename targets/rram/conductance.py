@@ -88,19 +88,33 @@ def map_conductances(program, placement, volts_per_unit: dict[str, float], targe
                           None if levels is None else levels["negative"], column_scale, tia)
 
 
-def realised_blocks(program_blocks: list[tuple[int, int]], tiles: list[dict], positive_us: np.ndarray,
-                    negative_us: np.ndarray, column_scale: np.ndarray) -> list[np.ndarray]:
-    """s · (G⁺ − G⁻) per block ([rows, columns] shapes given) from the crossbars' conductances."""
-    blocks = [np.zeros(shape) for shape in program_blocks]
+def _assemble(shapes: list[tuple[int, int]], tiles: list[dict], positive_us: np.ndarray, negative_us: np.ndarray,
+              column_scale: np.ndarray, combine) -> list[np.ndarray]:
+    blocks = [np.zeros(shape) for shape in shapes]
     for tile in tiles:
         inputs = slice(tile["input_port_start"], tile["input_port_start"] + tile["columns"])
         outputs = slice(tile["output_port_start"], tile["output_port_start"] + tile["rows"])
-        difference = (positive_us[tile["module"], inputs, outputs] - negative_us[tile["module"], inputs, outputs]).T
-        scale = column_scale[tile["module"], outputs]
+        scale = column_scale[tile["module"], outputs][:, None]
+        value = combine(scale, positive_us[tile["module"], inputs, outputs].T,
+                        negative_us[tile["module"], inputs, outputs].T)
         blocks[tile["block_index"]][tile["row_start"]:tile["row_start"] + tile["rows"],
-                                    tile["column_start"]:tile["column_start"] + tile["columns"]] = \
-            scale[:, None] * difference
+                                    tile["column_start"]:tile["column_start"] + tile["columns"]] = value
     return blocks
+
+
+def realised_blocks(shapes: list[tuple[int, int]], tiles: list[dict], positive_us: np.ndarray,
+                    negative_us: np.ndarray, column_scale: np.ndarray) -> list[np.ndarray]:
+    """s · (G⁺ − G⁻) per block ([rows, columns] shapes given) from the crossbars' conductances."""
+    return _assemble(shapes, tiles, positive_us, negative_us, column_scale,
+                     lambda scale, positive, negative: scale * (positive - negative))
+
+
+def variance_blocks(shapes: list[tuple[int, int]], tiles: list[dict], positive_us: np.ndarray,
+                    negative_us: np.ndarray, column_scale: np.ndarray) -> list[np.ndarray]:
+    """s² · (G⁺² + G⁻²) per block: a column's current variance per unit input² and unit relative noise²,
+    in model units (each device's current fluctuating independently)."""
+    return _assemble(shapes, tiles, positive_us, negative_us, column_scale,
+                     lambda scale, positive, negative: scale ** 2 * (positive ** 2 + negative ** 2))
 
 
 def tile_entries(placement) -> list[dict]:
