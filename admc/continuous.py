@@ -137,7 +137,8 @@ class ProgramVelocity:
         return voltages[readout] / self.groups[readout].voltage_scale
 
 
-def run_program_continuous(program: BlockProgram, grid: np.ndarray, noise: np.ndarray) -> np.ndarray:
+def run_program_continuous(program: BlockProgram, grid: np.ndarray, noise: np.ndarray,
+                           rtol: float = RELATIVE_TOLERANCE, atol: float = ABSOLUTE_TOLERANCE) -> np.ndarray:
     """The ideal continuous execution of a program: its trajectory [T + 1, B, d] at ``grid``."""
-    trajectory, _ = integrate_continuous(ProgramVelocity(program), noise, grid)
+    trajectory, _ = integrate_continuous(ProgramVelocity(program), noise, grid, rtol, atol)
     return trajectory

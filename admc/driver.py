@@ -138,7 +138,7 @@ def compile_source(source: SourceModel, target: Any, solver: str | None = None, 
     compiled = CompiledProgram(source, target, network, program, schedule, np.zeros(program.size))
     compiled.report = spine_report(compiled)
     if backend is not None:
-        compiled = passes.run(f"lower to {backend.name}", backend.lower, compiled, layout,
+        compiled = passes.run(f"lower to {backend.name.upper()}", backend.lower, compiled, layout,
                               check=lowering_check(program, compiled.alpha, schedule))
     return compiled
 

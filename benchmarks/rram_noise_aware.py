@@ -1,6 +1,6 @@
 """Noise-aware training on the RRAM twin: W2 of twin samples against the continuous reference, per chip.
 
-    nice .venv/bin/python benchmarks/rram_noise_aware.py [--chips 5] [--samples 512]
+    nice .venv/bin/python benchmarks/rram_noise_aware.py [--chips 5] [--samples 512] [--models DIRECTORY]
 
 Builds examples/rram/relu_moons_{noise_aware,plain}.onnx for rram-128 (continuous solver), runs the source
 model with the continuous reference (DOP853) and the twin on several chips (seeds), and prints W2(twin,
@@ -37,10 +37,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chips", type=int, default=5)
     parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--models", type=Path, default=EXAMPLES, help="directory of relu_moons_*.onnx")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         for name in ("noise_aware", "plain"):
-            result = twin_distances(EXAMPLES / f"relu_moons_{name}.onnx", arguments.chips, arguments.samples,
+            result = twin_distances(arguments.models / f"relu_moons_{name}.onnx", arguments.chips, arguments.samples,
                                     Path(directory))
             w2 = result["w2"]
             print(f"{name:<12} twin W2 per chip {np.array2string(w2, precision=4)}; mean {w2.mean():.4f} ± "

@@ -91,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--weight-noise", type=float, default=0.1, help="σ of the multiplicative weight noise")
+    parser.add_argument("--weight-noise", type=float, default=0.2, help="σ of the multiplicative weight noise")
     parser.add_argument("--output", type=Path, default=HERE)
     arguments = parser.parse_args()
     torch.set_num_threads(1)

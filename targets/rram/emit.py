@@ -89,8 +89,8 @@ def summary_lines(summary: dict, report: dict) -> list[str]:
         f"{summary['tia_gain_range_used_ohm'][0]:.3g}–{summary['tia_gain_range_used_ohm'][1]:.3g} Ω",
     ]
     if "quantisation_nrmse" in report:
-        lines.append(f"verify      per-step NRMSE bound {report['verify_tolerance']:.3g} (quantisation alone: "
-                     f"{report['quantisation_nrmse']:.3g} on calibration noise)")
+        lines.append(f"verify      per-step NRMSE bound {report['verify_tolerance']:.3g} from half a level per layer "
+                     f"(quantisation caused {report['quantisation_nrmse']:.3g} on calibration noise)")
     if summary["time_scale_note"]:
         lines.append(f"note: time scale {summary['time_scale_note']}")
     return lines
