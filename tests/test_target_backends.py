@@ -31,8 +31,8 @@ SHARED_FILES = [*sorted((REPOSITORY / "passes").glob("*.py")),
                                                           "execute.py", "executor.py", "continuous.py",
                                                           "inspect_bundle.py", "reference.py"))]
 # target.kind == ..., manifest["target"]["kind"] == ..., .get("kind") == ..., == "aoc", or a target's package.
-TARGET_BRANCH = re.compile(r"""(target\w*\.kind|["']kind["']\]|["']kind["']\))\s*[!=]=|[!=]=\s*["'](aoc|rram|ideal)["']"""
-                           r"""|targets\.(aoc|rram)\b""")
+TARGET_BRANCH = re.compile(r"""(target\w*\.kind|["']kind["']\]|["']kind["']\))\s*[!=]="""
+                           r"""|[!=]=\s*["'](aoc|rram|ideal)["']|targets\.(aoc|rram)\b""")
 SHARED_SPINE = ["canonicalise", "pack", "solver phases and Δt", "static injection table"]
 
 
