@@ -248,7 +248,8 @@ def test_cli_build_inspect_simulate_verify(tmp_path: Path, capsys) -> None:
         samples = tmp_path / f"samples{len(options)}.npy"
         assert main(["simulate", str(output), "--noise", str(noise), "-o", str(samples), *options]) == 0
         assert np.load(samples).shape == (32, 2)
-    assert main(["verify", str(output), "--samples", "128"]) == 0
+    assert main(["verify", str(output), "--samples", "128", "--report", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "samples.png").is_file()
     status = main(["build", str(EXAMPLE), "-o", str(tmp_path / "x"), "--target", "rram", "--solver", "heun"])
     assert status == 2 and "continuous-time solvers only" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
