@@ -130,6 +130,13 @@ def test_devices_in_range_and_weights_within_half_a_level(bundles) -> None:
     assert checked == sum(block.matrix.size for block in compiled.program.blocks)
 
 
+def test_a_column_beyond_the_transimpedance_range_is_refused(tmp_path: Path) -> None:
+    narrow = user_target(tmp_path, "narrow-tia", "periphery:\n  tia_gain_max_ohm: 1.1e+3\n")
+    with pytest.raises(AdmcError, match=r"block_\d+ \(tile \d+, output \d+\).*periphery.tia_gain_max_ohm"):
+        build(EXAMPLE, tmp_path / "out", target=str(narrow), steps=8)
+    assert not (tmp_path / "out").exists()
+
+
 def test_heat_maps_decode_and_rebuilds_are_byte_identical(bundles, tmp_path: Path) -> None:
     bundle = Bundle(bundles["preset"])
     crossbars = bundle.manifest["rram"]["summary"]["crossbars_used"]
