@@ -20,25 +20,27 @@ from admc.errors import AdmcError
 from admc.ir.program import BlockProgram, Schedule
 from admc.program_io import read_program
 from admc.source_model import Velocity, make_velocity
+from admc.targets.backends import backend_of_manifest
 
 
 def check_loaded_files(bundle: Bundle) -> None:
-    """Refuse a bundle whose machine-loaded files (AOC images, routing) disagree with its arrays; once."""
-    if bundle.manifest.get("target", {}).get("kind") == "aoc" and not getattr(bundle, "files_checked", False):
-        from admc.targets.aoc.bundle_reader import check_emitted_files
+    """Refuse a bundle whose machine-loaded files (images, routing, …) disagree with its arrays; once per bundle.
 
-        check_emitted_files(bundle)
-        bundle.files_checked = True
+    The target's backend knows which files its machine loads; targets without such files check nothing here.
+    """
+    if getattr(bundle, "files_checked", False):
+        return
+    backend = backend_of_manifest(bundle.manifest, str(bundle.path))
+    if backend is not None and backend.check_files is not None:
+        backend.check_files(bundle)
+    bundle.files_checked = True
 
 
 def bundle_program(bundle: Bundle) -> tuple[BlockProgram, Schedule, np.ndarray]:
     check_loaded_files(bundle)
-    if bundle.manifest.get("target", {}).get("kind") == "aoc":
-        from admc.targets.aoc.bundle_reader import phase_blocks, realised_blocks
-
-        program, schedule, alpha = read_program(bundle, realised_blocks(bundle))
-        program.phase_blocks = phase_blocks(bundle)
-        return program, schedule, alpha
+    backend = backend_of_manifest(bundle.manifest, str(bundle.path))
+    if backend is not None and backend.read_program is not None:
+        return backend.read_program(bundle)
     return read_program(bundle)
 
 

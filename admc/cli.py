@@ -57,8 +57,9 @@ def _require_run_memory(batch: int, steps: int, channels: int, repeats: int = 1,
 
 
 def _grid_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--solver", default="implicit-euler",
-                        help="explicit-euler | heun | implicit-euler | crank-nicolson (default implicit-euler)")
+    parser.add_argument("--solver", default=None,
+                        help="explicit-euler | heun | implicit-euler | crank-nicolson | continuous (default: the "
+                             "target's; implicit-euler for the reference)")
     parser.add_argument("--steps", type=option.STEPS, default=16, help="uniform grid t_n = n/T (default 16)")
     parser.add_argument("--grid", help="a .npy or .txt file of time points (overrides --steps)")
     parser.add_argument("--fp-iterations", type=option.FP_ITERATIONS,
@@ -117,7 +118,7 @@ def command_reference(arguments: argparse.Namespace) -> int:
     grid = _grid(arguments)
     times = time_grid(steps=None if grid is not None else arguments.steps, grid=grid)
     _require_run_memory(noise.shape[0], len(times) - 1, noise.shape[1], what="the reference run")
-    result = integrate(velocity, noise, arguments.solver, times, arguments.fp_iterations)
+    result = integrate(velocity, noise, arguments.solver or "implicit-euler", times, arguments.fp_iterations)
     _save_array(arguments.output, result.samples)
     residual = float(np.max(result.residuals, initial=0.0))
     print(f"{result.solver}: {len(times) - 1} steps, {result.function_evaluations} batched evaluations, "
@@ -128,7 +129,8 @@ def command_reference(arguments: argparse.Namespace) -> int:
 def command_simulate(arguments: argparse.Namespace) -> int:
     from admc.bundle import Bundle
     from admc.bundle_program import bundle_program
-    from admc.executor import IdealExecutor
+    from admc.execute import run_ideal
+    from admc.targets.backends import backend_of_manifest
 
     bundle = Bundle(arguments.bundle)
     noise = _load_noise(arguments.noise)
@@ -140,15 +142,17 @@ def command_simulate(arguments: argparse.Namespace) -> int:
         if noise.shape[1] != program.state_dimension:
             raise AdmcError(f"{arguments.noise}: noise has {noise.shape[1]} features, the program's state "
                             f"has {program.state_dimension}")
-        result = IdealExecutor(program, alpha, loop_iterations=arguments.loop_iterations).run(schedule, noise)
+        result = run_ideal(program, schedule, alpha, noise, loop_iterations=arguments.loop_iterations)
         samples = result.trajectory[-1]
-        iterations = [sum(phases) for phases in result.iterations]
+        iterations = [sum(phases) for phases in result.iterations] or [0]
         print(f"ideal: {len(schedule.steps)} steps, loop iterations per step {min(iterations)}–"
               f"{max(iterations)}")
     else:
-        from admc.targets.aoc.twin_cli import simulate_twin
-
-        samples = simulate_twin(bundle, noise, arguments)
+        backend = backend_of_manifest(bundle.manifest, str(bundle.path))
+        if backend is None or backend.simulate is None:
+            raise AdmcError(f"{bundle.path}: target {bundle.manifest['target'].get('name')!r} has no digital "
+                            "twin (use --ideal)")
+        samples = backend.simulate(bundle, noise, arguments)
     _save_array(arguments.output, samples)
     print(f"wrote {arguments.output}")
     return 0
@@ -217,7 +221,8 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("model", help="an .onnx or .pt2 file")
     build.add_argument("-o", "--output", required=True, type=option.output_bundle,
                        help="bundle directory to write")
-    build.add_argument("--target", default="aoc-48", help="ideal | aoc | aoc-48 | aoc-16 | FILE.yaml")
+    build.add_argument("--target", default="aoc-48", help="ideal | aoc | aoc-48 | aoc-16 | rram | rram-128 | "
+                       "FILE.yaml")
     build.add_argument("--layout", default="auto", choices=["packed", "ring", "auto"])
     build.add_argument("--timings", action="store_true", help="print each pass's time")
     build.add_argument("--verify-passes", action="store_true",

@@ -1,8 +1,9 @@
 """The compiler driver: source model → graph IR → canonical network → block program → target bundle.
 
 ``load_source`` imports and identifies the model's signature; ``compile_source`` runs the passes for a
-target; ``build`` writes the bundle. The target's backend decides the target-specific passes; the spine
-(canonicalisation, packing, Δt/phases) is shared.
+target; ``build`` writes the bundle. The spine (canonicalisation, packing, Δt/phases, time tables) is shared
+and reads only what the target declares (activations, linear channels, solver kinds); the backend the
+target's description names (``admc.targets.backends``) runs the target-specific passes.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from admc.ir.graph import Graph
 from admc.ir.program import BlockProgram, Schedule, tabulate_static_injection
 from admc.pass_checks import canonical_check, lowering_check, pack_check
 from admc.passes.canonicalize import canonicalize
+from admc.passes.continuous_time import solver_kind, tabulation_times
 from admc.passes.fold_input import pack_folded
 from admc.passes.manager import PassManager
 from admc.passes.pack import pack_direct
-from admc.passes.step_phases import build_schedule
+from admc.passes.step_phases import build_schedule, solver_name
 from admc.program_io import program_sections
 from admc.schedule import time_grid
 from admc.signature import Signature, identify_signature
+from admc.targets.backends import backend_of
 from admc.targets.loader import load_target
 
 
@@ -107,25 +110,35 @@ def pack_for_target(network: AdmNetwork, linear_channels: bool) -> BlockProgram:
     return pack_direct(network)
 
 
-def compile_source(source: SourceModel, target: Any, solver: str = "implicit-euler", steps: int | None = 16,
+def check_solver(solver: str, target: Any) -> str:
+    """The canonical solver name, if the target's machine runs that kind of solver (discrete or continuous)."""
+    canonical = solver_name(solver)
+    if solver_kind(canonical) not in target.solver_kinds:
+        raise AdmcError(f"solver '{canonical}' is {solver_kind(canonical)}-time; target '{target.name}' runs "
+                        f"{' and '.join(sorted(target.solver_kinds))}-time solvers only")
+    return canonical
+
+
+def compile_source(source: SourceModel, target: Any, solver: str | None = None, steps: int | None = 16,
                    grid: np.ndarray | None = None, fp_iterations: int | None = None,
                    layout: str = "auto", passes: PassManager | None = None) -> CompiledProgram:
-    """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them."""
+    """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them.
+    ``solver`` None takes the target's default."""
     passes = passes or PassManager()
-    network = passes.run("canonicalise", canonicalize, source.graph, check=canonical_check(source.graph))
+    solver = check_solver(target.default_solver if solver is None else solver, target)
+    backend = backend_of(target)
+    network = passes.run("canonicalise", canonicalize, source.graph, tuple(target.activations),
+                         f"target '{target.name}'", check=canonical_check(source.graph))
     program = passes.run("pack", pack_for_target, network, bool(target.linear_channels),
                          check=pack_check(network))
     times = time_grid(steps=None if grid is not None else steps, grid=grid)
     schedule = passes.run("solver phases and Δt", build_schedule, solver, times, fp_iterations)
-    phase_times = [phase.time for phases in schedule.steps for phase in phases]
     program.static_table = passes.run("static injection table", tabulate_static_injection, program,
-                                      np.asarray(phase_times))
+                                      tabulation_times(schedule))
     compiled = CompiledProgram(source, target, network, program, schedule, np.zeros(program.size))
     compiled.report = spine_report(compiled)
-    if target.kind == "aoc":
-        from admc.targets.aoc.backend import lower_to_aoc
-
-        compiled = passes.run("lower to AOC", lower_to_aoc, compiled, layout,
+    if backend is not None:
+        compiled = passes.run(f"lower to {backend.name.upper()}", backend.lower, compiled, layout,
                               check=lowering_check(program, compiled.alpha, schedule))
     return compiled
 
@@ -167,10 +180,11 @@ def emit_bundle(compiled: CompiledProgram, output: str | Path) -> Path:
 
 
 def build(model: str | Path | torch.nn.Module, output: str | Path, target: str | Path = "aoc-48",
-          solver: str = "implicit-euler", steps: int | None = 16, grid: np.ndarray | None = None,
+          solver: str | None = None, steps: int | None = 16, grid: np.ndarray | None = None,
           time_input: str | None = None, fp_iterations: int | None = None, layout: str = "auto",
           example_inputs: tuple | None = None, passes: PassManager | None = None) -> Path:
-    """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path."""
+    """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path (``solver`` None:
+    the target's default)."""
     target_description = load_target(target)
     source = load_source(model, example_inputs, time_input)
     compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admc.errors import ConvergenceError
+from admc.ir.adm import ACTIVATIONS, activate
 from admc.ir.program import (
     CLOSED,
     INJECT,
@@ -101,8 +102,8 @@ class IdealExecutor:
     def _activated(self, state: np.ndarray) -> np.ndarray:
         activated = state.copy()
         for channels, activation, gain in self.activations:
-            if activation == "tanh":
-                activated[:, channels] = np.tanh(gain * state[:, channels])
+            if activation in ACTIVATIONS:
+                activated[:, channels] = activate(activation, gain * state[:, channels])
             elif gain != 1.0:
                 activated[:, channels] = gain * state[:, channels]
         return activated

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from admc.bundle import Bundle
+from admc.targets.backends import backend_of_manifest
 
 
 def summary(bundle: Bundle) -> dict:
@@ -31,10 +32,11 @@ def summary(bundle: Bundle) -> dict:
         "payload_bytes": sum(len(bundle.read_bytes(name)) for name in manifest["payloads"]),
         "report": manifest.get("report", {}),
     }
-    if "aoc" in manifest:
-        section = manifest["aoc"]
-        result["aoc"] = {**section.get("summary", {}), "weight_error": section.get("weight_error", []),
-                         "headroom": section.get("headroom", [])}
+    backend = backend_of_manifest(manifest, str(bundle.path))
+    if backend is not None and backend.describe is not None:
+        data, lines = backend.describe(manifest)
+        result.update(data)
+        result["target_lines"] = lines
     return result
 
 
@@ -64,7 +66,6 @@ def describe(bundle: Bundle) -> str:
                      f"{block['columns']:<5} scale {block['scale_class']}")
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
-    for line in data.get("aoc", {}).get("lines", []):
-        lines.append(line)
+    lines += data.get("target_lines", [])
     lines.append(f"payloads    {data['payload_bytes']} bytes")
     return "\n".join(lines)

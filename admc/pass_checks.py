@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from admc.execute import run_ideal
 from admc.executor import IdealExecutor
 from admc.ir.adm import AdmNetwork
 from admc.ir.evaluate import evaluate_graph
@@ -52,8 +53,8 @@ def pack_check(network: AdmNetwork):
 def lowering_check(spine: BlockProgram, spine_alpha: np.ndarray, schedule: Schedule):
     def check(compiled) -> tuple[float, float]:
         x = np.random.default_rng(2).standard_normal((SAMPLES, spine.state_dimension))
-        expected = IdealExecutor(spine, spine_alpha).run(schedule, x).trajectory
-        realised = IdealExecutor(compiled.realised_program, compiled.alpha).run(schedule, x).trajectory
+        expected = run_ideal(spine, schedule, spine_alpha, x).trajectory
+        realised = run_ideal(compiled.realised_program, schedule, compiled.alpha, x).trajectory
         bound = float(compiled.report.get("verify_tolerance", EXACT_BOUND))
         if compiled.report.get("verify_criterion") == "per_step_nrmse":
             return float(np.max(per_step_nrmse(realised[1:], expected[1:]))), bound

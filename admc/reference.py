@@ -7,6 +7,8 @@ and noise x_0 [B, d]. Step n goes from t = t_n to t' = t_{n+1} with Δt = t' −
 - Heun:             x̃ = x + Δt f(x, t);  x + Δt/2 (f(x, t) + f(x̃, t'))
 - implicit Euler:   y = x + Δt f(y, t')
 - Crank-Nicolson:   y = x̃ + Δt/2 f(y, t') with x̃ = x + Δt/2 f(x, t)
+- continuous:       the flow itself, by an adaptive 8th-order solver (DOP853, rtol = atol = 1e-10; see
+                    ``admc.continuous``), read at the grid points: the "exact" sample
 Guarantees: by default each implicit equation y = base + c f(y, t') is solved until the max-abs residual
 y − base − c f(y, t') of every sample is ≤ 1e-12 · max(1, max|base|, max|y|) (the scale keeps the target
 above float64 rounding of the residual itself), and past that target for as long as an iteration still halves
@@ -33,7 +35,7 @@ from admc.schedule import time_grid
 
 VelocityFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson")
+SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson", "continuous")
 _ALIASES = {"euler": "explicit-euler", "implicit": "implicit-euler", "cn": "crank-nicolson"}
 IMPLICIT_SOLVERS = ("implicit-euler", "crank-nicolson")
 
@@ -277,6 +279,12 @@ def integrate(
     state = np.array(noise, dtype=np.float64)
     batch = state.shape[0]
     steps = grid.size - 1
+    if solver == "continuous":
+        from admc.continuous import integrate_continuous
+
+        trajectory, evaluations = integrate_continuous(counting, state, grid)
+        return ReferenceResult(solver=solver, grid=grid, trajectory=trajectory, residuals=np.zeros(steps),
+                               function_evaluations=evaluations)
     trajectory = np.empty((steps + 1, *state.shape))
     trajectory[0] = state
     residuals = np.zeros(steps)

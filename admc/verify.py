@@ -14,12 +14,13 @@ import numpy as np
 
 from admc.bundle import Bundle
 from admc.bundle_program import bundle_program, source_copy, source_velocity
-from admc.executor import IdealExecutor
+from admc.execute import run_ideal
 from admc.frontends.onnx_import import import_onnx
 from admc.frontends.torch_export import load_pt2
 from admc.metrics import gaussian_baseline, max_abs_error, mmd, per_step_nrmse, wasserstein2
 from admc.passes.canonicalize import canonicalize
 from admc.reference import integrate
+from admc.targets.backends import backend_of_manifest
 
 EXACT_TOLERANCE = 1e-6
 # The twin passes when its samples are at most this fraction as far (Wasserstein-2) from the reference
@@ -104,7 +105,7 @@ def verify_ideal_chain(bundle: Bundle, samples: int = 256, seed: int = 0,
     velocity = source_velocity(bundle)
     program, schedule, alpha = bundle_program(bundle)
     reference = integrate(velocity, noise, schedule.solver, schedule.grid, schedule.fp_iterations)
-    ideal = IdealExecutor(program, alpha, record_residuals=record_residuals).run(schedule, noise)
+    ideal = run_ideal(program, schedule, alpha, noise, record_residuals=record_residuals)
     criterion, bound = program_criterion(bundle)
     links = [
         canonical_link(bundle, velocity, noise, EXACT_TOLERANCE),
@@ -133,7 +134,7 @@ def distribution_distances(samples: np.ndarray, reference: np.ndarray) -> dict:
 def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: float | None = None,
                   twin: bool = True, twin_options: dict | None = None, twin_ratio: float = TWIN_W2_RATIO,
                   twin_nrmse: float | None = None, progress=None) -> dict:
-    """The whole chain; the twin links are added for targets that have a twin (AOC)."""
+    """The whole chain; the twin links are added for targets whose backend has a twin."""
     say = progress or (lambda message: None)
     say("reference executor and ideal program")
     report = verify_ideal_chain(bundle, samples, seed, tolerance, record_residuals=True)
@@ -143,9 +144,8 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
     report["distributions"] = {"ideal program": distribution_distances(trajectories["ideal"][-1], reference),
                                "gaussian fit (baseline)": distribution_distances(gaussian, reference)}
     report["_samples"] = {"reference": reference, "ideal": trajectories["ideal"][-1]}
-    if twin and bundle.manifest.get("target", {}).get("kind") == "aoc":
-        from admc.targets.aoc.twin import AocTwin
-
+    backend = backend_of_manifest(bundle.manifest, str(bundle.path))
+    if twin and backend is not None and backend.run_twin is not None:
         options = dict(twin_options or {})
         say(f"digital twin ({options.get('mode', 'discrete')})")
         twin_progress = None
@@ -154,7 +154,7 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
                 if step % max(1, steps // 4) == 0:
                     say(f"digital twin: step {step} of {steps}")
 
-        result = AocTwin(bundle, record_residuals=True, **options).run(report["_noise"], twin_progress)
+        result = backend.run_twin(bundle, report["_noise"], options, twin_progress)
         twin_samples = result.trajectory[-1]
         report["_samples"]["twin"] = twin_samples
         report["_histories"]["twin"] = result.residual_history
@@ -174,7 +174,6 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
         links.append(trajectory_link("bundle (ideal) ≈ bundle (twin), per step [informative]",
                                      result.trajectory, trajectories["ideal"], None, "per_step_nrmse"))
         report["links"] += [link.to_dict() for link in links]
-        report["twin"] = {"mode": options.get("mode", "discrete"), "iterations_step_1": result.iterations[0],
-                          "settle_residual_max": float(np.max(result.settle_residuals))}
+        report["twin"] = result.summary
         report["passed"] = all(link["passed"] for link in report["links"])
     return report

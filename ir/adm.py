@@ -2,8 +2,9 @@
 
 Every node computes ``pre-activation = Σ_atoms W_atom · atom + bias + time_term(t)``, where an atom is a
 source value under an activation: ``tanh(x)``, ``x`` itself (identity, only ever on the diffusion state)
-or ``tanh(node)`` of an earlier node. Linear ops, residual additions and glue are already folded into the
-matrices, so hidden nodes are consumed through tanh only. The velocity is the ``output`` node.
+or ``σ(node)`` of an earlier node, σ one of ``ACTIVATIONS`` (tanh, relu). Linear ops, residual additions
+and glue are already folded into the matrices, so a hidden node is consumed through its one activation
+(``AdmNode.activation``). The velocity is the ``output`` node.
 
 Time terms are functions of the scalar time alone (``t·e``, sinusoidal embeddings and their MLPs); they are
 evaluated at compile time at the schedule's time points and become per-step injected vectors.
@@ -18,7 +19,19 @@ import numpy as np
 
 STATE = "x"
 TANH = "tanh"
+RELU = "relu"
 IDENTITY = "identity"
+# The nonlinearities a hidden node can be read through; which of them a target computes is its declaration.
+ACTIVATIONS = (TANH, RELU)
+
+
+def activate(activation: str, value):
+    """σ(value) for an activation name; works on numpy arrays and torch tensors alike."""
+    if activation == TANH:
+        return value.tanh() if hasattr(value, "tanh") else np.tanh(value)
+    if activation == RELU:
+        return value.clamp(min=0) if hasattr(value, "clamp") else np.maximum(value, 0.0)
+    return value
 
 
 @dataclass(frozen=True, order=True)
@@ -29,7 +42,7 @@ class Atom:
     activation: str
 
     def apply(self, value: np.ndarray) -> np.ndarray:
-        return np.tanh(value) if self.activation == TANH else value
+        return activate(self.activation, value)
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,8 @@ class AdmNode:
     terms: dict[Atom, np.ndarray]
     bias: np.ndarray
     time_terms: list[TimeTerm] = field(default_factory=list)
+    # How consumers read this node (tanh or relu); the output node is read by nobody.
+    activation: str = TANH
 
     def time_vector(self, times: np.ndarray) -> np.ndarray:
         """The node's time terms at the given times, [S, size] (zeros without time terms)."""

@@ -39,7 +39,7 @@ class StateGroup:
     name: str
     offset: int
     size: int
-    activation: str  # "tanh", "identity", or "none" (read by no block)
+    activation: str  # "tanh", "relu", "identity", or "none" (read by no block)
     held: bool = False
     role: str = "hidden"  # "state", "hidden" or "readout"
     # Voltage = voltage_scale × value; the activation reads σ(sigma_gain · voltage). Both 1 before the

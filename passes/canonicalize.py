@@ -3,10 +3,11 @@
 Requires: a ``Graph`` with ``state_input`` (x, [B, d]) and ``time_input`` (t, [B] or [B, 1]) identified.
 Guarantees: an ``AdmNetwork`` computing exactly the graph's output (float64 algebra on the same weights):
 linear ops, residual additions, concatenations and glue folded into node matrices; every tanh on a
-state-dependent value is a node; time-only subgraphs (``t·e``, sinusoidal embeddings and their MLPs)
-become time terms evaluated at compile time. Anything not affine in the state apart from tanh
-(ReLU, convolutions, softmax, products of state values...) is refused naming the node, its op and why,
-before anything is written.
+state-dependent value is a node (ReLU too, where the target's periphery computes it: ``activations``);
+time-only subgraphs (``t·e``, sinusoidal embeddings and their MLPs)
+become time terms evaluated at compile time. Anything not affine in the state apart from the target's
+activations (other activations, convolutions, softmax, products of state values...) is refused naming the
+node, its op and why (for an activation: which ones the target computes), before anything is written.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from admc.errors import AdmcError
-from admc.ir.adm import IDENTITY, STATE, TANH, AdmNetwork, AdmNode, Atom
+from admc.ir.adm import ACTIVATIONS, IDENTITY, RELU, STATE, TANH, AdmNetwork, AdmNode, Atom
 from admc.ir.affine import Form, TimeValue
 from admc.ir.evaluate import OP_SEMANTICS, evaluate_op
 from admc.ir.graph import Graph, Op
@@ -39,9 +40,14 @@ STRUCTURE_REASONS = {
 Value = np.ndarray | TimeValue | Form
 
 
+ACTIVATION_OPS = {"Tanh": TANH, "Relu": RELU}
+
+
 class _Canonicaliser:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, activations: tuple[str, ...] = ACTIVATIONS, target: str = "the target"):
         self.graph = graph
+        self.activations = tuple(activations)
+        self.target = target
         self.values: dict[str, Value] = dict(graph.constants)
         self.nodes: list[AdmNode] = []
         batch = next((entry.shape[0] for entry in graph.inputs if entry.name == graph.state_input), None)
@@ -112,6 +118,8 @@ class _Canonicaliser:
             except (ValueError, IndexError, TypeError, KeyError) as error:
                 raise self.fail(op, f"inputs of inconsistent shapes ({' '.join(str(error).split())})") from None
         handler = getattr(self, f"_form_{op.op_type.lower()}", None)
+        if op.op_type in ACTIVATION_OPS and ACTIVATION_OPS[op.op_type] not in self.activations:
+            handler = None
         if handler is None:
             raise self.fail(op, self._refusal_reason(op))
         try:
@@ -122,9 +130,10 @@ class _Canonicaliser:
             raise self.fail(op, f"inputs of inconsistent shapes ({' '.join(str(error).split())})") from None
 
     def _refusal_reason(self, op: Op) -> str:
-        if op.op_type in ACTIVATION_REASONS:
-            return (f"{ACTIVATION_REASONS[op.op_type]} on a value that depends on the state x; the "
-                    "target's analog nonlinearity is tanh")
+        if op.op_type in ACTIVATION_REASONS or op.op_type in ACTIVATION_OPS:
+            name = ACTIVATION_REASONS.get(op.op_type, op.op_type.lower())
+            computed = ", ".join(self.activations) or "no nonlinearity"
+            return f"{name} on a value that depends on the state x; {self.target} computes {computed}"
         if op.op_type in STRUCTURE_REASONS:
             return STRUCTURE_REASONS[op.op_type]
         return "op not supported on values that depend on the state x"
@@ -266,9 +275,17 @@ class _Canonicaliser:
         form = arguments[0]
         if form.is_exactly(Atom(STATE, IDENTITY)):
             return Form.of_atom(Atom(STATE, TANH), form.features, form.shape)
+        return self._activated_node(form, TANH)
+
+    def _form_relu(self, op: Op, arguments: list) -> Form:
+        # relu(x) on the bare state still becomes a node (an identity layer), so the state keeps one reading.
+        return self._activated_node(arguments[0], RELU)
+
+    def _activated_node(self, form: Form, activation: str) -> Form:
         name = f"hidden_{len(self.nodes) + 1}"
-        self.nodes.append(AdmNode(name, form.features, form.dense_terms(), form.constant, form.time_terms))
-        return Form.of_atom(Atom(name, TANH), form.features, form.shape)
+        self.nodes.append(AdmNode(name, form.features, form.dense_terms(), form.constant, form.time_terms,
+                                  activation))
+        return Form.of_atom(Atom(name, activation), form.features, form.shape)
 
     # -- glue ----------------------------------------------------------------------------------------
     def _glue(self, op: Op, arguments: list) -> Form:
@@ -286,8 +303,12 @@ class _Canonicaliser:
     _form_unsqueeze = _form_squeeze = _glue
 
 
-def canonicalize(graph: Graph) -> AdmNetwork:
-    """Run canonicalisation on an imported graph whose state and time inputs are identified."""
+def canonicalize(graph: Graph, activations: tuple[str, ...] = ACTIVATIONS,
+                 target: str = "the target") -> AdmNetwork:
+    """Run canonicalisation on an imported graph whose state and time inputs are identified.
+
+    ``activations`` are the nonlinearities the target computes (default: every one the IR has); an
+    activation outside them is refused naming the node and ``target``."""
     if not graph.state_input or not graph.time_input:
         raise AdmcError(f"{graph.source}: state and time inputs must be identified before canonicalisation")
-    return _Canonicaliser(graph).run()
+    return _Canonicaliser(graph, activations, target).run()

@@ -36,7 +36,7 @@ def pack_folded(network: AdmNetwork) -> BlockProgram:
                          role="state" if reads_tanh else "readout")]
     offset = d
     for node in network.nodes:
-        groups.append(StateGroup(node.name, offset, node.size, TANH))
+        groups.append(StateGroup(node.name, offset, node.size, node.activation))
         offset += node.size
     output = network.output
     blocks: list[MatrixBlock] = []

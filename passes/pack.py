@@ -102,7 +102,7 @@ def pack_direct(network: AdmNetwork) -> BlockProgram:
         groups.append(StateGroup(name, offset, d, activation, held=True, role="state"))
         offset += d
     for node in network.nodes:
-        groups.append(StateGroup(node.name, offset, node.size, TANH))
+        groups.append(StateGroup(node.name, offset, node.size, node.activation))
         offset += node.size
     blocks: list[MatrixBlock] = []
     biases: list[BiasPart] = []

@@ -19,8 +19,9 @@ import numpy as np
 
 from admc.errors import AdmcError
 from admc.ir.program import CLOSED, OPEN, Phase, Schedule
+from admc.passes.continuous_time import CONTINUOUS, continuous_phases
 
-SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson")
+SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson", "continuous")
 SOLVER_ALIASES = {"euler": "explicit-euler", "explicit": "explicit-euler", "implicit": "implicit-euler",
                   "cn": "crank-nicolson"}
 
@@ -36,6 +37,8 @@ def _step_phases(solver: str, time: float, delta: float, fp_iterations: int | No
     later = time + delta
     x = (("x", 1.0),)
     euler = Phase(OPEN, delta, time, x, x)
+    if solver == CONTINUOUS:
+        return continuous_phases(time, delta)
     if solver == "explicit-euler":
         return [euler]
     if solver == "heun":

@@ -1,14 +1,15 @@
 """Turn a ``--target`` value into a validated target description.
 
-Requires: a preset name ("ideal", "aoc", "aoc-48", "aoc-16") or the path of a YAML description whose
-``inherits:`` may name a preset or another file (relative to the inheriting file).
-Guarantees: returns a frozen :class:`IdealTarget` or :class:`AocTarget` whose ``kind`` (own or inherited)
-selected it; presets are read from the installed package (importlib.resources), never from the working
+Requires: a preset name ("ideal", "aoc", "aoc-48", "aoc-16", "rram", "rram-128") or the path of a YAML
+description whose ``inherits:`` may name a preset or another file (relative to the inheriting file).
+Guarantees: returns the frozen description of the class that ``KINDS`` maps its ``kind`` (own or inherited)
+to; presets are read from the installed package (importlib.resources), never from the working
 directory; every failure is an AdmcError naming the file (or the unknown name, with the known ones) and field.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -20,18 +21,35 @@ from admc.targets.aoc.description import AocTarget
 from admc.targets.description_schema import Schema, read_yaml_mapping, resolve_and_validate
 from admc.targets.ideal.description import SCHEMA as IDEAL_SCHEMA
 from admc.targets.ideal.description import IdealTarget
+from admc.targets.rram.description import SCHEMA as RRAM_SCHEMA
+from admc.targets.rram.description import RramTarget
 
-Target = IdealTarget | AocTarget
+Target = IdealTarget | AocTarget | RramTarget
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """A kind of target: the schema its YAML is validated against and the class that describes it."""
+
+    schema: Schema
+    description: type
+
+
+# The one table from a description's ``kind`` to its schema and class; the class names its backend.
+KINDS: dict[str, TargetKind] = {
+    "ideal": TargetKind(IDEAL_SCHEMA, IdealTarget),
+    "aoc": TargetKind(AOC_SCHEMA, AocTarget),
+    "rram": TargetKind(RRAM_SCHEMA, RramTarget),
+}
 
 # Preset name -> (package, resource file); None marks the built-in ideal target, which has no YAML file.
 PRESETS: dict[str, tuple[str, str] | None] = {
     "ideal": None,
     "aoc-48": ("admc.targets.aoc", "presets/aoc-48.yaml"),
     "aoc-16": ("admc.targets.aoc", "presets/aoc-16.yaml"),
+    "rram-128": ("admc.targets.rram", "presets/rram-128.yaml"),
 }
-ALIASES = {"aoc": "aoc-48"}
-
-SCHEMAS: dict[str, Schema] = {"ideal": IDEAL_SCHEMA, "aoc": AOC_SCHEMA}
+ALIASES = {"aoc": "aoc-48", "rram": "rram-128"}
 
 
 def list_presets() -> list[str]:
@@ -79,10 +97,15 @@ def _open_reference(reference: str, from_label: str) -> tuple[str, dict]:
     return _open_file(path)
 
 
+def target_kind(kind: str, label: str) -> TargetKind:
+    """The ``KINDS`` entry of ``kind``; an unknown kind is an error naming ``label``."""
+    if kind not in KINDS:
+        raise AdmcError(f"{label}: field 'kind': unknown target kind {kind!r} (known: {', '.join(KINDS)})")
+    return KINDS[kind]
+
+
 def _schema_for_kind(kind: str, label: str) -> Schema:
-    if kind not in SCHEMAS:
-        raise AdmcError(f"{label}: field 'kind': unknown target kind {kind!r} (known: {', '.join(SCHEMAS)})")
-    return SCHEMAS[kind]
+    return target_kind(kind, label).schema
 
 
 def load_target(spec: str | Path) -> Target:
@@ -97,9 +120,7 @@ def load_target(spec: str | Path) -> Target:
             "and not a .yaml file path"
         )
     kind, data = resolve_and_validate(label, mapping, _open_reference, _schema_for_kind)
-    if kind == "ideal":
-        return IdealTarget.from_mapping(data)
-    return AocTarget.from_mapping(data, label)
+    return target_kind(kind, label).description.from_mapping(data, label)
 
 
 def target_from_mapping(mapping: object, label: str) -> Target:
@@ -110,6 +131,4 @@ def target_from_mapping(mapping: object, label: str) -> Target:
         raise AdmcError(f"{label}: field 'kind': required field is missing or not a string")
     kind = mapping["kind"]
     data = validate(mapping, _schema_for_kind(kind, label), label, complete=True)
-    if kind == "ideal":
-        return IdealTarget.from_mapping(data)
-    return AocTarget.from_mapping(data, label)
+    return target_kind(kind, label).description.from_mapping(data, label)

@@ -103,7 +103,6 @@ class ThreeInputs(nn.Module):
 
 # (module factory, op named for ONNX, op named for .pt2); None: any op of the model is acceptable.
 NODE_REFUSALS = {
-    "relu": (lambda: ActivationMlp(nn.ReLU()), "Relu", "Relu"),
     "silu": (lambda: ActivationMlp(nn.SiLU()), "Sigmoid", "Silu"),
     "gelu": (lambda: ActivationMlp(nn.GELU()), None, "Gelu"),
     "sigmoid": (lambda: ActivationMlp(nn.Sigmoid()), "Sigmoid", "Sigmoid"),
@@ -117,11 +116,11 @@ NODE_REFUSALS = {
 # ---------------------------------------------------------------- the refusal contract
 
 
-def refuse(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> str:
+def refuse(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture, target: str = "ideal") -> str:
     """Run ``admc build``; check exit 2, one line, no traceback, nothing written; return the message."""
     before = sorted(os.listdir(model.parent))
     output = model.parent / "bundle"
-    status = main(["build", str(model), "-o", str(output), "--target", "ideal", "--steps", "4"])
+    status = main(["build", str(model), "-o", str(output), "--target", target, "--steps", "4"])
     captured = capsys.readouterr()
     assert status == 2, captured
     message = captured.err.strip()
@@ -162,10 +161,21 @@ def test_unsupported_ops_are_refused_naming_node_and_op(tmp_path, capsys, case, 
     assert_names_a_node(message, path, onnx_op if file_format == "onnx" else pt2_op, file_format)
 
 
+@pytest.mark.parametrize("file_format", ["onnx", "pt2"])
+def test_relu_is_refused_by_a_target_computing_tanh_naming_the_node(tmp_path, capsys, file_format):
+    """ReLU is a target capability: aoc-48 computes tanh only (the same model builds for rram and ideal)."""
+    path = model_directory(tmp_path) / f"relu.{file_format}"
+    (export_onnx if file_format == "onnx" else export_pt2)(seeded(ActivationMlp(nn.ReLU()), 0), path)
+    message = refuse(path, tmp_path, capsys, target="aoc-48")
+    assert_names_a_node(message, path, "Relu", file_format)
+    assert "ReLU" in message and "target 'aoc-48' computes tanh" in message
+
+
 def test_activation_refusal_says_why(tmp_path, capsys):
-    path = export_onnx(seeded(ActivationMlp(nn.ReLU()), 0), model_directory(tmp_path) / "relu.onnx")
+    path = export_onnx(seeded(ActivationMlp(nn.SiLU()), 0), model_directory(tmp_path) / "silu.onnx")
     message = refuse(path, tmp_path, capsys)
-    assert "ReLU" in message and "tanh" in message
+    assert "SiLU" in message or "sigmoid" in message
+    assert "target 'ideal' computes tanh, relu" in message
 
 
 @pytest.mark.parametrize("file_format", ["onnx", "pt2"])
@@ -274,8 +284,8 @@ def test_refusal_does_not_touch_an_existing_bundle(tmp_path, capsys, good_models
     output = tmp_path / "bundle"
     assert main(["build", str(good_models["onnx"]), "-o", str(output), "--target", "ideal", "--steps", "4"]) == 0
     files = {path.relative_to(output): path.read_bytes() for path in output.rglob("*") if path.is_file()}
-    bad = model_directory(tmp_path) / "relu.onnx"
-    export_onnx(seeded(ActivationMlp(nn.ReLU()), 0), bad)
+    bad = model_directory(tmp_path) / "silu.onnx"
+    export_onnx(seeded(ActivationMlp(nn.SiLU()), 0), bad)
     capsys.readouterr()
     assert main(["build", str(bad), "-o", str(output), "--target", "ideal", "--steps", "4"]) == 2
     assert {path.relative_to(output): path.read_bytes() for path in output.rglob("*") if path.is_file()} == files

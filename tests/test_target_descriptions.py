@@ -36,7 +36,7 @@ def write(directory: Path, name: str, text: str) -> Path:
 
 
 def test_presets_are_listed_and_load() -> None:
-    assert list_presets() == ["aoc", "aoc-16", "aoc-48", "ideal"]
+    assert list_presets() == ["aoc", "aoc-16", "aoc-48", "ideal", "rram", "rram-128"]
     ideal = load_target("ideal")
     assert ideal == IdealTarget()
     assert ideal.linear_channels is True and ideal.kind == "ideal"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
+from typing import ClassVar
 
 from admc.errors import AdmcError
 from admc.targets.aoc.nonidealities import NonIdealities
@@ -205,6 +206,16 @@ class AocTarget:
     state: StateSpec
     timing: TimingSpec
     nonidealities: NonIdealities
+
+    # What shared passes read (issue 11): the backend's module, the kind of solver the loop runs, and
+    # the periphery's nonlinearity (the σ driving the LEDs).
+    backend: ClassVar[str] = "admc.targets.aoc.target_backend"
+    solver_kinds: ClassVar[frozenset[str]] = frozenset({"discrete"})
+    default_solver: ClassVar[str] = "implicit-euler"
+
+    @property
+    def activations(self) -> tuple[str, ...]:
+        return (self.sigma.function,)
 
     @classmethod
     def from_mapping(cls, data: dict, label: str = "<target>") -> AocTarget:

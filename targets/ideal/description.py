@@ -7,6 +7,7 @@ Requires: nothing. Guarantees: ``IdealTarget.from_mapping(validate(data, SCHEMA,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from admc.targets.description_schema import Field
 
@@ -19,6 +20,10 @@ SCHEMA = {
         "whether state channels may skip the sigmoid; false forces the compiler's exact fold-input rewrite",
         default=True,
     ),
+    "activations": {
+        "tanh": Field("bool", "σ = tanh is available", default=True),
+        "relu": Field("bool", "σ = ReLU is available", default=True),
+    },
 }
 
 
@@ -30,15 +35,29 @@ class IdealTarget:
     kind: str = "ideal"
     description: str = "Exact arithmetic, no hardware limits"
     linear_channels: bool = True
+    tanh: bool = True
+    relu: bool = True
+
+    # No backend: the spine program is the bundle; both kinds of solver run on exact arithmetic.
+    backend: ClassVar[str | None] = None
+    solver_kinds: ClassVar[frozenset[str]] = frozenset({"discrete", "continuous"})
+    default_solver: ClassVar[str] = "implicit-euler"
+
+    @property
+    def activations(self) -> tuple[str, ...]:
+        """The nonlinearities available (identity is ``linear_channels``)."""
+        return tuple(name for name in ("tanh", "relu") if getattr(self, name))
 
     @classmethod
-    def from_mapping(cls, data: dict) -> IdealTarget:
+    def from_mapping(cls, data: dict, label: str = "<target>") -> IdealTarget:
         """Build from a validated description (see SCHEMA)."""
         return cls(
             name=data["name"],
             kind=data["kind"],
             description=data["description"],
             linear_channels=data["linear_channels"],
+            tanh=data.get("activations", {}).get("tanh", True),
+            relu=data.get("activations", {}).get("relu", True),
         )
 
     def to_dict(self) -> dict:
@@ -48,4 +67,5 @@ class IdealTarget:
             "name": self.name,
             "description": self.description,
             "linear_channels": self.linear_channels,
+            "activations": {"tanh": self.tanh, "relu": self.relu},
         }

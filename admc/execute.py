@@ -1,0 +1,24 @@
+"""The ideal execution of a program for its schedule: which executor runs which kind of solver.
+
+Requires: a ``BlockProgram`` with its static table, a ``Schedule``, channel α and noise [B, d].
+Guarantees: discrete solvers run on the loop executor (``admc.executor``), the ``continuous`` solver on the
+adaptive continuous-time integration (``admc.continuous``); both return an ``ExecutionResult`` whose
+trajectory holds the state at the schedule's grid points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from admc.continuous import run_program_continuous
+from admc.executor import ExecutionResult, IdealExecutor
+from admc.ir.program import BlockProgram, Schedule
+from admc.passes.continuous_time import CONTINUOUS, solver_kind
+
+
+def run_ideal(program: BlockProgram, schedule: Schedule, alpha: np.ndarray | None, noise: np.ndarray,
+              **options) -> ExecutionResult:
+    """``options`` are the loop executor's (tolerance, loop_iterations, record_residuals...)."""
+    if solver_kind(schedule.solver) == CONTINUOUS:
+        return ExecutionResult(run_program_continuous(program, schedule.grid, noise))
+    return IdealExecutor(program, alpha, **options).run(schedule, noise)

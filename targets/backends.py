@@ -1,0 +1,74 @@
+"""A target's backend: what the driver, the bundle reader, verify and simulate call for that target.
+
+Requires: a target description class with a ``backend`` class attribute: the module path of its backend
+(or None for a target whose spine program is the bundle, such as ``ideal``); that module defines
+``BACKEND``, a :class:`TargetBackend`. Guarantees: the backend is resolved explicitly on use (no import-time
+registry); a module that cannot be imported or lacks ``BACKEND`` is an ``AdmcError`` naming the module and
+the description that named it. Shared code calls these entries and never tests a target's kind.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from admc.errors import AdmcError
+
+
+@dataclass
+class TwinRun:
+    """A twin's samples along the schedule, its loop residuals (if it has loops) and a summary for reports."""
+
+    trajectory: np.ndarray  # [T + 1, B, d]
+    residual_history: list = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TargetBackend:
+    """The target-specific steps. ``lower(compiled, layout)`` returns the lowered ``CompiledProgram``;
+    ``read_program(bundle)`` the realised (program, schedule, α) a bundle asks the hardware to run;
+    ``run_twin(bundle, noise, options, progress)`` a :class:`TwinRun`; ``simulate(bundle, noise, arguments)``
+    the twin's samples for ``admc simulate``; ``describe(manifest)`` extra ``admc inspect`` data and lines;
+    ``check_files(bundle)`` refuses a bundle whose machine-loaded files (images, routing) disagree with its
+    arrays."""
+
+    name: str
+    lower: Callable[[Any, str], Any]
+    read_program: Callable[[Any], tuple] | None = None
+    run_twin: Callable[..., TwinRun] | None = None
+    simulate: Callable[..., np.ndarray] | None = None
+    describe: Callable[[dict], tuple[dict, list[str]]] | None = None
+    check_files: Callable[[Any], None] | None = None  # refuses emitted files that disagree with the arrays
+
+
+def resolve_backend(module_path: str | None, named_by: str) -> TargetBackend | None:
+    """Import ``module_path`` and return its ``BACKEND``; ``named_by`` names the description in errors."""
+    if module_path is None:
+        return None
+    try:
+        module = importlib.import_module(module_path)
+    except ImportError as error:
+        raise AdmcError(f"{named_by}: backend module {module_path!r} cannot be imported ({error})") from None
+    backend = getattr(module, "BACKEND", None)
+    if not isinstance(backend, TargetBackend):
+        raise AdmcError(f"{named_by}: backend module {module_path!r} defines no BACKEND (a TargetBackend)")
+    return backend
+
+
+def backend_of(target: Any) -> TargetBackend | None:
+    """The backend a loaded target description names."""
+    return resolve_backend(type(target).backend, f"target '{target.name}' ({type(target).__name__})")
+
+
+def backend_of_manifest(manifest: dict, label: str) -> TargetBackend | None:
+    """The backend of the target a bundle's manifest was built for (its ``target.kind``)."""
+    from admc.targets.loader import target_kind
+
+    kind = manifest.get("target", {}).get("kind")
+    description = target_kind(str(kind), f"{label}: manifest 'target'").description
+    return resolve_backend(description.backend, f"{label}: target kind {kind!r}")

@@ -1,0 +1,48 @@
+"""The RRAM target's entries in the backend interface (``admc.targets.backends``): lowering, the realised
+program of a bundle, the SDE twin for verify and simulate, and the ``admc inspect`` section.
+
+Requires: RRAM bundles and compiled programs. Guarantees: each entry delegates to the module owning the job.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from admc.targets.backends import TargetBackend, TwinRun
+
+
+def lower(compiled, layout: str):
+    from admc.targets.rram.lowering import lower_to_rram
+
+    return lower_to_rram(compiled, layout)
+
+
+def read_program(bundle):
+    from admc.targets.rram.bundle_reader import read_program as read_rram
+
+    return read_rram(bundle)
+
+
+def run_twin(bundle, noise: np.ndarray, options: dict, progress=None) -> TwinRun:
+    from admc.targets.rram.twin import RramTwin
+
+    twin = RramTwin(bundle, seed=options.get("seed"))
+    trajectory = twin.run(noise, progress)
+    return TwinRun(trajectory, [], twin.summary())
+
+
+def simulate(bundle, noise: np.ndarray, arguments) -> np.ndarray:
+    from admc.targets.rram.twin import simulate_twin
+
+    return simulate_twin(bundle, noise, arguments)
+
+
+def describe(manifest: dict) -> tuple[dict, list[str]]:
+    section = manifest.get("rram", {})
+    summary = dict(section.get("summary", {}))
+    lines = list(summary.pop("lines", []))
+    return {"rram": {**summary, "weight_error": section.get("weight_error", []),
+                     "timing": section.get("timing", {})}}, lines
+
+
+BACKEND = TargetBackend("rram", lower, read_program, run_twin, simulate, describe)
