@@ -135,7 +135,7 @@ def command_simulate(arguments: argparse.Namespace) -> int:
     bundle = Bundle(arguments.bundle)
     noise = _load_noise(arguments.noise)
     _require_run_memory(noise.shape[0], len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
-                        getattr(bundle.target, "timing", None) and bundle.target.timing.repeats or 1,
+                        getattr(getattr(bundle.target, "timing", None), "repeats", 1),
                         "the simulation")
     if arguments.ideal:
         program, schedule, alpha = bundle_program(bundle)
@@ -168,7 +168,8 @@ def command_verify(arguments: argparse.Namespace) -> int:
 
     bundle = Bundle(arguments.bundle)
     check_loaded_files(bundle)
-    repeats = arguments.repeats or (bundle.target.timing.repeats if hasattr(bundle.target, "timing") else 1)
+    # Repeated readouts multiply the twin's memory on targets that declare them.
+    repeats = arguments.repeats or getattr(getattr(bundle.target, "timing", None), "repeats", 1)
     _require_run_memory(arguments.samples, len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
                         repeats, "verification")
     twin_options = {"mode": arguments.twin_mode, "loop_iterations": arguments.loop_iterations,

@@ -24,7 +24,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from admc.errors import AdmcError
+from admc.ir.adm import ACTIVATIONS, IDENTITY
+from admc.ir.program import CLOSED, OPEN, SCALE_CLASSES
 from admc.limits import FP_ITERATIONS, PHASES, STEPS
+from admc.passes.continuous_time import CONTINUOUS
+from admc.passes.step_phases import SOLVERS
 from admc.safe_files import check_member_name
 
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -34,8 +38,12 @@ Positive = Annotated[int, Field(ge=1, le=10_000_000)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Coefficient = Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]
 
-SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson")
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+# What a state group feeds its readers: the IR's activations, identity, or "none" (read by no block).
+GROUP_ACTIVATIONS = (*ACTIVATIONS, IDENTITY, "none")
+LOOP_KINDS = (OPEN, CLOSED, CONTINUOUS)
+ScaleClass = Literal[SCALE_CLASSES]  # type: ignore[valid-type]
 
 
 class Section(BaseModel):
@@ -56,7 +64,7 @@ class Group(Section):
     name: Name
     offset: Count
     size: Positive
-    activation: Literal["tanh", "identity", "none"]
+    activation: Literal[GROUP_ACTIVATIONS]  # type: ignore[valid-type]
     held: bool
     role: Name
     voltage_scale: Annotated[float, Field(allow_inf_nan=False, gt=0)] = 1.0
@@ -66,7 +74,7 @@ class Group(Section):
 class Block(Section):
     row_group: Name
     column_group: Name
-    scale_class: Literal["fixed", "step", "feedback"]
+    scale_class: ScaleClass
     layer: Count
     rows: Positive
     columns: Positive
@@ -98,8 +106,8 @@ class Channels(Section):
 
 class StaticInjectionSection(Section):
     times: str
-    constants: dict[Literal["fixed", "step", "feedback"], str]
-    time_tables: dict[Literal["fixed", "step", "feedback"], str]
+    constants: dict[ScaleClass, str]
+    time_tables: dict[ScaleClass, str]
 
 
 class Solver(Section):
@@ -126,7 +134,7 @@ Pair = Annotated[list[Any], AfterValidator(_pair)]
 
 
 class PhaseEntry(Section):
-    loop: Literal["open", "closed"]
+    loop: Literal[LOOP_KINDS]  # type: ignore[valid-type]
     step_scale: Annotated[float, Field(allow_inf_nan=False, ge=0, le=1e3)]
     time: Finite
     inject: list[Pair]
@@ -145,7 +153,7 @@ class Tile(BaseModel):
     column_stop: Count
     input_port_start: Count
     output_port_start: Count
-    scale_class: Literal["fixed", "step", "feedback"]
+    scale_class: ScaleClass
     layer: Count
 
 

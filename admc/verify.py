@@ -90,11 +90,9 @@ def program_criterion(bundle: Bundle) -> tuple[str, float]:
     """The program link's criterion and bound, from the (validated) target description — never from an
     editable manifest field: exact targets get EXACT_TOLERANCE on the final relative error; a quantised
     target its worst per-step NRMSE bound for its SLM depth (what its backend promises)."""
-    target = bundle.target
-    if getattr(target, "kind", None) == "aoc":
-        from admc.targets.aoc.emit import verify_bound
-
-        return verify_bound(target)
+    backend = backend_of_manifest(bundle.manifest, str(bundle.path))
+    if backend is not None and backend.verify_bound is not None:
+        return backend.verify_bound(bundle)
     return "relative_error", EXACT_TOLERANCE
 
 

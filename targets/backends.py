@@ -44,6 +44,9 @@ class TargetBackend:
     simulate: Callable[..., np.ndarray] | None = None
     describe: Callable[[dict], tuple[dict, list[str]]] | None = None
     check_files: Callable[[Any], None] | None = None  # refuses emitted files that disagree with the arrays
+    # (criterion, bound) of the program link, from the validated description and program, never the manifest's
+    # informative report fields; None: the program is exact (float64)
+    verify_bound: Callable[[Any], tuple[str, float]] | None = None
 
 
 def resolve_backend(module_path: str | None, named_by: str) -> TargetBackend | None:

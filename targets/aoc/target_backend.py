@@ -55,4 +55,10 @@ def check_files(bundle) -> None:
     check_emitted_files(bundle)
 
 
-BACKEND = TargetBackend("aoc", lower, read_program, run_twin, simulate, describe, check_files)
+def verify_bound(bundle) -> tuple[str, float]:
+    from admc.targets.aoc.emit import verify_bound as bound_for_target
+
+    return bound_for_target(bundle.target)
+
+
+BACKEND = TargetBackend("aoc", lower, read_program, run_twin, simulate, describe, check_files, verify_bound)

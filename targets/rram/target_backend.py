@@ -45,4 +45,16 @@ def describe(manifest: dict) -> tuple[dict, list[str]]:
                      "timing": section.get("timing", {})}}, lines
 
 
-BACKEND = TargetBackend("rram", lower, read_program, run_twin, simulate, describe)
+def verify_bound(bundle) -> tuple[str, float]:
+    """Recomputed from the description's device levels and the program's layers in series (the manifest's
+    report only informs)."""
+    from admc.targets.rram.lowering import FLOAT_TOLERANCE, quantisation_bound
+
+    target = bundle.target
+    if target.conductance.float_levels:
+        return "relative_error", FLOAT_TOLERANCE
+    return "per_step_nrmse", quantisation_bound(int(bundle.manifest["layout"]["open_iterations"]),
+                                                target.conductance.levels)
+
+
+BACKEND = TargetBackend("rram", lower, read_program, run_twin, simulate, describe, verify_bound=verify_bound)
