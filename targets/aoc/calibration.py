@@ -10,6 +10,7 @@ Calibration data is read at run time only; it is never copied into the project.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class Calibration:
     closed_loop_linear_offset: np.ndarray | None
     closed_loop_scaling: np.ndarray | None
     solution_to_adc_ratio: float | None
+    sha256: str = ""  # of the file's bytes: a bundle compiled for this machine records it
 
 
 class _Reader:
@@ -106,7 +108,10 @@ def read_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     label = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise AdmcError(f"{label}: calibration file is not UTF-8 text") from error
     except FileNotFoundError as error:
         raise AdmcError(f"{label}: calibration file not found") from error
     except OSError as error:
@@ -164,6 +169,7 @@ def read_calibration(path: str | Path) -> Calibration:
         solution_to_adc_ratio=read.scalar("close_loop_offset_and_scale.solution_to_adc_ratio")
         if per_channel_pbs
         else None,
+        sha256=hashlib.sha256(raw).hexdigest(),
     )
 
 
