@@ -92,6 +92,7 @@ def gradient_term(z: np.ndarray, weights: np.ndarray, beta: np.ndarray, calibrat
     difference = detected["p"] * beta / n - detected["n"] * beta / n
     if is_48:
         loop = calibration["close_loop_offset_and_scale"]
-        offset = float(loop["solution_to_adc_ratio"]) * (_vector(loop["dc_offset"]) + beta * _vector(loop["linear_offset"]))
+        ratio = float(loop["solution_to_adc_ratio"])
+        offset = ratio * (_vector(loop["dc_offset"]) + beta * _vector(loop["linear_offset"]))
         difference = (difference + offset) * _vector(loop["scaling"])
     return difference
