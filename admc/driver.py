@@ -109,8 +109,10 @@ def pack_for_target(network: AdmNetwork, linear_channels: bool) -> BlockProgram:
 
 def compile_source(source: SourceModel, target: Any, solver: str = "implicit-euler", steps: int | None = 16,
                    grid: np.ndarray | None = None, fp_iterations: int | None = None,
-                   layout: str = "auto", passes: PassManager | None = None) -> CompiledProgram:
-    """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them."""
+                   layout: str = "auto", passes: PassManager | None = None,
+                   calibration: Any = None) -> CompiledProgram:
+    """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them.
+    ``calibration``: a measured AOC machine to compile for (``targets/aoc/calibrated_build.py``)."""
     passes = passes or PassManager()
     network = passes.run("canonicalise", canonicalize, source.graph, check=canonical_check(source.graph))
     program = passes.run("pack", pack_for_target, network, bool(target.linear_channels),
@@ -125,7 +127,7 @@ def compile_source(source: SourceModel, target: Any, solver: str = "implicit-eul
     if target.kind == "aoc":
         from admc.targets.aoc.backend import lower_to_aoc
 
-        compiled = passes.run("lower to AOC", lower_to_aoc, compiled, layout,
+        compiled = passes.run("lower to AOC", lower_to_aoc, compiled, layout, calibration,
                               check=lowering_check(program, compiled.alpha, schedule))
     return compiled
 
@@ -169,9 +171,20 @@ def emit_bundle(compiled: CompiledProgram, output: str | Path) -> Path:
 def build(model: str | Path | torch.nn.Module, output: str | Path, target: str | Path = "aoc-48",
           solver: str = "implicit-euler", steps: int | None = 16, grid: np.ndarray | None = None,
           time_input: str | None = None, fp_iterations: int | None = None, layout: str = "auto",
-          example_inputs: tuple | None = None, passes: PassManager | None = None) -> Path:
-    """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path."""
+          example_inputs: tuple | None = None, passes: PassManager | None = None,
+          calibration: str | Path | None = None) -> Path:
+    """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path.
+    ``calibration``: a measured AOC machine's calibration file to compile for (makers' format)."""
     target_description = load_target(target)
+    machine = None
+    if calibration is not None:
+        if target_description.kind != "aoc":
+            raise AdmcError(f"--calibration {calibration}: only AOC targets take a calibration "
+                            f"(target kind {target_description.kind!r})")
+        from admc.targets.aoc.calibration import read_calibration
+
+        machine = read_calibration(calibration)
     source = load_source(model, example_inputs, time_input)
-    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes)
+    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes,
+                              machine)
     return emit_bundle(compiled, output)

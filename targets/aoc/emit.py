@@ -32,11 +32,13 @@ def image_set_payloads(index: int, image_set, modules: int, float_weights: bool)
     entry: dict = {"factors": None if image_set.factors is None else
                    dict(zip(("fixed", "step", "feedback"), image_set.factors, strict=True))}
     payloads: dict[str, bytes] = {}
-    if float_weights:
+    if float_weights or getattr(image_set, "effective", False):
+        # Float weights, or what a measured machine realises (read back instead of the nominal response).
         entry["transmission"] = {path: f"{prefix}transmission_{path}.npy" for path in PATHS}
         for path in PATHS:
             payloads[entry["transmission"][path]] = npy_bytes(image_set.realised[path])
-        return entry, payloads
+        if float_weights:
+            return entry, payloads
     entry["grey"] = {path: f"{prefix}grey_{path}.npy" for path in PATHS}
     for path in PATHS:
         payloads[entry["grey"][path]] = npy_bytes(image_set.grey[path])
