@@ -98,8 +98,8 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
             raise AdmcError(f"calibration: column_wise_weights_distortion {path}: a transfer is not increasing")
     unit = nominal.slm_full_scale * nominal.input_efficiency * nominal.output_gain * nominal.loop_gain
     slope = small_signal(chain, nominal)
-    crosstalk = 0.5 * sum(np.eye(ports) + np.diag(chain.to_earlier[path][1:], 1) + np.diag(chain.to_later[path][:-1], -1)
-                          for path in PATHS)
+    crosstalk = 0.5 * sum(np.eye(ports) + np.diag(chain.to_earlier[path][1:], 1)
+                          + np.diag(chain.to_later[path][:-1], -1) for path in PATHS)
     levels = {path: _levels(chain.transfer[path], bits) for path in PATHS}
     full = {path: levels[path][:, -1] for path in PATHS}
     per_setting = nominal.gain_per_setting
@@ -138,7 +138,9 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
         row_floor = floors[module] / np.maximum(beta[module], 1e-300)
         row_ceiling = target.gain.beta_max / np.maximum(beta[module], 1e-300)
 
-        def modulation(row_factor: np.ndarray) -> np.ndarray:
+        def modulation(row_factor: np.ndarray, wanted=wanted, out=out, spill_inverse=spill_inverse,
+                       from_rest=from_rest, leak=leak, used_in=used_in) -> np.ndarray:
+            """D over the used detectors: X̄_RR⁻¹ (T_R / f − X̄_RU L_U) − L_R on the used sources."""
             scaled = wanted[out] / row_factor[out, None]
             return (spill_inverse @ (scaled - from_rest) - leak[out]) * used_in[None, :]
 
