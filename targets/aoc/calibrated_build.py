@@ -35,7 +35,7 @@ from admc.targets.aoc.emit import attach_aoc_program
 
 # Share of a pixel's reach left for the weights once leaks and the spill pre-compensation are paid for.
 REACH_SHARE = 0.9
-
+ALPHA_ROUNDS = 4
 
 def pixel_reach(machine, target) -> dict[str, np.ndarray]:
     """Largest normalised transmission each pixel [output port, input port] reaches on each path."""
@@ -68,11 +68,22 @@ def lower_measured(compiled, layout: str, calibration: Calibration):
                                  rows.channels))
     alpha = choose_alpha(demanded, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
     floors = gain_floors(scaled, placement, compiled.schedule, target)
-    beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target, floors)
-    floor_ports = np.zeros_like(beta)
+    floor_ports = np.zeros((placement.modules_used, target.module.ports))
     for tile, floor in zip(placement.tiles, floors, strict=True):
         floor_ports[tile.module, tile.output_port_start:tile.output_port_stop] = floor
-    result = compensate(placement, transmissions, beta, floor_ports, target, machine)
+    for _ in range(ALPHA_ROUNDS):
+        beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target, floors)
+        result = compensate(placement, transmissions, beta, floor_ports, target, machine)
+        # A row the gain range cannot serve (spill pre-compensation can need more than the pixel's reach)
+        # gets the α that scales its demand into range, as choose_alpha would; the rest is the remainder.
+        raised = alpha.copy()
+        for tile, rows in zip(placement.tiles, tile_rows, strict=True):
+            row_excess = result.excess[tile.module, tile.output_port_start:tile.output_port_stop]
+            wanted = 1.0 - (1.0 - alpha[rows.channels]) / np.maximum(row_excess / RANGE_MARGIN, 1.0)
+            np.maximum.at(raised, rows.channels, np.minimum(wanted, target.alpha.max))
+        if np.allclose(raised, alpha, rtol=0, atol=1e-12):
+            break
+        alpha = raised
     image_set = ImageSet(None, result.grey, result.effective, effective=True)
     achieved = realised_blocks(scaled, placement, image_set, result.beta, alpha)
     errors = weight_errors(scaled, achieved, None)

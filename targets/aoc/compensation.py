@@ -11,9 +11,9 @@ Guarantees, per module (linearised at z = 0: the LED and sigmoid curvature is wh
     ``chain.path_matrices`` with every optical effect on, r± each path's small-signal light slope relative
     to nominal) equals the intended T / f_p on every used pixel, up to half a grey level of that column's
     and path's measured transfer, where representable: per-column full scale, the path ratio, input
-    efficiency ρ, output gain η and κ are in the grey levels; the darkness leak, the PBS leak and the
-    photodiode spill into used detectors (mean of the two paths' ratios) are pre-compensated by solving
-    X̄ (D + L) = T / f over the used detectors;
+    efficiency ρ, output gain η and κ are in the grey levels; the darkness leak, the 48-port PBS leak and
+    each path's photodiode spill into used detectors are pre-compensated by solving
+    X⁺A⁺ − X⁻A⁻ + C = T / (f κ) over the used detectors (A± the paths' modulation, disjoint in support);
   * f_p rescales each port's gain setting so the row uses its range (β' = f β, within the setting range); a
     pixel still out of range is clipped and reported (``remainder``);
   * the machine's static output at z = 0 — closed-loop offset r(δ + s λ) at the port's actual setting, the
@@ -69,6 +69,7 @@ class Compensated:
     beta: np.ndarray  # [M, P] normalised
     cancel_fixed: np.ndarray  # [M, P] volts added to the injection
     cancel_per_factor: np.ndarray  # [M, P] volts × the port's run-time gain factor
+    excess: np.ndarray  # [M, P] worst needed / reachable modulation of the row (> 1: clipped)
     report: dict = field(default_factory=dict)
 
 
@@ -98,8 +99,6 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
             raise AdmcError(f"calibration: column_wise_weights_distortion {path}: a transfer is not increasing")
     unit = nominal.slm_full_scale * nominal.input_efficiency * nominal.output_gain * nominal.loop_gain
     slope = small_signal(chain, nominal)
-    crosstalk = 0.5 * sum(np.eye(ports) + np.diag(chain.to_earlier[path][1:], 1)
-                          + np.diag(chain.to_later[path][:-1], -1) for path in PATHS)
     levels = {path: _levels(chain.transfer[path], bits) for path in PATHS}
     full = {path: levels[path][:, -1] for path in PATHS}
     per_setting = nominal.gain_per_setting
@@ -108,9 +107,15 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
     new_beta = beta.copy()
     cancel_fixed, cancel_per_factor = np.zeros((modules, ports)), np.zeros((modules, ports))
     clipped_pixels, worst_clip, capped_rows = 0, 0.0, 0
-    # Modulation coefficient of each pixel per path (normalised): κ_p η_p ρ_q r / unit.
-    coefficient = {path: chain.kappa[:, None] * chain.output_gain[path][:, None] * chain.efficiency[path][None, :]
-                   * slope[path] / unit for path in PATHS}
+    excess = np.zeros((modules, ports))
+    # Modulation coefficient of each pixel per path (normalised, before κ): η_p ρ_q r / unit.
+    coefficient = {path: chain.output_gain[path][:, None] * chain.efficiency[path][None, :] * slope[path] / unit
+                   for path in PATHS}
+    spill = {path: np.eye(ports) + np.diag(chain.to_earlier[path][1:], 1) + np.diag(chain.to_later[path][:-1], -1)
+             for path in PATHS}
+    no_spill = replace(optical_effects_on(), pd_crosstalk=replace(optical_effects_on().pd_crosstalk, enabled=False))
+    zero = {path: np.zeros((1, ports, ports)) for path in PATHS}
+    unit_response = {path: (0.0, 1.0, 0.0) for path in PATHS}
     for module in range(modules):
         tiles = [(tile, transmission) for tile, transmission in zip(placement.tiles, tile_transmissions, strict=True)
                  if tile.module == module]
@@ -121,46 +126,53 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
             columns = slice(tile.input_port_start, tile.input_port_stop)
             wanted[rows, columns] = transmission
             used_out[rows], used_in[columns] = True, True
-        # Leak L at u = 0 on every pixel lit by a used source: darkness c and (48-port format) the PBS leak.
-        zero = {path: np.zeros((1, ports, ports)) for path in PATHS}
-        leak_matrices = path_matrices(zero, {path: (0.0, 1.0, 0.0) for path in PATHS}, chain, nominal,
-                                      replace(optical_effects_on(), pd_crosstalk=replace(
-                                          optical_effects_on().pd_crosstalk, enabled=False)))
-        leak = (chain.kappa[:, None] * (leak_matrices.positive[0] * slope["positive"]
-                                        + leak_matrices.negative[0] * slope["negative"]) / unit) * used_in[None, :]
         out = np.flatnonzero(used_out)
         if out.size == 0:
             continue
-        rest = np.flatnonzero(~used_out)
-        spill_inverse = np.linalg.inv(crosstalk[np.ix_(out, out)])
-        from_rest = crosstalk[np.ix_(out, rest)] @ leak[rest]
+        # Light every pixel lit by a used source passes at u = 0 (darkness c; 48-port format: PBS leak),
+        # per path, through that path's spill: the constant C_R the modulation must absorb.
+        leak = path_matrices(zero, unit_response, chain, nominal, no_spill)
+        leak_paths = {"positive": leak.positive[0] * slope["positive"] / unit * used_in[None, :],
+                      "negative": -leak.negative[0] * slope["negative"] / unit * used_in[None, :]}
+        constant = (spill["positive"] @ leak_paths["positive"] - spill["negative"] @ leak_paths["negative"])[out]
+        mean_spill = 0.5 * (spill["positive"] + spill["negative"])[np.ix_(out, out)]
+        half_difference = 0.5 * (spill["positive"] - spill["negative"])[np.ix_(out, out)]
+        mean_inverse = np.linalg.inv(mean_spill)
         factor = np.ones(ports)
         row_floor = floors[module] / np.maximum(beta[module], 1e-300)
         row_ceiling = target.gain.beta_max / np.maximum(beta[module], 1e-300)
+        mask = used_in[None, :]
 
-        def modulation(row_factor: np.ndarray, wanted=wanted, out=out, spill_inverse=spill_inverse,
-                       from_rest=from_rest, leak=leak, used_in=used_in) -> np.ndarray:
-            """D over the used detectors: X̄_RR⁻¹ (T_R / f − X̄_RU L_U) − L_R on the used sources."""
-            scaled = wanted[out] / row_factor[out, None]
-            return (spill_inverse @ (scaled - from_rest) - leak[out]) * used_in[None, :]
+        def modulation(row_factor: np.ndarray, wanted=wanted, out=out, constant=constant, mask=mask,
+                       mean_inverse=mean_inverse, half_difference=half_difference) -> np.ndarray:
+            """D = A⁺ − A⁻ on the used detectors solving X⁺A⁺ − X⁻A⁻ + C = T/(f κ), i.e.
+            D = X̄⁻¹ (T/(f κ) − C − Δ|D|) with X± = X̄ ± Δ (a contraction: Δ is a few percent)."""
+            goal = wanted[out] / (row_factor[out, None] * chain.kappa[out, None]) - constant
+            result = mean_inverse @ goal * mask
+            for _ in range(ROW_ITERATIONS):
+                result = mean_inverse @ (goal - half_difference @ np.abs(result)) * mask
+            return result
 
         for _ in range(ROW_ITERATIONS):
             needed = modulation(factor)
             reach = np.where(needed >= 0, coefficient["positive"][out] * full["positive"][out, None],
                              coefficient["negative"][out] * full["negative"][out, None])
-            ratio = np.where(used_in[None, :], np.abs(needed) / np.maximum(reach, 1e-300), 0.0)
+            ratio = np.where(mask, np.abs(needed) / np.maximum(reach, 1e-300), 0.0)
             worst = ratio.max(axis=1, initial=0.0)
             has_weights = np.abs(wanted[out]).max(axis=1, initial=0.0) > 0
             update = np.where(has_weights & (worst > 0), worst / RANGE_MARGIN, 1.0)
             factor[out] = np.clip(factor[out] * update, row_floor[out], np.maximum(row_ceiling[out], row_floor[out]))
         capped_rows += int(np.sum(np.isclose(factor[out], row_ceiling[out]) & (row_ceiling[out] > row_floor[out])))
         needed = modulation(factor)
+        reach = np.where(needed >= 0, coefficient["positive"][out] * full["positive"][out, None],
+                         coefficient["negative"][out] * full["negative"][out, None])
+        excess[module, out] = np.where(mask, np.abs(needed) / np.maximum(reach, 1e-300), 0.0).max(axis=1)
         for path, sign in (("positive", 1.0), ("negative", -1.0)):
             share = np.maximum(sign * needed, 0.0) / np.maximum(coefficient[path][out], 1e-300)
-            excess = share - full[path][out, None]
-            if np.any(excess > 1e-12):
-                clipped_pixels += int(np.sum(excess > 1e-12))
-                worst_clip = max(worst_clip, float(np.max(excess / full[path][out, None])))
+            overflow = share - full[path][out, None]
+            if np.any(overflow > 1e-12):
+                clipped_pixels += int(np.sum(overflow > 1e-12))
+                worst_clip = max(worst_clip, float(np.max(overflow / full[path][out, None])))
             index = _nearest(levels[path][out], np.minimum(share, full[path][out, None]))
             image = np.zeros((ports, ports), dtype=np.int64)
             image[out] = index * used_in[None, :]
@@ -191,13 +203,13 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
     report = {
         "compensated": ["dead ports avoided by placement", "SLM transfer per column and path (quantised through it)",
                         "input efficiency ρ", "output gain η", "path ratio (each path's LED slope at z = 0)",
-                        "loop gain κ", "darkness leak", "PBS leak", "photodiode neighbour spill (mean of paths)",
+                        "loop gain κ", "darkness leak", "PBS leak", "photodiode neighbour spill, each path's own",
                         "closed-loop offset at each port's setting, darkness constant and zero-state light "
                         "(injected voltages)"],
         "not_compensated": ["LED and sigmoid curvature (light is linearised at z = 0)",
                             "the measured sigmoid's shape against tanh",
-                            "the two paths' different photodiode spill ratios (their mean is compensated)"],
+                            "the 16-port format's PBS polynomials"],
         "remainder": {"clipped_pixels": clipped_pixels, "worst_clip_relative": worst_clip,
                       "rows_at_setting_max": capped_rows},
     }
-    return Compensated(grey, effective, new_beta, cancel_fixed, cancel_per_factor, report)
+    return Compensated(grey, effective, new_beta, cancel_fixed, cancel_per_factor, excess, report)
