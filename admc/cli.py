@@ -87,7 +87,8 @@ def command_build(arguments: argparse.Namespace) -> int:
     with banners_to_stderr():
         path = build(arguments.model, arguments.output, target=arguments.target, solver=arguments.solver,
                      steps=arguments.steps, grid=grid, time_input=arguments.time_input,
-                     fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes)
+                     fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes,
+                     calibration=arguments.calibration)
     if arguments.timings or arguments.verify_passes:
         print(passes.table(), file=sys.stderr)
     print(f"wrote {path}")
@@ -225,6 +226,8 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--target", default="aoc-48", help="ideal | aoc | aoc-48 | aoc-16 | rram | rram-128 | "
                        "FILE.yaml")
     build.add_argument("--layout", default="auto", choices=["packed", "ring", "auto"])
+    build.add_argument("--calibration", help="compile for this measured AOC machine (its calibration file, the "
+                       "makers' format): dead ports avoided, transfer/efficiency/gain compensated, offsets cancelled")
     build.add_argument("--timings", action="store_true", help="print each pass's time")
     build.add_argument("--verify-passes", action="store_true",
                        help="check after each pass that the semantics survived (within the pass's bound)")

@@ -66,6 +66,8 @@ class CompiledProgram:
     block_arrays: bool = True
     # What the emitted weights realise (quantised), when they differ from ``program``'s intended blocks.
     realised_program: BlockProgram | None = None
+    # A measured machine to compile for (its backend's calibration object), or None for the nominal target.
+    calibration: Any = None
 
 
 def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgram,
@@ -121,9 +123,11 @@ def check_solver(solver: str, target: Any) -> str:
 
 def compile_source(source: SourceModel, target: Any, solver: str | None = None, steps: int | None = 16,
                    grid: np.ndarray | None = None, fp_iterations: int | None = None,
-                   layout: str = "auto", passes: PassManager | None = None) -> CompiledProgram:
+                   layout: str = "auto", passes: PassManager | None = None,
+                   calibration: Any = None) -> CompiledProgram:
     """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them.
-    ``solver`` None takes the target's default."""
+    ``solver`` None takes the target's default; ``calibration``: a measured machine to compile for (read by
+    the target's backend)."""
     passes = passes or PassManager()
     solver = check_solver(target.default_solver if solver is None else solver, target)
     backend = backend_of(target)
@@ -137,6 +141,7 @@ def compile_source(source: SourceModel, target: Any, solver: str | None = None, 
                                       tabulation_times(schedule))
     compiled = CompiledProgram(source, target, network, program, schedule, np.zeros(program.size))
     compiled.report = spine_report(compiled)
+    compiled.calibration = calibration
     if backend is not None:
         compiled = passes.run(f"lower to {backend.name.upper()}", backend.lower, compiled, layout,
                               check=lowering_check(program, compiled.alpha, schedule))
@@ -182,10 +187,20 @@ def emit_bundle(compiled: CompiledProgram, output: str | Path) -> Path:
 def build(model: str | Path | torch.nn.Module, output: str | Path, target: str | Path = "aoc-48",
           solver: str | None = None, steps: int | None = 16, grid: np.ndarray | None = None,
           time_input: str | None = None, fp_iterations: int | None = None, layout: str = "auto",
-          example_inputs: tuple | None = None, passes: PassManager | None = None) -> Path:
+          example_inputs: tuple | None = None, passes: PassManager | None = None,
+          calibration: str | Path | None = None) -> Path:
     """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path (``solver`` None:
-    the target's default)."""
+    the target's default). ``calibration``: a measured machine's calibration file to compile for, read by the
+    target's backend (the AOC's: the makers' format)."""
     target_description = load_target(target)
+    machine = None
+    if calibration is not None:
+        backend = backend_of(target_description)
+        if backend is None or backend.read_calibration is None:
+            raise AdmcError(f"--calibration {calibration}: target '{target_description.name}' takes no "
+                            "calibration file")
+        machine = backend.read_calibration(calibration)
     source = load_source(model, example_inputs, time_input)
-    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes)
+    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes,
+                              machine)
     return emit_bundle(compiled, output)

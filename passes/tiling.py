@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from admc.errors import AdmcError
@@ -533,3 +533,42 @@ def _check_ports(ports: int) -> None:
 def _check_block(block: MatrixBlock) -> None:
     if block.rows < 1 or block.columns < 1:
         raise AdmcError(f"block '{block.name}' has {block.rows} × {block.columns} entries; both must be ≥ 1")
+
+
+# ----------------------------------------------------------------------------------------- dead ports
+
+
+def live_segment(ports: int, unusable: Sequence[int]) -> tuple[int, int]:
+    """(start, length) of the longest run of consecutive ports containing no unusable one (first on ties)."""
+    dead = sorted({int(port) for port in unusable if 0 <= int(port) < ports})
+    best, start = (0, 0), 0
+    for stop in [*dead, ports]:
+        if stop - start > best[1]:
+            best = (start, stop - start)
+        start = stop + 1
+    return best
+
+
+def place_blocks_avoiding(blocks: Sequence[MatrixBlock], ports: int, layout: str = "auto",
+                          modules_available: int | None = None, unusable_inputs: Sequence[int] = (),
+                          unusable_outputs: Sequence[int] = ()) -> Placement:
+    """:func:`place_blocks` that never puts a weight on an unusable port (a dead LED or detector).
+
+    Tiles need contiguous port ranges, so every module uses the longest live run of input ports and of output
+    ports, the same width on both sides (the smaller run): placement runs on modules of that width and the
+    tiles are shifted into the runs. Guarantees: no tile's input range holds an unusable input port and no
+    output range an unusable output port; the placement reports the physical ``ports``. With no unusable
+    port this is exactly :func:`place_blocks`.
+    """
+    if not unusable_inputs and not unusable_outputs:
+        return place_blocks(blocks, ports, layout, modules_available)
+    input_start, input_width = live_segment(ports, unusable_inputs)
+    output_start, output_width = live_segment(ports, unusable_outputs)
+    width = min(input_width, output_width)
+    if width < 1:
+        raise AdmcError(f"no usable port on a {ports}-port module (unusable inputs {sorted(unusable_inputs)}, "
+                        f"outputs {sorted(unusable_outputs)})")
+    placement = place_blocks(blocks, width, layout, modules_available)
+    tiles = tuple(replace(tile, input_port_start=tile.input_port_start + input_start,
+                          output_port_start=tile.output_port_start + output_start) for tile in placement.tiles)
+    return replace(placement, tiles=tiles, ports=ports)

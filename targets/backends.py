@@ -47,6 +47,8 @@ class TargetBackend:
     # (criterion, bound) of the program link, from the validated description and program, never the manifest's
     # informative report fields; None: the program is exact (float64)
     verify_bound: Callable[[Any], tuple[str, float]] | None = None
+    # reads a measured machine's calibration file for ``build --calibration``; None: the target takes none
+    read_calibration: Callable[[Any], Any] | None = None
 
 
 def resolve_backend(module_path: str | None, named_by: str) -> TargetBackend | None:

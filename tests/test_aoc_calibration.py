@@ -78,7 +78,27 @@ def test_presets_agree_with_the_calibration(preset: str, calibration_file: Path)
     assert list(target.slm.response) == close(independent_response_mean(calibration_file))
     assert list(target.slm.response_positive) == close(summary["response_positive"])
     assert list(target.slm.response_negative) == close(summary["response_negative"])
-    assert target.gain.beta_max == close(summary["default_gain_per_weight"])
+    # The chain in the machine's units (chain.py), each figure against the file read independently.
+    data = yaml.safe_load(calibration_file.read_text())
+    chain = target.chain
+    sigmoid = (list(data["tanh_sigmoid_coeffs"]) + [0.0])[:6]
+    assert list(chain.sigmoid) == pytest.approx(sigmoid, rel=1e-6, abs=1e-9)
+    assert target.sigma.gain_min == target.sigma.gain_max == pytest.approx(sigmoid[0], rel=1e-6)
+    assert list(chain.led_positive) == close(data["led_poly_coeffs_pos"])
+    assert list(chain.led_negative) == close(data["led_poly_coeffs_neg"])
+    table = data["column_wise_weights_distortion"]
+    rows = np.array(table["positive_row12"] + table["negative_row12"], dtype=float)
+    assert chain.slm_full_scale == close(float((rows[:, 0] + rows[:, 1]).mean()))
+    efficiency = np.array(data["row_profiles"]["positive_row12"] + data["row_profiles"]["negative_row12"])
+    assert chain.input_efficiency == close(float(efficiency[efficiency > 1e-6].mean()))
+    if "output_correction" in data:
+        output = data["output_correction"]
+        assert chain.output_gain == close(float(np.mean(output["positive"] + output["negative"])))
+        assert chain.loop_gain == close(float(np.mean(data["close_loop_offset_and_scale"]["scaling"])))
+    else:  # FIELDS.md: η = 0.65 / 1.0 hard-coded, no closed-loop correction
+        assert chain.output_gain == pytest.approx(0.825) and chain.loop_gain == 1.0
+    assert chain.gain_divisor == summary["channels"]
+    assert target.gain.beta_max == pytest.approx(chain.gain_per_setting * target.gain.setting_max, rel=1e-12)
     assert target.state.voltage_min == close(summary["saturation_low"])
     assert target.state.voltage_max == close(summary["saturation_high"])
     assert target.state.injection_clip == close(summary["injection_clip"])

@@ -31,6 +31,7 @@ from admc.passes.tiling import MatrixBlock as TilingBlock
 from admc.passes.tiling import Placement, Tile
 from admc.passes.tiling import StateGroup as TilingGroup
 from admc.targets.aoc.png import read_png
+from admc.targets.loader import load_target
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -40,7 +41,7 @@ PORTS = 48
 RESPONSE = {"positive": (-0.1426, 0.8706, 0.04500), "negative": (-0.1440, 0.8355, 0.05280)}
 VOLTAGE_LIMIT = min(3.290, 2.845)  # aoc-48 state.voltage_min / voltage_max
 INJECTION_CLIP = 1.3  # aoc-48 state.injection_clip
-BETA_MAX = 0.3875  # aoc-48 gain.beta_max
+BETA_MAX = load_target("aoc-48").gain.beta_max  # the chain gain × the largest gain setting
 
 
 # ---------------------------------------------------------------- models and builds shared by the tests

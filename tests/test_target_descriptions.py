@@ -26,7 +26,13 @@ NONIDEALITY_ENTRIES = {
     "saturation": {"enabled", "low", "high"},
     "read_noise": {"enabled", "std"},
     "injection_clip": {"enabled", "limit"},
+    # The measured chain's own effects: off in the presets, switched on by a calibration file.
+    "led_response": {"enabled"},
+    "sigmoid_offsets": {"enabled"},
+    "slm_transfer": {"enabled"},
+    "output_gain": {"enabled"},
 }
+MEASURED_CHAIN_ONLY = {"led_response", "sigmoid_offsets", "slm_transfer", "output_gain"}
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -64,7 +70,8 @@ def test_preset_nonidealities_have_the_agreed_names_and_only_residual_effects_en
         assert set(section) == {"seed", *NONIDEALITY_ENTRIES}
         for entry, parameters in NONIDEALITY_ENTRIES.items():
             assert set(section[entry]) == parameters, entry
-            assert section[entry]["enabled"] is (entry not in CALIBRATED_AND_CORRECTED), entry
+            expected_on = entry not in CALIBRATED_AND_CORRECTED | MEASURED_CHAIN_ONLY
+            assert section[entry]["enabled"] is expected_on, entry
     assert load_target("aoc-48").nonidealities.input_efficiency.dead_channels == (8,)
 
 

@@ -21,7 +21,7 @@ from admc.ir.program import CLOSED, FEEDBACK, FIXED, STEP
 from admc.passes.routing import check_routing, routing_graph
 from admc.passes.state_scaling import apply_scales, choose_scales, headroom_report, measure_peaks
 from admc.passes.tiling import MatrixBlock as TilingBlock
-from admc.passes.tiling import Placement, place_blocks
+from admc.passes.tiling import Placement, place_blocks, place_blocks_avoiding
 from admc.passes.tiling import StateGroup as TilingGroup
 from admc.targets.aoc.channel_gains import TileRows, choose_alpha, tile_gains
 from admc.targets.aoc.emit import attach_aoc_program
@@ -42,6 +42,7 @@ class ImageSet:
     factors: Factors | None  # None: Δt in the gains (the one set serves every phase)
     grey: dict[str, np.ndarray]
     realised: dict[str, np.ndarray]
+    effective: bool = False  # realised on a measured machine: the bundle stores them beside the grey levels
 
 
 def scale_states(compiled, target):
@@ -54,11 +55,15 @@ def scale_states(compiled, target):
     return apply_scales(compiled.program, scales), headroom
 
 
-def place(program, target, layout: str) -> tuple[Placement, object, list[TileRows]]:
+def place(program, target, layout: str, machine=None) -> tuple[Placement, object, list[TileRows]]:
     groups = [TilingGroup(group.name, group.offset, group.size) for group in program.groups]
     blocks = [TilingBlock(block_name(index), block.row_group, block.column_group, block.matrix.shape[0],
                           block.matrix.shape[1], block.layer) for index, block in enumerate(program.blocks)]
-    placement = place_blocks(blocks, target.module.ports, layout, target.module.count)
+    if machine is None:
+        placement = place_blocks(blocks, target.module.ports, layout, target.module.count)
+    else:  # a measured machine: never a weight on a dead LED or detector
+        placement = place_blocks_avoiding(blocks, target.module.ports, layout, target.module.count,
+                                          machine.dead_input_ports, machine.dead_output_ports)
     routing = routing_graph(placement, blocks, groups)
     check_routing(routing, placement, blocks, groups)
     tile_rows = []
@@ -171,8 +176,11 @@ def weight_errors(program, achieved: list[np.ndarray], factors: Factors | None) 
     return errors
 
 
-def lower_to_aoc(compiled, layout: str):
+def lower_to_aoc(compiled, layout: str, calibration=None):
+    """``calibration``: a measured machine (``calibration.Calibration``) to compile for (``compensation.py``)."""
     target = compiled.target
+    if calibration is not None:
+        return lower_to_measured_aoc(compiled, layout, calibration)
     scaled, headroom = scale_states(compiled, target)
     placement, routing, tile_rows = place(scaled, target, layout)
     alpha = choose_alpha(tile_rows, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
@@ -189,3 +197,11 @@ def lower_to_aoc(compiled, layout: str):
                                        zip(scaled.blocks, achieved[set_factors[0]], strict=True)])
     return attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, errors,
                               realised)
+
+
+def lower_to_measured_aoc(compiled, layout: str, calibration):
+    """The lowering for one calibrated machine: dead ports avoided, α from the reachable range of each
+    pixel, grey levels and gains compensated, static offsets cancelled (``compensation.py``)."""
+    from admc.targets.aoc.calibrated_build import lower_measured
+
+    return lower_measured(compiled, layout, calibration)

@@ -10,6 +10,7 @@ Calibration data is read at run time only; it is never copied into the project.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class Calibration:
     closed_loop_linear_offset: np.ndarray | None
     closed_loop_scaling: np.ndarray | None
     solution_to_adc_ratio: float | None
+    sha256: str = ""  # of the file's bytes: a bundle compiled for this machine records it
 
 
 class _Reader:
@@ -108,6 +110,7 @@ def read_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     label = str(path)
     text = read_text(path, limits.TEXT_FILE_BYTES, "calibration file")  # regular, bounded, UTF-8
+    raw = text.encode("utf-8")  # the file's own bytes (valid UTF-8 round-trips), for its sha256
     read = _Reader(read_yaml_mapping(text, label), label)
 
     distortion_positive = read.array("column_wise_weights_distortion.positive_row12", (None, 3))
@@ -161,6 +164,7 @@ def read_calibration(path: str | Path) -> Calibration:
         solution_to_adc_ratio=read.scalar("close_loop_offset_and_scale.solution_to_adc_ratio")
         if per_channel_pbs
         else None,
+        sha256=hashlib.sha256(raw).hexdigest(),
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from admc.errors import AdmcError
+from admc.targets.aoc.chain import ChainSpec
 from admc.targets.aoc.nonidealities import NonIdealities
 from admc.targets.aoc.slm import check_response
 from admc.targets.description_schema import Field
@@ -26,6 +27,10 @@ INFINITY = float("inf")
 
 def _switch(doc: str, **parameters: Field) -> dict:
     return {"enabled": Field("bool", f"apply {doc} in the twin's hardware mode"), **parameters}
+
+
+def _chain_switch(doc: str) -> dict:
+    return {"enabled": Field("bool", f"apply {doc} in the twin's hardware mode", default=False)}
 
 
 SCHEMA = {
@@ -52,8 +57,27 @@ SCHEMA = {
     },
     "gain": {
         "per_channel": Field("bool", "whether each output channel has its own gain β_i"),
-        "beta_min": Field("float", "smallest channel gain", minimum=0, maximum=1e6),
-        "beta_max": Field("float", "largest channel gain", minimum=0, maximum=1e6),
+        "setting_min": Field("float", "smallest gain setting of the machine (the makers' beta, machine units)",
+                             default=None, minimum=0, maximum=1e9, nullable=True),
+        "setting_max": Field("float", "largest gain setting of the machine (machine units)", default=None,
+                             minimum=0, maximum=1e9, nullable=True),
+        "beta_min": Field("float", "smallest normalised channel gain (null: chain gain × setting_min)",
+                          default=None, minimum=0, maximum=1e6, nullable=True),
+        "beta_max": Field("float", "largest normalised channel gain (null: chain gain × setting_max)",
+                          default=None, minimum=0, maximum=1e6, nullable=True),
+    },
+    "chain": {
+        "sigmoid": Field("float_list", "measured sigmoid S(z) = d s(a z + b) + f + g z, [a, b, c, d, f, g]",
+                         default=[1.0, 0.0, 2.0, 1.0, 0.0, 0.0], length=6, minimum=-1e3, maximum=1e3),
+        "led_positive": Field("float_list", "LED light of the positive path, cubic in t (descending powers)",
+                              default=[0.0, 0.0, 1.0, 0.0], length=4, minimum=-1e3, maximum=1e3),
+        "led_negative": Field("float_list", "LED light of the negative path, cubic in t (descending powers)",
+                              default=[0.0, 0.0, 1.0, 0.0], length=4, minimum=-1e3, maximum=1e3),
+        "slm_full_scale": Field("float", "nominal SLM modulation a + b", default=1.0, minimum=0, maximum=1e3),
+        "input_efficiency": Field("float", "nominal fan-in efficiency ρ", default=1.0, minimum=0, maximum=1e3),
+        "output_gain": Field("float", "nominal detector output gain η", default=1.0, minimum=0, maximum=1e3),
+        "loop_gain": Field("float", "nominal closed-loop gain κ", default=1.0, minimum=0, maximum=1e3),
+        "gain_divisor": Field("float", "N of the machine's gain s/N", default=1.0, minimum=1e-9, maximum=1e9),
     },
     "alpha": {
         "min": Field("float", "smallest analog skip fraction α", minimum=0, maximum=1),
@@ -114,6 +138,10 @@ SCHEMA = {
             std=Field("float", "std per loop iteration (V)", minimum=0, maximum=100)),
         "injection_clip": _switch(
             "clipping of injected voltages", limit=Field("float", "clip to ± limit (V)", minimum=0, maximum=100)),
+        "led_response": _chain_switch("each path's measured LED cubic (measured chain, with a calibration)"),
+        "sigmoid_offsets": _chain_switch("the measured sigmoid's offsets b, f and linear term g (with a calibration)"),
+        "slm_transfer": _chain_switch("each column's and path's measured SLM transfer (with a calibration)"),
+        "output_gain": _chain_switch("each detector's and path's output gain η (with a calibration)"),
     },
 }
 
@@ -146,11 +174,15 @@ class SlmSpec:
 
 @dataclass(frozen=True)
 class GainSpec:
-    """Per-channel gain after the photodetector, β in [beta_min, beta_max]."""
+    """Per-channel gain after the photodetector: the machine's setting s in [setting_min, setting_max] and
+    the normalised β = G·s (G = ``ChainSpec.gain_per_setting``) in [beta_min, beta_max]. A β given
+    explicitly wins; the settings are then β/G."""
 
     per_channel: bool
-    beta_min: float
-    beta_max: float
+    setting_min: float | None
+    setting_max: float | None
+    beta_min: float | None
+    beta_max: float | None
 
 
 @dataclass(frozen=True)
@@ -206,6 +238,7 @@ class AocTarget:
     state: StateSpec
     timing: TimingSpec
     nonidealities: NonIdealities
+    chain: ChainSpec
 
     # What shared passes read (issue 11): the backend's module, the kind of solver the loop runs, and
     # the periphery's nonlinearity (the σ driving the LEDs).
@@ -220,7 +253,7 @@ class AocTarget:
     @classmethod
     def from_mapping(cls, data: dict, label: str = "<target>") -> AocTarget:
         """Build from a validated description; ``label`` names the file in cross-field errors."""
-        target = _build(cls, data)
+        target = _resolve_gain(_build(cls, data), label)
         _check_consistency(target, label)
         return target
 
@@ -241,6 +274,22 @@ def _build(cls: type, data: dict) -> typing.Any:
             value = tuple(value)
         values[field.name] = value
     return cls(**values)
+
+
+def _resolve_gain(target: AocTarget, label: str) -> AocTarget:
+    """Fill β from the settings (β = G·s) or the settings from β, so both are always known."""
+    gain, per_setting = target.gain, target.chain.gain_per_setting
+    values = {}
+    for end in ("min", "max"):
+        beta, setting = getattr(gain, f"beta_{end}"), getattr(gain, f"setting_{end}")
+        if beta is None and setting is None:
+            raise AdmcError(f"{label}: field 'gain.setting_{end}': set it (machine units) or gain.beta_{end}")
+        if per_setting <= 0:
+            raise AdmcError(f"{label}: field 'chain': the chain's gain per unit setting is {per_setting:g}")
+        if beta is None:
+            beta = setting * per_setting
+        values[f"beta_{end}"], values[f"setting_{end}"] = float(beta), float(beta) / per_setting
+    return dataclasses.replace(target, gain=dataclasses.replace(gain, **values))
 
 
 def _plain(value: typing.Any) -> typing.Any:

@@ -45,11 +45,13 @@ def image_set_payloads(index: int, image_set, modules: int, float_weights: bool)
     entry: dict = {"factors": None if image_set.factors is None else
                    dict(zip(("fixed", "step", "feedback"), image_set.factors, strict=True))}
     payloads: dict[str, bytes] = {}
-    if float_weights:
+    if float_weights or getattr(image_set, "effective", False):
+        # Float weights, or what a measured machine realises (read back instead of the nominal response).
         entry["transmission"] = {path: f"{prefix}transmission_{path}.npy" for path in PATHS}
         for path in PATHS:
             payloads[entry["transmission"][path]] = npy_bytes(image_set.realised[path])
-        return entry, payloads
+        if float_weights:
+            return entry, payloads
     entry["grey"] = {path: f"{prefix}grey_{path}.npy" for path in PATHS}
     for path in PATHS:
         payloads[entry["grey"][path]] = npy_bytes(image_set.grey[path])
@@ -110,7 +112,9 @@ def summary_lines(summary: dict, weight_errors: list[dict], headroom: list[dict]
 def attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, weight_errors,
                        realised_program=None):
     target = compiled.target
+    per_setting = target.chain.gain_per_setting
     payloads: dict[str, bytes] = {"aoc/beta.npy": npy_bytes(beta),
+                                  "aoc/gain_setting.npy": npy_bytes(beta / per_setting),
                                   "aoc/routing.json": _json_bytes(routing_to_json(routing))}
     sets = []
     for index, image_set in enumerate(image_sets):
@@ -128,6 +132,9 @@ def attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_
         "image_orientation": "image[input_port, output_port]: row = LED source, column = photodetector "
                              "(the machine computes z·W)",
         "beta": "aoc/beta.npy",
+        # What the machine is set to (the makers' `beta`, machine units); beta = gain_per_setting × setting.
+        "gain_setting": "aoc/gain_setting.npy",
+        "gain_per_setting": per_setting,
         "routing": "aoc/routing.json",
         "gains_per_channel": bool(target.gain.per_channel),
         "image_sets": sets,

@@ -61,6 +61,20 @@ class LoopOperator:
         return result.add_(summed[:, :size])
 
 
+@dataclass
+class PathOperators:
+    """The measured chain's loop: one operator per LED path, summed = S⁺ l⁺ + S⁻ l⁻ + constant."""
+
+    positive: LoopOperator
+    negative: LoopOperator
+    constant: torch.Tensor
+
+    def accumulate(self, lights: tuple[torch.Tensor, torch.Tensor], result: torch.Tensor) -> torch.Tensor:
+        """result += S⁺ l⁺ + S⁻ l⁻ (per batch row), in place; returns ``result``."""
+        self.positive.accumulate(lights[0], result)
+        return self.negative.accumulate(lights[1], result)
+
+
 def block_form(scaled: torch.Tensor, constant: torch.Tensor, input_channel: torch.Tensor,
            output_channel: torch.Tensor, group_slices: list[slice], group_index: torch.Tensor) -> LoopOperator:
     """S as dense (row group, column group) blocks plus a sparse remainder; cost in weight units."""

@@ -5,7 +5,9 @@ non-idealities, and the bundle's module count and ports. Guarantees: every modul
 machine's per-channel figures — input efficiency (``row_profiles``, dead channels included), darkness floor
 per column c/(a+b+c) (``column_wise_weights_distortion``), photodiode crosstalk ratios (mean of both paths),
 PBS leakage (48-variable format), closed-loop offsets r(δ + sλ)κ and relative gains κ/mean κ, the sigmoid
-exponent and the saturation rails — and those effects are switched on. Where the bundle's module has a
+exponent and the saturation rails — and those effects are switched on, together with the measured chain's
+own effects (LED cubic, sigmoid offsets, SLM transfer, output gain η: ``chain.py``; PBS leakage in either
+format). Where the bundle's module has a
 different port count, each vector is replaced by its mean (the makers' loader does the same). What a
 calibration cannot know (per-pixel weight error, read noise) keeps the target's settings and seeded draws.
 """
@@ -36,12 +38,12 @@ def _darkness(distortion: np.ndarray) -> np.ndarray:
 def measured_nonidealities(calibration: Calibration, nonidealities: NonIdealities) -> NonIdealities:
     """The calibrated effects switched on, with the calibration's sigmoid exponent and saturation rails."""
     switched = {name: replace(getattr(nonidealities, name), enabled=True)
-                for name in ("slm_darkness", "input_efficiency", "pd_crosstalk", "nonlinearity", "saturation")}
+                for name in ("slm_darkness", "input_efficiency", "pd_crosstalk", "nonlinearity", "saturation",
+                             "led_response", "sigmoid_offsets", "slm_transfer", "output_gain")}
     switched["nonlinearity"] = replace(switched["nonlinearity"], exponent=float(calibration.sigmoid_coefficients[2]))
     switched["saturation"] = replace(switched["saturation"], low=calibration.negative_saturation,
                                      high=calibration.positive_saturation)
-    if calibration.pbs_negative_to_positive is not None:
-        switched["pbs_crosstalk"] = replace(nonidealities.pbs_crosstalk, enabled=True)
+    switched["pbs_crosstalk"] = replace(nonidealities.pbs_crosstalk, enabled=True)
     if calibration.closed_loop_scaling is not None:
         switched["offsets"] = replace(nonidealities.offsets, enabled=True)
         switched["gain_error"] = replace(nonidealities.gain_error, enabled=True)

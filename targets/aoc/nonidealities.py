@@ -85,6 +85,34 @@ class InjectionClip:
 
 
 @dataclass(frozen=True)
+class LedResponse:
+    """Measured chain only: each path's LED cubic P±(t) instead of the nominal linear slope."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class SigmoidOffsets:
+    """Measured chain only: the sigmoid's input offset b, output offset f and linear term g."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class SlmTransfer:
+    """Measured chain only: each column's and path's quadratic SLM transfer instead of the nominal one."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class OutputGain:
+    """Measured chain only: each detector's and path's output gain η instead of the nominal mean."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class NonIdealities:
     """Which hardware non-idealities are on, with their parameters; every one is off by default."""
 
@@ -99,6 +127,10 @@ class NonIdealities:
     saturation: Saturation = field(default_factory=Saturation)
     read_noise: ReadNoise = field(default_factory=ReadNoise)
     injection_clip: InjectionClip = field(default_factory=InjectionClip)
+    led_response: LedResponse = field(default_factory=LedResponse)
+    sigmoid_offsets: SigmoidOffsets = field(default_factory=SigmoidOffsets)
+    slm_transfer: SlmTransfer = field(default_factory=SlmTransfer)
+    output_gain: OutputGain = field(default_factory=OutputGain)
     seed: int = 0
 
     @classmethod

@@ -15,7 +15,13 @@ from admc.targets.backends import TargetBackend, TwinRun
 def lower(compiled, layout: str):
     from admc.targets.aoc.backend import lower_to_aoc
 
-    return lower_to_aoc(compiled, layout)
+    return lower_to_aoc(compiled, layout, compiled.calibration)
+
+
+def read_calibration(path):
+    from admc.targets.aoc.calibration import read_calibration as read_file
+
+    return read_file(path)
 
 
 def read_program(bundle):
@@ -61,4 +67,5 @@ def verify_bound(bundle) -> tuple[str, float]:
     return bound_for_target(bundle.target)
 
 
-BACKEND = TargetBackend("aoc", lower, read_program, run_twin, simulate, describe, check_files, verify_bound)
+BACKEND = TargetBackend("aoc", lower, read_program, run_twin, simulate, describe, check_files, verify_bound,
+                        read_calibration)

@@ -23,6 +23,7 @@ Guarantees:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -35,7 +36,8 @@ from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, Phase, block_scale, p
 from admc.program_io import read_program
 from admc.targets.aoc.bundle_reader import realised_blocks, realised_transmissions, tile_channels
 from admc.targets.aoc.calibration import Calibration
-from admc.targets.aoc.loop_operator import LoopOperator, block_form, module_form
+from admc.targets.aoc.loop_operator import LoopOperator, PathOperators, block_form, module_form
+from admc.targets.aoc.machine_chain import MachineChain
 from admc.targets.aoc.measured_device import measured_nonidealities, measured_static_errors
 from admc.targets.aoc.physics import (
     NonIdealities,
@@ -84,9 +86,11 @@ class AocTwin:
     def __init__(self, bundle: Bundle, nonidealities: NonIdealities | None = None, *, mode: str = "discrete",
                  loop_iterations: int | None = None, repeats: int | None = None, seed: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
-                 record_residuals: bool = False, operator: str = "auto", calibration: Calibration | None = None):
-        """``calibration``: a measured machine (FIELDS.md format) whose per-channel figures replace the
-        random static draws, with the calibrated effects switched on (``measured_device``)."""
+                 record_residuals: bool = False, operator: str = "auto", calibration: Calibration | None = None,
+                 switch_on_calibrated: bool = True):
+        """``calibration``: a measured machine (FIELDS.md format): the loop runs the measured chain in the
+        machine's units (``machine_chain``) with its per-port figures, and, unless ``switch_on_calibrated``
+        is False (the given switches are then used as they are), every calibrated effect switched on."""
         if operator not in OPERATORS:
             raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}")
         self.bundle = bundle
@@ -95,7 +99,13 @@ class AocTwin:
         self.nonidealities = nonidealities_of(bundle) if nonidealities is None else nonidealities
         self.calibration = calibration
         if calibration is not None:
-            self.nonidealities = measured_nonidealities(calibration, self.nonidealities)
+            if switch_on_calibrated:
+                self.nonidealities = measured_nonidealities(calibration, self.nonidealities)
+            compiled_for = manifest.get("calibration", {}).get("sha256")
+            if compiled_for and compiled_for != calibration.sha256:
+                warnings.warn(f"{bundle.path}: compiled for calibration {compiled_for[:12]}…, running with "
+                              f"{calibration.path} ({calibration.sha256[:12]}…): its compensation does not "
+                              "match this machine", stacklevel=2)
         self.mode = mode
         self.operator = operator
         self.loop_iterations = loop_iterations or DEFAULT_LOOP_ITERATIONS
@@ -189,6 +199,9 @@ class AocTwin:
             name: value.to(self.device) for name, value in vars(self.static_errors).items()})
         # The optics of every module as one signed matrix [M, P_out, P_in], every path effect folded in.
         self.optics = module_matrices(self.positive, self.negative, self.nonidealities, self.static_errors)
+        self.chain = None
+        if self.calibration is not None:
+            self.chain = MachineChain.of(self.bundle, self.calibration, self.nonidealities)
 
     # -- the realised loop operator of a phase -----------------------------------------------------
     def _phase_factors(self, phase: Phase) -> tuple[float, ...]:
@@ -205,7 +218,9 @@ class AocTwin:
             self._operators[factors] = self._build_operator(factors)
         return self._operators[factors]
 
-    def _build_operator(self, factors: tuple[float, ...]) -> LoopOperator:
+    def _build_operator(self, factors: tuple[float, ...]) -> LoopOperator | PathOperators:
+        if self.chain is not None:
+            return self._build_chain_operator(factors)
         gain = self.beta * self._tensor(factors)[self.port_class]  # [M, P_out]
         if self.nonidealities.gain_error.enabled:
             gain = gain * self.static_errors.gain_factor
@@ -214,12 +229,29 @@ class AocTwin:
         if self.nonidealities.offsets.enabled:
             constant.index_add_(0, self.output_channel.reshape(-1), self.static_errors.offsets.reshape(-1))
         constant = constant[:-1]
+        return self._form(scaled, constant)
+
+    def _form(self, scaled: torch.Tensor, constant: torch.Tensor) -> LoopOperator:
         blocks = block_form(scaled, constant, self.input_channel, self.output_channel, self.group_slices,
                             self.group_index)
         modules = module_form(scaled, constant, self.input_channel, self.output_channel)
         if self.operator == "blocks" or (self.operator == "auto" and blocks.cost <= modules.cost):
             return blocks
         return modules
+
+    def _per_channel(self, per_port: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(self.size + 1, dtype=self.dtype, device=self.device)
+        total.index_add_(0, self.output_channel.reshape(-1), per_port.reshape(-1))
+        return total[:-1]
+
+    def _build_chain_operator(self, factors: tuple[float, ...]) -> PathOperators:
+        """The measured chain at this phase's gains: settings s·factor per port (chain.py)."""
+        class_factor = np.asarray(factors)[self.port_class.cpu().numpy()]
+        matrices, constant = self.chain.at(class_factor)
+        positive = self._form(self._tensor(matrices.positive), torch.zeros(self.size, dtype=self.dtype,
+                                                                           device=self.device))
+        negative = self._form(self._tensor(matrices.negative), positive.constant)
+        return PathOperators(positive, negative, self._per_channel(self._tensor(constant)))
 
     # -- one loop application --------------------------------------------------------------------
     def _static_vector(self, phase: Phase) -> torch.Tensor:
@@ -241,8 +273,12 @@ class AocTwin:
         for rows, matrix, kind in self.injections:
             source = inject if (kind == INJECT or phase.loop == CLOSED) else hold
             drive[:, rows] += source @ matrix
+        drive = (1.0 - self.alpha) * drive
+        if self.chain is not None and self.chain.cancellation is not None:
+            class_factor = np.asarray(self._phase_factors(phase))[self.port_class.cpu().numpy()]
+            drive = drive + self._per_channel(self._tensor(self.chain.cancellation_at(class_factor)))
         # The machine adds clip(v) after the relaxation's (1 − α) share (FIELDS.md §1, step 12).
-        return clip_injection((1.0 - self.alpha) * drive, self.nonidealities) + self.loop_operator(phase).constant
+        return clip_injection(drive, self.nonidealities) + self.loop_operator(phase).constant
 
     def _buffer(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """A reusable work tensor shaped like ``like`` (large allocations cost page faults every iteration)."""
@@ -253,9 +289,13 @@ class AocTwin:
             self._buffers[key] = torch.empty_like(like)
         return self._buffers[key]
 
-    def _activate(self, state: torch.Tensor) -> torch.Tensor:
+    def _activate(self, state: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """σ(σ-gain · z) on tanh channels, σ-gain · z on the others; the result lives in a work buffer that
-        the next call overwrites."""
+        the next call overwrites. Measured chain: each path's LED light P±(S(z)) at the machine's own input
+        gain (the program's σ gain is what the compiler assumed; the machine has only a)."""
+        if self.chain is not None:
+            light = self.chain.light(state)
+            return light["positive"], light["negative"]
         scaled = torch.mul(state, self.sigma_gain, out=self._buffer("activated", state))
         if not self.all_tanh:
             return torch.where(self.tanh_channels, activation(scaled, self.nonidealities), scaled)

@@ -1,0 +1,113 @@
+"""The AOC lowering for one measured machine (``admc build --calibration FILE``).
+
+Requires: a ``CompiledProgram`` from the spine for an AOC target with per-channel gains and quantised SLMs,
+and a ``Calibration`` of the makers' format. Guarantees: placement avoids the machine's dead ports; α is
+the existing ``choose_alpha`` applied to each weight divided by the reach of its pixel on this machine
+(what the range of the gain setting can realise there); grey levels, gains and cancelling injections come
+from ``compensation.compensate``; the bundle records the calibration's sha256, what was compensated and
+the remainder under the manifest's top-level ``calibration`` key, and the realised (effective) normalised
+transmissions beside the grey levels, so the ideal executor runs what this machine realises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from admc.bundle import npy_bytes
+from admc.errors import AdmcError
+from admc.targets.aoc.backend import (
+    ImageSet,
+    gain_floors,
+    gains_and_transmissions,
+    place,
+    realised_blocks,
+    scale_states,
+    weight_errors,
+)
+from admc.targets.aoc.calibration import Calibration
+from admc.targets.aoc.chain import measured_chain
+from admc.targets.aoc.channel_gains import TileRows, choose_alpha
+from admc.targets.aoc.compensation import RANGE_MARGIN, compensate, small_signal
+from admc.targets.aoc.emit import attach_aoc_program
+
+# Share of a pixel's reach left for the weights once leaks and the spill pre-compensation are paid for.
+REACH_SHARE = 0.9
+ALPHA_ROUNDS = 4
+
+def pixel_reach(machine, target) -> dict[str, np.ndarray]:
+    """Largest normalised transmission each pixel [output port, input port] reaches on each path."""
+    nominal = target.chain
+    unit = nominal.slm_full_scale * nominal.input_efficiency * nominal.output_gain * nominal.loop_gain
+    slope = small_signal(machine, nominal)
+    return {path: machine.kappa[:, None] * machine.output_gain[path][:, None] * machine.efficiency[path][None, :]
+            * slope[path] * machine.transfer[path][:, :2].sum(axis=1)[:, None] / unit
+            for path in ("positive", "negative")}
+
+
+def lower_measured(compiled, layout: str, calibration: Calibration):
+    target = compiled.target
+    if not target.gain.per_channel:
+        raise AdmcError(f"--calibration {calibration.path}: target {target.name} has no per-channel gains; "
+                        "compensation needs them")
+    if target.slm.float_weights:
+        raise AdmcError(f"--calibration {calibration.path}: target {target.name} has float weights (no SLM)")
+    machine = measured_chain(calibration, target.module.ports)
+    scaled, headroom = scale_states(compiled, target)
+    placement, routing, tile_rows = place(scaled, target, layout, machine)
+    reach = pixel_reach(machine, target)
+    demanded = []
+    for tile, rows in zip(placement.tiles, tile_rows, strict=True):
+        window = (slice(tile.output_port_start, tile.output_port_stop),
+                  slice(tile.input_port_start, tile.input_port_stop))
+        available = np.where(rows.weights >= 0, reach["positive"][window], reach["negative"][window])
+        demanded.append(TileRows(rows.block_name, rows.row_offset_in_block,
+                                 rows.weights / np.maximum(available * REACH_SHARE * RANGE_MARGIN, 1e-300),
+                                 rows.channels))
+    alpha = choose_alpha(demanded, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
+    floors = gain_floors(scaled, placement, compiled.schedule, target)
+    floor_ports = np.zeros((placement.modules_used, target.module.ports))
+    for tile, floor in zip(placement.tiles, floors, strict=True):
+        floor_ports[tile.module, tile.output_port_start:tile.output_port_stop] = floor
+    for _ in range(ALPHA_ROUNDS):
+        beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target, floors)
+        result = compensate(placement, transmissions, beta, floor_ports, target, machine)
+        # A row the gain range cannot serve (spill pre-compensation can need more than the pixel's reach)
+        # gets the α that scales its demand into range, as choose_alpha would; the rest is the remainder.
+        raised = alpha.copy()
+        for tile, rows in zip(placement.tiles, tile_rows, strict=True):
+            row_excess = result.excess[tile.module, tile.output_port_start:tile.output_port_stop]
+            wanted = 1.0 - (1.0 - alpha[rows.channels]) / np.maximum(row_excess / RANGE_MARGIN, 1.0)
+            np.maximum.at(raised, rows.channels, np.minimum(wanted, target.alpha.max))
+        if np.allclose(raised, alpha, rtol=0, atol=1e-12):
+            break
+        alpha = raised
+    image_set = ImageSet(None, result.grey, result.effective, effective=True)
+    achieved = realised_blocks(scaled, placement, image_set, result.beta, alpha)
+    errors = weight_errors(scaled, achieved, None)
+    realised = replace(scaled, blocks=[replace(block, matrix=matrix)
+                                       for block, matrix in zip(scaled.blocks, achieved, strict=True)])
+    compiled = attach_aoc_program(compiled, scaled, alpha, placement, routing, result.beta, [image_set], headroom,
+                                  errors, realised)
+    compiled.extra_payloads["aoc/calibration/cancel_fixed.npy"] = npy_bytes(result.cancel_fixed)
+    compiled.extra_payloads["aoc/calibration/cancel_per_factor.npy"] = npy_bytes(result.cancel_per_factor)
+    compiled.extra_sections["calibration"] = {
+        "file": Path(calibration.path).name,
+        "sha256": calibration.sha256,
+        "channels": calibration.channels,
+        "dead_input_ports": machine.dead_input_ports,
+        "dead_output_ports": machine.dead_output_ports,
+        "cancellation": {"fixed": "aoc/calibration/cancel_fixed.npy",
+                         "per_factor": "aoc/calibration/cancel_per_factor.npy",
+                         "meaning": "volts added to each output port's injection: fixed + the port's run-time "
+                                    "gain factor × per_factor"},
+        **result.report,
+    }
+    summary = compiled.extra_sections["aoc"]["summary"]
+    summary["lines"].append(f"calibration {Path(calibration.path).name} (sha256 {calibration.sha256[:12]}…): "
+                            f"dead input ports {machine.dead_input_ports or 'none'}; clipped pixels "
+                            f"{result.report['remainder']['clipped_pixels']}, rows at the gain limit "
+                            f"{result.report['remainder']['rows_at_setting_max']}")
+    return compiled

@@ -1,0 +1,215 @@
+"""Compile for a measured machine: grey levels, gains and injected voltages that make one calibrated AOC
+realise the program (``admc build --calibration``).
+
+Requires: the placed program's signed normalised transmissions per tile (β T = (1 − α) W, |T| ≤ 1), the
+normalised gains β per port, each port's gain floor, the target (nominal chain, setting range, SLM depth)
+and the machine's ``MeasuredChain`` (``chain.measured_chain``) for its module size; placement must already
+avoid dead ports (``tiling.place_blocks_avoiding``).
+
+Guarantees, per module (linearised at z = 0: the LED and sigmoid curvature is what remains):
+  * the effective signed transmission κ_p (B⁺ r⁺ + B⁻ r⁻) / (FS ρ̄ η̄ κ̄) of the measured chain (B± from
+    ``chain.path_matrices`` with every optical effect on, r± each path's small-signal light slope relative
+    to nominal) equals the intended T / f_p on every used pixel, up to half a grey level of that column's
+    and path's measured transfer, where representable: per-column full scale, the path ratio, input
+    efficiency ρ, output gain η and κ are in the grey levels; the darkness leak, the 48-port PBS leak and
+    each path's photodiode spill into used detectors are pre-compensated by solving
+    X⁺A⁺ − X⁻A⁻ + C = T / (f κ) over the used detectors (A± the paths' modulation, disjoint in support);
+  * f_p rescales each port's gain setting so the row uses its range (β' = f β, within the setting range); a
+    pixel still out of range is clipped and reported (``remainder``);
+  * the machine's static output at z = 0 — closed-loop offset r(δ + s λ) at the port's actual setting, the
+    darkness constant of the spill, the LEDs' light at zero state through the weights — is returned as a
+    cancelling injection, split into a part fixed per port and a part proportional to the run-time gain factor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from admc.errors import AdmcError
+from admc.targets.aoc.chain import MeasuredChain, path_matrices
+from admc.targets.aoc.nonidealities import NonIdealities
+
+PATHS = ("positive", "negative")
+RANGE_MARGIN = 0.995  # rows are scaled to use this fraction of the reachable range (rounding headroom)
+ROW_ITERATIONS = 8
+
+
+def optical_effects_on() -> NonIdealities:
+    """The optical effects a calibrated build compensates, all on (the chain's path matrices)."""
+    base = NonIdealities()
+    names = ("slm_darkness", "input_efficiency", "pd_crosstalk", "pbs_crosstalk", "slm_transfer", "output_gain")
+    return replace(base, **{name: replace(getattr(base, name), enabled=True) for name in names})
+
+
+def small_signal(chain: MeasuredChain, nominal) -> dict[str, float]:
+    """Each path's light slope per unit σ at z = 0, relative to the nominal d·C̄ (σ = tanh(a z) ≈ a z)."""
+    a, b, c, d, f, g = (float(value) for value in chain.sigmoid)
+    t0 = d * b / (1.0 + abs(b) ** c) ** (1.0 / c) + f
+    sigmoid_slope = d * a * (1.0 + abs(b) ** c) ** (-1.0 - 1.0 / c) + g
+    result = {}
+    for path in PATHS:
+        cubic, square, linear, _ = (float(value) for value in chain.led[path])
+        led_slope = 3.0 * cubic * t0 * t0 + 2.0 * square * t0 + linear
+        result[path] = led_slope * sigmoid_slope / a / nominal.light_per_sigma
+    return result
+
+
+def zero_state_light(chain: MeasuredChain) -> dict[str, float]:
+    a, b, c, d, f, g = (float(value) for value in chain.sigmoid)
+    t0 = d * b / (1.0 + abs(b) ** c) ** (1.0 / c) + f
+    return {path: float(np.polyval(chain.led[path], t0)) for path in PATHS}
+
+
+@dataclass
+class Compensated:
+    grey: dict[str, np.ndarray]  # [M, input port, output port]
+    effective: dict[str, np.ndarray]  # [M, input port, output port], normalised, tile windows only
+    beta: np.ndarray  # [M, P] normalised
+    cancel_fixed: np.ndarray  # [M, P] volts added to the injection
+    cancel_per_factor: np.ndarray  # [M, P] volts × the port's run-time gain factor
+    excess: np.ndarray  # [M, P] worst needed / reachable modulation of the row (> 1: clipped)
+    report: dict = field(default_factory=dict)
+
+
+def _levels(transfer: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Modulation a u² + b u of every grey level, per column: [P, levels]."""
+    u = np.arange(2 ** bit_depth) / (2 ** bit_depth - 1)
+    return transfer[:, :1] * u[None, :] ** 2 + transfer[:, 1:2] * u[None, :]
+
+
+def _nearest(levels: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Per row p of ``wanted`` [P, Q], the index of the nearest value in ``levels[p]`` (increasing)."""
+    result = np.zeros(wanted.shape, dtype=np.int64)
+    for row in range(wanted.shape[0]):
+        upper = np.clip(np.searchsorted(levels[row], wanted[row]), 1, levels.shape[1] - 1)
+        lower = upper - 1
+        result[row] = np.where(levels[row][upper] - wanted[row] < wanted[row] - levels[row][lower], upper, lower)
+    return result
+
+
+def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray, floors: np.ndarray,
+               target, chain: MeasuredChain) -> Compensated:
+    ports, modules, nominal = target.module.ports, placement.modules_used, target.chain
+    bits = target.slm.bit_depth
+    for path in PATHS:
+        a, b = chain.transfer[path][:, 0], chain.transfer[path][:, 1]
+        if np.any(b <= 0) or np.any(2 * a + b <= 0):
+            raise AdmcError(f"calibration: column_wise_weights_distortion {path}: a transfer is not increasing")
+    unit = nominal.slm_full_scale * nominal.input_efficiency * nominal.output_gain * nominal.loop_gain
+    slope = small_signal(chain, nominal)
+    levels = {path: _levels(chain.transfer[path], bits) for path in PATHS}
+    full = {path: levels[path][:, -1] for path in PATHS}
+    per_setting = nominal.gain_per_setting
+    grey = {path: np.zeros((modules, ports, ports), dtype=np.uint8 if bits <= 8 else np.uint16) for path in PATHS}
+    effective = {path: np.zeros((modules, ports, ports)) for path in PATHS}
+    new_beta = beta.copy()
+    cancel_fixed, cancel_per_factor = np.zeros((modules, ports)), np.zeros((modules, ports))
+    clipped_pixels, worst_clip, capped_rows = 0, 0.0, 0
+    excess = np.zeros((modules, ports))
+    # Modulation coefficient of each pixel per path (normalised, before κ): η_p ρ_q r / unit.
+    coefficient = {path: chain.output_gain[path][:, None] * chain.efficiency[path][None, :] * slope[path] / unit
+                   for path in PATHS}
+    spill = {path: np.eye(ports) + np.diag(chain.to_earlier[path][1:], 1) + np.diag(chain.to_later[path][:-1], -1)
+             for path in PATHS}
+    no_spill = replace(optical_effects_on(), pd_crosstalk=replace(optical_effects_on().pd_crosstalk, enabled=False))
+    zero = {path: np.zeros((1, ports, ports)) for path in PATHS}
+    unit_response = {path: (0.0, 1.0, 0.0) for path in PATHS}
+    for module in range(modules):
+        tiles = [(tile, transmission) for tile, transmission in zip(placement.tiles, tile_transmissions, strict=True)
+                 if tile.module == module]
+        wanted = np.zeros((ports, ports))
+        used_out, used_in = np.zeros(ports, dtype=bool), np.zeros(ports, dtype=bool)
+        for tile, transmission in tiles:
+            rows = slice(tile.output_port_start, tile.output_port_stop)
+            columns = slice(tile.input_port_start, tile.input_port_stop)
+            wanted[rows, columns] = transmission
+            used_out[rows], used_in[columns] = True, True
+        out = np.flatnonzero(used_out)
+        if out.size == 0:
+            continue
+        # Light every pixel lit by a used source passes at u = 0 (darkness c; 48-port format: PBS leak),
+        # per path, through that path's spill: the constant C_R the modulation must absorb.
+        leak = path_matrices(zero, unit_response, chain, nominal, no_spill)
+        leak_paths = {"positive": leak.positive[0] * slope["positive"] / unit * used_in[None, :],
+                      "negative": -leak.negative[0] * slope["negative"] / unit * used_in[None, :]}
+        constant = (spill["positive"] @ leak_paths["positive"] - spill["negative"] @ leak_paths["negative"])[out]
+        mean_spill = 0.5 * (spill["positive"] + spill["negative"])[np.ix_(out, out)]
+        half_difference = 0.5 * (spill["positive"] - spill["negative"])[np.ix_(out, out)]
+        mean_inverse = np.linalg.inv(mean_spill)
+        factor = np.ones(ports)
+        row_floor = floors[module] / np.maximum(beta[module], 1e-300)
+        row_ceiling = target.gain.beta_max / np.maximum(beta[module], 1e-300)
+        mask = used_in[None, :]
+
+        def modulation(row_factor: np.ndarray, wanted=wanted, out=out, constant=constant, mask=mask,
+                       mean_inverse=mean_inverse, half_difference=half_difference) -> np.ndarray:
+            """D = A⁺ − A⁻ on the used detectors solving X⁺A⁺ − X⁻A⁻ + C = T/(f κ), i.e.
+            D = X̄⁻¹ (T/(f κ) − C − Δ|D|) with X± = X̄ ± Δ (a contraction: Δ is a few percent)."""
+            goal = wanted[out] / (row_factor[out, None] * chain.kappa[out, None]) - constant
+            result = mean_inverse @ goal * mask
+            for _ in range(ROW_ITERATIONS):
+                result = mean_inverse @ (goal - half_difference @ np.abs(result)) * mask
+            return result
+
+        for _ in range(ROW_ITERATIONS):
+            needed = modulation(factor)
+            reach = np.where(needed >= 0, coefficient["positive"][out] * full["positive"][out, None],
+                             coefficient["negative"][out] * full["negative"][out, None])
+            ratio = np.where(mask, np.abs(needed) / np.maximum(reach, 1e-300), 0.0)
+            worst = ratio.max(axis=1, initial=0.0)
+            has_weights = np.abs(wanted[out]).max(axis=1, initial=0.0) > 0
+            update = np.where(has_weights & (worst > 0), worst / RANGE_MARGIN, 1.0)
+            factor[out] = np.clip(factor[out] * update, row_floor[out], np.maximum(row_ceiling[out], row_floor[out]))
+        capped_rows += int(np.sum(np.isclose(factor[out], row_ceiling[out]) & (row_ceiling[out] > row_floor[out])))
+        needed = modulation(factor)
+        reach = np.where(needed >= 0, coefficient["positive"][out] * full["positive"][out, None],
+                         coefficient["negative"][out] * full["negative"][out, None])
+        excess[module, out] = np.where(mask, np.abs(needed) / np.maximum(reach, 1e-300), 0.0).max(axis=1)
+        for path, sign in (("positive", 1.0), ("negative", -1.0)):
+            share = np.maximum(sign * needed, 0.0) / np.maximum(coefficient[path][out], 1e-300)
+            overflow = share - full[path][out, None]
+            if np.any(overflow > 1e-12):
+                clipped_pixels += int(np.sum(overflow > 1e-12))
+                worst_clip = max(worst_clip, float(np.max(overflow / full[path][out, None])))
+            index = _nearest(levels[path][out], np.minimum(share, full[path][out, None]))
+            image = np.zeros((ports, ports), dtype=np.int64)
+            image[out] = index * used_in[None, :]
+            grey[path][module] = image.T
+        new_beta[module] = beta[module] * factor
+        # What the machine now realises, from the chain itself (every optical effect on).
+        drive = {path: (grey[path][module].T.astype(np.float64) / (2 ** bits - 1))[None] for path in PATHS}
+        matrices = path_matrices(drive, {path: (0.0, 1.0, 0.0) for path in PATHS}, chain, nominal,
+                                 optical_effects_on())
+        realised = chain.kappa[:, None] * (matrices.positive[0] * slope["positive"]
+                                           + matrices.negative[0] * slope["negative"]) / unit
+        for tile, _ in tiles:
+            rows = slice(tile.output_port_start, tile.output_port_stop)
+            columns = slice(tile.input_port_start, tile.input_port_stop)
+            window = realised[rows, columns]  # β' × this = β × the intended T
+            effective["positive"][module][columns, rows] = np.maximum(window, 0.0).T
+            effective["negative"][module][columns, rows] = np.maximum(-window, 0.0).T
+        # Static output at z = 0 (per unit gain factor and fixed), cancelled through the injection.
+        light = zero_state_light(chain)
+        settings = new_beta[module] / per_setting
+        dark_light = (matrices.positive[0] @ (light["positive"] * used_in) + matrices.negative[0]
+                      @ (light["negative"] * used_in) + matrices.constant[0])
+        per_factor = chain.kappa * settings / ports * dark_light + chain.kappa * chain.adc_ratio * settings \
+            * chain.linear_offset
+        fixed = chain.kappa * chain.adc_ratio * chain.dc_offset
+        cancel_per_factor[module] = -per_factor * used_out
+        cancel_fixed[module] = -fixed * used_out
+    report = {
+        "compensated": ["dead ports avoided by placement", "SLM transfer per column and path (quantised through it)",
+                        "input efficiency ρ", "output gain η", "path ratio (each path's LED slope at z = 0)",
+                        "loop gain κ", "darkness leak", "PBS leak", "photodiode neighbour spill, each path's own",
+                        "closed-loop offset at each port's setting, darkness constant and zero-state light "
+                        "(injected voltages)"],
+        "not_compensated": ["LED and sigmoid curvature (light is linearised at z = 0)",
+                            "the measured sigmoid's shape against tanh",
+                            "the 16-port format's PBS polynomials"],
+        "remainder": {"clipped_pixels": clipped_pixels, "worst_clip_relative": worst_clip,
+                      "rows_at_setting_max": capped_rows},
+    }
+    return Compensated(grey, effective, new_beta, cancel_fixed, cancel_per_factor, excess, report)
