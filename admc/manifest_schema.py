@@ -177,8 +177,10 @@ class ImageSetEntry(Section):
             value = getattr(self, field_name)
             if value is not None and set(value) != {"positive", "negative"}:
                 raise ValueError(f"{field_name} must name a 'positive' and a 'negative' payload")
-        if (self.grey is None) == (self.transmission is None):
-            raise ValueError("an image set has either grey levels or float transmissions")
+        # Float-weight targets store transmissions only; a build for a measured machine stores both the grey
+        # levels it loads and the transmissions that machine realises from them.
+        if self.grey is None and self.transmission is None:
+            raise ValueError("an image set needs grey levels or float transmissions")
         return self
 
 
@@ -319,10 +321,17 @@ def _check_aoc(manifest: Manifest, target: Any, label: str) -> None:
         raise _fail(label, "aoc", "present in a bundle whose target is not an AOC")
     ports, modules = target.module.ports, target.module.count
     blocks = manifest.layout.blocks
+    # A build for a measured machine (top-level 'calibration') stores what that machine realises beside
+    # the grey levels it loads.
+    calibrated = "calibration" in (manifest.model_extra or {})
     for index, entry in enumerate(section.image_sets):
-        if (entry.transmission is not None) != bool(target.slm.float_weights):
-            raise _fail(label, f"aoc.image_sets.{index}", "float transmissions are stored exactly when the "
-                        "target's slm.float_weights is true")
+        if target.slm.float_weights and (entry.transmission is None or entry.grey is not None):
+            raise _fail(label, f"aoc.image_sets.{index}", "a float-weight target stores float transmissions "
+                        "and no grey levels")
+        if not target.slm.float_weights and (entry.grey is None or (entry.transmission is not None
+                                                                    and not calibrated)):
+            raise _fail(label, f"aoc.image_sets.{index}", "a quantised target stores grey levels (and "
+                        "transmissions only when built for a measured machine)")
     for index, tile in enumerate(section.tiles):
         where = f"aoc.tiles.{index}"
         block_index = int(tile.block.split("_")[1])
