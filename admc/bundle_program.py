@@ -35,7 +35,8 @@ def source_velocity(bundle: Bundle) -> Velocity:
     with tempfile.TemporaryDirectory(prefix="admc-source-") as directory:
         path = Path(directory) / f"model.{source['format']}"
         path.write_bytes(content)
-        velocity = make_velocity(path, time_input=source["time_input"])
+        conditions = tuple(entry["name"] for entry in (bundle.manifest.get("conditions") or {}).get("inputs", []))
+        velocity = make_velocity(path, time_input=source["time_input"], condition_inputs=conditions)
         # ONNX sessions and exported programs are fully loaded; the temporary file is no longer needed.
         velocity.source = f"{bundle.path}/{source['payload']}"
     return velocity

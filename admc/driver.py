@@ -63,11 +63,15 @@ class CompiledProgram:
     block_arrays: bool = True
     # What the emitted weights realise (quantised), when they differ from ``program``'s intended blocks.
     realised_program: BlockProgram | None = None
+    # Conditional models: the digital conditioning interface (admc.condition_drive) and its manifest section.
+    condition_interface: Any = None
 
 
 def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgram,
-                example_inputs: tuple | None = None, time_input: str | None = None) -> SourceModel:
-    """Import an ``.onnx`` / ``.pt2`` file, an exported program, or a module with example inputs."""
+                example_inputs: tuple | None = None, time_input: str | None = None,
+                condition_inputs: tuple[str, ...] | list[str] = ()) -> SourceModel:
+    """Import an ``.onnx`` / ``.pt2`` file, an exported program, or a module with example inputs;
+    ``condition_inputs`` names inputs beyond x and t (``--condition``)."""
     if isinstance(model, torch.nn.Module):
         if example_inputs is None:
             raise AdmcError("a torch module needs example inputs (x [B, d], t [B] or [B, 1]) to be exported")
@@ -89,8 +93,9 @@ def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgr
         name = path.name
     if len(graph.outputs) != 1:
         raise AdmcError(f"{graph.source}: expected 1 output (the velocity [B, d]), found {len(graph.outputs)}")
-    signature = identify_signature(graph.inputs, graph.source, time_input)
+    signature = identify_signature(graph.inputs, graph.source, time_input, tuple(condition_inputs))
     graph.state_input, graph.time_input = signature.state_input, signature.time_input
+    graph.condition_inputs = signature.condition_names
     return SourceModel(graph, signature, content, file_format, name)
 
 
@@ -109,12 +114,24 @@ def pack_for_target(network: AdmNetwork, linear_channels: bool) -> BlockProgram:
 
 def compile_source(source: SourceModel, target: Any, solver: str = "implicit-euler", steps: int | None = 16,
                    grid: np.ndarray | None = None, fp_iterations: int | None = None,
-                   layout: str = "auto", passes: PassManager | None = None) -> CompiledProgram:
-    """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them."""
+                   layout: str = "auto", passes: PassManager | None = None, guidance: float | None = None,
+                   null_conditions: dict | None = None, distributions: dict | None = None) -> CompiledProgram:
+    """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them.
+    Conditional models: ``guidance`` W with ``null_conditions`` builds the classifier-free-guided loop;
+    ``distributions`` declares how ``verify`` draws conditions (admc.conditional_build)."""
     passes = passes or PassManager()
-    network = passes.run("canonicalise", canonicalize, source.graph, check=canonical_check(source.graph))
+    conditional = bool(source.signature.conditions)
+    # The pass checks run x and t only; a conditional program is checked end to end by verify instead.
+    network = passes.run("canonicalise", canonicalize, source.graph,
+                         check=None if conditional else canonical_check(source.graph))
+    unguided = network
+    if conditional or guidance is not None or null_conditions:
+        from admc.conditional_build import prepare_network
+
+        network = passes.run("condition interface and guidance", prepare_network, network, source.signature,
+                             guidance, null_conditions)
     program = passes.run("pack", pack_for_target, network, bool(target.linear_channels),
-                         check=pack_check(network))
+                         check=None if conditional else pack_check(network))
     times = time_grid(steps=None if grid is not None else steps, grid=grid)
     schedule = passes.run("solver phases and Δt", build_schedule, solver, times, fp_iterations)
     phase_times = [phase.time for phases in schedule.steps for phase in phases]
@@ -122,11 +139,21 @@ def compile_source(source: SourceModel, target: Any, solver: str = "implicit-eul
                                       np.asarray(phase_times))
     compiled = CompiledProgram(source, target, network, program, schedule, np.zeros(program.size))
     compiled.report = spine_report(compiled)
+    if conditional:
+        from admc.conditional_build import build_interface, default_distribution
+
+        distribution = default_distribution(source.graph, source.signature, distributions or {})
+        compiled.condition_interface = build_interface(network, program, source.signature, guidance, distribution)
+        unguided_program = pack_for_target(unguided, bool(target.linear_channels)) if guidance is not None else None
     if target.kind == "aoc":
         from admc.targets.aoc.backend import lower_to_aoc
 
         compiled = passes.run("lower to AOC", lower_to_aoc, compiled, layout,
-                              check=lowering_check(program, compiled.alpha, schedule))
+                              check=None if conditional else lowering_check(program, compiled.alpha, schedule))
+    if conditional:
+        from admc.conditional_build import attach_conditions
+
+        attach_conditions(compiled, unguided_program, null_conditions)
     return compiled
 
 
@@ -169,9 +196,21 @@ def emit_bundle(compiled: CompiledProgram, output: str | Path) -> Path:
 def build(model: str | Path | torch.nn.Module, output: str | Path, target: str | Path = "aoc-48",
           solver: str = "implicit-euler", steps: int | None = 16, grid: np.ndarray | None = None,
           time_input: str | None = None, fp_iterations: int | None = None, layout: str = "auto",
-          example_inputs: tuple | None = None, passes: PassManager | None = None) -> Path:
-    """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path."""
+          example_inputs: tuple | None = None, passes: PassManager | None = None,
+          condition_inputs: tuple[str, ...] | list[str] = (), guidance: float | None = None,
+          null_conditions: dict | list[str] | None = None, distributions: dict | list[str] | None = None) -> Path:
+    """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path.
+
+    Conditional models: ``condition_inputs`` names inputs beyond x and t; ``guidance`` W with
+    ``null_conditions`` (``{name: value}`` or ``["NAME=VALUE", ...]``) builds classifier-free guidance;
+    ``distributions`` (``{name: {"kind": ...}}`` or ``["NAME=uniform:K", ...]``) declares verify's draws.
+    """
     target_description = load_target(target)
-    source = load_source(model, example_inputs, time_input)
-    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes)
+    source = load_source(model, example_inputs, time_input, condition_inputs)
+    if null_conditions is not None or distributions is not None:
+        from admc.conditional_build import parse_condition_options
+
+        null_conditions, distributions = parse_condition_options(source.signature, null_conditions, distributions)
+    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes,
+                              guidance, null_conditions, distributions)
     return emit_bundle(compiled, output)
