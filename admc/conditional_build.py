@@ -52,13 +52,19 @@ def embedding_classes(graph: Graph, name: str) -> int | None:
     return None
 
 
-def default_distribution(graph: Graph, signature: Signature, declared: dict[str, dict]) -> dict[str, dict]:
+def default_distribution(graph: Graph, signature: Signature, declared: dict[str, dict],
+                         null_conditions: dict | None = None) -> dict[str, dict]:
+    """Declared distributions, else uniform over the embedding table's rows for a class index (without the
+    null token when guidance names the table's last row as the unconditional input)."""
     distribution = {}
     for condition in signature.conditions:
         if condition.name in declared:
             distribution[condition.name] = declared[condition.name]
         elif condition.kind == "index":
             classes = embedding_classes(graph, condition.name)
+            null = (null_conditions or {}).get(condition.name)
+            if classes is not None and null is not None and int(np.asarray(null).reshape(-1)[0]) == classes - 1:
+                classes -= 1
             if classes is not None:
                 distribution[condition.name] = {"kind": "uniform", "classes": classes}
     return distribution

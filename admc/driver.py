@@ -142,7 +142,7 @@ def compile_source(source: SourceModel, target: Any, solver: str = "implicit-eul
     if conditional:
         from admc.conditional_build import build_interface, default_distribution
 
-        distribution = default_distribution(source.graph, source.signature, distributions or {})
+        distribution = default_distribution(source.graph, source.signature, distributions or {}, null_conditions)
         compiled.condition_interface = build_interface(network, program, source.signature, guidance, distribution)
         unguided_program = pack_for_target(unguided, bool(target.linear_channels)) if guidance is not None else None
     if target.kind == "aoc":

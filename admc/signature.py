@@ -5,8 +5,8 @@ a string or None when symbolic).
 Condition inputs (class index, condition vector, guidance scale) are named by ``condition_inputs``
 (``--condition``), or recognised by an integer type or a name that says so (class, label, cond, context,
 guidance); they are set aside before x and t are identified.
-Guarantees: a ``Signature`` only when there are exactly two inputs besides the conditions, the time input has a single feature
-([B] or [B, 1]) and the state is [B, d] with a concrete d. Anything ambiguous or unsupported raises
+Guarantees: a ``Signature`` only when there are exactly two inputs besides the conditions, the time input
+has a single feature ([B] or [B, 1]) and the state is [B, d] with a concrete d. Anything ambiguous or unsupported raises
 ``AdmcError`` naming the source and the inputs; an ambiguity asks for ``--time-input``.
 """
 
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from admc.errors import AdmcError
 from admc.ir.graph import GraphInput
-
 
 CONDITION_NAME = re.compile(r"class|label|cond|context|guidance", re.IGNORECASE)
 

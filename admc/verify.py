@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from admc import verify_conditions
 from admc.bundle import Bundle
 from admc.bundle_program import bundle_program, source_velocity
 from admc.executor import IdealExecutor
@@ -66,19 +67,22 @@ def trajectory_link(name: str, estimate: np.ndarray, reference: np.ndarray, tole
     return LinkReport(name, error, error / _scale(reference[-1]), tolerance, steps, criterion)
 
 
-def canonical_link(bundle: Bundle, velocity, noise: np.ndarray, tolerance: float) -> LinkReport:
-    """Re-canonicalise the bundled source and compare f on the noise at the schedule's times."""
+def canonical_link(bundle: Bundle, velocity, noise: np.ndarray, tolerance: float,
+                   conditions: dict | None = None) -> LinkReport:
+    """Re-canonicalise the bundled source and compare f on the noise at the schedule's times (with the
+    samples' ``conditions`` for a conditional model)."""
     source = bundle.manifest["source"]
     path = bundle.path / source["payload"]
     graph = import_onnx(path) if source["format"] == "onnx" else load_pt2(path)
     graph.state_input, graph.time_input = source["state_input"], source["time_input"]
+    graph.condition_inputs = tuple(conditions or ())
     network = canonicalize(graph)
     grid = np.asarray(bundle.manifest["solver"]["grid"])
     errors, scales = [], []
     for time in grid:
         times = np.full(noise.shape[0], time)
-        expected = velocity(noise, times)
-        errors.append(max_abs_error(network.velocity(noise, times), expected))
+        expected = velocity(noise, times, conditions) if conditions else velocity(noise, times)
+        errors.append(max_abs_error(network.velocity(noise, times, conditions), expected))
         scales.append(_scale(expected))
     worst = int(np.argmax(np.asarray(errors) / np.asarray(scales)))
     return LinkReport("source ≡ canonical network (velocity at the grid times)", float(max(errors)),
@@ -99,11 +103,17 @@ def verify_ideal_chain(bundle: Bundle, samples: int = 256, seed: int = 0,
     noise = np.random.default_rng(seed).standard_normal((samples, dimension))
     velocity = source_velocity(bundle)
     program, schedule, alpha = bundle_program(bundle)
-    reference = integrate(velocity, noise, schedule.solver, schedule.grid, schedule.fp_iterations)
-    ideal = IdealExecutor(program, alpha, record_residuals=record_residuals).run(schedule, noise)
+    conditioning = verify_conditions.draw(bundle, samples, seed)  # None for unconditional programs
+    if conditioning is None:
+        reference = integrate(velocity, noise, schedule.solver, schedule.grid, schedule.fp_iterations)
+        drive = None
+    else:
+        reference = verify_conditions.reference(conditioning, velocity, noise, schedule)
+        drive = conditioning.interface.drive_function(program, conditioning.conditions)
+    ideal = IdealExecutor(program, alpha, record_residuals=record_residuals).run(schedule, noise, drive)
     criterion, bound = program_criterion(bundle)
     links = [
-        canonical_link(bundle, velocity, noise, EXACT_TOLERANCE),
+        canonical_link(bundle, velocity, noise, EXACT_TOLERANCE, conditioning and conditioning.conditions),
         trajectory_link("source (reference executor) ≡ bundle (ideal executor)", ideal.trajectory,
                         reference.trajectory, bound if tolerance is None else tolerance, criterion),
     ]
@@ -119,6 +129,8 @@ def verify_ideal_chain(bundle: Bundle, samples: int = 256, seed: int = 0,
         "_trajectories": {"reference": reference.trajectory, "ideal": ideal.trajectory},
         "_histories": {"ideal": ideal.residual_history},
         "_noise": noise,
+        "_conditioning": conditioning,
+        "_program_tolerance": bound if tolerance is None else tolerance,
     }
 
 
@@ -150,7 +162,11 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
                 if step % max(1, steps // 4) == 0:
                     say(f"digital twin: step {step} of {steps}")
 
-        result = AocTwin(bundle, record_residuals=True, **options).run(report["_noise"], twin_progress)
+        conditioning = report["_conditioning"]
+        twin = AocTwin(bundle, record_residuals=True, **options)
+        drive = None if conditioning is None else conditioning.interface.drive_function(twin.program,
+                                                                                         conditioning.conditions)
+        result = twin.run(report["_noise"], twin_progress, drive)
         twin_samples = result.trajectory[-1]
         report["_samples"]["twin"] = twin_samples
         report["_histories"]["twin"] = result.residual_history
@@ -173,4 +189,12 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
         report["twin"] = {"mode": options.get("mode", "discrete"), "iterations_step_1": result.iterations[0],
                           "settle_residual_max": float(np.max(result.settle_residuals))}
         report["passed"] = all(link["passed"] for link in report["links"])
+        trajectories["twin"] = result.trajectory
+    if report["_conditioning"] is not None:
+        classes = verify_conditions.per_class(report["_conditioning"], trajectories, report["_program_tolerance"],
+                                              twin_ratio, seed)
+        report["per_class"] = classes
+        report["conditions"] = {name: list(np.asarray(values).shape)
+                                for name, values in report["_conditioning"].conditions.items()}
+        report["passed"] = bool(report["passed"] and all(row["passed"] for row in classes))
     return report

@@ -126,7 +126,8 @@ def guided_network(network: AdmNetwork, weight: float, null_values: dict[str, np
             return Atom(atom.source + NULL_SUFFIX, atom.activation)
         return Atom(rename[atom.source], atom.activation)
 
-    null_nodes = [AdmNode(rename[node.name], node.size, {null_atom(atom): matrix for atom, matrix in node.terms.items()},
+    null_nodes = [AdmNode(rename[node.name], node.size,
+                          {null_atom(atom): matrix for atom, matrix in node.terms.items()},
                           node.bias, list(node.time_terms)) for node in network.nodes]
     terms: dict[Atom, np.ndarray] = {}
     for atom, matrix in network.output.terms.items():
