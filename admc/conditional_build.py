@@ -151,7 +151,10 @@ def conditions_section(interface: ConditioningInterface, program: BlockProgram, 
             "runtime_adjustable": adjustable,
             "why": ("per-channel gains carry (1 + W) and −W on the velocity's rows: W may change per run "
                     "without new images" if adjustable else
-                    "W is in the weight images (no per-channel gains, or built with W = 0): rebuild to change W"),
+                    "W is in the weight images: the target has no per-channel gains; rebuild to change W"
+                    if not runtime_guidance(target) else
+                    "built with --guidance 0: the unconditional copy's output weights are zero; rebuild with a "
+                    "non-zero --guidance to change W at run time"),
             "blocks": interface.guided_blocks,
             "module_cost": cost,
         }

@@ -143,6 +143,7 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
                   twin_nrmse: float | None = None, progress=None) -> dict:
     """The whole chain; the twin links are added for targets that have a twin (AOC)."""
     say = progress or (lambda message: None)
+    verify_conditions.check_declared(bundle)  # refuse undeclared condition distributions before any work
     say("reference executor and ideal program")
     report = verify_ideal_chain(bundle, samples, seed, tolerance, record_residuals=True)
     trajectories = report["_trajectories"]

@@ -16,6 +16,7 @@ import numpy as np
 
 from admc.bundle import Bundle
 from admc.condition_drive import ConditioningInterface, condition_classes, sample_conditions
+from admc.errors import AdmcError
 from admc.metrics import gaussian_baseline, max_abs_error, wasserstein2
 
 # Conditions are drawn with their own stream, independent of the noise's.
@@ -29,6 +30,16 @@ class ConditionDraw:
     classes: np.ndarray | None
     guidance: float | None
     null: dict[str, np.ndarray] | None
+
+
+def check_declared(bundle: Bundle) -> None:
+    """Refuse a conditional bundle with a condition input whose distribution is not declared."""
+    section = bundle.manifest.get("conditions") or {}
+    distribution = section.get("distribution", {})
+    for entry in section.get("inputs", []):
+        if entry["name"] not in distribution:
+            raise AdmcError(f"{bundle.path}: condition '{entry['name']}' has no declared distribution to draw "
+                            f"from; build with --condition-distribution {entry['name']}=uniform:K|one-hot:K|normal")
 
 
 def draw(bundle: Bundle, samples: int, seed: int) -> ConditionDraw | None:
