@@ -246,11 +246,17 @@ def rescale_twin_gains(twin: Any, bundle: Bundle, interface: ConditioningInterfa
 
     factors = guidance_factors(interface.guidance, guidance)
     role_of = {f"block_{index:04d}": role for role, indices in interface.guided_blocks.items() for index in indices}
+    gain = bundle.manifest["target"].get("gain", {})
     for tile in bundle.manifest["aoc"]["tiles"]:
         role = role_of.get(tile["block"])
         if role:
             ports = slice(tile["output_port_start"], tile["output_port_start"] + tile["row_stop"] - tile["row_start"])
             twin.beta[tile["module"], ports] *= factors[role]
+            peak = float(twin.beta[tile["module"], ports].max()) if tile["row_stop"] > tile["row_start"] else 0.0
+            if "beta_max" in gain and peak > float(gain["beta_max"]) * (1 + 1e-12):
+                raise AdmcError(f"{bundle.path}: --guidance {guidance} needs gain β = {peak:.4g} on "
+                                f"{tile['block']} (module {tile['module']}), above the target's beta_max "
+                                f"{float(gain['beta_max']):.4g}; rebuild with --guidance {guidance}")
     twin._operators.clear()
 
 

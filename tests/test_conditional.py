@@ -24,7 +24,7 @@ from admc.passes.canonicalize import canonicalize
 SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson")
 KINDS = ("embedding", "dense", "concat")
 FORMATS = ("onnx", "pt2")
-BATCH = 12
+BATCH = 8
 STEPS = 4
 NULL = {"embedding": ("label", CLASSES), "dense": ("cond", "zeros"), "concat": ("class_vector", "zeros")}
 
@@ -230,3 +230,27 @@ def test_aoc_conditional_guided_bundle_verifies_per_class(model_files, tmp_path:
     built = simulate(path, noise, labels, ideal=False)
     assert relative(twin, expected) < 0.1 < relative(built, expected)
     assert torch.get_default_dtype() == torch.float32  # the twin leaves global torch state alone
+
+
+def test_module_with_example_inputs_builds_through_torch_export(tmp_path: Path) -> None:
+    """An nn.Module (exported inside admc) with an int64 class input: the embedding becomes a Gather."""
+    module = make("embedding", 3)
+    inputs = (*example_inputs(), example_condition("embedding"))
+    bundle = build(module, tmp_path / "module", target="ideal", solver="heun", steps=STEPS, example_inputs=inputs)
+    manifest = Bundle(bundle).manifest
+    assert manifest["conditions"]["inputs"] == [{"name": "label", "shape": [], "kind": "index"}]
+    noise = np.random.default_rng(2).standard_normal((BATCH, STATE_SIZE))
+    labels = {"label": np.arange(BATCH) % CLASSES}
+    samples = simulate(bundle, noise, labels)
+    expected = noise.copy()
+    grid = np.linspace(0, 1, STEPS + 1)
+    double = module.double()
+    with torch.no_grad():
+        def velocity(x, t):
+            return double(torch.from_numpy(x), torch.full((BATCH,), t, dtype=torch.float64),
+                          torch.from_numpy(labels["label"])).numpy()
+        for start, stop in zip(grid[:-1], grid[1:], strict=True):
+            slope = velocity(expected, start)
+            predicted = expected + (stop - start) * slope
+            expected = expected + 0.5 * (stop - start) * (slope + velocity(predicted, stop))
+    assert relative(samples, expected) <= 1e-6
