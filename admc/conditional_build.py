@@ -5,7 +5,8 @@ Requires: a source whose signature lists condition inputs. Guarantees:
 - ``prepare_network`` returns the canonical network to pack: unchanged without guidance, the guided twin
   chain with ``--guidance W`` (``passes.condition_interface.guided_network``); bad guidance options are
   refused naming the option.
-- ``conditions_section`` writes what a host needs to run the program for new conditions: the condition
+- ``conditions_section`` writes (for an interface already in the program's voltage units) what a host
+  needs to run the program for new conditions: the condition
   inputs, their declared distribution (uniform over classes by default for a class index read through an
   embedding table), the injection parts (in the program's voltage units) as payloads, the interface size,
   and the guidance weight with the blocks that carry it and whether it can change per run.
@@ -121,13 +122,12 @@ def runtime_guidance(target: Any) -> bool:
     return True if gain is None else bool(getattr(gain, "per_channel", False))
 
 
-def conditions_section(interface: ConditioningInterface, program: BlockProgram, distribution: dict,
+def conditions_section(interface: ConditioningInterface, distribution: dict,
                        null_conditions: dict[str, np.ndarray] | None, target: Any,
                        cost: dict | None, size: dict) -> tuple[dict, dict[str, bytes]]:
-    scaled = interface.scaled(program)
     payloads: dict[str, bytes] = {}
     parts = []
-    for index, part in enumerate(scaled.parts):
+    for index, part in enumerate(interface.parts):
         path = f"conditions/part_{index:04d}.npy"
         payloads[path] = npy_bytes(part.matrix)
         parts.append({"group": part.group, "source": part.source, "scale_class": part.scale_class,
@@ -303,14 +303,15 @@ def calibration_drive(compiled: Any, samples: int = CALIBRATION_SAMPLES, seed: i
 def attach_conditions(compiled: Any, unguided_program: BlockProgram | None,
                       null_conditions: dict | None) -> None:
     """The ``conditions`` manifest section, its payloads and the report's interface size and module cost."""
-    interface = compiled.condition_interface
+    # From here on the interface is in the lowered program's voltage units, as the bundle stores it.
+    interface = compiled.condition_interface = compiled.condition_interface.scaled(compiled.program)
     distribution = interface.distribution
     size = interface_size(compiled.network, interface.parts)
     cost = (module_cost(compiled.program, unguided_program, compiled.target)
             if unguided_program is not None else None)
     if cost is not None and "modules_used" in compiled.report:
         cost["modules_used_guided"] = compiled.report["modules_used"]
-    section, payloads = conditions_section(interface, compiled.program, distribution, null_conditions,
+    section, payloads = conditions_section(interface, distribution, null_conditions,
                                            compiled.target, cost, size)
     compiled.extra_sections["conditions"] = section
     compiled.extra_payloads.update(payloads)
