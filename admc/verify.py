@@ -193,7 +193,7 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
         trajectories["twin"] = result.trajectory
     if report["_conditioning"] is not None:
         classes = verify_conditions.per_class(report["_conditioning"], trajectories, report["_program_tolerance"],
-                                              twin_ratio, seed)
+                                              twin_ratio, seed, program_criterion(bundle)[0])
         report["per_class"] = classes
         report["conditions"] = {name: list(np.asarray(values).shape)
                                 for name, values in report["_conditioning"].conditions.items()}
