@@ -62,7 +62,8 @@ def source_copy(bundle: Bundle) -> Iterator[Path]:
 def source_velocity(bundle: Bundle) -> Velocity:
     source = bundle.manifest["source"]
     with source_copy(bundle) as path:
-        velocity = make_velocity(path, time_input=source["time_input"])
+        conditions = tuple(entry["name"] for entry in (bundle.manifest.get("conditions") or {}).get("inputs", []))
+        velocity = make_velocity(path, time_input=source["time_input"], condition_inputs=conditions)
         # ONNX sessions and exported programs are fully loaded; the temporary file is no longer needed.
         velocity.source = f"{bundle.path}/{source['payload']}"
     return velocity

@@ -88,7 +88,9 @@ def command_build(arguments: argparse.Namespace) -> int:
         path = build(arguments.model, arguments.output, target=arguments.target, solver=arguments.solver,
                      steps=arguments.steps, grid=grid, time_input=arguments.time_input,
                      fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes,
-                     calibration=arguments.calibration)
+                     calibration=arguments.calibration, condition_inputs=arguments.condition or (),
+                     guidance=arguments.guidance, null_conditions=arguments.null_condition,
+                     distributions=arguments.condition_distribution)
     if arguments.timings or arguments.verify_passes:
         print(passes.table(), file=sys.stderr)
     print(f"wrote {path}")
@@ -115,11 +117,19 @@ def command_reference(arguments: argparse.Namespace) -> int:
     from admc.source_model import make_velocity
 
     noise = _load_noise(arguments.noise)
-    velocity = make_velocity(arguments.model, time_input=arguments.time_input)
     grid = _grid(arguments)
     times = time_grid(steps=None if grid is not None else arguments.steps, grid=grid)
     _require_run_memory(noise.shape[0], len(times) - 1, noise.shape[1], what="the reference run")
-    result = integrate(velocity, noise, arguments.solver or "implicit-euler", times, arguments.fp_iterations)
+    solver = arguments.solver or "implicit-euler"
+    if arguments.condition or arguments.guidance is not None or arguments.null_condition:
+        from admc.conditional_run import load_condition_files, reference
+
+        result = reference(arguments.model, noise, solver, times, arguments.fp_iterations,
+                           load_condition_files(arguments.condition or []), arguments.guidance,
+                           arguments.null_condition, arguments.time_input)
+    else:
+        velocity = make_velocity(arguments.model, time_input=arguments.time_input)
+        result = integrate(velocity, noise, solver, times, arguments.fp_iterations)
     _save_array(arguments.output, result.samples)
     residual = float(np.max(result.residuals, initial=0.0))
     print(f"{result.solver}: {len(times) - 1} steps, {result.function_evaluations} batched evaluations, "
@@ -138,6 +148,16 @@ def command_simulate(arguments: argparse.Namespace) -> int:
     _require_run_memory(noise.shape[0], len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
                         getattr(getattr(bundle.target, "timing", None), "repeats", 1),
                         "the simulation")
+    if bundle.manifest.get("conditions") or arguments.condition or arguments.guidance is not None:
+        from admc.conditional_run import load_condition_files, simulate
+        from admc.targets.aoc.calibration import read_calibration
+
+        calibration = read_calibration(arguments.calibration) if arguments.calibration else None
+        samples = simulate(bundle, noise, load_condition_files(arguments.condition or []), arguments.guidance,
+                           arguments.ideal, arguments.seed, arguments.loop_iterations, calibration)
+        _save_array(arguments.output, samples)
+        print(f"wrote {arguments.output}")
+        return 0
     if arguments.ideal:
         program, schedule, alpha = bundle_program(bundle)
         if noise.shape[1] != program.state_dimension:
@@ -202,6 +222,10 @@ def command_verify(arguments: argparse.Namespace) -> int:
               f"({bound}), max abs error {link['max_abs_error']:.3e}")
     for name, values in report.get("distributions", {}).items():
         print(f"      {name}: MMD² {values['mmd']:.3e}, W2 {values['wasserstein2']:.4f}")
+    for row in report.get("per_class", []):
+        twin = f", twin W2 ratio {row['twin_w2_ratio']:.3f}" if "twin_w2_ratio" in row else ""
+        print(f"{'PASS' if row['passed'] else 'FAIL'}  class {row['class']} ({row['samples']} samples): ideal "
+              f"relative error {row['ideal_relative_error']:.3e}{twin}")
     if arguments.json:
         _write_atomically(arguments.json, (json.dumps(report, indent=1, sort_keys=True, allow_nan=False)
                                            + "\n").encode("utf-8"))
@@ -234,6 +258,14 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--dump-ir", metavar="DIR", type=option.new_directory,
                        help="write a JSON summary of the IR after each pass")
     _grid_arguments(build)
+    build.add_argument("--condition", action="append", metavar="NAME",
+                       help="a condition input (class index, condition vector, guidance scale); repeatable")
+    build.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight: the loop "
+                       "runs (1 + W)·f(x, t, c) − W·f(x, t, ∅)")
+    build.add_argument("--null-condition", action="append", metavar="NAME=VALUE",
+                       help="the unconditional input for --guidance (a class index or 'zeros'); repeatable")
+    build.add_argument("--condition-distribution", action="append", metavar="NAME=SPEC",
+                       help="how verify draws a condition: uniform:K (class index), one-hot:K or normal")
     build.set_defaults(handler=command_build)
 
     inspect = commands.add_parser("inspect", help="describe a bundle")
@@ -246,6 +278,11 @@ def make_parser() -> argparse.ArgumentParser:
     reference.add_argument("--noise", required=True, help=".npy [B, d] initial samples")
     reference.add_argument("-o", "--output", required=True, type=option.output_file)
     _grid_arguments(reference)
+    reference.add_argument("--condition", action="append", metavar="NAME=FILE.npy",
+                           help="per-sample values of a condition input; repeatable")
+    reference.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight")
+    reference.add_argument("--null-condition", action="append", metavar="NAME=VALUE",
+                           help="the unconditional input for --guidance (a class index or 'zeros')")
     reference.set_defaults(handler=command_reference)
 
     simulate = commands.add_parser("simulate", help="execute a bundle")
@@ -258,6 +295,10 @@ def make_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=option.SEED, default=0)
     simulate.add_argument("--calibration", help="a measured machine's calibration file (FIELDS.md format) for "
                           "the twin's device figures")
+    simulate.add_argument("--condition", action="append", metavar="NAME=FILE.npy",
+                          help="per-sample values of a condition input; repeatable")
+    simulate.add_argument("--guidance", type=float, metavar="W",
+                          help="run-time guidance weight (bundles whose W is in the gains)")
     simulate.set_defaults(handler=command_simulate)
 
     verify = commands.add_parser("verify", help="compare a bundle against its source model")

@@ -68,11 +68,15 @@ class CompiledProgram:
     realised_program: BlockProgram | None = None
     # A measured machine to compile for (its backend's calibration object), or None for the nominal target.
     calibration: Any = None
+    # Conditional models: the digital conditioning interface (admc.condition_drive) and its manifest section.
+    condition_interface: Any = None
 
 
 def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgram,
-                example_inputs: tuple | None = None, time_input: str | None = None) -> SourceModel:
-    """Import an ``.onnx`` / ``.pt2`` file, an exported program, or a module with example inputs."""
+                example_inputs: tuple | None = None, time_input: str | None = None,
+                condition_inputs: tuple[str, ...] | list[str] = ()) -> SourceModel:
+    """Import an ``.onnx`` / ``.pt2`` file, an exported program, or a module with example inputs;
+    ``condition_inputs`` names inputs beyond x and t (``--condition``)."""
     if isinstance(model, torch.nn.Module):
         if example_inputs is None:
             raise AdmcError("a torch module needs example inputs (x [B, d], t [B] or [B, 1]) to be exported")
@@ -94,8 +98,9 @@ def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgr
         name = path.name
     if len(graph.outputs) != 1:
         raise AdmcError(f"{graph.source}: expected 1 output (the velocity [B, d]), found {len(graph.outputs)}")
-    signature = identify_signature(graph.inputs, graph.source, time_input)
+    signature = identify_signature(graph.inputs, graph.source, time_input, tuple(condition_inputs))
     graph.state_input, graph.time_input = signature.state_input, signature.time_input
+    graph.condition_inputs = signature.condition_names
     return SourceModel(graph, signature, content, file_format, name)
 
 
@@ -124,17 +129,28 @@ def check_solver(solver: str, target: Any) -> str:
 def compile_source(source: SourceModel, target: Any, solver: str | None = None, steps: int | None = 16,
                    grid: np.ndarray | None = None, fp_iterations: int | None = None,
                    layout: str = "auto", passes: PassManager | None = None,
-                   calibration: Any = None) -> CompiledProgram:
+                   calibration: Any = None, guidance: float | None = None,
+                   null_conditions: dict | None = None, distributions: dict | None = None) -> CompiledProgram:
     """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them.
     ``solver`` None takes the target's default; ``calibration``: a measured machine to compile for (read by
-    the target's backend)."""
+    the target's backend). Conditional models: ``guidance`` W with ``null_conditions`` builds the
+    classifier-free-guided loop; ``distributions`` declares how ``verify`` draws conditions
+    (admc.conditional_build)."""
     passes = passes or PassManager()
     solver = check_solver(target.default_solver if solver is None else solver, target)
     backend = backend_of(target)
+    conditional = bool(source.signature.conditions)
+    # The pass checks run x and t only; a conditional program is checked end to end by verify instead.
     network = passes.run("canonicalise", canonicalize, source.graph, tuple(target.activations),
-                         f"target '{target.name}'", check=canonical_check(source.graph))
+                         f"target '{target.name}'", check=None if conditional else canonical_check(source.graph))
+    unguided = network
+    if conditional or guidance is not None or null_conditions:
+        from admc.conditional_build import prepare_network
+
+        network = passes.run("condition interface and guidance", prepare_network, network, source.signature,
+                             guidance, null_conditions)
     program = passes.run("pack", pack_for_target, network, bool(target.linear_channels),
-                         check=pack_check(network))
+                         check=None if conditional else pack_check(network))
     times = time_grid(steps=None if grid is not None else steps, grid=grid)
     schedule = passes.run("solver phases and Δt", build_schedule, solver, times, fp_iterations)
     program.static_table = passes.run("static injection table", tabulate_static_injection, program,
@@ -142,9 +158,19 @@ def compile_source(source: SourceModel, target: Any, solver: str | None = None, 
     compiled = CompiledProgram(source, target, network, program, schedule, np.zeros(program.size))
     compiled.report = spine_report(compiled)
     compiled.calibration = calibration
+    if conditional:
+        from admc.conditional_build import build_interface, default_distribution
+
+        distribution = default_distribution(source.graph, source.signature, distributions or {}, null_conditions)
+        compiled.condition_interface = build_interface(network, program, source.signature, guidance, distribution)
+        unguided_program = pack_for_target(unguided, bool(target.linear_channels)) if guidance is not None else None
     if backend is not None:
         compiled = passes.run(f"lower to {backend.name.upper()}", backend.lower, compiled, layout,
-                              check=lowering_check(program, compiled.alpha, schedule))
+                              check=None if conditional else lowering_check(program, compiled.alpha, schedule))
+    if conditional:
+        from admc.conditional_build import attach_conditions
+
+        attach_conditions(compiled, unguided_program, null_conditions)
     return compiled
 
 
@@ -188,10 +214,17 @@ def build(model: str | Path | torch.nn.Module, output: str | Path, target: str |
           solver: str | None = None, steps: int | None = 16, grid: np.ndarray | None = None,
           time_input: str | None = None, fp_iterations: int | None = None, layout: str = "auto",
           example_inputs: tuple | None = None, passes: PassManager | None = None,
-          calibration: str | Path | None = None) -> Path:
+          calibration: str | Path | None = None,
+          condition_inputs: tuple[str, ...] | list[str] = (), guidance: float | None = None,
+          null_conditions: dict | list[str] | None = None, distributions: dict | list[str] | None = None) -> Path:
     """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path (``solver`` None:
     the target's default). ``calibration``: a measured machine's calibration file to compile for, read by the
-    target's backend (the AOC's: the makers' format)."""
+    target's backend (the AOC's: the makers' format).
+
+    Conditional models: ``condition_inputs`` names inputs beyond x and t; ``guidance`` W with
+    ``null_conditions`` (``{name: value}`` or ``["NAME=VALUE", ...]``) builds classifier-free guidance;
+    ``distributions`` (``{name: {"kind": ...}}`` or ``["NAME=uniform:K", ...]``) declares verify's draws.
+    """
     target_description = load_target(target)
     machine = None
     if calibration is not None:
@@ -200,7 +233,11 @@ def build(model: str | Path | torch.nn.Module, output: str | Path, target: str |
             raise AdmcError(f"--calibration {calibration}: target '{target_description.name}' takes no "
                             "calibration file")
         machine = backend.read_calibration(calibration)
-    source = load_source(model, example_inputs, time_input)
+    source = load_source(model, example_inputs, time_input, condition_inputs)
+    if null_conditions is not None or distributions is not None:
+        from admc.conditional_build import parse_condition_options
+
+        null_conditions, distributions = parse_condition_options(source.signature, null_conditions, distributions)
     compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes,
-                              machine)
+                              machine, guidance, null_conditions, distributions)
     return emit_bundle(compiled, output)

@@ -11,14 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from admc.continuous import run_program_continuous
+from admc.errors import AdmcError
 from admc.executor import ExecutionResult, IdealExecutor
 from admc.ir.program import BlockProgram, Schedule
 from admc.passes.continuous_time import CONTINUOUS, solver_kind
 
 
 def run_ideal(program: BlockProgram, schedule: Schedule, alpha: np.ndarray | None, noise: np.ndarray,
-              **options) -> ExecutionResult:
-    """``options`` are the loop executor's (tolerance, loop_iterations, record_residuals...)."""
+              drive=None, **options) -> ExecutionResult:
+    """``drive``: a conditional program's per-sample injection (``phase -> [B, n]``), or None; ``options`` are
+    the loop executor's (tolerance, loop_iterations, record_residuals...)."""
     if solver_kind(schedule.solver) == CONTINUOUS:
+        if drive is not None:
+            raise AdmcError("conditional programs run on discrete-time solvers only (the continuous executor "
+                            "has no per-sample condition drive)")
         return ExecutionResult(run_program_continuous(program, schedule.grid, noise))
-    return IdealExecutor(program, alpha, **options).run(schedule, noise)
+    return IdealExecutor(program, alpha, **options).run(schedule, noise, drive)

@@ -9,6 +9,7 @@ the residual. Only the stored blocks are multiplied: cost is proportional to the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +90,7 @@ class IdealExecutor:
         self.injections = [(slice(program.group(part.group).offset, program.group(part.group).stop),
                             part.matrix.T, part.kind) for part in program.injections]
         self._cache: dict[Phase, _CompiledPhase] = {}
+        self.extra_drive: Callable[[Phase], np.ndarray] | None = None
         # Per-channel peaks of |state| over every iteration and of |injected drive| over every phase,
         # for choosing voltage scalings (record_peaks).
         self.state_peak = np.zeros(program.size) if record_peaks else None
@@ -127,6 +129,8 @@ class IdealExecutor:
     def _drive(self, compiled: _CompiledPhase, inject: np.ndarray, hold: np.ndarray | None) -> np.ndarray:
         """Static vector plus injections; feedback-kind parts read the hold vector in open phases."""
         drive = np.broadcast_to(compiled.static, (inject.shape[0], compiled.static.size)).copy()
+        if self.extra_drive is not None:  # per-sample injections (the conditioning interface)
+            drive += self.extra_drive(compiled.phase)
         for rows, matrix_transposed, kind in self.injections:
             source = inject if (kind == INJECT or compiled.phase.loop == CLOSED) else hold
             drive[:, rows] += source @ matrix_transposed
@@ -200,7 +204,10 @@ class IdealExecutor:
             result.residual_history.append(np.stack(history))
         return state, count, residual
 
-    def run(self, schedule: Schedule, noise: np.ndarray) -> ExecutionResult:
+    def run(self, schedule: Schedule, noise: np.ndarray,
+            extra_drive: Callable[[Phase], np.ndarray] | None = None) -> ExecutionResult:
+        """``extra_drive(phase)``: a per-sample [B, n] vector added to each phase's injection (conditions)."""
+        self.extra_drive = extra_drive
         x = np.asarray(noise, dtype=np.float64)
         state = np.zeros((x.shape[0], self.program.size))
         for channels, scale in self.initialised:

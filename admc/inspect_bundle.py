@@ -32,6 +32,8 @@ def summary(bundle: Bundle) -> dict:
         "payload_bytes": sum(len(bundle.read_bytes(name)) for name in manifest["payloads"]),
         "report": manifest.get("report", {}),
     }
+    if manifest.get("conditions"):
+        result["conditions"] = conditions_summary(manifest["conditions"])
     backend = backend_of_manifest(manifest, str(bundle.path))
     if backend is not None and backend.describe is not None:
         data, lines = backend.describe(manifest)
@@ -66,6 +68,38 @@ def describe(bundle: Bundle) -> str:
                      f"{block['columns']:<5} scale {block['scale_class']}")
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
+    lines += conditions_lines(data.get("conditions"))
     lines += data.get("target_lines", [])
     lines.append(f"payloads    {data['payload_bytes']} bytes")
     return "\n".join(lines)
+
+
+def conditions_summary(section: dict) -> dict:
+    return {"inputs": section["inputs"], "distribution": section.get("distribution", {}),
+            "interface": section["interface"]["size"], "guidance": section.get("guidance")}
+
+
+def conditions_lines(data: dict | None) -> list[str]:
+    """The digital conditioning interface and guidance, for ``describe``."""
+    if not data:
+        return []
+    size = data["interface"]
+    inputs = ", ".join(f"{entry['name']} ({entry['kind']}, [B{''.join(f', {n}' for n in entry['shape'])}]"
+                       + (f", {data['distribution'][entry['name']]['kind']}" if entry["name"] in data["distribution"]
+                          else ", no declared distribution") + ")" for entry in data["inputs"])
+    lines = [f"conditions  {inputs}",
+             f"interface   digital conditioning interface: {size['parameters']} parameters, "
+             f"{size['multiply_adds_per_sample']} multiply-adds per sample"
+             + (f" + {size['multiply_adds_per_sample_per_phase']} per sample per phase (depends on t)"
+                if size["depends_on_time"] else " (once per sample, independent of t)")
+             + f"; {size['boundary_features']} injected values per sample"]
+    guidance = data.get("guidance")
+    if guidance:
+        cost = guidance.get("module_cost") or {}
+        lines.append(f"guidance    W = {guidance['weight']} (null {guidance['null']}): two hidden chains, "
+                     f"{cost.get('weights_guided', '?')} weights vs {cost.get('weights_unguided', '?')} unguided"
+                     + (f", module lower bound {cost['module_lower_bound_guided']} vs "
+                        f"{cost['module_lower_bound_unguided']}" if "module_lower_bound_guided" in cost else "")
+                     + (f", {cost['modules_used_guided']} modules used" if "modules_used_guided" in cost else ""))
+        lines.append(f"            {guidance['why']}")
+    return lines

@@ -48,7 +48,9 @@ class Velocity(ABC):
     source: str
     signature: Signature | None
 
-    def __call__(self, x: np.ndarray, t: np.ndarray | float) -> np.ndarray:
+    def __call__(self, x: np.ndarray, t: np.ndarray | float,
+                 conditions: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """``conditions``: per-sample condition inputs ``name → [B, ...]`` for conditional models."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2:
             raise AdmcError(f"{self.source}: state must be [B, d], got shape {x.shape}")
@@ -59,7 +61,10 @@ class Velocity(ABC):
             )
         # Own, writable, contiguous copies: runners may hand them to torch without copying.
         t = np.array(np.broadcast_to(np.asarray(t, dtype=np.float64).reshape(-1), (x.shape[0],)))
-        result = np.asarray(self._evaluate(np.array(x), t))
+        if conditions:
+            result = np.asarray(self._evaluate(np.array(x), t, conditions))
+        else:
+            result = np.asarray(self._evaluate(np.array(x), t))
         if result.shape != x.shape:
             raise AdmcError(
                 f"{self.source}: the model returned shape {result.shape} for a state of shape {x.shape}; "
@@ -150,7 +155,8 @@ def onnx_graph_inputs(model: onnx.ModelProto) -> list[GraphInput]:
                 shape.append(dimension.dim_param)
             else:
                 shape.append(None)
-        inputs.append(GraphInput(value.name, tuple(shape)))
+        integer = value.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+        inputs.append(GraphInput(value.name, tuple(shape), integer))
     return inputs
 
 
@@ -168,13 +174,18 @@ def _deterministic_session_options() -> onnxruntime.SessionOptions:
 class OnnxVelocity(Velocity):
     """An ONNX model converted to float64 and run by onnxruntime on the CPU."""
 
-    def __init__(self, path: str | Path, time_input: str | None = None, float64: bool = True) -> None:
+    def __init__(self, path: str | Path, time_input: str | None = None, float64: bool = True,
+                 condition_inputs: tuple[str, ...] = ()) -> None:
         """``float64=False`` runs the model as stored (for comparisons only; the reference is float64)."""
         self.source = str(path)
         model = load_onnx_model(path)
         if len(model.graph.node) == 0:
             raise AdmcError(f"{path}: not an ONNX model (empty or truncated file: the graph has no nodes)")
-        self.signature = identify_signature(onnx_graph_inputs(model), self.source, time_input)
+        self.signature = identify_signature(onnx_graph_inputs(model), self.source, time_input,
+                                            tuple(condition_inputs))
+        self._condition_dtypes = {
+            value.name: onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            for value in model.graph.input if value.name in self.signature.condition_names}
         if len(model.graph.output) != 1:
             names = ", ".join(output.name for output in model.graph.output)
             raise AdmcError(
@@ -193,13 +204,21 @@ class OnnxVelocity(Velocity):
             raise AdmcError(f"{path}: onnxruntime cannot run the model in float64: {reason}") from None
         self._output = model.graph.output[0].name
 
-    def _evaluate(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    def _evaluate(self, x: np.ndarray, t: np.ndarray, conditions: dict | None = None) -> np.ndarray:
         assert self.signature is not None
         time = t if self.signature.time_rank == 1 else t.reshape(-1, 1)
         feeds = {
             self.signature.state_input: x.astype(self.input_dtype),
             self.signature.time_input: time.astype(self.input_dtype),
         }
+        for condition in self.signature.conditions:
+            if conditions is None or condition.name not in conditions:
+                raise AdmcError(f"{self.source}: condition input '{condition.name}' was not given")
+            dtype = self._condition_dtypes[condition.name]
+            if np.issubdtype(dtype, np.floating):
+                dtype = self.input_dtype
+            value = np.asarray(conditions[condition.name]).reshape((x.shape[0], *condition.shape))
+            feeds[condition.name] = value.astype(dtype)
         try:
             (result,) = self._session.run([self._output], feeds)
         except Exception as error:  # onnxruntime's error types are not a stable public API.
@@ -253,7 +272,8 @@ def _exported_inputs(program: torch.export.ExportedProgram) -> list[GraphInput]:
         if node.op == "placeholder" and node.name in user_inputs:
             value = node.meta.get("val")
             shape = tuple(_dimension(size) for size in value.shape) if value is not None else ()
-            inputs.append(GraphInput(node.name, shape))
+            integer = value is not None and not value.is_floating_point()
+            inputs.append(GraphInput(node.name, shape, integer))
     return inputs
 
 
@@ -266,7 +286,8 @@ def _example_inputs(module: torch.nn.Module, example_inputs: tuple[torch.Tensor,
         names = [f"input{index}" for index in range(len(example_inputs))]
     # The batch dimension is symbolic; the rest is what the example shows.
     return [
-        GraphInput(name, ("B", *(int(size) for size in tensor.shape[1:])) if tensor.dim() else ())
+        GraphInput(name, ("B", *(int(size) for size in tensor.shape[1:])) if tensor.dim() else (),
+                   not tensor.is_floating_point())
         for name, tensor in zip(names, example_inputs, strict=True)
     ]
 
@@ -283,6 +304,7 @@ class TorchVelocity(Velocity):
         program_or_module: torch.export.ExportedProgram | torch.nn.Module | str | Path,
         example_inputs: tuple[torch.Tensor, ...] | None = None,
         time_input: str | None = None,
+        condition_inputs: tuple[str, ...] = (),
     ) -> None:
         source = program_or_module
         if isinstance(source, (str, Path)):
@@ -297,14 +319,15 @@ class TorchVelocity(Velocity):
             self.source = type(source).__name__
         self._state_position = 0
         if isinstance(source, torch.export.ExportedProgram):
-            self.signature = identify_signature(_exported_inputs(source), self.source, time_input)
+            self.signature = identify_signature(_exported_inputs(source), self.source, time_input,
+                                                tuple(condition_inputs))
             names = [graph_input.name for graph_input in _exported_inputs(source)]
             module = source.module()
         elif isinstance(source, torch.nn.Module):
             module = source
             if example_inputs is not None:
                 inputs = _example_inputs(module, tuple(example_inputs))
-                self.signature = identify_signature(inputs, self.source, time_input)
+                self.signature = identify_signature(inputs, self.source, time_input, tuple(condition_inputs))
                 names = [graph_input.name for graph_input in inputs]
             else:
                 self.signature = None
@@ -313,6 +336,7 @@ class TorchVelocity(Velocity):
             raise AdmcError(f"{self.source}: expected a torch.export.ExportedProgram, an nn.Module or a .pt2 path")
         if self.signature is not None:
             self._state_position = names.index(self.signature.state_input)
+        self._names = names
         # program.module() builds a fresh module that nobody else holds; a user's module is copied.
         self._module = _module_to_float64(module, exported=isinstance(source, torch.export.ExportedProgram))
         self.output_dtype: torch.dtype | None = None
@@ -342,10 +366,27 @@ class TorchVelocity(Velocity):
                 )
         return output
 
-    def _evaluate(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    def _conditioned_arguments(self, x: torch.Tensor, t: torch.Tensor, conditions: dict | None) -> tuple:
+        """All inputs in the model's order, conditions as given per sample (class indices as int64)."""
+        assert self.signature is not None
+        time = t if self.signature.time_rank == 1 else t.reshape(-1, 1)
+        values = {self.signature.state_input: x, self.signature.time_input: time}
+        for condition in self.signature.conditions:
+            if conditions is None or condition.name not in conditions:
+                raise AdmcError(f"{self.source}: condition input '{condition.name}' was not given")
+            value = np.asarray(conditions[condition.name]).reshape((x.shape[0], *condition.shape))
+            values[condition.name] = torch.from_numpy(
+                value.astype(np.int64) if condition.kind == "index" else value.astype(np.float64))
+        return tuple(values[name] for name in self._names)
+
+    def _evaluate(self, x: np.ndarray, t: np.ndarray, conditions: dict | None = None) -> np.ndarray:
         with torch.no_grad():
             try:
-                output = self._module(*self._arguments(torch.from_numpy(x), torch.from_numpy(t)))
+                if self.signature is not None and self.signature.conditions:
+                    arguments = self._conditioned_arguments(torch.from_numpy(x), torch.from_numpy(t), conditions)
+                else:
+                    arguments = self._arguments(torch.from_numpy(x), torch.from_numpy(t))
+                output = self._module(*arguments)
             except AdmcError:
                 raise
             except Exception as error:  # a module can raise anything; report it against the source.
@@ -369,15 +410,17 @@ class TorchVelocity(Velocity):
 def make_velocity(
     model_path_or_module: str | Path | torch.nn.Module | torch.export.ExportedProgram,
     time_input: str | None = None,
+    condition_inputs: tuple[str, ...] = (),
 ) -> Velocity:
     """``OnnxVelocity`` for ``.onnx`` paths; ``TorchVelocity`` for ``.pt2`` paths, modules and programs."""
+    conditions = tuple(condition_inputs)
     if isinstance(model_path_or_module, (torch.nn.Module, torch.export.ExportedProgram)):
-        return TorchVelocity(model_path_or_module, time_input=time_input)
+        return TorchVelocity(model_path_or_module, time_input=time_input, condition_inputs=conditions)
     path = Path(model_path_or_module)
     if not path.exists():
         raise AdmcError(f"{path}: no such model file")
     if path.suffix == ".onnx":
-        return OnnxVelocity(path, time_input=time_input)
+        return OnnxVelocity(path, time_input=time_input, condition_inputs=conditions)
     if path.suffix == ".pt2":
-        return TorchVelocity(path, time_input=time_input)
+        return TorchVelocity(path, time_input=time_input, condition_inputs=conditions)
     raise AdmcError(f"{path}: unknown model format '{path.suffix}'; expected .onnx or .pt2")

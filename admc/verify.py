@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from admc import verify_conditions
 from admc.bundle import Bundle
 from admc.bundle_program import bundle_program, source_copy, source_velocity
 from admc.execute import run_ideal
@@ -67,19 +68,22 @@ def trajectory_link(name: str, estimate: np.ndarray, reference: np.ndarray, tole
     return LinkReport(name, error, error / _scale(reference[-1]), tolerance, steps, criterion)
 
 
-def canonical_link(bundle: Bundle, velocity, noise: np.ndarray, tolerance: float) -> LinkReport:
-    """Re-canonicalise the bundled source and compare f on the noise at the schedule's times."""
+def canonical_link(bundle: Bundle, velocity, noise: np.ndarray, tolerance: float,
+                   conditions: dict | None = None) -> LinkReport:
+    """Re-canonicalise the bundled source and compare f on the noise at the schedule's times (with the
+    samples' ``conditions`` for a conditional model)."""
     source = bundle.manifest["source"]
     with source_copy(bundle) as path:
         graph = import_onnx(path) if source["format"] == "onnx" else load_pt2(path)
         graph.state_input, graph.time_input = source["state_input"], source["time_input"]
+        graph.condition_inputs = tuple(conditions or ())
         network = canonicalize(graph)
     grid = np.asarray(bundle.manifest["solver"]["grid"])
     errors, scales = [], []
     for time in grid:
         times = np.full(noise.shape[0], time)
-        expected = velocity(noise, times)
-        errors.append(max_abs_error(network.velocity(noise, times), expected))
+        expected = velocity(noise, times, conditions) if conditions else velocity(noise, times)
+        errors.append(max_abs_error(network.velocity(noise, times, conditions), expected))
         scales.append(_scale(expected))
     worst = int(np.argmax(np.asarray(errors) / np.asarray(scales)))
     return LinkReport("source ≡ canonical network (velocity at the grid times)", float(max(errors)),
@@ -102,11 +106,17 @@ def verify_ideal_chain(bundle: Bundle, samples: int = 256, seed: int = 0,
     noise = np.random.default_rng(seed).standard_normal((samples, dimension))
     velocity = source_velocity(bundle)
     program, schedule, alpha = bundle_program(bundle)
-    reference = integrate(velocity, noise, schedule.solver, schedule.grid, schedule.fp_iterations)
-    ideal = run_ideal(program, schedule, alpha, noise, record_residuals=record_residuals)
+    conditioning = verify_conditions.draw(bundle, samples, seed)  # None for unconditional programs
+    if conditioning is None:
+        reference = integrate(velocity, noise, schedule.solver, schedule.grid, schedule.fp_iterations)
+        drive = None
+    else:
+        reference = verify_conditions.reference(conditioning, velocity, noise, schedule)
+        drive = conditioning.interface.drive_function(program, conditioning.conditions)
+    ideal = run_ideal(program, schedule, alpha, noise, drive, record_residuals=record_residuals)
     criterion, bound = program_criterion(bundle)
     links = [
-        canonical_link(bundle, velocity, noise, EXACT_TOLERANCE),
+        canonical_link(bundle, velocity, noise, EXACT_TOLERANCE, conditioning and conditioning.conditions),
         trajectory_link("source (reference executor) ≡ bundle (ideal executor)", ideal.trajectory,
                         reference.trajectory, bound if tolerance is None else tolerance, criterion),
     ]
@@ -122,6 +132,8 @@ def verify_ideal_chain(bundle: Bundle, samples: int = 256, seed: int = 0,
         "_trajectories": {"reference": reference.trajectory, "ideal": ideal.trajectory},
         "_histories": {"ideal": ideal.residual_history},
         "_noise": noise,
+        "_conditioning": conditioning,
+        "_program_tolerance": bound if tolerance is None else tolerance,
     }
 
 
@@ -134,6 +146,7 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
                   twin_nrmse: float | None = None, progress=None) -> dict:
     """The whole chain; the twin links are added for targets whose backend has a twin."""
     say = progress or (lambda message: None)
+    verify_conditions.check_declared(bundle)  # refuse undeclared condition distributions before any work
     say("reference executor and ideal program")
     report = verify_ideal_chain(bundle, samples, seed, tolerance, record_residuals=True)
     trajectories = report["_trajectories"]
@@ -152,6 +165,8 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
                 if step % max(1, steps // 4) == 0:
                     say(f"digital twin: step {step} of {steps}")
 
+        if report["_conditioning"] is not None:
+            options["conditioning"] = report["_conditioning"]
         result = backend.run_twin(bundle, report["_noise"], options, twin_progress)
         twin_samples = result.trajectory[-1]
         report["_samples"]["twin"] = twin_samples
@@ -174,4 +189,12 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
         report["links"] += [link.to_dict() for link in links]
         report["twin"] = result.summary
         report["passed"] = all(link["passed"] for link in report["links"])
+        trajectories["twin"] = result.trajectory
+    if report["_conditioning"] is not None:
+        classes = verify_conditions.per_class(report["_conditioning"], trajectories, report["_program_tolerance"],
+                                              twin_ratio, seed, program_criterion(bundle)[0])
+        report["per_class"] = classes
+        report["conditions"] = {name: list(np.asarray(values).shape)
+                                for name, values in report["_conditioning"].conditions.items()}
+        report["passed"] = bool(report["passed"] and all(row["passed"] for row in classes))
     return report

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -89,17 +90,25 @@ class AdmNetwork:
     nodes: list[AdmNode]
     output: AdmNode
     source: str
+    # Atoms ``condition:k`` read by nodes: per-sample values of the conditions (and t), see ir/condition.py.
+    conditions: dict[str, Any] = field(default_factory=dict)
 
     def state_activations(self) -> set[str]:
         """The activations under which the diffusion state is read (``tanh`` and/or ``identity``)."""
         return {atom.activation for node in [*self.nodes, self.output] for atom in node.terms
                 if atom.source == STATE}
 
-    def velocity(self, state: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """Evaluate f(x, t) directly on the DAG (float64), one time per sample."""
+    def velocity(self, state: np.ndarray, times: np.ndarray,
+                 conditions: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Evaluate f(x, t[, c]) directly on the DAG (float64), one time (and condition) per sample."""
         state = np.asarray(state, dtype=np.float64)
         times = np.broadcast_to(np.asarray(times, dtype=np.float64).reshape(-1), (state.shape[0],))
         values = {STATE: state}
+        if self.conditions:
+            from admc.ir.condition import ConditionContext
+
+            context, cache = ConditionContext(np.array(times), dict(conditions or {})), {}
+            values.update({name: value.columns(context, cache) for name, value in self.conditions.items()})
         for node in self.nodes:
             values[node.name] = node.pre_activation(values, times)
         return self.output.pre_activation(values, times)

@@ -92,6 +92,11 @@ def _sigmoid(value: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-value))
 
 
+def _gather(op: Op, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    # Embedding tables: class indices (integers, possibly carried as float64) select rows.
+    return np.take(data, np.asarray(indices).astype(np.int64), axis=int(op.attributes.get("axis", 0)))
+
+
 OP_SEMANTICS: dict[str, Callable[..., np.ndarray]] = {
     "Gemm": _gemm,
     "MatMul": _binary(np.matmul),
@@ -119,6 +124,7 @@ OP_SEMANTICS: dict[str, Callable[..., np.ndarray]] = {
     "Transpose": _transpose,
     "Concat": _concat,
     "Slice": _slice,
+    "Gather": _gather,
     "Expand": lambda op, data, shape: data * np.ones([int(size) for size in np.asarray(shape)]),
 }
 

@@ -40,6 +40,8 @@ class Op:
 class GraphInput:
     name: str
     shape: tuple[int | str | None, ...]
+    # Integer inputs (class indices) can only be condition inputs, never x or t.
+    integer: bool = False
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Graph:
     source: str
     state_input: str = ""
     time_input: str = ""
+    # Inputs other than x and t (class index, condition vector, guidance scale): see passes/condition_interface.
+    condition_inputs: tuple[str, ...] = ()
 
     def producers(self) -> dict[str, Op]:
         return {output: op for op in self.ops for output in op.outputs}

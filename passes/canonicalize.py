@@ -5,7 +5,8 @@ Guarantees: an ``AdmNetwork`` computing exactly the graph's output (float64 alge
 linear ops, residual additions, concatenations and glue folded into node matrices; every tanh on a
 state-dependent value is a node (ReLU too, where the target's periphery computes it: ``activations``);
 time-only subgraphs (``t·e``, sinusoidal embeddings and their MLPs)
-become time terms evaluated at compile time. Anything not affine in the state apart from the target's
+become time terms evaluated at compile time; condition-only subgraphs become the conditioning interface
+(``condition_interface``). Anything not affine in the state apart from the target's
 activations (other activations, convolutions, softmax, products of state values...) is refused naming the
 node, its op and why (for an activation: which ones the target computes), before anything is written.
 """
@@ -17,9 +18,11 @@ import numpy as np
 from admc.errors import AdmcError
 from admc.ir.adm import ACTIVATIONS, IDENTITY, RELU, STATE, TANH, AdmNetwork, AdmNode, Atom
 from admc.ir.affine import Form, TimeValue
+from admc.ir.condition import ConditionValue, is_condition_source
 from admc.ir.evaluate import OP_SEMANTICS, evaluate_op
 from admc.ir.graph import Graph, Op
 from admc.limits import MemoryLimitError
+from admc.passes import condition_interface
 
 GLUE_OPS = {"Identity", "Cast", "Reshape", "Flatten", "Unsqueeze", "Squeeze"}
 ACTIVATION_REASONS = {
@@ -64,12 +67,15 @@ class _Canonicaliser:
         dimension = state_shape[-1]
         self.values[self.graph.state_input] = Form.of_atom(Atom(STATE, IDENTITY), dimension, (dimension,))
         self.values[self.graph.time_input] = TimeValue.time_input(self._input_shape(self.graph.time_input))
+        # Condition inputs: their subgraphs become the digital conditioning interface (condition_interface).
+        self.conditions = condition_interface.ConditionBoundaries(self)
         for op in self.graph.topological_ops():
             arguments = [self.values[name] if name else None for name in op.inputs]
             self.values[op.outputs[0]] = self._apply(op, arguments)
         output = self.values[self.graph.outputs[0]]
         output_node = self._output_node(output, dimension)
-        return AdmNetwork(dimension, self._reachable_nodes(output_node), output_node, self.graph.source)
+        return AdmNetwork(dimension, self._reachable_nodes(output_node), output_node, self.graph.source,
+                          self.conditions.boundaries)
 
     def _input_shape(self, name: str) -> tuple[int, ...]:
         shape = next(graph_input.shape for graph_input in self.graph.inputs if graph_input.name == name)
@@ -100,7 +106,7 @@ class _Canonicaliser:
         while frontier:
             node = frontier.pop()
             for atom in node.terms:
-                if atom.source != STATE and atom.source not in needed:
+                if atom.source != STATE and atom.source not in needed and not is_condition_source(atom.source):
                     needed.add(atom.source)
                     frontier.append(by_name[atom.source])
         return [node for node in self.nodes if node.name in needed]
@@ -108,6 +114,8 @@ class _Canonicaliser:
     # -- op dispatch ---------------------------------------------------------------------------------
     def _apply(self, op: Op, arguments: list) -> Value:
         present = [argument for argument in arguments if argument is not None]
+        if any(isinstance(argument, ConditionValue) for argument in present):
+            return self.conditions.apply(op, arguments)
         if not any(isinstance(argument, Form) for argument in present):
             if not any(isinstance(argument, TimeValue) for argument in present):
                 return self._fold_constant(op, arguments)

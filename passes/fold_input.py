@@ -15,6 +15,7 @@ import numpy as np
 
 from admc.errors import AdmcError
 from admc.ir.adm import IDENTITY, STATE, TANH, AdmNetwork, Atom, TimeTerm
+from admc.ir.condition import is_condition_source
 from admc.ir.program import FEEDBACK, INJECT, BiasPart, BlockProgram, InjectionPart, MatrixBlock, StateGroup
 from admc.passes.pack import column_group, hidden_rows, open_loop_depth, velocity_rows
 
@@ -52,6 +53,8 @@ def pack_folded(network: AdmNetwork) -> BlockProgram:
             continue
         folded_weights += int(np.count_nonzero(linear))
         for atom, matrix in sorted(output.terms.items()):
+            if is_condition_source(atom.source):
+                continue  # injected per sample (condition_interface.condition_parts)
             blocks.append(MatrixBlock(node.name, column_group(atom, state_groups), linear @ matrix,
                                       FEEDBACK, layer))
         time_terms = [TimeTerm(linear @ term.matrix, term.function, term.description)

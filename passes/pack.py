@@ -6,7 +6,8 @@ Requires: an ``AdmNetwork``; the target either has linear channels or the state 
 ``step`` scale class, so one matrix serves every Δt (DESIGN.md §1, Eq. 5-6). Residual and skip terms
 become extra blocks (the matrix stops being purely cyclic; the fixed point is still the implicit step).
 If the state is read both through tanh and linearly, it is duplicated (``state`` and ``state_linear``) with
-identical rows, since one channel has one activation. Blocks are stored sparse: one dense array each.
+identical rows, since one channel has one activation. Condition atoms are not blocks: they are injected
+per sample (``condition_interface.condition_parts``). Blocks are stored sparse: one dense array each.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from admc.errors import AdmcError
 from admc.ir.adm import IDENTITY, STATE, TANH, AdmNetwork, AdmNode, Atom
+from admc.ir.condition import is_condition_source
 from admc.ir.program import (
     FEEDBACK,
     FIXED,
@@ -48,7 +50,7 @@ def hidden_rows(node: AdmNode, layer: int, state_groups: dict[str, str],
     """The blocks and bias of a hidden node, all ``fixed`` (``skip`` leaves out one atom)."""
     blocks = [
         MatrixBlock(node.name, column_group(atom, state_groups), matrix, FIXED, layer)
-        for atom, matrix in sorted(node.terms.items()) if atom != skip
+        for atom, matrix in sorted(node.terms.items()) if atom != skip and not is_condition_source(atom.source)
     ]
     return blocks, BiasPart(node.name, node.bias, list(node.time_terms), FIXED)
 
@@ -58,7 +60,7 @@ def velocity_rows(output: AdmNode, row_group: str, layer: int,
     """Rows computing x + Δt·f: the velocity's blocks and bias, scaled by the step (Eq. 6, block 0)."""
     blocks = [
         MatrixBlock(row_group, column_group(atom, state_groups), matrix, STEP, layer)
-        for atom, matrix in sorted(output.terms.items())
+        for atom, matrix in sorted(output.terms.items()) if not is_condition_source(atom.source)
     ]
     return blocks, BiasPart(row_group, output.bias, list(output.time_terms), STEP)
 

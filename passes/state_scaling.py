@@ -26,11 +26,13 @@ CALIBRATION_TOLERANCE = 1e-6
 
 
 def measure_peaks(program: BlockProgram, schedule: Schedule, alpha: np.ndarray,
-                  samples: int = CALIBRATION_SAMPLES, seed: int = CALIBRATION_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel peak |state| and |injected drive| on seeded Gaussian noise (ideal execution)."""
+                  samples: int = CALIBRATION_SAMPLES, seed: int = CALIBRATION_SEED,
+                  extra_drive=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel peak |state| and |injected drive| on seeded Gaussian noise (ideal execution);
+    ``extra_drive`` is the samples' per-phase conditioning drive for conditional programs."""
     noise = np.random.default_rng(seed).standard_normal((samples, program.state_dimension))
     executor = IdealExecutor(program, alpha, tolerance=CALIBRATION_TOLERANCE, record_peaks=True)
-    executor.run(schedule, noise)
+    executor.run(schedule, noise, extra_drive)
     return executor.state_peak, executor.drive_peak
 
 

@@ -97,8 +97,9 @@ class ThreeInputs(nn.Module):
         super().__init__()
         self.last = nn.Linear(4, 2)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.last(torch.tanh(torch.cat([x, t[:, None], label[:, None]], 1)))
+    def forward(self, x: torch.Tensor, t: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        # A third input whose name does not say it is a condition (see test_conditional for conditions).
+        return self.last(torch.tanh(torch.cat([x, t[:, None], extra[:, None]], 1)))
 
 
 # (module factory, op named for ONNX, op named for .pt2); None: any op of the model is acceptable.
@@ -208,11 +209,11 @@ def test_three_inputs_are_refused(tmp_path, capsys, file_format):
     x, t = example_inputs()
     path = model_directory(tmp_path) / f"three.{file_format}"
     if file_format == "onnx":
-        export_onnx(ThreeInputs(), path, (x, t, t), ("x", "t", "label"))
+        export_onnx(ThreeInputs(), path, (x, t, t), ("x", "t", "extra"))
     else:
         export_pt2(ThreeInputs(), path, (x, t, t))
     message = refuse(path, tmp_path, capsys)
-    assert "found 3" in message
+    assert "found 3" in message and "--condition" in message
 
 
 def test_dynamic_feature_size_is_refused(tmp_path, capsys):

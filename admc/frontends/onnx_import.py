@@ -58,6 +58,9 @@ def _attributes(node: onnx.NodeProto) -> dict:
     return values
 
 
+_INTEGER_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+
+
 def _input_shape(value_info: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
     tensor_type = value_info.type.tensor_type
     if not tensor_type.HasField("shape"):
@@ -171,6 +174,7 @@ def import_onnx(path: str | Path) -> Graph:
             raise AdmcError(f"{path}: node '{name}' op {node.domain}.{node.op_type}: custom operator domain")
         ops.append(Op(name, node.op_type, tuple(node.input), tuple(node.output), attributes, node.op_type))
     inputs = [
-        GraphInput(value.name, _input_shape(value)) for value in graph.input if value.name not in constants
+        GraphInput(value.name, _input_shape(value), value.type.tensor_type.elem_type in _INTEGER_TYPES)
+        for value in graph.input if value.name not in constants
     ]
     return Graph(ops, inputs, [value.name for value in graph.output], constants, str(path))

@@ -312,7 +312,8 @@ class _Importer:
                 raise AdmcError(f"{self.source}: input '{spec.arg.name}' is not a tensor; admc needs tensors")
             return
         shape = tuple(_dimension(size) for size in node.meta["val"].shape)
-        self.inputs.append(GraphInput(name=node.name, shape=shape))
+        integer = not node.meta["val"].is_floating_point()
+        self.inputs.append(GraphInput(name=node.name, shape=shape, integer=integer))
 
     def _import_state(self, spec: Any, name: str) -> None:
         target = spec.target
@@ -409,6 +410,7 @@ class _Importer:
             expand=self._import_expand,
             slice=self._import_slice,
             select=self._import_select,
+            embedding=self._import_embedding,
             dropout=self._import_dropout,
         )
         return handlers
@@ -658,6 +660,11 @@ class _Importer:
         if str(symbol) == str(size):
             return _INT64_MAX  # slicing up to the dynamic size itself means "to the end"
         raise self.error(node, f"slice bound {symbol} depends on the input shape")
+
+    def _import_embedding(self, node: torch.fx.Node, arguments: dict[str, Any]) -> None:
+        # nn.Embedding: rows of the table selected by class indices (ONNX Gather on axis 0).
+        table = self.value(node, arguments["weight"], "weight")
+        self.emit(node, "Gather", [table, self.value(node, arguments["indices"], "indices")], {"axis": 0})
 
     def _import_select(self, node: torch.fx.Node, arguments: dict[str, Any]) -> None:
         """``x[:, i]`` → Slice(i, i+1) then Squeeze, the ONNX form of an integer index."""

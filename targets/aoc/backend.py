@@ -47,7 +47,10 @@ class ImageSet:
 
 def scale_states(compiled, target):
     voltage_limit = min(abs(target.state.voltage_min), abs(target.state.voltage_max))
-    state_peak, drive_peak = measure_peaks(compiled.program, compiled.schedule, compiled.alpha)
+    from admc.conditional_build import calibration_drive  # conditional programs: conditions in the peaks
+
+    state_peak, drive_peak = measure_peaks(compiled.program, compiled.schedule, compiled.alpha,
+                                           extra_drive=calibration_drive(compiled))
     scales = choose_scales(compiled.program, state_peak, drive_peak, voltage_limit, target.state.injection_clip,
                            target.sigma.gain_min, target.sigma.gain_max)
     headroom = headroom_report(compiled.program, scales, state_peak, drive_peak, voltage_limit,

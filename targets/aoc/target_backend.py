@@ -36,7 +36,12 @@ def read_program(bundle):
 def run_twin(bundle, noise: np.ndarray, options: dict, progress=None) -> TwinRun:
     from admc.targets.aoc.twin import AocTwin
 
-    result = AocTwin(bundle, record_residuals=True, **options).run(noise, progress)
+    options = dict(options)
+    conditioning = options.pop("conditioning", None)  # a conditional program's drawn conditions (verify)
+    twin = AocTwin(bundle, record_residuals=True, **options)
+    drive = None if conditioning is None else conditioning.interface.drive_function(twin.program,
+                                                                                     conditioning.conditions)
+    result = twin.run(noise, progress, drive)
     return TwinRun(result.trajectory, result.residual_history,
                    {"mode": options.get("mode", "discrete"), "iterations_step_1": result.iterations[0],
                     "settle_residual_max": float(np.max(result.settle_residuals))})

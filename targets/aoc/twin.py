@@ -123,6 +123,7 @@ class AocTwin:
         self._optics(manifest)
         self._operators: dict[tuple[float, ...], LoopOperator] = {}
         self._buffers: dict[tuple, torch.Tensor] = {}
+        self.extra_drive: Callable[[Phase], np.ndarray] | None = None
 
     # -- set-up ----------------------------------------------------------------------------------
     def _tensor(self, array) -> torch.Tensor:
@@ -270,6 +271,8 @@ class AocTwin:
     def _drive(self, phase: Phase, inject: torch.Tensor, hold: torch.Tensor | None) -> torch.Tensor:
         """Per-phase constant input of every iteration: clip((1 − α) v) + offsets, [B, n]."""
         drive = self._static_vector(phase).expand(inject.shape[0], -1).clone()
+        if self.extra_drive is not None:  # per-sample injections (conditioning interface), per repeat
+            drive += self._tensor(self.extra_drive(phase)).repeat(self.repeats, 1)
         for rows, matrix, kind in self.injections:
             source = inject if (kind == INJECT or phase.loop == CLOSED) else hold
             drive[:, rows] += source @ matrix
@@ -467,8 +470,11 @@ class AocTwin:
         return state, torch.stack(readouts).mean(dim=0), count, settle
 
     # -- whole run -------------------------------------------------------------------------------
-    def run(self, noise: np.ndarray, progress: Callable[[int, int], None] | None = None) -> TwinResult:
-        """Run every step on ``noise`` [B, d]; ``progress(step, steps)`` is called after each step."""
+    def run(self, noise: np.ndarray, progress: Callable[[int, int], None] | None = None,
+            extra_drive: Callable[[Phase], np.ndarray] | None = None) -> TwinResult:
+        """Run every step on ``noise`` [B, d]; ``progress(step, steps)`` is called after each step;
+        ``extra_drive(phase)`` is a per-sample [B, n] injection added to each phase's (conditions)."""
+        self.extra_drive = extra_drive
         generator = self._generator()
         x0 = self._tensor(noise)
         batch = x0.shape[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from admc.errors import AdmcError
 from admc.targets.backends import TargetBackend, TwinRun
 
 
@@ -26,6 +27,8 @@ def read_program(bundle):
 def run_twin(bundle, noise: np.ndarray, options: dict, progress=None) -> TwinRun:
     from admc.targets.rram.twin import RramTwin
 
+    if options.get("conditioning") is not None:
+        raise AdmcError(f"{bundle.path}: the rram twin runs unconditional programs only")
     twin = RramTwin(bundle, seed=options.get("seed"))
     trajectory = twin.run(noise, progress)
     return TwinRun(trajectory, [], twin.summary())
