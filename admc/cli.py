@@ -35,8 +35,10 @@ def _save_array(path: str, array: np.ndarray) -> None:
 
 
 def _grid_arguments(parser: argparse.ArgumentParser) -> None:
+    from admc.passes.solvers import SOLVER_ALIASES, SOLVERS
+
     parser.add_argument("--solver", default="implicit-euler",
-                        help="explicit-euler | heun | implicit-euler | crank-nicolson (default implicit-euler)")
+                        help=f"{' | '.join(SOLVERS)} (aliases: {', '.join(SOLVER_ALIASES)}; default implicit-euler)")
     parser.add_argument("--steps", type=int, default=16, help="uniform grid t_n = n/T (default 16)")
     parser.add_argument("--grid", help="a .npy or .txt file of time points (overrides --steps)")
     parser.add_argument("--fp-iterations", type=int, help="fixed-point iterations per implicit step, the "
@@ -57,7 +59,8 @@ def command_build(arguments: argparse.Namespace) -> int:
     passes = PassManager(verify=arguments.verify_passes, dump_directory=arguments.dump_ir)
     path = build(arguments.model, arguments.output, target=arguments.target, solver=arguments.solver,
                  steps=arguments.steps, grid=_grid(arguments), time_input=arguments.time_input,
-                 fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes)
+                 fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes,
+                 alpha=arguments.alpha, force=arguments.force)
     if arguments.timings or arguments.verify_passes:
         print(passes.table(), file=sys.stderr)
     print(f"wrote {path}")
@@ -97,9 +100,12 @@ def command_simulate(arguments: argparse.Namespace) -> int:
     from admc.bundle import Bundle
     from admc.bundle_program import bundle_program
     from admc.executor import IdealExecutor
+    from admc.passes.loop_budget import bundle_loop_budget
 
     bundle = Bundle(arguments.bundle)
     noise = _load_noise(arguments.noise)
+    if arguments.loop_iterations is None:
+        arguments.loop_iterations = bundle_loop_budget(bundle.manifest)
     if arguments.ideal:
         program, schedule, alpha = bundle_program(bundle)
         if noise.shape[1] != program.state_dimension:
@@ -121,11 +127,15 @@ def command_simulate(arguments: argparse.Namespace) -> int:
 
 def command_verify(arguments: argparse.Namespace) -> int:
     from admc.bundle import Bundle
+    from admc.passes.loop_budget import bundle_loop_budget
     from admc.verify import verify_bundle
     from admc.verify_report import write_report
 
     bundle = Bundle(arguments.bundle)
-    twin_options = {"mode": arguments.twin_mode, "loop_iterations": arguments.loop_iterations,
+    loop_iterations = arguments.loop_iterations
+    if loop_iterations is None:
+        loop_iterations = bundle_loop_budget(bundle.manifest)
+    twin_options = {"mode": arguments.twin_mode, "loop_iterations": loop_iterations,
                     "repeats": arguments.repeats}
     if arguments.calibration:
         from admc.targets.aoc.calibration import read_calibration
@@ -173,6 +183,11 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--verify-passes", action="store_true",
                        help="check after each pass that the semantics survived (within the pass's bound)")
     build.add_argument("--dump-ir", metavar="DIR", help="write a JSON summary of the IR after each pass")
+    build.add_argument("--alpha", default="auto", metavar="auto|global|min|FILE",
+                       help="skip fractions α: auto (channel-wise convex program, default), global (one α per "
+                       "phase), min (smallest α the gain range allows), or a .npy table [n] (or [phases, n])")
+    build.add_argument("--force", action="store_true",
+                       help="build even when no α in range makes a closed loop contract")
     _grid_arguments(build)
     build.set_defaults(handler=command_build)
 
@@ -193,7 +208,8 @@ def make_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--noise", required=True)
     simulate.add_argument("-o", "--output", required=True)
     simulate.add_argument("--ideal", action="store_true", help="exact float64 execution of the program")
-    simulate.add_argument("--loop-iterations", type=int, help="fixed loop-iteration budget per closed phase")
+    simulate.add_argument("--loop-iterations", type=int, help="fixed loop-iteration budget per closed phase "
+                          "(default: the bundle's loop budget)")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--calibration", help="a measured machine's calibration file (FIELDS.md format) for "
                           "the twin's device figures")
@@ -208,7 +224,8 @@ def make_parser() -> argparse.ArgumentParser:
     verify.add_argument("--report", help="directory for verify.json, report.md and PNG plots")
     verify.add_argument("--no-twin", action="store_true", help="check only source ≡ canonical ≡ ideal program")
     verify.add_argument("--twin-mode", default="discrete", choices=["discrete", "continuous"])
-    verify.add_argument("--loop-iterations", type=int, help="twin loop iterations per closed phase")
+    verify.add_argument("--loop-iterations", type=int, help="twin loop iterations per closed phase (default: the "
+                        "bundle's loop budget)")
     verify.add_argument("--repeats", type=int, help="twin repeats averaged per readout (default: target's)")
     verify.add_argument("--twin-ratio", type=float, default=0.5,
                         help="pass if W2(twin, reference) ≤ this × W2(Gaussian fit, reference) (default 0.5)")

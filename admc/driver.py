@@ -25,8 +25,10 @@ from admc.ir.adm import IDENTITY, AdmNetwork
 from admc.ir.graph import Graph
 from admc.ir.program import BlockProgram, Schedule, tabulate_static_injection
 from admc.pass_checks import canonical_check, lowering_check, pack_check
+from admc.passes.alpha_selection import AlphaCapabilities, select_alpha
 from admc.passes.canonicalize import canonicalize
 from admc.passes.fold_input import pack_folded
+from admc.passes.loop_budget import convergence_section
 from admc.passes.manager import PassManager
 from admc.passes.pack import pack_direct
 from admc.passes.step_phases import build_schedule
@@ -63,6 +65,10 @@ class CompiledProgram:
     block_arrays: bool = True
     # What the emitted weights realise (quantised), when they differ from ``program``'s intended blocks.
     realised_program: BlockProgram | None = None
+    # α selection: the mode (--alpha), whether to build a schedule that no α contracts (--force), the result.
+    alpha_mode: str = "auto"
+    force: bool = False
+    alpha_selection: Any = None
 
 
 def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgram,
@@ -109,8 +115,12 @@ def pack_for_target(network: AdmNetwork, linear_channels: bool) -> BlockProgram:
 
 def compile_source(source: SourceModel, target: Any, solver: str = "implicit-euler", steps: int | None = 16,
                    grid: np.ndarray | None = None, fp_iterations: int | None = None,
-                   layout: str = "auto", passes: PassManager | None = None) -> CompiledProgram:
-    """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them."""
+                   layout: str = "auto", passes: PassManager | None = None, alpha: str = "auto",
+                   force: bool = False) -> CompiledProgram:
+    """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them.
+
+    ``alpha`` is the α mode (auto | global | min | path of a .npy table); ``force`` builds a schedule whose
+    loops no α in range makes contract."""
     passes = passes or PassManager()
     network = passes.run("canonicalise", canonicalize, source.graph, check=canonical_check(source.graph))
     program = passes.run("pack", pack_for_target, network, bool(target.linear_channels),
@@ -120,13 +130,22 @@ def compile_source(source: SourceModel, target: Any, solver: str = "implicit-eul
     phase_times = [phase.time for phases in schedule.steps for phase in phases]
     program.static_table = passes.run("static injection table", tabulate_static_injection, program,
                                       np.asarray(phase_times))
-    compiled = CompiledProgram(source, target, network, program, schedule, np.zeros(program.size))
+    # α before anything runs the loop (state-scaling calibration included).
+    selection = passes.run("α selection", select_alpha, program, schedule, AlphaCapabilities.of(target), alpha,
+                           None, None, force)
+    compiled = CompiledProgram(source, target, network, program, schedule, selection.alpha,
+                               alpha_mode=alpha, force=force, alpha_selection=selection)
     compiled.report = spine_report(compiled)
     if target.kind == "aoc":
         from admc.targets.aoc.backend import lower_to_aoc
 
         compiled = passes.run("lower to AOC", lower_to_aoc, compiled, layout,
                               check=lowering_check(program, compiled.alpha, schedule))
+    timing = getattr(target, "timing", None)
+    compiled.extra_sections["convergence"] = passes.run(
+        "convergence certificates and loop budget", convergence_section,
+        compiled.realised_program or compiled.program, schedule, compiled.alpha, target.loop.settle_tolerance,
+        getattr(timing, "loop_iteration_s", None), compiled.alpha_selection.report())
     return compiled
 
 
@@ -169,9 +188,11 @@ def emit_bundle(compiled: CompiledProgram, output: str | Path) -> Path:
 def build(model: str | Path | torch.nn.Module, output: str | Path, target: str | Path = "aoc-48",
           solver: str = "implicit-euler", steps: int | None = 16, grid: np.ndarray | None = None,
           time_input: str | None = None, fp_iterations: int | None = None, layout: str = "auto",
-          example_inputs: tuple | None = None, passes: PassManager | None = None) -> Path:
+          example_inputs: tuple | None = None, passes: PassManager | None = None, alpha: str = "auto",
+          force: bool = False) -> Path:
     """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path."""
     target_description = load_target(target)
     source = load_source(model, example_inputs, time_input)
-    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes)
+    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes,
+                              alpha, force)
     return emit_bundle(compiled, output)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from admc.bundle import Bundle
+from admc.passes.loop_budget import describe as describe_convergence
 
 
 def summary(bundle: Bundle) -> dict:
@@ -30,6 +31,7 @@ def summary(bundle: Bundle) -> dict:
         "open_loop_iterations": layout["open_iterations"],
         "payload_bytes": sum((bundle.path / name).stat().st_size for name in manifest["payloads"]),
         "report": manifest.get("report", {}),
+        "convergence": manifest.get("convergence", {}),
     }
     if "aoc" in manifest:
         section = manifest["aoc"]
@@ -66,5 +68,6 @@ def describe(bundle: Bundle) -> str:
         lines.append(f"note: {note}")
     for line in data.get("aoc", {}).get("lines", []):
         lines.append(line)
+    lines.extend(describe_convergence(data["convergence"]))
     lines.append(f"payloads    {data['payload_bytes']} bytes")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from admc.errors import AdmcError
 from admc.targets.aoc.nonidealities import NonIdealities
 from admc.targets.aoc.slm import check_response
 from admc.targets.description_schema import Field
+from admc.targets.loop_spec import LoopSpec, alpha_per_phase_field, loop_schema
 
 INFINITY = float("inf")
 
@@ -57,7 +58,9 @@ SCHEMA = {
     "alpha": {
         "min": Field("float", "smallest analog skip fraction α", minimum=0, maximum=1),
         "max": Field("float", "largest analog skip fraction α (< 1)", minimum=0, maximum=1),
+        "per_phase": alpha_per_phase_field(False),
     },
+    "loop": loop_schema(settle_tolerance=1e-4),
     "sigma": {
         "function": Field("str", "nonlinearity driving the LEDs", choices=("tanh",)),
         "gain_min": Field("float", "smallest programmable σ input gain", minimum=0, maximum=1e3),
@@ -154,10 +157,11 @@ class GainSpec:
 
 @dataclass(frozen=True)
 class AlphaSpec:
-    """Range of the analog skip fraction α."""
+    """Range of the analog skip fraction α, and whether the program may set a fresh α per phase."""
 
     min: float
     max: float
+    per_phase: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ class AocTarget:
     state: StateSpec
     timing: TimingSpec
     nonidealities: NonIdealities
+    loop: LoopSpec = LoopSpec(1e-4)
 
     @classmethod
     def from_mapping(cls, data: dict, label: str = "<target>") -> AocTarget:

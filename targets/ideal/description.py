@@ -6,9 +6,10 @@ Requires: nothing. Guarantees: ``IdealTarget.from_mapping(validate(data, SCHEMA,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from admc.targets.description_schema import Field
+from admc.targets.loop_spec import AlphaRange, LoopSpec, alpha_schema, loop_schema
 
 SCHEMA = {
     "kind": Field("str", "target kind", choices=("ideal",)),
@@ -19,6 +20,9 @@ SCHEMA = {
         "whether state channels may skip the sigmoid; false forces the compiler's exact fold-input rewrite",
         default=True,
     ),
+    # An exact machine can set any α < 1, and a fresh one per phase; it settles to rounding (float64).
+    "alpha": alpha_schema(per_phase=True),
+    "loop": loop_schema(settle_tolerance=1e-12),
 }
 
 
@@ -30,6 +34,8 @@ class IdealTarget:
     kind: str = "ideal"
     description: str = "Exact arithmetic, no hardware limits"
     linear_channels: bool = True
+    alpha: AlphaRange = field(default_factory=AlphaRange)
+    loop: LoopSpec = field(default_factory=lambda: LoopSpec(1e-12))
 
     @classmethod
     def from_mapping(cls, data: dict) -> IdealTarget:
@@ -39,6 +45,8 @@ class IdealTarget:
             kind=data["kind"],
             description=data["description"],
             linear_channels=data["linear_channels"],
+            alpha=AlphaRange(**data["alpha"]),
+            loop=LoopSpec(**data["loop"]),
         )
 
     def to_dict(self) -> dict:
@@ -48,4 +56,6 @@ class IdealTarget:
             "name": self.name,
             "description": self.description,
             "linear_channels": self.linear_channels,
+            "alpha": {"min": self.alpha.min, "max": self.alpha.max, "per_phase": self.alpha.per_phase},
+            "loop": {"settle_tolerance": self.loop.settle_tolerance},
         }
