@@ -32,7 +32,7 @@ import scipy.sparse.linalg as sparse_linalg
 # Below this many channels eigenvalues are computed densely (exact, all modes); above, by ARPACK.
 DENSE_LIMIT = 600
 MODES_PER_LINEARISATION = 8
-CUTTING_PLANE_ROUNDS = 3
+CUTTING_PLANE_ROUNDS = 2
 GRID_POINTS = 801
 
 

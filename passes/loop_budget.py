@@ -23,7 +23,7 @@ BUDGET_SAMPLES = 32
 BUDGET_SEED = 1
 BUDGET_MAX_ITERATIONS = 100_000
 # Distinct (step scale, α) pairs that get the semidefinite certificate (each is a bisection of SDP solves).
-SDP_PHASES = 4
+SDP_PHASES = 1
 
 
 def _alpha_row(alpha: np.ndarray, row: int) -> np.ndarray:
