@@ -104,7 +104,8 @@ def command_simulate(arguments: argparse.Namespace) -> int:
 
     bundle = Bundle(arguments.bundle)
     noise = _load_noise(arguments.noise)
-    if arguments.loop_iterations is None:
+    if arguments.loop_iterations is None and not arguments.ideal:
+        # The twin runs the program's loop budget; the ideal executor iterates to its exact tolerance.
         arguments.loop_iterations = bundle_loop_budget(bundle.manifest)
     if arguments.ideal:
         program, schedule, alpha = bundle_program(bundle)

@@ -110,7 +110,7 @@ def read_alpha_file(path: str | Path, size: int, rows: int, capabilities: AlphaC
                          | (alpha.ravel() > capabilities.alpha_max))
     if bad.size:
         where = np.unravel_index(bad[0], alpha.shape)
-        raise AdmcError(f"{path}: α at index {tuple(int(i) for i in where)} is {alpha[where]!r}, outside the "
+        raise AdmcError(f"{path}: α at index {tuple(int(i) for i in where)} is {float(alpha[where]):g}, outside the "
                         f"target's range [{capabilities.alpha_min:g}, {capabilities.alpha_max:g}]")
     return alpha
 
