@@ -68,7 +68,10 @@ def dominant_modes(matrix: sparse.csr_matrix, count: int) -> tuple[np.ndarray, n
 
 def spectral_radius(jacobian: sparse.csr_matrix, u: np.ndarray) -> float:
     """Largest |eigenvalue| of the relaxed loop's Jacobian M(u): its asymptotic contraction factor."""
-    values, _ = dominant_modes(relaxed(jacobian, np.broadcast_to(u, (jacobian.shape[0],)).astype(float)), 1)
+    matrix = relaxed(jacobian, np.broadcast_to(u, (jacobian.shape[0],)).astype(float))
+    if matrix.shape[0] <= DENSE_LIMIT:
+        return float(np.max(np.abs(np.linalg.eigvals(matrix.toarray())), initial=0.0))
+    values, _ = dominant_modes(matrix, 1)
     return float(np.max(np.abs(values), initial=0.0))
 
 
@@ -87,7 +90,12 @@ def noise_gain(u: np.ndarray | cp.Expression, model: str):
 
 
 def _probes(jacobian: sparse.csr_matrix, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Directions x (unit norm) and (I − J) x, both [m, n] complex."""
+    """Directions x (unit norm) and (I − J) x, both [m, n] complex; a conjugate pair gives one probe."""
+    keep = np.ones(len(vectors), dtype=bool)
+    for index in range(1, len(vectors)):
+        if np.allclose(vectors[index], np.conj(vectors[index - 1])) and np.any(vectors[index].imag):
+            keep[index] = False
+    vectors = vectors[keep]
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     directions = vectors / np.where(norms > 0, norms, 1.0)
     images = directions - (jacobian @ directions.T).T
@@ -127,9 +135,11 @@ def solve_channelwise(linearisations: list[Linearisation], lower: np.ndarray, up
         directions.append(found[0])
         images.append(found[1])
     u = upper.copy() if start is None else np.clip(start, lower, upper)
-    for _ in range(CUTTING_PLANE_ROUNDS):
+    for round_index in range(CUTTING_PLANE_ROUNDS):
         u = _solve_probes(np.concatenate(directions), np.concatenate(images), lower, upper, noise_weight,
                           noise_model)
+        if round_index == CUTTING_PLANE_ROUNDS - 1:
+            break
         for jacobian in jacobians:
             _, vectors = dominant_modes(relaxed(jacobian, u), 2)
             found = _probes(jacobian, vectors)

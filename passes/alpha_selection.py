@@ -24,6 +24,7 @@ import numpy as np
 from admc.errors import AdmcError, ConvergenceError
 from admc.executor import IdealExecutor
 from admc.ir.program import CLOSED, BlockProgram, Schedule
+from admc.passes.alpha_cycle import BlockCycle, block_cycle, search_blockwise
 from admc.passes.alpha_problem import Linearisation, solve_channelwise, solve_global, spectral_radius
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
 
@@ -167,7 +168,8 @@ def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaC
     matrices = {row: loop_matrix(program, flat_phases[row]) for _, _, row in closed}
     zero_state = slope_bounds(program)[None, :]
     linearisations = {row: Linearisation(matrices[row], zero_state) for _, _, row in closed}
-    first = _choose(linearisations, closed, lower, upper, capabilities, mode)
+    # First round: the exact single-α optimum at the zero state, only to reach the fixed points.
+    first = _choose(program, flat_phases, linearisations, closed, lower, upper, capabilities, "global")
     # Second round: linearise at the fixed points seeded samples reach with the first α.
     noise = np.random.default_rng(LINEARISATION_SEED).standard_normal((LINEARISATION_SAMPLES,
                                                                         program.state_dimension))
@@ -178,9 +180,11 @@ def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaC
         recorder.run(schedule, noise)
         for (_, _, row), state in zip(closed, recorder.fixed_points, strict=True):
             linearisations[row] = Linearisation(matrices[row], slopes(program, state))
-        u_by_row, contraction, candidates = _choose(linearisations, closed, lower, upper, capabilities, mode)
+        u_by_row, contraction, candidates = _choose(program, flat_phases, linearisations, closed, lower, upper,
+                                                    capabilities, mode)
     except ConvergenceError:
-        u_by_row, contraction, candidates = first
+        u_by_row, contraction, candidates = _choose(program, flat_phases, linearisations, closed, lower, upper,
+                                                    capabilities, mode)
     choices = [PhaseChoice(step, index, row, contraction[row]) for step, index, row in closed]
     worst = max(choices, key=lambda choice: choice.contraction)
     if worst.contraction >= 1.0 and not force:
@@ -193,31 +197,58 @@ def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaC
     return AlphaSelection(_alpha_table(schedule, size, capabilities.per_phase, u_by_row), mode, choices, candidates)
 
 
-def _choose(linearisations: dict[int, Linearisation], closed, lower, upper, capabilities: AlphaCapabilities,
-            mode: str):
+def _blockwise(program: BlockProgram, flat_phases, linearisations: dict[int, Linearisation], rows: list[int],
+               lower: np.ndarray, upper: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+    """Block-wise u from the exact cycle spectrum (None when the phase's blocks are not one simple cycle)."""
+    cycles = [block_cycle(program, flat_phases[row], linearisations[row].slopes) for row in rows]
+    if any(cycle is None for cycle in cycles):
+        return None
+    cycle = BlockCycle(cycles[0].groups, cycles[0].slices,
+                       np.concatenate([item.eigenvalues.reshape(-1) for item in cycles]))
+    group_lower = np.array([np.max(lower[part]) for part in cycle.slices])
+    group_upper = np.array([np.min(upper[part]) for part in cycle.slices])
+    group_u = search_blockwise(cycle, group_lower, np.maximum(group_upper, group_lower),
+                               np.array([np.mean(start[part]) for part in cycle.slices]))
+    u = start.copy()
+    for part, value in zip(cycle.slices, group_u, strict=True):
+        u[part] = value
+    return np.clip(u, lower, upper)
+
+
+def _choose(program: BlockProgram, flat_phases, linearisations: dict[int, Linearisation], closed, lower, upper,
+            capabilities: AlphaCapabilities, mode: str):
     """u per closed row, its contraction per row, and the worst contraction of every candidate."""
     groups = [[row] for _, _, row in closed] if capabilities.per_phase else [[row for _, _, row in closed]]
-    u_by_row, contraction = {}, {}
-    candidates = {"min": 0.0, "global": 0.0, "auto": 0.0}
+    u_by_row, contraction, chosen_names = {}, {}, []
+    candidates = {"min": 0.0, "global": 0.0, "auto": 0.0, "blockwise": 0.0}
     for rows in groups:
         parts = [linearisations[row] for row in rows]
         options = {"min": upper,
                    "global": np.full(lower.size, solve_global(parts, float(np.max(lower)), float(np.min(upper)),
                                                               capabilities.noise_weight, capabilities.noise_model))}
         if mode == "auto":
+            blockwise = _blockwise(program, flat_phases, linearisations, rows, lower, upper, options["global"])
+            if blockwise is not None:
+                options["blockwise"] = blockwise
             options["auto"] = solve_channelwise(parts, lower, upper, capabilities.noise_weight,
-                                                capabilities.noise_model, start=options["global"])
+                                                capabilities.noise_model,
+                                                start=options["global"] if blockwise is None else blockwise)
         factors = {name: max(spectral_radius(jacobian, u) for part in parts for jacobian in part.jacobians())
                    for name, u in options.items()}
         for name, factor in factors.items():
             candidates[name] = max(candidates[name], factor)
         # Judged by the spectral radius: auto is never returned worse than global or min.
         chosen = min(options, key=lambda name: (factors[name], name != mode))
+        chosen_names.append(chosen)
         for row in rows:
             u_by_row[row] = options[chosen]
             contraction[row] = factors[chosen]
+    if mode != "auto" or not any(name == "blockwise" or name == "auto" for name in chosen_names):
+        candidates.pop("blockwise", None)
     if mode != "auto":
         candidates.pop("auto")
+    candidates = {name: float(value) for name, value in candidates.items()}
+    candidates["chosen"] = sorted(set(chosen_names))
     return u_by_row, contraction, candidates
 
 
