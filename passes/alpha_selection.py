@@ -29,10 +29,12 @@ from admc.passes.alpha_problem import Linearisation, solve_channelwise, solve_gl
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
 
 MODES = ("auto", "global", "min")
-LINEARISATION_SAMPLES = 16
+LINEARISATION_SAMPLES = 16  # fewer on large programs: LINEARISATION_WORK channel-samples at most
+LINEARISATION_WORK = 40_000
 LINEARISATION_SEED = 0
-LINEARISATION_TOLERANCE = 1e-8
-LINEARISATION_MAX_ITERATIONS = 20_000
+# Linearisation points need σ' to a few digits, not the executor's 1e-13.
+LINEARISATION_TOLERANCE = 1e-6
+LINEARISATION_MAX_ITERATIONS = 5_000
 LARGEST_STEPS = 4096
 
 
@@ -171,8 +173,8 @@ def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaC
     # First round: the exact single-α optimum at the zero state, only to reach the fixed points.
     first = _choose(program, flat_phases, linearisations, closed, lower, upper, capabilities, "global")
     # Second round: linearise at the fixed points seeded samples reach with the first α.
-    noise = np.random.default_rng(LINEARISATION_SEED).standard_normal((LINEARISATION_SAMPLES,
-                                                                        program.state_dimension))
+    samples = int(np.clip(LINEARISATION_WORK // max(size, 1), 2, LINEARISATION_SAMPLES))
+    noise = np.random.default_rng(LINEARISATION_SEED).standard_normal((samples, program.state_dimension))
     recorder = _FixedPointRecorder(program, _alpha_table(schedule, size, capabilities.per_phase, first[0])
                                    if capabilities.per_phase else 1.0 - first[0][closed[0][2]],
                                    tolerance=LINEARISATION_TOLERANCE, max_iterations=LINEARISATION_MAX_ITERATIONS)
