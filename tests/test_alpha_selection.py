@@ -214,3 +214,31 @@ def test_select_alpha_global_is_one_value_per_phase() -> None:
     selection = select_alpha(program, schedule, AlphaCapabilities(0.0, 0.99, True, 0.0), "global", force=True)
     for row in selection.alpha:
         assert np.unique(row).size == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cycle_spectrum_equals_the_dense_eigenvalues(seed: int) -> None:
+    from admc.passes.alpha_cycle import block_cycle, blockwise_radius
+
+    program = random_program(seed, 2.0, hidden=(6, 5, 7))
+    phase = Phase(CLOSED, 0.5, 1.0, ())
+    rng = np.random.default_rng(seed)
+    slope = rng.uniform(0.1, 1.0, (2, program.size))
+    cycle = block_cycle(program, phase, slope)
+    assert cycle is not None and cycle.groups[0] == "state"
+    group_u = rng.uniform(0.05, 1.0, len(program.groups))
+    u = np.concatenate([np.full(group.size, group_u[cycle.groups.index(group.name)]) for group in program.groups])
+    matrix = loop_matrix(program, phase).toarray()
+    dense = max(np.max(np.abs(np.linalg.eigvals(np.eye(program.size) - np.diag(u) @ (np.eye(program.size)
+                                                                                      - matrix * s[None, :]))))
+                for s in slope)
+    ordered = np.array([group_u[cycle.groups.index(name)] for name in cycle.groups])
+    assert float(blockwise_radius(cycle, ordered)) == pytest.approx(dense, rel=1e-8)
+
+
+def test_block_cycle_refuses_skip_edges() -> None:
+    from admc.passes.alpha_cycle import block_cycle
+
+    program = random_program(0, 1.0)
+    program.blocks.append(MatrixBlock("hidden_1", "state", np.ones((8, 2))))
+    assert block_cycle(program, Phase(CLOSED, 0.5, 1.0, ()), np.ones((1, program.size))) is None
