@@ -24,8 +24,15 @@ import numpy as np
 from admc.errors import AdmcError, ConvergenceError
 from admc.executor import IdealExecutor
 from admc.ir.program import CLOSED, BlockProgram, Schedule
-from admc.passes.alpha_cycle import BlockCycle, block_cycle, search_blockwise
-from admc.passes.alpha_problem import Linearisation, solve_channelwise, solve_global, spectral_radius
+from admc.passes.alpha_cycle import BlockCycle, block_cycle, blockwise_radius, search_blockwise
+from admc.passes.alpha_problem import (
+    DENSE_LIMIT,
+    Linearisation,
+    noise_gain,
+    solve_channelwise,
+    solve_global,
+    spectral_radius,
+)
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
 
 MODES = ("auto", "global", "min")
@@ -36,6 +43,7 @@ LINEARISATION_SEED = 0
 LINEARISATION_TOLERANCE = 1e-6
 LINEARISATION_MAX_ITERATIONS = 5_000
 LARGEST_STEPS = 4096
+GLOBAL_GRID_POINTS = 801
 
 
 @dataclass(frozen=True)
@@ -199,44 +207,75 @@ def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaC
     return AlphaSelection(_alpha_table(schedule, size, capabilities.per_phase, u_by_row), mode, choices, candidates)
 
 
-def _blockwise(program: BlockProgram, flat_phases, linearisations: dict[int, Linearisation], rows: list[int],
-               lower: np.ndarray, upper: np.ndarray, start: np.ndarray) -> np.ndarray | None:
-    """Block-wise u from the exact cycle spectrum (None when the phase's blocks are not one simple cycle)."""
+def _cycle(program: BlockProgram, flat_phases, linearisations: dict[int, Linearisation], rows: list[int]
+           ) -> BlockCycle | None:
+    """The block cycle of these phases with every linearisation's cycle eigenvalues (None: not one cycle)."""
     cycles = [block_cycle(program, flat_phases[row], linearisations[row].slopes) for row in rows]
     if any(cycle is None for cycle in cycles):
         return None
-    cycle = BlockCycle(cycles[0].groups, cycles[0].slices,
-                       np.concatenate([item.eigenvalues.reshape(-1) for item in cycles]))
-    group_lower = np.array([np.max(lower[part]) for part in cycle.slices])
-    group_upper = np.array([np.min(upper[part]) for part in cycle.slices])
-    group_u = search_blockwise(cycle, group_lower, np.maximum(group_upper, group_lower),
-                               np.array([np.mean(start[part]) for part in cycle.slices]))
-    u = start.copy()
-    for part, value in zip(cycle.slices, group_u, strict=True):
-        u[part] = value
-    return np.clip(u, lower, upper)
+    return BlockCycle(cycles[0].groups, cycles[0].slices,
+                      np.concatenate([item.eigenvalues.reshape(-1) for item in cycles]))
+
+
+def _group_values(cycle: BlockCycle, u: np.ndarray) -> np.ndarray | None:
+    """u per cycle group when u is constant on every group, else None."""
+    values = np.array([u[part][0] if u[part].size else 1.0 for part in cycle.slices])
+    constant = all(np.all(u[part] == value) for part, value in zip(cycle.slices, values, strict=True))
+    return values if constant else None
+
+
+def _global_on_cycle(cycle: BlockCycle, lower: float, upper: float, capabilities: AlphaCapabilities) -> float:
+    grid = np.linspace(lower, upper, GLOBAL_GRID_POINTS)
+    factors = blockwise_radius(cycle, np.repeat(grid[:, None], len(cycle.groups), axis=1))
+    if capabilities.noise_weight > 0:
+        factors = factors + capabilities.noise_weight * noise_gain(grid, capabilities.noise_model)
+    return float(grid[int(np.argmin(factors))])
+
+
+def _radius(cycle: BlockCycle | None, parts: list[Linearisation], u: np.ndarray) -> float:
+    """Spectral radius of M(u), worst over the linearisations (from the cycle when u is block-constant)."""
+    values = None if cycle is None else _group_values(cycle, u)
+    if values is not None:
+        return float(blockwise_radius(cycle, values))
+    return max(spectral_radius(jacobian, u) for part in parts for jacobian in part.jacobians())
 
 
 def _choose(program: BlockProgram, flat_phases, linearisations: dict[int, Linearisation], closed, lower, upper,
             capabilities: AlphaCapabilities, mode: str):
-    """u per closed row, its contraction per row, and the worst contraction of every candidate."""
+    """u per closed row, its contraction per row, and the worst contraction of every candidate.
+
+    On a block cycle, block-constant candidates are judged (and the single α found) from the exact cycle
+    spectrum; other candidates by the eigenvalues of M(u). Above ``DENSE_LIMIT`` channels on a cycle the
+    channel-wise program is skipped (block-wise α is exact there and costs no n × n eigenproblem).
+    """
     groups = [[row] for _, _, row in closed] if capabilities.per_phase else [[row for _, _, row in closed]]
     u_by_row, contraction, chosen_names = {}, {}, []
     candidates = {"min": 0.0, "global": 0.0, "auto": 0.0, "blockwise": 0.0}
+    low, high = float(np.max(lower)), float(np.min(upper))
     for rows in groups:
         parts = [linearisations[row] for row in rows]
-        options = {"min": upper,
-                   "global": np.full(lower.size, solve_global(parts, float(np.max(lower)), float(np.min(upper)),
-                                                              capabilities.noise_weight, capabilities.noise_model))}
+        cycle = _cycle(program, flat_phases, linearisations, rows)
+        if cycle is not None:
+            single = _global_on_cycle(cycle, low, high, capabilities)
+        else:
+            single = solve_global(parts, low, high, capabilities.noise_weight, capabilities.noise_model)
+        options = {"min": upper, "global": np.full(lower.size, single)}
         if mode == "auto":
-            blockwise = _blockwise(program, flat_phases, linearisations, rows, lower, upper, options["global"])
-            if blockwise is not None:
-                options["blockwise"] = blockwise
-            options["auto"] = solve_channelwise(parts, lower, upper, capabilities.noise_weight,
-                                                capabilities.noise_model,
-                                                start=options["global"] if blockwise is None else blockwise)
-        factors = {name: max(spectral_radius(jacobian, u) for part in parts for jacobian in part.jacobians())
-                   for name, u in options.items()}
+            start = options["global"]
+            if cycle is not None:
+                group_u = search_blockwise(cycle, np.array([np.max(lower[part]) for part in cycle.slices]),
+                                           np.array([max(np.min(upper[part]), np.max(lower[part]))
+                                                     for part in cycle.slices]),
+                                           np.full(len(cycle.groups), single))
+                start = start.copy()
+                for part, value in zip(cycle.slices, group_u, strict=True):
+                    start[part] = value
+                options["blockwise"] = np.clip(start, lower, upper)
+            if cycle is None or lower.size <= DENSE_LIMIT:
+                options["auto"] = solve_channelwise(parts, lower, upper, capabilities.noise_weight,
+                                                    capabilities.noise_model, start=start)
+
+        factors = {name: _radius(cycle, parts, u) for name, u in options.items()}
         for name, factor in factors.items():
             candidates[name] = max(candidates[name], factor)
         # Judged by the spectral radius: auto is never returned worse than global or min.
@@ -245,10 +284,9 @@ def _choose(program: BlockProgram, flat_phases, linearisations: dict[int, Linear
         for row in rows:
             u_by_row[row] = options[chosen]
             contraction[row] = factors[chosen]
-    if mode != "auto" or not any(name == "blockwise" or name == "auto" for name in chosen_names):
-        candidates.pop("blockwise", None)
     if mode != "auto":
         candidates.pop("auto")
+        candidates.pop("blockwise")
     candidates = {name: float(value) for name, value in candidates.items()}
     candidates["chosen"] = sorted(set(chosen_names))
     return u_by_row, contraction, candidates
