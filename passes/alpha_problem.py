@@ -34,6 +34,7 @@ DENSE_LIMIT = 600
 MODES_PER_LINEARISATION = 8
 CUTTING_PLANE_ROUNDS = 2
 GRID_POINTS = 801
+WORST_LINEARISATIONS = 4
 
 
 @dataclass
@@ -126,8 +127,14 @@ def _solve_probes(directions: np.ndarray, images: np.ndarray, lower: np.ndarray,
 def solve_channelwise(linearisations: list[Linearisation], lower: np.ndarray, upper: np.ndarray,
                       noise_weight: float = 0.0, noise_model: str = "after_skip",
                       start: np.ndarray | None = None) -> np.ndarray:
-    """u per channel minimising the largest probe ratio over all linearisations (cutting-plane rounds)."""
+    """u per channel minimising the largest probe ratio over the linearisations (cutting-plane rounds).
+
+    Only the ``WORST_LINEARISATIONS`` slowest at ``start`` enter the program (the others contract faster).
+    """
     jacobians = [jacobian for linearisation in linearisations for jacobian in linearisation.jacobians()]
+    if start is not None and len(jacobians) > WORST_LINEARISATIONS:
+        radii = [spectral_radius(jacobian, start) for jacobian in jacobians]
+        jacobians = [jacobians[index] for index in np.argsort(radii)[::-1][:WORST_LINEARISATIONS]]
     directions, images = [], []
     for jacobian in jacobians:
         _, vectors = dominant_modes(jacobian, MODES_PER_LINEARISATION)

@@ -181,14 +181,25 @@ def certify_phase(program: BlockProgram, phase: Phase, alpha: np.ndarray, tolera
 
 
 def steps_needed(program: BlockProgram, alpha: np.ndarray) -> dict:
-    """T_min of the Theorem 1 and block bounds for implicit Euler and Crank-Nicolson (same α)."""
-    def theorem1(program, phase, alpha):
-        return theorem1_and_block(program, phase, alpha)[0]
+    """T_min of the Theorem 1 and block bounds for implicit Euler and Crank-Nicolson (same α).
 
-    def block(program, phase, alpha):
-        return theorem1_and_block(program, phase, alpha)[1]
+    Block norms are computed once per scale class; at another step scale a (row, column) pair's norm is
+    Σ_class factor × norm (exact when the pair has one class, the triangle inequality otherwise).
+    """
+    by_class = {}
+    for scale_class in SCALE_CLASSES:
+        only = BlockProgram(program.state_dimension, program.groups,
+                            [block for block in program.blocks if block.scale_class == scale_class], [], [],
+                            program.readout_group, program.open_iterations, program.layout)
+        by_class[scale_class] = group_norms(only, Phase(CLOSED, 1.0, 1.0, ()))
 
-    return {solver: {name: smallest_steps(program, alpha, scale, bound)
-                     for name, bound in (("theorem1", theorem1), ("block", block))}
+    def bound(kind: int):
+        def factor(_program, phase, alpha_values):
+            norms = sum(block_scale(name, phase.step_scale, phase.loop) * by_class[name][kind]
+                        for name in SCALE_CLASSES)
+            return _perron_root(norms, program, alpha_values)
+        return factor
+
+    return {solver: {"theorem1": smallest_steps(program, alpha, scale, bound(0)),
+                     "block": smallest_steps(program, alpha, scale, lambda *a: min(bound(0)(*a), bound(1)(*a)))}
             for solver, scale in (("implicit-euler", 1.0), ("crank-nicolson", 0.5))}
-
