@@ -22,6 +22,7 @@ choice is judged by; ``solve_channelwise`` / ``solve_global`` return u within th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -39,10 +40,19 @@ WORST_LINEARISATIONS = 4
 
 @dataclass
 class Linearisation:
-    """The loop's linear part of one phase and σ' at the states it is linearised at."""
+    """The loop's linear part of one phase and σ' at the states it is linearised at.
 
-    matrix: sparse.csr_matrix  # A_phase [n, n]
+    ``matrix`` may be a zero-argument function building it: on a block cycle the α pass never needs it.
+    """
+
+    source: sparse.csr_matrix | Callable[[], sparse.csr_matrix]  # A_phase [n, n], or how to build it
     slopes: np.ndarray  # [K, n]
+
+    @property
+    def matrix(self) -> sparse.csr_matrix:
+        if callable(self.source):
+            self.source = self.source()
+        return self.source
 
     def jacobians(self) -> list[sparse.csr_matrix]:
         return [sparse.csr_matrix(self.matrix.multiply(slope[None, :])) for slope in self.slopes]

@@ -175,7 +175,16 @@ def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaC
         return AlphaSelection(_alpha_table(schedule, size, capabilities.per_phase,
                                            {row: upper for _, _, row in closed}), "min")
     flat_phases = [phase for phases in schedule.steps for phase in phases]
-    matrices = {row: loop_matrix(program, flat_phases[row]) for _, _, row in closed}
+    cache: dict[int, object] = {}
+
+    def matrix_of(row: int):
+        def build():
+            if row not in cache:
+                cache[row] = loop_matrix(program, flat_phases[row])
+            return cache[row]
+        return build
+
+    matrices = {row: matrix_of(row) for _, _, row in closed}
     zero_state = slope_bounds(program)[None, :]
     linearisations = {row: Linearisation(matrices[row], zero_state) for _, _, row in closed}
     # First round: the exact single-α optimum at the zero state, only to reach the fixed points.
