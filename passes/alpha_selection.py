@@ -26,7 +26,6 @@ from admc.executor import IdealExecutor
 from admc.ir.program import CLOSED, BlockProgram, Schedule
 from admc.passes.alpha_cycle import BlockCycle, block_cycle, blockwise_radius, search_blockwise
 from admc.passes.alpha_problem import (
-    DENSE_LIMIT,
     Linearisation,
     noise_gain,
     solve_channelwise,
@@ -254,12 +253,13 @@ def _choose(program: BlockProgram, flat_phases, linearisations: dict[int, Linear
     """u per closed row, its contraction per row, and the worst contraction of every candidate.
 
     On a block cycle, block-constant candidates are judged (and the single α found) from the exact cycle
-    spectrum; other candidates by the eigenvalues of M(u). Above ``DENSE_LIMIT`` channels on a cycle the
-    channel-wise program is skipped (block-wise α is exact there and costs no n × n eigenproblem).
+    spectrum, and the channel-wise program is not run: on the benchmark networks it never beat the exact
+    block-wise optimum, and it costs an SOCP per phase (docs/alpha-selection.md). Other layouts get the
+    channel-wise program, judged by the eigenvalues of M(u).
     """
     groups = [[row] for _, _, row in closed] if capabilities.per_phase else [[row for _, _, row in closed]]
     u_by_row, contraction, chosen_names = {}, {}, []
-    candidates = {"min": 0.0, "global": 0.0, "auto": 0.0, "blockwise": 0.0}
+    candidates: dict = {}
     low, high = float(np.max(lower)), float(np.min(upper))
     for rows in groups:
         parts = [linearisations[row] for row in rows]
@@ -280,22 +280,19 @@ def _choose(program: BlockProgram, flat_phases, linearisations: dict[int, Linear
                 for part, value in zip(cycle.slices, group_u, strict=True):
                     start[part] = value
                 options["blockwise"] = np.clip(start, lower, upper)
-            if cycle is None or lower.size <= DENSE_LIMIT:
+            if cycle is None:
                 options["auto"] = solve_channelwise(parts, lower, upper, capabilities.noise_weight,
                                                     capabilities.noise_model, start=start)
 
         factors = {name: _radius(cycle, parts, u) for name, u in options.items()}
         for name, factor in factors.items():
-            candidates[name] = max(candidates[name], factor)
+            candidates[name] = max(candidates.get(name, 0.0), factor)
         # Judged by the spectral radius: auto is never returned worse than global or min.
         chosen = min(options, key=lambda name: (factors[name], name != mode))
         chosen_names.append(chosen)
         for row in rows:
             u_by_row[row] = options[chosen]
             contraction[row] = factors[chosen]
-    if mode != "auto":
-        candidates.pop("auto")
-        candidates.pop("blockwise")
     candidates = {name: float(value) for name, value in candidates.items()}
     candidates["chosen"] = sorted(set(chosen_names))
     return u_by_row, contraction, candidates

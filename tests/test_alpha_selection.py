@@ -113,7 +113,8 @@ def test_auto_converges_where_min_does_not(tmp_path: Path) -> None:
         IdealExecutor(minimal.program, minimal.alpha, max_iterations=20_000).run(minimal.schedule, noise)
     section = compiled.extra_sections["convergence"]
     assert section["loop_budget"] is not None and section["loop_budget"] > 0
-    assert section["alpha"]["candidates"]["auto"] <= section["alpha"]["candidates"]["min"]
+    candidates = section["alpha"]["candidates"]
+    assert candidates["blockwise"] <= candidates["global"] <= candidates["min"] and candidates["global"] < 1.0
 
 
 def test_aoc_alpha_respects_the_gain_range(tmp_path: Path) -> None:
