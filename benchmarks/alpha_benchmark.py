@@ -124,11 +124,12 @@ def grid_per_phase(program: BlockProgram, schedule: Schedule, inputs: np.ndarray
     return None if not np.isfinite(total) else int(total)
 
 
-def iterations_table(steps_list: list[int], samples: int) -> list[dict]:
+def iterations_table(steps_list: list[int], samples: int,
+                     networks: tuple[str, ...] = ("two-moons", "random-1x48", "random-4x24", "aoc")) -> list[dict]:
     rows = []
     noise = np.random.default_rng(0).standard_normal((samples, 2))
     ideal = load_target("ideal")
-    for network in ("two-moons", "random-1x48", "random-4x24"):
+    for network in [name for name in networks if name != "aoc"]:
         for steps in steps_list:
             program, schedule = spine(network, steps)
             row = {"network": network, "target": "ideal", "steps": steps, "channels": program.size}
@@ -149,7 +150,7 @@ def iterations_table(steps_list: list[int], samples: int) -> list[dict]:
             print(json.dumps(row), flush=True)
     aoc = load_target("aoc-48")
     source = load_source(EXAMPLE)
-    for steps in steps_list:
+    for steps in steps_list if "aoc" in networks else []:
         row = {"network": "two-moons", "target": "aoc-48", "steps": steps}
         floor = None
         for mode in ("min", "global", "auto"):
@@ -242,10 +243,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--budgets", type=int, nargs="+", default=[40, 100])
     parser.add_argument("--channels", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--networks", nargs="+", default=["two-moons", "random-1x48", "random-4x24", "aoc"],
+                        help="iterations: which rows (aoc = two-moons on aoc-48)")
     parser.add_argument("--json")
     arguments = parser.parse_args()
     if arguments.table == "iterations":
-        rows = iterations_table(arguments.steps, arguments.samples)
+        rows = iterations_table(arguments.steps, arguments.samples, tuple(arguments.networks))
     elif arguments.table == "twin":
         rows = twin_table(arguments.budgets, arguments.samples)
     else:
