@@ -23,7 +23,7 @@ import numpy as np
 
 from admc.ir.program import SCALE_CLASSES, BlockProgram, Phase, block_scale
 
-GRID_POINTS = 96
+GRID_POINTS = 48
 SWEEPS = 4
 
 

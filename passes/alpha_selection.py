@@ -42,7 +42,7 @@ LINEARISATION_SEED = 0
 LINEARISATION_TOLERANCE = 1e-6
 LINEARISATION_MAX_ITERATIONS = 5_000
 LARGEST_STEPS = 4096
-GLOBAL_GRID_POINTS = 801
+GLOBAL_GRID_POINTS = 61
 
 
 @dataclass(frozen=True)
@@ -233,11 +233,19 @@ def _group_values(cycle: BlockCycle, u: np.ndarray) -> np.ndarray | None:
 
 
 def _global_on_cycle(cycle: BlockCycle, lower: float, upper: float, capabilities: AlphaCapabilities) -> float:
-    grid = np.linspace(lower, upper, GLOBAL_GRID_POINTS)
-    factors = blockwise_radius(cycle, np.repeat(grid[:, None], len(cycle.groups), axis=1))
-    if capabilities.noise_weight > 0:
-        factors = factors + capabilities.noise_weight * noise_gain(grid, capabilities.noise_model)
-    return float(grid[int(np.argmin(factors))])
+    """One u for every group: a coarse grid, then a fine grid around its best point."""
+    def best(grid: np.ndarray) -> tuple[float, float]:
+        factors = blockwise_radius(cycle, np.repeat(grid[:, None], len(cycle.groups), axis=1))
+        if capabilities.noise_weight > 0:
+            factors = factors + capabilities.noise_weight * noise_gain(grid, capabilities.noise_model)
+        index = int(np.argmin(factors))
+        return float(grid[index]), float(factors[index])
+
+    coarse = np.linspace(lower, upper, GLOBAL_GRID_POINTS)
+    u, _ = best(coarse)
+    spacing = coarse[1] - coarse[0] if coarse.size > 1 else 0.0
+    fine = np.clip(np.linspace(u - spacing, u + spacing, GLOBAL_GRID_POINTS), lower, upper)
+    return best(np.concatenate([[u], fine]))[0]
 
 
 def _radius(cycle: BlockCycle | None, parts: list[Linearisation], u: np.ndarray) -> float:
