@@ -57,8 +57,10 @@ def _require_run_memory(batch: int, steps: int, channels: int, repeats: int = 1,
 
 
 def _grid_arguments(parser: argparse.ArgumentParser) -> None:
+    from admc.passes.solvers import SOLVER_ALIASES, SOLVERS
+
     parser.add_argument("--solver", default=None,
-                        help="explicit-euler | heun | implicit-euler | crank-nicolson | continuous (default: the "
+                        help=f"{' | '.join(SOLVERS)} (aliases: {', '.join(SOLVER_ALIASES)}; default: the "
                              "target's; implicit-euler for the reference)")
     parser.add_argument("--steps", type=option.STEPS, default=16, help="uniform grid t_n = n/T (default 16)")
     parser.add_argument("--grid", help="a .npy or .txt file of time points (overrides --steps)")
@@ -90,7 +92,8 @@ def command_build(arguments: argparse.Namespace) -> int:
                      fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes,
                      calibration=arguments.calibration, condition_inputs=arguments.condition or (),
                      guidance=arguments.guidance, null_conditions=arguments.null_condition,
-                     distributions=arguments.condition_distribution)
+                     distributions=arguments.condition_distribution, alpha=arguments.alpha,
+                     force=arguments.force)
     if arguments.timings or arguments.verify_passes:
         print(passes.table(), file=sys.stderr)
     print(f"wrote {path}")
@@ -141,6 +144,7 @@ def command_simulate(arguments: argparse.Namespace) -> int:
     from admc.bundle import Bundle
     from admc.bundle_program import bundle_program
     from admc.execute import run_ideal
+    from admc.passes.loop_budget import bundle_loop_budget
     from admc.targets.backends import backend_of_manifest
 
     bundle = Bundle(arguments.bundle)
@@ -148,6 +152,9 @@ def command_simulate(arguments: argparse.Namespace) -> int:
     _require_run_memory(noise.shape[0], len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
                         getattr(getattr(bundle.target, "timing", None), "repeats", 1),
                         "the simulation")
+    if arguments.loop_iterations is None and not arguments.ideal:
+        # The twin runs the program's loop budget; the ideal executor iterates to its exact tolerance.
+        arguments.loop_iterations = bundle_loop_budget(bundle.manifest)
     if bundle.manifest.get("conditions") or arguments.condition or arguments.guidance is not None:
         from admc.conditional_run import load_condition_files, simulate
         from admc.targets.aoc.calibration import read_calibration
@@ -184,6 +191,7 @@ def command_verify(arguments: argparse.Namespace) -> int:
 
     from admc.bundle import Bundle
     from admc.bundle_program import check_loaded_files
+    from admc.passes.loop_budget import bundle_loop_budget
     from admc.verify import verify_bundle
     from admc.verify_report import write_report
 
@@ -193,7 +201,10 @@ def command_verify(arguments: argparse.Namespace) -> int:
     repeats = arguments.repeats or getattr(getattr(bundle.target, "timing", None), "repeats", 1)
     _require_run_memory(arguments.samples, len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
                         repeats, "verification")
-    twin_options = {"mode": arguments.twin_mode, "loop_iterations": arguments.loop_iterations,
+    loop_iterations = arguments.loop_iterations
+    if loop_iterations is None:
+        loop_iterations = bundle_loop_budget(bundle.manifest)
+    twin_options = {"mode": arguments.twin_mode, "loop_iterations": loop_iterations,
                     "repeats": arguments.repeats}
     if arguments.calibration:
         from admc.targets.aoc.calibration import read_calibration
@@ -257,6 +268,11 @@ def make_parser() -> argparse.ArgumentParser:
                        help="check after each pass that the semantics survived (within the pass's bound)")
     build.add_argument("--dump-ir", metavar="DIR", type=option.new_directory,
                        help="write a JSON summary of the IR after each pass")
+    build.add_argument("--alpha", default="auto", metavar="auto|global|min|FILE",
+                       help="skip fractions α: auto (channel-wise convex program, default), global (one α per "
+                       "phase), min (smallest α the gain range allows), or a .npy table [n] (or [phases, n])")
+    build.add_argument("--force", action="store_true",
+                       help="build even when no α in range makes a closed loop contract")
     _grid_arguments(build)
     build.add_argument("--condition", action="append", metavar="NAME",
                        help="a condition input (class index, condition vector, guidance scale); repeatable")
@@ -291,7 +307,7 @@ def make_parser() -> argparse.ArgumentParser:
     simulate.add_argument("-o", "--output", required=True, type=option.output_file)
     simulate.add_argument("--ideal", action="store_true", help="exact float64 execution of the program")
     simulate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
-                          help="fixed loop-iteration budget per closed phase")
+                          help="fixed loop-iteration budget per closed phase (default: the bundle's loop budget)")
     simulate.add_argument("--seed", type=option.SEED, default=0)
     simulate.add_argument("--calibration", help="a measured machine's calibration file (FIELDS.md format) for "
                           "the twin's device figures")
@@ -312,7 +328,7 @@ def make_parser() -> argparse.ArgumentParser:
     verify.add_argument("--no-twin", action="store_true", help="check only source ≡ canonical ≡ ideal program")
     verify.add_argument("--twin-mode", default="discrete", choices=["discrete", "continuous"])
     verify.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
-                        help="twin loop iterations per closed phase")
+                        help="twin loop iterations per closed phase (default: the bundle's loop budget)")
     verify.add_argument("--repeats", type=option.REPEATS, help="twin repeats averaged per readout (default: target's)")
     verify.add_argument("--twin-ratio", type=option.positive_float(), default=0.5,
                         help="pass if W2(twin, reference) ≤ this × W2(Gaussian fit, reference) (default 0.5)")

@@ -26,9 +26,11 @@ from admc.ir.adm import IDENTITY, AdmNetwork
 from admc.ir.graph import Graph
 from admc.ir.program import BlockProgram, Schedule, tabulate_static_injection
 from admc.pass_checks import canonical_check, lowering_check, pack_check
+from admc.passes.alpha_selection import AlphaCapabilities, select_alpha
 from admc.passes.canonicalize import canonicalize
-from admc.passes.continuous_time import solver_kind, tabulation_times
+from admc.passes.continuous_time import DISCRETE, solver_kind, tabulation_times
 from admc.passes.fold_input import pack_folded
+from admc.passes.loop_budget import convergence_section
 from admc.passes.manager import PassManager
 from admc.passes.pack import pack_direct
 from admc.passes.step_phases import build_schedule, solver_name
@@ -70,6 +72,10 @@ class CompiledProgram:
     calibration: Any = None
     # Conditional models: the digital conditioning interface (admc.condition_drive) and its manifest section.
     condition_interface: Any = None
+    # α selection: the mode (--alpha), whether to build a schedule that no α contracts (--force), the result.
+    alpha_mode: str = "auto"
+    force: bool = False
+    alpha_selection: Any = None
 
 
 def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgram,
@@ -130,12 +136,14 @@ def compile_source(source: SourceModel, target: Any, solver: str | None = None, 
                    grid: np.ndarray | None = None, fp_iterations: int | None = None,
                    layout: str = "auto", passes: PassManager | None = None,
                    calibration: Any = None, guidance: float | None = None,
-                   null_conditions: dict | None = None, distributions: dict | None = None) -> CompiledProgram:
+                   null_conditions: dict | None = None, distributions: dict | None = None,
+                   alpha: str = "auto", force: bool = False) -> CompiledProgram:
     """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them.
     ``solver`` None takes the target's default; ``calibration``: a measured machine to compile for (read by
     the target's backend). Conditional models: ``guidance`` W with ``null_conditions`` builds the
     classifier-free-guided loop; ``distributions`` declares how ``verify`` draws conditions
-    (admc.conditional_build)."""
+    (admc.conditional_build). ``alpha`` is the α mode (auto | global | min | path of a .npy table); ``force``
+    builds a schedule whose loops no α in range makes contract."""
     passes = passes or PassManager()
     solver = check_solver(target.default_solver if solver is None else solver, target)
     backend = backend_of(target)
@@ -155,7 +163,16 @@ def compile_source(source: SourceModel, target: Any, solver: str | None = None, 
     schedule = passes.run("solver phases and Δt", build_schedule, solver, times, fp_iterations)
     program.static_table = passes.run("static injection table", tabulate_static_injection, program,
                                       tabulation_times(schedule))
-    compiled = CompiledProgram(source, target, network, program, schedule, np.zeros(program.size))
+    # Loops (discrete solvers) get α before anything runs them (state-scaling calibration included); a
+    # continuous-time program has no loop to relax.
+    discrete = solver_kind(schedule.solver) == DISCRETE
+    selection = None
+    if discrete:
+        selection = passes.run("α selection", select_alpha, program, schedule, AlphaCapabilities.of(target),
+                               alpha, None, None, force)
+    compiled = CompiledProgram(source, target, network, program, schedule,
+                               selection.alpha if selection is not None else np.zeros(program.size),
+                               alpha_mode=alpha, force=force, alpha_selection=selection)
     compiled.report = spine_report(compiled)
     compiled.calibration = calibration
     if conditional:
@@ -171,6 +188,12 @@ def compile_source(source: SourceModel, target: Any, solver: str | None = None, 
         from admc.conditional_build import attach_conditions
 
         attach_conditions(compiled, unguided_program, null_conditions)
+    if discrete:
+        timing = getattr(target, "timing", None)
+        compiled.extra_sections["convergence"] = passes.run(
+            "convergence certificates and loop budget", convergence_section,
+            compiled.realised_program or compiled.program, schedule, compiled.alpha, target.loop.settle_tolerance,
+            getattr(timing, "loop_iteration_s", None), compiled.alpha_selection.report())
     return compiled
 
 
@@ -216,10 +239,12 @@ def build(model: str | Path | torch.nn.Module, output: str | Path, target: str |
           example_inputs: tuple | None = None, passes: PassManager | None = None,
           calibration: str | Path | None = None,
           condition_inputs: tuple[str, ...] | list[str] = (), guidance: float | None = None,
-          null_conditions: dict | list[str] | None = None, distributions: dict | list[str] | None = None) -> Path:
+          null_conditions: dict | list[str] | None = None, distributions: dict | list[str] | None = None,
+          alpha: str = "auto", force: bool = False) -> Path:
     """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path (``solver`` None:
     the target's default). ``calibration``: a measured machine's calibration file to compile for, read by the
-    target's backend (the AOC's: the makers' format).
+    target's backend (the AOC's: the makers' format). ``alpha``: the α mode (auto | global | min | .npy table);
+    ``force``: build a schedule whose loops no α in range makes contract.
 
     Conditional models: ``condition_inputs`` names inputs beyond x and t; ``guidance`` W with
     ``null_conditions`` (``{name: value}`` or ``["NAME=VALUE", ...]``) builds classifier-free guidance;
@@ -239,5 +264,5 @@ def build(model: str | Path | torch.nn.Module, output: str | Path, target: str |
 
         null_conditions, distributions = parse_condition_options(source.signature, null_conditions, distributions)
     compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes,
-                              machine, guidance, null_conditions, distributions)
+                              machine, guidance, null_conditions, distributions, alpha, force)
     return emit_bundle(compiled, output)

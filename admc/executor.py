@@ -1,6 +1,8 @@
 """The ideal executor: runs a block program's phases exactly, in float64 (the semantics of admc.ir.program).
 
-Requires: a ``BlockProgram``, a ``Schedule`` and per-channel α (default 0). Guarantees: open phases run
+Requires: a ``BlockProgram``, a ``Schedule`` and per-channel α (default 0): one vector [n] for every phase, or
+a table [phases, n] with one row per phase of the schedule in order (step-major; ``passes.alpha_table``).
+Guarantees: open phases run
 the feed-forward pass (``open_iterations`` applications; longer when α > 0, until settled); closed phases
 iterate to a fixed point (relative change ≤ ``tolerance``) or exactly ``loop_iterations`` times when a
 budget is given. A loop that does not settle raises ``ConvergenceError`` naming the step, the phase and
@@ -70,7 +72,11 @@ class IdealExecutor:
                  loop_iterations: int | None = None, record_residuals: bool = False,
                  record_peaks: bool = False):
         self.program = program
-        self.alpha = np.zeros(program.size) if alpha is None else np.asarray(alpha, dtype=np.float64)
+        alpha = np.zeros(program.size) if alpha is None else np.asarray(alpha, dtype=np.float64)
+        # A table holds one row per phase (targets that set α per phase); its rows are selected in run_step.
+        self.alpha_table = alpha if alpha.ndim == 2 else None
+        self.alpha = alpha[0] if alpha.ndim == 2 else alpha
+        self._phase_row = 0
         self.tolerance = tolerance
         self.max_iterations = max_iterations
         self.loop_iterations = loop_iterations
@@ -79,9 +85,7 @@ class IdealExecutor:
                             for group in program.groups]
         self.held = [(slice(group.offset, group.stop), group.voltage_scale)
                      for group in program.groups if group.held]
-        self.open_alpha = self.alpha.copy()
-        for channels, _ in self.held:
-            self.open_alpha[channels] = 0.0
+        self._select_alpha(self.alpha)
         self.initialised = [(slice(group.offset, group.stop), group.voltage_scale) for group in program.groups
                             if group.role in ("state", "readout")]
         readout = program.group(program.readout_group)
@@ -95,6 +99,12 @@ class IdealExecutor:
         # for choosing voltage scalings (record_peaks).
         self.state_peak = np.zeros(program.size) if record_peaks else None
         self.drive_peak = np.zeros(program.size) if record_peaks else None
+
+    def _select_alpha(self, alpha: np.ndarray) -> None:
+        self.alpha = alpha
+        self.open_alpha = alpha.copy()
+        for channels, _ in self.held:
+            self.open_alpha[channels] = 0.0
 
     def _compiled(self, phase: Phase) -> _CompiledPhase:
         if phase not in self._cache:
@@ -143,6 +153,9 @@ class IdealExecutor:
         outputs: dict[str, np.ndarray] = {"x": x}
         iterations, residuals = [], []
         for index, phase in enumerate(phases):
+            if self.alpha_table is not None:
+                self._select_alpha(self.alpha_table[self._phase_row])
+            self._phase_row += 1
             compiled = self._compiled(phase)
             inject, hold, initial = phase_vectors(phase, outputs)
             if initial is not None:
@@ -212,6 +225,10 @@ class IdealExecutor:
         state = np.zeros((x.shape[0], self.program.size))
         for channels, scale in self.initialised:
             state[:, channels] = scale * x
+        self._phase_row = 0
+        if self.alpha_table is not None and len(self.alpha_table) != sum(len(phases) for phases in schedule.steps):
+            raise ValueError(f"α table has {len(self.alpha_table)} rows, the schedule has "
+                             f"{sum(len(phases) for phases in schedule.steps)} phases")
         result = ExecutionResult(np.empty((len(schedule.steps) + 1, *x.shape)))
         result.trajectory[0] = x
         for step, phases in enumerate(schedule.steps):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from admc.bundle import Bundle
+from admc.passes.loop_budget import describe as describe_convergence
 from admc.targets.backends import backend_of_manifest
 
 
@@ -31,6 +32,7 @@ def summary(bundle: Bundle) -> dict:
         "open_loop_iterations": layout["open_iterations"],
         "payload_bytes": sum(len(bundle.read_bytes(name)) for name in manifest["payloads"]),
         "report": manifest.get("report", {}),
+        "convergence": manifest.get("convergence", {}),
     }
     if manifest.get("conditions"):
         result["conditions"] = conditions_summary(manifest["conditions"])
@@ -70,6 +72,7 @@ def describe(bundle: Bundle) -> str:
         lines.append(f"note: {note}")
     lines += conditions_lines(data.get("conditions"))
     lines += data.get("target_lines", [])
+    lines.extend(describe_convergence(data["convergence"]))
     lines.append(f"payloads    {data['payload_bytes']} bytes")
     return "\n".join(lines)
 

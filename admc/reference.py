@@ -31,13 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from admc.errors import AdmcError, ConvergenceError
+from admc.passes.solvers import IMPLICIT_SOLVERS, solver_name
 from admc.schedule import time_grid
 
 VelocityFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson", "continuous")
-_ALIASES = {"euler": "explicit-euler", "implicit": "implicit-euler", "cn": "crank-nicolson"}
-IMPLICIT_SOLVERS = ("implicit-euler", "crank-nicolson")
 
 RELATIVE_TOLERANCE = 1e-12
 # About 4 ulp: below this a residual is rounding noise, so polishing stops.
@@ -46,14 +44,8 @@ FIXED_POINT_BUDGET = 200
 NEWTON_BUDGET = 50
 
 
-def canonical_solver(name: str) -> str:
-    """The canonical solver name for ``name`` (case and '_' / '-' insensitive, aliases accepted)."""
-    key = name.strip().lower().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in SOLVERS:
-        valid = ", ".join(SOLVERS + tuple(_ALIASES))
-        raise AdmcError(f"unknown solver '{name}'; valid solvers: {valid}")
-    return key
+# One solver table for every command (passes/solvers.py).
+canonical_solver = solver_name
 
 
 @dataclass

@@ -20,17 +20,9 @@ import numpy as np
 from admc.errors import AdmcError
 from admc.ir.program import CLOSED, OPEN, Phase, Schedule
 from admc.passes.continuous_time import CONTINUOUS, continuous_phases
+from admc.passes.solvers import IMPLICIT_SOLVERS, SOLVER_ALIASES, SOLVERS, solver_name
 
-SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson", "continuous")
-SOLVER_ALIASES = {"euler": "explicit-euler", "explicit": "explicit-euler", "implicit": "implicit-euler",
-                  "cn": "crank-nicolson"}
-
-
-def solver_name(name: str) -> str:
-    canonical = SOLVER_ALIASES.get(name, name)
-    if canonical not in SOLVERS:
-        raise AdmcError(f"unknown solver '{name}'; choose one of {', '.join(SOLVERS)}")
-    return canonical
+__all__ = ["SOLVERS", "SOLVER_ALIASES", "build_schedule", "solver_name"]
 
 
 def _step_phases(solver: str, time: float, delta: float, fp_iterations: int | None) -> list[Phase]:
@@ -63,7 +55,7 @@ def _step_phases(solver: str, time: float, delta: float, fp_iterations: int | No
 def build_schedule(solver: str, grid: np.ndarray, fp_iterations: int | None = None) -> Schedule:
     solver = solver_name(solver)
     if fp_iterations is not None:
-        if solver not in ("implicit-euler", "crank-nicolson"):
+        if solver not in IMPLICIT_SOLVERS:
             raise AdmcError(f"--fp-iterations applies to implicit-euler and crank-nicolson, not {solver}")
         if fp_iterations < 1:
             raise AdmcError(f"--fp-iterations must be at least 1, got {fp_iterations}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from admc.errors import AdmcError
 from admc.ir.program import CLOSED, FEEDBACK, FIXED, STEP
+from admc.passes.alpha_selection import AlphaCapabilities, select_alpha
 from admc.passes.routing import check_routing, routing_graph
 from admc.passes.state_scaling import apply_scales, choose_scales, headroom_report, measure_peaks
 from admc.passes.tiling import MatrixBlock as TilingBlock
@@ -179,6 +180,27 @@ def weight_errors(program, achieved: list[np.ndarray], factors: Factors | None) 
     return errors
 
 
+def alpha_in_range(compiled, scaled, tile_rows: list[TileRows], target) -> np.ndarray:
+    """α for the scaled program: the α pass again with the gain-range constraint (1 − α_i) m_i ≤ β_max.
+
+    ``min`` is the old choice (the smallest α in range); every mode is floored by it, so the range holds.
+    """
+    floor = choose_alpha(tile_rows, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
+    if compiled.alpha_mode == "min":
+        compiled.alpha_selection.alpha = floor
+        return floor
+    if compiled.alpha.ndim == 2:
+        raise AdmcError("alpha.per_phase: the AOC program holds one α table for every phase; set it to false")
+    row_peaks = np.zeros(scaled.size)
+    for rows in tile_rows:
+        np.maximum.at(row_peaks, rows.channels, np.max(np.abs(rows.weights), axis=1, initial=0.0))
+    selection = select_alpha(scaled, compiled.schedule, AlphaCapabilities.of(target), compiled.alpha_mode,
+                             row_peaks, target.gain.beta_max, compiled.force)
+    selection.alpha = np.maximum(selection.alpha, floor)
+    compiled.alpha_selection = selection
+    return selection.alpha
+
+
 def lower_to_aoc(compiled, layout: str, calibration=None):
     """``calibration``: a measured machine (``calibration.Calibration``) to compile for (``compensation.py``)."""
     target = compiled.target
@@ -186,7 +208,7 @@ def lower_to_aoc(compiled, layout: str, calibration=None):
         return lower_to_measured_aoc(compiled, layout, calibration)
     scaled, headroom = scale_states(compiled, target)
     placement, routing, tile_rows = place(scaled, target, layout)
-    alpha = choose_alpha(tile_rows, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
+    alpha = alpha_in_range(compiled, scaled, tile_rows, target)
     floors = gain_floors(scaled, placement, compiled.schedule, target)
     beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target, floors)
     set_factors = [None] if target.gain.per_channel else image_set_factors(compiled.schedule)

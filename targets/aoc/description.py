@@ -21,6 +21,7 @@ from admc.targets.aoc.chain import ChainSpec
 from admc.targets.aoc.nonidealities import NonIdealities
 from admc.targets.aoc.slm import check_response
 from admc.targets.description_schema import Field
+from admc.targets.loop_spec import LoopSpec, alpha_per_phase_field, loop_schema
 
 INFINITY = float("inf")
 
@@ -82,7 +83,9 @@ SCHEMA = {
     "alpha": {
         "min": Field("float", "smallest analog skip fraction α", minimum=0, maximum=1),
         "max": Field("float", "largest analog skip fraction α (< 1)", minimum=0, maximum=1),
+        "per_phase": alpha_per_phase_field(False),
     },
+    "loop": loop_schema(settle_tolerance=1e-4),
     "sigma": {
         "function": Field("str", "nonlinearity driving the LEDs", choices=("tanh",)),
         "gain_min": Field("float", "smallest programmable σ input gain", minimum=1e-6, maximum=1e3),
@@ -187,10 +190,11 @@ class GainSpec:
 
 @dataclass(frozen=True)
 class AlphaSpec:
-    """Range of the analog skip fraction α."""
+    """Range of the analog skip fraction α, and whether the program may set a fresh α per phase."""
 
     min: float
     max: float
+    per_phase: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,7 @@ class AocTarget:
     timing: TimingSpec
     nonidealities: NonIdealities
     chain: ChainSpec
+    loop: LoopSpec = LoopSpec(1e-4)
 
     # What shared passes read (issue 11): the backend's module, the kind of solver the loop runs, and
     # the periphery's nonlinearity (the σ driving the LEDs).

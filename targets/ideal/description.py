@@ -6,10 +6,11 @@ Requires: nothing. Guarantees: ``IdealTarget.from_mapping(validate(data, SCHEMA,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from admc.targets.description_schema import Field
+from admc.targets.loop_spec import AlphaRange, LoopSpec, alpha_schema, loop_schema
 
 SCHEMA = {
     "kind": Field("str", "target kind", choices=("ideal",)),
@@ -24,6 +25,9 @@ SCHEMA = {
         "tanh": Field("bool", "σ = tanh is available", default=True),
         "relu": Field("bool", "σ = ReLU is available", default=True),
     },
+    # An exact machine can set any α < 1, and a fresh one per phase; it settles to rounding (float64).
+    "alpha": alpha_schema(per_phase=True),
+    "loop": loop_schema(settle_tolerance=1e-12),
 }
 
 
@@ -37,6 +41,8 @@ class IdealTarget:
     linear_channels: bool = True
     tanh: bool = True
     relu: bool = True
+    alpha: AlphaRange = field(default_factory=AlphaRange)
+    loop: LoopSpec = field(default_factory=lambda: LoopSpec(1e-12))
 
     # No backend: the spine program is the bundle; both kinds of solver run on exact arithmetic.
     backend: ClassVar[str | None] = None
@@ -58,6 +64,8 @@ class IdealTarget:
             linear_channels=data["linear_channels"],
             tanh=data.get("activations", {}).get("tanh", True),
             relu=data.get("activations", {}).get("relu", True),
+            alpha=AlphaRange(**data["alpha"]),
+            loop=LoopSpec(**data["loop"]),
         )
 
     def to_dict(self) -> dict:
@@ -68,4 +76,6 @@ class IdealTarget:
             "description": self.description,
             "linear_channels": self.linear_channels,
             "activations": {"tanh": self.tanh, "relu": self.relu},
+            "alpha": {"min": self.alpha.min, "max": self.alpha.max, "per_phase": self.alpha.per_phase},
+            "loop": {"settle_tolerance": self.loop.settle_tolerance},
         }

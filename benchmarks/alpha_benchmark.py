@@ -1,0 +1,261 @@
+"""Loop iterations for each α mode, the twin's readout error at equal budgets, and the solve times at scale.
+
+    python benchmarks/alpha_benchmark.py iterations [--steps 2 4 8 16] [--samples 32] [--json PATH]
+    python benchmarks/alpha_benchmark.py twin [--budgets 40 100] [--samples 64]
+    python benchmarks/alpha_benchmark.py timing [--channels 100 1000 5000]
+
+``iterations``: implicit Euler on three networks — the shipped two-moons example, a random ADM network with
+one hidden layer of 48 and a random 5-layer network (hidden 24 × 4) — on the ideal target (α per phase, no
+gain limit) and on aoc-48 for two-moons (one α per program, gain range). Total loop iterations over every
+step to the executor's tolerance 1e-10 (seeded samples) for ``min``, the best single α per phase from a grid
+(0, 0.05, …, 0.95; each phase started from the same converged input), ``global`` and ``auto``.
+``twin``: two-moons on aoc-48, T = 8: the twin's final readout NRMSE against the ideal program with the
+preset's noise, at equal loop budgets, for min, global and auto.
+``timing``: the α pass (auto) and each certificate on random 4-block programs of 100, 1,000 and 5,000
+channels (one implicit step; the SDP only where it runs, ≤ 64 channels, so at 100 it is skipped too).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Many small dense eigenproblems: BLAS threads only oversubscribe a shared machine (40× slower measured on 2
+# busy cores), so the benchmark runs single-threaded unless told otherwise.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from admc.driver import compile_source, load_source, pack_for_target  # noqa: E402
+from admc.errors import ConvergenceError  # noqa: E402
+from admc.executor import IdealExecutor  # noqa: E402
+from admc.ir.program import (  # noqa: E402
+    CLOSED,
+    STEP,
+    BiasPart,
+    BlockProgram,
+    MatrixBlock,
+    Phase,
+    Schedule,
+    StateGroup,
+    tabulate_static_injection,
+)
+from admc.passes.alpha_selection import AlphaCapabilities, select_alpha  # noqa: E402
+from admc.passes.canonicalize import canonicalize  # noqa: E402
+from admc.passes.convergence_certificates import steps_needed, theorem1_and_block  # noqa: E402
+from admc.passes.step_phases import build_schedule  # noqa: E402
+from admc.schedule import time_grid  # noqa: E402
+from admc.targets.loader import load_target  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx"
+TOLERANCE = 1e-10
+MAX_ITERATIONS = 20_000
+GRID = np.round(np.arange(0.0, 0.951, 0.05), 2)
+
+
+def random_program(hidden: tuple[int, ...], seed: int, gain: float = 1.6, d: int = 2) -> BlockProgram:
+    """A direct-layout ADM program: state ← hidden_K ← … ← hidden_1 ← state, Gaussian weights and biases."""
+    rng = np.random.default_rng(seed)
+    sizes, names = [d, *hidden], ["state"] + [f"hidden_{index + 1}" for index in range(len(hidden))]
+    groups, offset = [], 0
+    for name, size in zip(names, sizes, strict=True):
+        groups.append(StateGroup(name, offset, size, "tanh", held=name == "state",
+                                 role="state" if name == "state" else "hidden"))
+        offset += size
+    blocks = [MatrixBlock(names[index], names[index - 1],
+                          gain * rng.standard_normal((sizes[index], sizes[index - 1])) / np.sqrt(sizes[index - 1]),
+                          layer=index) for index in range(1, len(sizes))]
+    blocks.append(MatrixBlock("state", names[-1], gain * rng.standard_normal((d, sizes[-1])) / np.sqrt(sizes[-1]),
+                              STEP, len(sizes)))
+    biases = [BiasPart(name, 0.3 * rng.standard_normal(size)) for name, size in zip(names[1:], sizes[1:],
+                                                                                       strict=True)]
+    from admc.ir.program import InjectionPart
+
+    injections = [InjectionPart("state", np.eye(d))]
+    return BlockProgram(d, groups, blocks, biases, injections, "state", len(sizes), "direct")
+
+
+def spine(network: str, steps: int) -> tuple[BlockProgram, Schedule]:
+    schedule = build_schedule("implicit-euler", time_grid(steps=steps))
+    if network == "two-moons":
+        program = pack_for_target(canonicalize(load_source(EXAMPLE).graph), True)
+    elif network == "random-1x48":
+        program = random_program((48,), seed=1)
+    else:
+        program = random_program((24, 24, 24, 24), seed=2, gain=1.3)
+    program.static_table = tabulate_static_injection(
+        program, np.array([phase.time for phases in schedule.steps for phase in phases]))
+    return program, schedule
+
+
+def count(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, noise: np.ndarray) -> list[int] | None:
+    try:
+        result = IdealExecutor(program, alpha, tolerance=TOLERANCE, max_iterations=MAX_ITERATIONS).run(schedule,
+                                                                                                        noise)
+    except ConvergenceError:
+        return None
+    return [sum(step) for step in result.iterations]
+
+
+def grid_per_phase(program: BlockProgram, schedule: Schedule, inputs: np.ndarray, floor: np.ndarray,
+                   per_phase: bool) -> int | None:
+    """Best single α per phase (or one for the program when the target has one α table), from the grid."""
+    def step_counts(alpha_value: float) -> list[float]:
+        counts = []
+        for step, phases in enumerate(schedule.steps):
+            one = Schedule(schedule.solver, schedule.grid[step:step + 2], [phases])
+            alpha = np.maximum(floor, alpha_value)
+            try:
+                result = IdealExecutor(program, alpha, tolerance=TOLERANCE,
+                                       max_iterations=MAX_ITERATIONS).run(one, inputs[step])
+                counts.append(sum(result.iterations[0]))
+            except ConvergenceError:
+                counts.append(np.inf)
+        return counts
+
+    table = np.array([step_counts(value) for value in GRID])  # [grid, steps]
+    total = float(np.sum(np.min(table, axis=0))) if per_phase else float(np.min(np.sum(table, axis=1)))
+    return None if not np.isfinite(total) else int(total)
+
+
+def iterations_table(steps_list: list[int], samples: int,
+                     networks: tuple[str, ...] = ("two-moons", "random-1x48", "random-4x24", "aoc")) -> list[dict]:
+    rows = []
+    noise = np.random.default_rng(0).standard_normal((samples, 2))
+    ideal = load_target("ideal")
+    for network in [name for name in networks if name != "aoc"]:
+        for steps in steps_list:
+            program, schedule = spine(network, steps)
+            row = {"network": network, "target": "ideal", "steps": steps, "channels": program.size}
+            reference = None
+            for mode in ("min", "global", "auto"):
+                try:
+                    selection = select_alpha(program, schedule, AlphaCapabilities.of(ideal), mode, force=True)
+                except Exception as error:  # noqa: BLE001 - a benchmark row records the failure
+                    row[mode] = f"error: {error}"
+                    continue
+                counts = count(program, schedule, selection.alpha, noise)
+                row[mode] = None if counts is None else sum(counts)
+                if counts is not None and reference is None:
+                    reference = IdealExecutor(program, selection.alpha).run(schedule, noise).trajectory
+            row["grid"] = None if reference is None else grid_per_phase(program, schedule, reference,
+                                                                        np.zeros(program.size), True)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    aoc = load_target("aoc-48")
+    source = load_source(EXAMPLE)
+    for steps in steps_list if "aoc" in networks else []:
+        row = {"network": "two-moons", "target": "aoc-48", "steps": steps}
+        floor = None
+        for mode in ("min", "global", "auto"):
+            try:
+                compiled = compile_source(source, aoc, "implicit-euler", steps, alpha=mode, force=True)
+            except Exception as error:  # noqa: BLE001
+                row[mode] = f"error: {error}"
+                continue
+            program = compiled.realised_program or compiled.program
+            counts = count(program, compiled.schedule, compiled.alpha, noise)
+            row[mode] = None if counts is None else sum(counts)
+            if mode == "min":
+                floor = compiled.alpha
+                row["alpha_floor_mean"] = float(np.mean(floor))
+            if counts is not None and "grid" not in row and floor is not None:
+                reference = IdealExecutor(program, compiled.alpha).run(compiled.schedule, noise).trajectory
+                row["grid"] = grid_per_phase(program, compiled.schedule, reference, floor, False)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def twin_table(budgets: list[int], samples: int) -> list[dict]:
+    from dataclasses import replace
+
+    from admc.bundle import Bundle
+    from admc.bundle_program import bundle_program
+    from admc.driver import build
+    from admc.metrics import per_step_nrmse
+    from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
+
+    rows = []
+    noise = np.random.default_rng(0).standard_normal((samples, 2))
+    with tempfile.TemporaryDirectory(prefix="admc-alpha-") as directory:
+        for mode in ("min", "global", "auto"):
+            bundle = Bundle(build(EXAMPLE, Path(directory) / mode, target="aoc-48", steps=8, alpha=mode))
+            program, schedule, alpha = bundle_program(bundle)
+            ideal = IdealExecutor(program, alpha).run(schedule, noise)
+            preset = nonidealities_of(bundle)
+            noisy = replace(all_off(preset), read_noise=preset.read_noise)
+            row = {"mode": mode, "alpha_mean": float(np.mean(alpha)), "loop_budget":
+                   bundle.manifest["convergence"]["loop_budget"]}
+            for budget in budgets:
+                try:
+                    result = AocTwin(bundle, noisy, loop_iterations=budget, repeats=1).run(noise)
+                    row[budget] = float(per_step_nrmse(result.trajectory[1:], ideal.trajectory[1:])[-1])
+                except ConvergenceError:
+                    row[budget] = None
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def timing_table(channels: list[int]) -> list[dict]:
+    rows = []
+    capabilities = AlphaCapabilities(0.0, 0.99, True, 0.0)
+    for total in channels:
+        hidden = ((total - 2) // 3,) * 3
+        program = random_program(hidden, seed=3, gain=1.0)
+        schedule = build_schedule("implicit-euler", np.array([0.0, 1.0]))
+        program.static_table = tabulate_static_injection(program, np.array([1.0]))
+        row = {"channels": program.size}
+        start = time.perf_counter()
+        selection = select_alpha(program, schedule, capabilities, "auto", force=True)
+        row["alpha_auto_s"] = time.perf_counter() - start
+        alpha = selection.alpha[0]
+        phase = Phase(CLOSED, 1.0, 1.0, ())
+        start = time.perf_counter()
+        theorem1_and_block(program, phase, alpha)
+        row["theorem1_and_block_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        steps_needed(program, alpha)
+        row["t_min_s"] = time.perf_counter() - start
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    small = random_program((8, 8), seed=3, gain=0.8)
+    from admc.passes.convergence_certificates import sdp_factor
+
+    start = time.perf_counter()
+    sdp_factor(small, Phase(CLOSED, 1.0, 1.0, ()), np.full(small.size, 0.2))
+    rows.append({"channels": small.size, "sdp_s": time.perf_counter() - start})
+    print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("table", choices=["iterations", "twin", "timing"])
+    parser.add_argument("--steps", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[40, 100])
+    parser.add_argument("--channels", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--networks", nargs="+", default=["two-moons", "random-1x48", "random-4x24", "aoc"],
+                        help="iterations: which rows (aoc = two-moons on aoc-48)")
+    parser.add_argument("--json")
+    arguments = parser.parse_args()
+    if arguments.table == "iterations":
+        rows = iterations_table(arguments.steps, arguments.samples, tuple(arguments.networks))
+    elif arguments.table == "twin":
+        rows = twin_table(arguments.budgets, arguments.samples)
+    else:
+        rows = timing_table(arguments.channels)
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

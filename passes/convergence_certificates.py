@@ -1,0 +1,205 @@
+"""Convergence certificates of a closed phase for the α chosen: Theorem 1, block bound, SDP; iterations, T_min.
+
+Requires: a ``BlockProgram`` (blocks, groups, σ gains), a closed ``Phase`` and the phase's α [n]. σ is
+slope-restricted: σ' ∈ [0, s_j] per channel (``loop_jacobian.slope_bounds``). Guarantees: every factor is a
+valid bound on the contraction of the relaxed loop z ← α⊙z + (1−α)⊙(A σ(z) + v) for every x and t (they
+enter additively), each in its own norm; the hierarchy SDP ≤ block ≤ Theorem 1 holds by construction
+(each reports the best of itself and the bounds below it, the raw value is kept alongside):
+
+- Theorem 1 (∞-norm comparison): with e_b = max_{i∈b} |δz_i| per state group,
+  e_b' ≤ ᾱ_b e_b + (1 − α̲_b) Σ_c ‖A_bc diag(s_c)‖_∞ e_c, so the rate is the Perron root of that K × K
+  matrix; at α = 0 on a pure K-cycle it is (Δt s^K Π ‖W_i‖_∞)^{1/K}, the paper's Theorem 1 per iteration.
+- block bound: the same comparison with spectral norms ‖A_bc diag(s_c)‖₂ (every cycle of the block graph,
+  skip edges included, is in the Perron root);
+- SDP: the smallest ρ for which diagonal P ≻ 0 and Λ ⪰ 0 satisfy
+  Eᵀ P E − diag(ρ² P, 0) + [[0, Λ S / 2], [Λ S / 2, −Λ]] ⪯ 0 with E = [diag(α), diag(1 − α) A]
+  (S-procedure on δw_j (s_j δz_j − δw_j) ≥ 0), found by bisection; it sees damping the norms cannot.
+From ρ < 1: iterations ⌈log(tol) / log ρ⌉ to shrink the error by the settle tolerance (in the certificate's
+norm), and T_min for implicit Euler (step scale 1/T) and Crank-Nicolson (1/(2T)) on a uniform grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sparse
+import scipy.sparse.linalg as sparse_linalg
+
+from admc.ir.program import CLOSED, SCALE_CLASSES, BlockProgram, Phase, block_scale
+from admc.passes.loop_jacobian import slope_bounds
+
+SDP_LIMIT = 64  # channels: above this the SDP is skipped (its LMI is 2n × 2n; ~2 s per solve at 66)
+SDP_BISECTIONS = 6
+LARGEST_STEPS = 1 << 16
+DENSE_NORM_LIMIT = 1500
+
+
+def _spectral_norm(matrix: np.ndarray) -> float:
+    if matrix.size == 0:
+        return 0.0
+    if max(matrix.shape) <= DENSE_NORM_LIMIT or min(matrix.shape) < 3:
+        return float(np.linalg.norm(matrix, 2))
+    return float(sparse_linalg.svds(matrix, k=1, return_singular_vectors=False, random_state=0)[0])
+
+
+def group_norms(program: BlockProgram, phase: Phase) -> tuple[np.ndarray, np.ndarray]:
+    """‖A_bc diag(s_c)‖_∞ and ‖A_bc diag(s_c)‖₂ per (row group, column group), [G, G] each."""
+    names = [group.name for group in program.groups]
+    index = {name: position for position, name in enumerate(names)}
+    bound = slope_bounds(program)
+    summed: dict[tuple[int, int], np.ndarray] = {}
+    for block in program.blocks:
+        factor = block_scale(block.scale_class, phase.step_scale, phase.loop)
+        if factor == 0.0:
+            continue
+        column = program.group(block.column_group)
+        scaled = factor * block.matrix * bound[column.offset:column.stop][None, :]
+        key = (index[block.row_group], index[block.column_group])
+        summed[key] = summed[key] + scaled if key in summed else scaled
+    infinity = np.zeros((len(names), len(names)))
+    spectral = np.zeros_like(infinity)
+    for (row, column), matrix in summed.items():
+        infinity[row, column] = float(np.max(np.sum(np.abs(matrix), axis=1), initial=0.0))
+        spectral[row, column] = _spectral_norm(matrix)
+    return infinity, spectral
+
+
+def _perron_root(norms: np.ndarray, program: BlockProgram, alpha: np.ndarray) -> float:
+    high = np.array([np.max(alpha[group.offset:group.stop], initial=0.0) for group in program.groups])
+    low = np.array([np.min(alpha[group.offset:group.stop], initial=0.0) for group in program.groups])
+    comparison = np.diag(high) + (1.0 - low)[:, None] * norms
+    return float(np.max(np.abs(np.linalg.eigvals(comparison)), initial=0.0))
+
+
+def theorem1_and_block(program: BlockProgram, phase: Phase, alpha: np.ndarray) -> tuple[float, float, float]:
+    """(Theorem 1 factor, block bound = min(raw, Theorem 1), raw spectral-norm block factor)."""
+    infinity, spectral = group_norms(program, phase)
+    theorem1 = _perron_root(infinity, program, alpha)
+    raw = _perron_root(spectral, program, alpha)
+    return theorem1, min(raw, theorem1), raw
+
+
+def _dense_loop_matrix(program: BlockProgram, phase: Phase) -> np.ndarray:
+    matrix = np.zeros((program.size, program.size))
+    factors = {name: block_scale(name, phase.step_scale, phase.loop) for name in SCALE_CLASSES}
+    for block in program.blocks:
+        row, column = program.group(block.row_group), program.group(block.column_group)
+        matrix[row.offset:row.stop, column.offset:column.stop] += factors[block.scale_class] * block.matrix
+    return matrix
+
+
+def sdp_factor(program: BlockProgram, phase: Phase, alpha: np.ndarray, upper: float = 1.0) -> float | None:
+    """Smallest certified ρ ≤ ``upper`` (bisection), or None when even ``upper`` is not certified.
+
+    The LMI is affine in (P, Λ): Σ_i p_i e_iᵀe_i − ρ² Σ_i p_i ε_iε_iᵀ + Σ_j λ_j N_j, with e_i the rows of E,
+    ε_i the unit vectors of the state half and N_j the multiplier pattern; it is built as one matrix-vector
+    product (no expression tree per entry), so compiling it is cheap.
+    """
+    size = program.size
+    loop = _dense_loop_matrix(program, phase)
+    slope = slope_bounds(program)
+    stacked = np.hstack([np.diag(alpha), (1.0 - alpha)[:, None] * loop])  # E, [n, 2n]
+    width = 2 * size
+    quadratic = (stacked[:, :, None] * stacked[:, None, :]).reshape(size, width * width).T  # vec(e_iᵀ e_i)
+    diagonal = np.arange(size)
+    state_part = sparse.csc_matrix((np.ones(size), (diagonal * width + diagonal, diagonal)),
+                                   shape=(width * width, size))
+    rows = np.concatenate([diagonal * width + size + diagonal, (size + diagonal) * width + diagonal,
+                           (size + diagonal) * width + size + diagonal])
+    values = np.concatenate([slope / 2, slope / 2, -np.ones(size)])
+    pattern = sparse.csc_matrix((values, (rows, np.tile(diagonal, 3))), shape=(width * width, size))
+    p = cp.Variable(size)
+    multiplier = cp.Variable(size)
+    rho_squared = cp.Parameter(nonneg=True)
+    flat = quadratic @ p - rho_squared * (state_part @ p) + pattern @ multiplier
+    matrix = cp.reshape(flat, (width, width), order="C")
+    # Compiled once (ρ² is a parameter); SCS is far faster than interior point on these dense LMIs.
+    problem = cp.Problem(cp.Minimize(0), [(matrix + matrix.T) / 2 << -1e-7 * np.eye(width), p >= 1,
+                                          multiplier >= 0])
+
+    def certified(rho: float) -> bool:
+        rho_squared.value = rho * rho
+        try:
+            problem.solve(solver=cp.SCS, eps=1e-7, max_iters=20_000)
+        except cp.SolverError:
+            return False
+        return problem.status == cp.OPTIMAL
+
+    if not certified(upper):
+        return None
+    low, high = 0.0, upper
+    for _ in range(SDP_BISECTIONS):
+        middle = (low + high) / 2
+        if certified(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def iterations(factor: float | None, tolerance: float) -> int | None:
+    if factor is None or not factor < 1.0:
+        return None
+    if factor <= 0.0:
+        return 1
+    return max(1, math.ceil(math.log(tolerance) / math.log(factor)))
+
+
+def smallest_steps(program: BlockProgram, alpha: np.ndarray, scale_per_step: float, bound) -> int | None:
+    """Fewest uniform steps T whose closed phase (step scale ``scale_per_step``/T) ``bound`` certifies."""
+
+    def certified(steps: int) -> bool:
+        factor = bound(program, Phase(CLOSED, scale_per_step / steps, 1.0, ()), alpha)
+        return factor is not None and factor < 1.0
+
+    high = 1
+    while not certified(high):
+        high *= 2
+        if high > LARGEST_STEPS:
+            return None
+    low = high // 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if certified(middle) else (middle, high)
+    return high
+
+
+def certify_phase(program: BlockProgram, phase: Phase, alpha: np.ndarray, tolerance: float,
+                  sdp: bool = True) -> dict:
+    theorem1, block, block_raw = theorem1_and_block(program, phase, alpha)
+    result = {"theorem1": theorem1, "block": block, "block_raw": block_raw, "sdp": None, "sdp_raw": None}
+    if sdp and program.size <= SDP_LIMIT:
+        raw = sdp_factor(program, phase, alpha, upper=min(1.0, block) if block < 1.0 else 1.0)
+        result["sdp_raw"] = raw
+        result["sdp"] = block if raw is None else min(raw, block)
+    best = min(value for value in (theorem1, block, result["sdp"]) if value is not None)
+    result["best"] = best
+    result["certified_iterations"] = iterations(best, tolerance)
+    return result
+
+
+def steps_needed(program: BlockProgram, alpha: np.ndarray) -> dict:
+    """T_min of the Theorem 1 and block bounds for implicit Euler and Crank-Nicolson (same α).
+
+    Block norms are computed once per scale class; at another step scale a (row, column) pair's norm is
+    Σ_class factor × norm (exact when the pair has one class, the triangle inequality otherwise).
+    """
+    by_class = {}
+    for scale_class in SCALE_CLASSES:
+        only = BlockProgram(program.state_dimension, program.groups,
+                            [block for block in program.blocks if block.scale_class == scale_class], [], [],
+                            program.readout_group, program.open_iterations, program.layout)
+        by_class[scale_class] = group_norms(only, Phase(CLOSED, 1.0, 1.0, ()))
+
+    def bound(kind: int):
+        def factor(_program, phase, alpha_values):
+            norms = sum(block_scale(name, phase.step_scale, phase.loop) * by_class[name][kind]
+                        for name in SCALE_CLASSES)
+            return _perron_root(norms, program, alpha_values)
+        return factor
+
+    return {solver: {"theorem1": smallest_steps(program, alpha, scale, bound(0)),
+                     "block": smallest_steps(program, alpha, scale, lambda *a: min(bound(0)(*a), bound(1)(*a)))}
+            for solver, scale in (("implicit-euler", 1.0), ("crank-nicolson", 0.5))}

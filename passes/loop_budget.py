@@ -1,0 +1,120 @@
+"""Convergence pass: certificates, measured iterations and the loop budget of every closed phase.
+
+Requires: the program whose weights the target realises, the schedule, the chosen α ([n] or [phases, n]),
+the target's settle tolerance and (optionally) its loop iteration time. Guarantees: a JSON-able section
+(manifest key ``convergence``) with, per closed phase, the certificates of ``convergence_certificates`` for
+that phase's α, the iterations certified and measured on seeded calibration samples (ideal execution to the
+settle tolerance), and the settle time; T_min per solver; and ``loop_budget``, the largest iterations any
+closed phase needs (measured, else certified), which the twin and ``admc simulate`` default to. Where no
+certificate holds but the samples settle, ``notes`` says so plainly; that is not an error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from admc.errors import ConvergenceError
+from admc.executor import IdealExecutor
+from admc.ir.program import BlockProgram, Schedule
+from admc.passes.alpha_selection import closed_phases
+from admc.passes.convergence_certificates import certify_phase, steps_needed
+
+BUDGET_SAMPLES = 32
+BUDGET_SEED = 1
+BUDGET_MAX_ITERATIONS = 100_000
+# The budget is this × the iterations the ideal program needs: room for the machine's non-idealities (the
+# twin's measured sigmoid and noise settle more slowly; 2× sufficed for two-moons on aoc-48, an assumption).
+BUDGET_MARGIN = 2.0
+# Distinct (step scale, α) pairs that get the semidefinite certificate (each is a bisection of SDP solves).
+SDP_PHASES = 1
+
+
+def _alpha_row(alpha: np.ndarray, row: int) -> np.ndarray:
+    return alpha[row] if alpha.ndim == 2 else alpha
+
+
+def measured_iterations(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float
+                        ) -> list[int] | None:
+    noise = np.random.default_rng(BUDGET_SEED).standard_normal((BUDGET_SAMPLES, program.state_dimension))
+    try:
+        result = IdealExecutor(program, alpha, tolerance=tolerance,
+                               max_iterations=BUDGET_MAX_ITERATIONS).run(schedule, noise)
+    except ConvergenceError:
+        return None
+    return [count for step in result.iterations for count in step]
+
+
+def convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, settle_tolerance: float,
+                        loop_iteration_s: float | None = None, selection: dict | None = None) -> dict:
+    flat = [phase for phases in schedule.steps for phase in phases]
+    measured = measured_iterations(program, schedule, alpha, settle_tolerance)
+    cache: dict[tuple, dict] = {}
+    phases, notes = [], []
+    for step, index, row in closed_phases(schedule):
+        phase_alpha = _alpha_row(alpha, row)
+        key = (flat[row].step_scale, phase_alpha.tobytes())
+        if key not in cache:
+            cache[key] = certify_phase(program, flat[row], phase_alpha, settle_tolerance,
+                                       sdp=len(cache) < SDP_PHASES)
+        certificate = cache[key]
+        count = None if measured is None else measured[row]
+        needed = count if count is not None else certificate["certified_iterations"]
+        phases.append({"step": step, "phase": index, "alpha_max": float(np.max(phase_alpha, initial=0.0)),
+                       "alpha_mean": float(np.mean(phase_alpha)) if phase_alpha.size else 0.0,
+                       **certificate, "measured_iterations": count, "iterations": needed,
+                       "settle_time_s": None if needed is None or loop_iteration_s is None
+                       else needed * loop_iteration_s})
+    uncertified = [entry for entry in phases if not entry["best"] < 1.0]
+    if uncertified and measured is not None:
+        notes.append(f"{len(uncertified)} of {len(phases)} closed phases have no certificate (best bound "
+                     f"{max(entry['best'] for entry in uncertified):.3g} ≥ 1): the certificates are sufficient, "
+                     "not necessary; the calibration samples settle, so the build carries on")
+    if measured is None and phases:
+        notes.append("the calibration samples did not settle within "
+                     f"{BUDGET_MAX_ITERATIONS} iterations with this α (built with --force?)")
+    budgets = [entry["iterations"] for entry in phases if entry["iterations"] is not None]
+    first_alpha = _alpha_row(alpha, closed_phases(schedule)[0][2]) if phases else np.zeros(program.size)
+    return {
+        "settle_tolerance": settle_tolerance,
+        "loop_iteration_s": loop_iteration_s,
+        "loop_budget": math.ceil(BUDGET_MARGIN * max(budgets)) if budgets else None,
+        "budget_margin": BUDGET_MARGIN,
+        "total_iterations": int(sum(budgets)) if budgets else None,
+        "settle_time_s": None if not budgets or loop_iteration_s is None else sum(budgets) * loop_iteration_s,
+        "t_min": steps_needed(program, first_alpha),
+        "alpha": selection or {},
+        "phases": phases,
+        "notes": notes,
+    }
+
+
+def bundle_loop_budget(manifest: dict) -> int | None:
+    """The loop budget a bundle records (None for bundles without one)."""
+    budget = manifest.get("convergence", {}).get("loop_budget")
+    return int(budget) if isinstance(budget, int) and budget > 0 else None
+
+
+def describe(section: dict) -> list[str]:
+    """Lines for ``admc inspect``."""
+    if not section:
+        return []
+    lines = [f"convergence settle tolerance {section['settle_tolerance']:.1e}, loop budget "
+             f"{section['loop_budget']} iterations per closed phase, {section['total_iterations']} in all"
+             + (f" ({section['settle_time_s'] * 1e6:.2f} µs)" if section.get("settle_time_s") else "")]
+    alpha = section.get("alpha", {})
+    if alpha:
+        lines.append(f"  α mode {alpha.get('mode')}, α in [{alpha.get('alpha_min', 0):.3f}, "
+                     f"{alpha.get('alpha_max', 0):.3f}], contraction estimates {alpha.get('candidates', {})}")
+    for entry in section["phases"][:8]:
+        sdp = "—" if entry["sdp"] is None else f"{entry['sdp']:.4f}"
+        lines.append(f"  step {entry['step']} phase {entry['phase']}: Theorem 1 {entry['theorem1']:.4f}, block "
+                     f"{entry['block']:.4f}, SDP {sdp}; iterations certified {entry['certified_iterations']}, "
+                     f"measured {entry['measured_iterations']}")
+    if len(section["phases"]) > 8:
+        lines.append(f"  … {len(section['phases']) - 8} more closed phases")
+    for solver, bounds in section.get("t_min", {}).items():
+        lines.append(f"  T_min {solver}: Theorem 1 {bounds.get('theorem1')}, block {bounds.get('block')}")
+    lines.extend(f"note: {note}" for note in section.get("notes", []))
+    return lines
