@@ -217,9 +217,14 @@ class Bundle:
         expected = self._expected.get(name)
         if expected is not None:
             dtypes, wanted = expected
-            if dtype.str not in dtypes or fortran or len(shape) != len(wanted) or any(
-                    size is not None and size != actual for size, actual in zip(wanted, shape, strict=True)):
-                shown = tuple("any" if size is None else size for size in wanted)
+            # One shape, or a list of the shapes the manifest allows (e.g. α per channel or per phase).
+            shapes = wanted if isinstance(wanted, list) else [wanted]
+            if dtype.str not in dtypes or fortran or not any(
+                    len(shape) == len(allowed) and all(size is None or size == actual
+                                                       for size, actual in zip(allowed, shape, strict=True))
+                    for allowed in shapes):
+                shown = " or ".join(str(tuple("any" if size is None else size for size in allowed))
+                                    for allowed in shapes)
                 raise AdmcError(f"{label}: array has dtype {dtype.str} shape {shape}, the manifest implies "
                                 f"{'/'.join(dtypes)} shape {shown}")
         elif dtype.hasobject:

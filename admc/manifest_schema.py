@@ -375,14 +375,16 @@ def _modules_used(manifest: Manifest) -> int:
     return 1 + max(tile.module for tile in manifest.aoc.tiles) if manifest.aoc is not None else 0
 
 
-def expected_arrays(manifest: Manifest, target: Any) -> dict[str, tuple[tuple[str, ...], tuple[int | None, ...]]]:
-    """Payload name → (accepted dtypes, shape) for every array a reader loads (None: any length there)."""
+def expected_arrays(manifest: Manifest, target: Any) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """Payload name → (accepted dtypes, shape or list of allowed shapes) for every array a reader loads (None:
+    any length there)."""
     layout = manifest.layout
     groups = {group.name: group for group in layout.groups}
     size, dimension = layout.size, layout.state_dimension
     times = None
-    expected: dict[str, tuple[tuple[str, ...], tuple[int | None, ...]]] = {
-        manifest.channels.alpha: (("<f8",), (size,)),
+    expected: dict[str, tuple[tuple[str, ...], Any]] = {
+        # α per channel, or per phase and channel where the target sets α per phase (admc.passes.alpha_selection).
+        manifest.channels.alpha: (("<f8",), [(size,), (sum(len(step) for step in manifest.phases), size)]),
         manifest.static_injection.times: (("<f8",), (times,)),
     }
     for name in manifest.static_injection.constants.values():
