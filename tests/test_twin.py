@@ -410,3 +410,27 @@ def test_simulate_cli_refuses_noise_of_the_wrong_width(bundles, tmp_path: Path, 
     assert status == 2
     assert "features" in capsys.readouterr().err
     assert not (tmp_path / "out.npy").exists()
+
+
+def test_open_phases_run_held_rows_unrelaxed_when_alpha_is_positive(tmp_path: Path) -> None:
+    """Heun's open phases on aoc-48 (whose small gain range forces α > 0 on the state rows): with every
+    effect off the twin equals the ideal executor (held rows run at gain β/(1 − α), α = 0, in open phases)."""
+    import dataclasses
+
+    from admc.execute import run_ideal
+
+    bundle_path = build(Path(__file__).parents[1] / "examples" / "two_moons.onnx", tmp_path / "heun",
+                        target="aoc-48", solver="heun", steps=2)
+    bundle = Bundle(bundle_path)
+    program, schedule, alpha = bundle_program(bundle)
+    readout = program.group(program.readout_group)
+    assert np.max(alpha[readout.offset:readout.stop]) > 0  # the case the rescaling is for
+    effects = nonidealities_of(bundle)
+    for effect in dataclasses.fields(effects):
+        value = getattr(effects, effect.name)
+        if hasattr(value, "enabled"):
+            effects = dataclasses.replace(effects, **{effect.name: dataclasses.replace(value, enabled=False)})
+    noise = np.random.default_rng(3).standard_normal((16, 2))
+    ideal = run_ideal(program, schedule, alpha, noise).trajectory
+    twin = AocTwin(bundle, effects).run(noise).trajectory
+    np.testing.assert_allclose(twin, ideal, rtol=0, atol=1e-9)

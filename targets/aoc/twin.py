@@ -152,6 +152,12 @@ class AocTwin:
         for channels, _ in self.held:
             open_alpha[channels] = 0.0
         self.open_alpha = self._tensor(open_alpha)
+        # An open phase runs its held rows unrelaxed (α = 0, as the program's semantics say): the machine sets
+        # those rows' gain to β/(1 − α) for the phase, so the twin undoes the (1 − α) share the images and
+        # the drive carry for them.
+        alpha_vector = np.asarray(alpha, dtype=np.float64)
+        self.open_rescale = [(channels, self._tensor(1.0 / (1.0 - alpha_vector[channels])))
+                             for channels, _ in self.held if np.any(alpha_vector[channels] > 0)]
         readout = program.group(program.readout_group)
         self.readout, self.readout_scale = slice(readout.offset, readout.stop), readout.voltage_scale
         self.injections = [(slice(program.group(part.group).offset, program.group(part.group).stop),
@@ -311,7 +317,11 @@ class AocTwin:
         activated = self._activate(state)
         alpha = self.alpha if closed else self.open_alpha
         result = torch.addcmul(drive, alpha, state) if out is None else torch.addcmul(drive, alpha, state, out=out)
-        return operator.accumulate(activated, result)
+        result = operator.accumulate(activated, result)
+        if not closed:
+            for channels, factor in self.open_rescale:
+                result[:, channels] *= factor
+        return result
 
     def _generator(self) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(self.seed + 1)
