@@ -32,6 +32,8 @@ import scipy.sparse.linalg as sparse_linalg
 
 # Below this many channels eigenvalues are computed densely (exact, all modes); above, by ARPACK.
 DENSE_LIMIT = 600
+# A dense eigenproblem of this size takes about a second: the fallback when ARPACK does not converge.
+ARPACK_FALLBACK_DENSE_LIMIT = 3000
 MODES_PER_LINEARISATION = 8
 CUTTING_PLANE_ROUNDS = 2
 GRID_POINTS = 801
@@ -72,8 +74,21 @@ def dominant_modes(matrix: sparse.csr_matrix, count: int) -> tuple[np.ndarray, n
         order = np.argsort(-np.abs(values))[:count]
         return values[order], vectors[:, order].T
     count = min(count, size - 2)
-    values, vectors = sparse_linalg.eigs(matrix, k=count, which="LM", tol=1e-6, maxiter=5000,
-                                         v0=np.ones(size) / np.sqrt(size))
+    try:
+        values, vectors = sparse_linalg.eigs(matrix, k=count, which="LM", tol=1e-6, maxiter=5000,
+                                             v0=np.ones(size) / np.sqrt(size))
+    except sparse_linalg.ArpackNoConvergence as error:
+        # Clustered dominant eigenvalues (e.g. many channels at the same relaxation) can stall ARPACK: keep
+        # what converged, else solve densely where that is affordable, else retry with a wider Krylov space.
+        if len(error.eigenvalues) > 0:
+            return error.eigenvalues, error.eigenvectors.T
+        if size <= ARPACK_FALLBACK_DENSE_LIMIT:
+            values, vectors = np.linalg.eig(matrix.toarray())
+            order = np.argsort(-np.abs(values))[:count]
+            return values[order], vectors[:, order].T
+        values, vectors = sparse_linalg.eigs(matrix, k=count, which="LM", tol=1e-4, maxiter=20_000,
+                                             ncv=min(size - 1, max(4 * count + 1, 64)),
+                                             v0=np.ones(size) / np.sqrt(size))
     return values, vectors.T
 
 
