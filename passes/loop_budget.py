@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from admc.errors import ConvergenceError
+from admc.errors import AdmcError, ConvergenceError
 from admc.executor import IdealExecutor
 from admc.ir.program import BlockProgram, Schedule
 from admc.passes.alpha_selection import closed_phases
@@ -97,9 +97,16 @@ def bundle_loop_budget(manifest: dict) -> int | None:
 
 
 def describe(section: dict) -> list[str]:
-    """Lines for ``admc inspect``."""
+    """Lines for ``admc inspect``; a section that is not what ``convergence_section`` writes is refused."""
     if not section:
         return []
+    try:
+        return _describe(section)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise AdmcError(f"manifest section 'convergence' is malformed ({type(error).__name__}: {error})") from None
+
+
+def _describe(section: dict) -> list[str]:
     lines = [f"convergence settle tolerance {section['settle_tolerance']:.1e}, loop budget "
              f"{section['loop_budget']} iterations per closed phase, {section['total_iterations']} in all"
              + (f" ({section['settle_time_s'] * 1e6:.2f} µs)" if section.get("settle_time_s") else "")]
