@@ -317,7 +317,16 @@ def test_parts_consolidate_to_sorted_csv_and_parquet(tmp_path: Path) -> None:
                     assert got[name] == expected[name], (file_format, name)
 
 
-@pytest.mark.parametrize("name, points", [("two_moons_yield.yaml", 1 + 1 + 11), ("two_moons_design.yaml", 16)])
+def _switchable_effects(target: str) -> int:
+    from admc.targets.loader import load_target
+
+    effects = load_target(target).to_dict()["nonidealities"]
+    return sum(isinstance(value, dict) and "enabled" in value for value in effects.values())
+
+
+# The yield spec: the nominal point, the all-off baseline and one point per switchable effect of aoc-48.
+@pytest.mark.parametrize("name, points", [("two_moons_yield.yaml", 2 + _switchable_effects("aoc-48")),
+                                          ("two_moons_design.yaml", 16)])
 def test_shipped_specs_validate(name: str, points: int) -> None:
     spec = load_spec(ROOT / "examples" / "sweeps" / name)
     expanded = expand_points(spec)
