@@ -1,17 +1,26 @@
-"""Greyscale PNG images of SLM grey levels, written and read with Pillow (issue 13: a kept library instead of
-a hand-written codec).
+"""Greyscale PNG images of SLM grey levels: a fixed-form writer, and Pillow as the reader.
 
 Requires: 2-D uint8 (written as 8-bit greyscale) or uint16 (16-bit greyscale) arrays.
-Guarantees: the same array always gives the same bytes (fixed compression level 9, no metadata chunks, no
-timestamp); :func:`decode_png` returns exactly the array :func:`encode_png` was given, and refuses anything
-that is not a well-formed non-interlaced 8/16-bit greyscale PNG of at most :data:`MAX_PIXELS` pixels
-(a decompression bomb, a truncated or corrupt file) with an AdmcError naming it.
+Guarantees: the same array always gives the same bytes, and the same bytes as admc's writer before the switch
+to Pillow (issue 13; `tests/data/pre_pillow_writer_*.png` were made by that writer): one IHDR, one IDAT of
+zlib level 9 over rows that all use filter type 0, one IEND, no metadata or timestamp. :func:`decode_png`
+returns exactly the array :func:`encode_png` was given, and refuses anything that is not a well-formed
+non-interlaced 8/16-bit greyscale PNG of at most :data:`MAX_PIXELS` pixels (a decompression bomb, a truncated
+or corrupt file) with an AdmcError naming it.
+
+Why the writer is not Pillow's: Pillow's PNG encoder picks a row filter per row (adaptive filtering, with no
+option to turn it off for greyscale) and deflates with its own memory level, so no Pillow setting gives the
+bytes earlier builds wrote, and a bundle's image hashes would change with the Pillow version. The writer is
+the three chunks below; decoding, the part with many cases (filters, bit depths, corrupt and hostile files),
+is Pillow's.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +30,13 @@ from admc.errors import AdmcError
 
 COMPRESSION_LEVEL = 9
 MAX_PIXELS = 4096 * 4096  # the largest SLM a description allows (module.ports ≤ 4096)
-_MODES = {np.dtype(np.uint8): "L", np.dtype(np.uint16): "I;16"}
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_GREYSCALE = 0  # PNG colour type
+_BIT_DEPTHS = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
 def encode_png(grey_levels: np.ndarray) -> bytes:
@@ -29,11 +44,15 @@ def encode_png(grey_levels: np.ndarray) -> bytes:
     image = np.asarray(grey_levels)
     if image.ndim != 2 or image.shape[0] == 0 or image.shape[1] == 0:
         raise AdmcError(f"PNG: expected a non-empty 2-D array of grey levels, got shape {image.shape}")
-    if image.dtype not in _MODES:
+    if image.dtype not in _BIT_DEPTHS:
         raise AdmcError(f"PNG: expected uint8 or uint16 grey levels, got {image.dtype}")
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=COMPRESSION_LEVEL)
-    return buffer.getvalue()
+    height, width = image.shape
+    header = struct.pack(">IIBBBBB", width, height, _BIT_DEPTHS[image.dtype], _GREYSCALE, 0, 0, 0)
+    samples = image.astype(">u2") if image.dtype == np.uint16 else image  # PNG stores 16-bit samples big-endian
+    rows = np.ascontiguousarray(samples).view(np.uint8).reshape(height, -1)
+    filtered = np.hstack([np.zeros((height, 1), dtype=np.uint8), rows]).tobytes()  # filter type 0 on every row
+    return (_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(filtered, COMPRESSION_LEVEL))
+            + _chunk(b"IEND", b""))
 
 
 def write_png(path: str | Path, grey_levels: np.ndarray) -> None:
