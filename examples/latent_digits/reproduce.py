@@ -49,9 +49,11 @@ def sample_codes(bundle_path: Path, noise: np.ndarray, progress: bool = True) ->
     manifest = bundle.manifest
     codes = {}
     if manifest["target"].get("kind") == "aoc":
+        from admc.passes.loop_budget import bundle_loop_budget
         from admc.targets.aoc.twin import AocTwin
 
-        twin = AocTwin(bundle, seed=SEED)
+        # The program's loop budget per closed phase, as `admc simulate` runs it.
+        twin = AocTwin(bundle, seed=SEED, loop_iterations=bundle_loop_budget(manifest))
         with tqdm(total=manifest["solver"]["steps"], desc="twin", disable=not progress, leave=False) as bar:
             result = twin.run(noise, lambda step, steps: bar.update(1))
         codes["twin"] = result.trajectory[-1]
@@ -64,14 +66,27 @@ def sample_codes(bundle_path: Path, noise: np.ndarray, progress: bool = True) ->
     return codes
 
 
+def code_statistics() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The data set's codes and their per-dimension mean and std (the flow's standardisation)."""
+    with np.load(HERE / "codes.npz", allow_pickle=False) as shipped:
+        return (shipped["codes"].astype(np.float64), shipped["code_mean"].astype(np.float64),
+                shipped["code_std"].astype(np.float64))
+
+
+def to_latent(standardised: np.ndarray) -> np.ndarray:
+    """VAE codes of the flow's samples: code_mean + code_std · z (a digital per-dimension affine map)."""
+    _, mean, std = code_statistics()
+    return mean + std * standardised
+
+
 def evaluate(codes: dict[str, np.ndarray], samples: int, seed: int = SEED) -> dict[str, dict]:
     """Fréchet distance and class histogram of each decoded set against the real digits."""
     images, _ = digits.real_images()
     real_features = digits.features(images)
-    with np.load(HERE / "codes.npz", allow_pickle=False) as shipped:
-        data_codes = shipped["codes"].astype(np.float64)
+    data_codes = code_statistics()[0]
     prior = np.random.default_rng(seed + 1).standard_normal((samples, data_codes.shape[1]))
-    sets = {**codes, "VAE prior": prior, "VAE reconstruction (floor)": data_codes}
+    sets = {**{name: to_latent(value) for name, value in codes.items()}, "VAE prior": prior,
+            "VAE reconstruction (floor)": data_codes}
     results = {}
     for name, latent in sets.items():
         decoded = digits.decode(latent)
@@ -88,7 +103,7 @@ def write_figure(path: Path, codes: dict[str, np.ndarray], count: int = 12) -> N
     import matplotlib.pyplot as plt
 
     prior = np.random.default_rng(SEED + 1).standard_normal((count, next(iter(codes.values())).shape[1]))
-    rows = [(name, codes[name][:count]) for name in ("twin", "ideal program") if name in codes]
+    rows = [(name, to_latent(codes[name][:count])) for name in ("twin", "ideal program") if name in codes]
     rows.append(("VAE prior", prior))
     images, _ = digits.real_images()
     rows.append(("real digits", None))
