@@ -22,7 +22,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import digits  # noqa: E402  (the example's numpy helpers, beside this script)
+import digit_models as digits  # noqa: E402  (the example's numpy helpers, beside this script)
 
 SEED = 0
 ROWS = ("twin", "ideal program", "reference (source model)", "VAE prior", "VAE reconstruction (floor)")
