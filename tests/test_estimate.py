@@ -111,3 +111,16 @@ def test_missing_figure_or_other_kind_is_refused_naming_the_field(bundle_path: P
     assert "estimate.adc_conversion_energy_j" in capsys.readouterr().err
     assert main(["estimate", str(bundle_path), "--target", "rram"]) == 2
     assert "'rram'" in capsys.readouterr().err
+
+
+def test_tampered_payload_is_refused_like_inspect(bundle_path: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle_path, copy)
+    payload = copy / "channels" / "alpha.npy"
+    payload.write_bytes(payload.read_bytes()[:-8] + b"\x00" * 8)
+    assert main(["estimate", str(copy)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "alpha.npy" in error
