@@ -1,4 +1,4 @@
-"""The ``admc`` command line: build, inspect, reference, simulate, verify.
+"""The ``admc`` command line: build, inspect, estimate, reference, simulate, verify.
 
 Exit status: 0 success (verify: passed), 1 verify failed, 2 bad input (one line on stderr naming what is
 wrong and where; no traceback; nothing half-written), 70 internal error (one line naming a saved traceback);
@@ -111,6 +111,25 @@ def command_inspect(arguments: argparse.Namespace) -> int:
         print(json.dumps(summary(bundle), indent=1, sort_keys=True))
     else:
         print(describe(bundle))
+    return 0
+
+
+def command_estimate(arguments: argparse.Namespace) -> int:
+    from admc.bundle import Bundle
+    from admc.bundle_program import check_loaded_files
+    from admc.estimate import assert_finite, estimate
+    from admc.estimate_report import describe
+
+    bundle = Bundle(arguments.bundle)
+    check_loaded_files(bundle)
+    target = None
+    if arguments.target:
+        from admc.targets.loader import load_target
+
+        target = load_target(arguments.target)
+    result = estimate(bundle, target, arguments.iterations, arguments.loop_iterations, arguments.baseline_steps)
+    assert_finite(result)
+    print(json.dumps(result, indent=1, sort_keys=True, allow_nan=False) if arguments.json else describe(result))
     return 0
 
 
@@ -288,6 +307,20 @@ def make_parser() -> argparse.ArgumentParser:
     inspect.add_argument("bundle")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(handler=command_inspect)
+
+    estimate = commands.add_parser("estimate", help="latency and energy per sample beside a digital baseline")
+    estimate.add_argument("bundle")
+    estimate.add_argument("--target", help="take the figures from this description (preset or YAML of the same "
+                          "kind, e.g. an override with `inherits:`) instead of the bundle's")
+    estimate.add_argument("--iterations", default="budget", choices=["budget", "measured", "certified"],
+                          help="closed-phase iterations: the loop budget the twin runs (default), the measured "
+                          "or the certified counts of the manifest's convergence section")
+    estimate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
+                          help="fixed iterations per closed phase (overrides --iterations)")
+    estimate.add_argument("--baseline-steps", type=option.STEPS,
+                          help="explicit-Euler steps of the digital baseline (default: the program's steps)")
+    estimate.add_argument("--json", action="store_true")
+    estimate.set_defaults(handler=command_estimate)
 
     reference = commands.add_parser("reference", help="run the source model with a solver (float64)")
     reference.add_argument("model")

@@ -21,6 +21,7 @@ from admc.targets.aoc.chain import ChainSpec
 from admc.targets.aoc.nonidealities import NonIdealities
 from admc.targets.aoc.slm import check_response
 from admc.targets.description_schema import Field
+from admc.targets.estimate_spec import EstimateSpec, estimate_schema
 from admc.targets.loop_spec import LoopSpec, alpha_per_phase_field, loop_schema
 
 INFINITY = float("inf")
@@ -146,6 +147,7 @@ SCHEMA = {
         "slm_transfer": _chain_switch("each column's and path's measured SLM transfer (with a calibration)"),
         "output_gain": _chain_switch("each detector's and path's output gain η (with a calibration)"),
     },
+    "estimate": estimate_schema(),
 }
 
 
@@ -244,6 +246,7 @@ class AocTarget:
     nonidealities: NonIdealities
     chain: ChainSpec
     loop: LoopSpec = LoopSpec(1e-4)
+    estimate: EstimateSpec = EstimateSpec()
 
     # What shared passes read (issue 11): the backend's module, the kind of solver the loop runs, and
     # the periphery's nonlinearity (the σ driving the LEDs).

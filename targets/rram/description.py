@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from admc.errors import AdmcError
 from admc.targets.description_schema import Field
+from admc.targets.estimate_spec import EstimateSpec, estimate_schema
 
 
 def _switch(doc: str, **parameters: Field) -> dict:
@@ -90,6 +91,7 @@ SCHEMA = {
         "steps": Field("int", "Euler-Maruyama steps of the twin over the unit of model time", minimum=1,
                        maximum=10_000_000),
     },
+    "estimate": estimate_schema(),
 }
 
 
@@ -199,6 +201,7 @@ class RramTarget:
     timing: Timing
     nonidealities: NonIdealities
     twin: TwinSettings
+    estimate: EstimateSpec = EstimateSpec()
 
     backend: ClassVar[str] = "admc.targets.rram.target_backend"
     solver_kinds: ClassVar[frozenset[str]] = frozenset({"continuous"})
