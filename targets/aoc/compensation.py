@@ -89,16 +89,33 @@ def _nearest(levels: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return result
 
 
+@dataclass(frozen=True)
+class PortLight:
+    """Per module and input port, each path's light model: light ≈ rest + slope·d·C̄·σ (slope relative to the
+    nominal d·C̄, rest in raw light). Default: the small-signal model at z = 0, the same on every port."""
+
+    slope: dict[str, np.ndarray]  # path -> [M, P]
+    rest: dict[str, np.ndarray]  # path -> [M, P]
+
+
+def small_signal_ports(chain: MeasuredChain, nominal, modules: int) -> PortLight:
+    slope, rest = small_signal(chain, nominal), zero_state_light(chain)
+    return PortLight({path: np.full((modules, chain.ports), slope[path]) for path in PATHS},
+                     {path: np.full((modules, chain.ports), rest[path]) for path in PATHS})
+
+
 def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray, floors: np.ndarray,
-               target, chain: MeasuredChain) -> Compensated:
+               target, chain: MeasuredChain, port_light: PortLight | None = None) -> Compensated:
+    """``port_light``: each input port's light model (``operating_point``); default the small-signal one."""
     ports, modules, nominal = target.module.ports, placement.modules_used, target.chain
+    if port_light is None:
+        port_light = small_signal_ports(chain, nominal, modules)
     bits = target.slm.bit_depth
     for path in PATHS:
         a, b = chain.transfer[path][:, 0], chain.transfer[path][:, 1]
         if np.any(b <= 0) or np.any(2 * a + b <= 0):
             raise AdmcError(f"calibration: column_wise_weights_distortion {path}: a transfer is not increasing")
     unit = nominal.slm_full_scale * nominal.input_efficiency * nominal.output_gain * nominal.loop_gain
-    slope = small_signal(chain, nominal)
     levels = {path: _levels(chain.transfer[path], bits) for path in PATHS}
     full = {path: levels[path][:, -1] for path in PATHS}
     per_setting = nominal.gain_per_setting
@@ -108,15 +125,16 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
     cancel_fixed, cancel_per_factor = np.zeros((modules, ports)), np.zeros((modules, ports))
     clipped_pixels, worst_clip, capped_rows = 0, 0.0, 0
     excess = np.zeros((modules, ports))
-    # Modulation coefficient of each pixel per path (normalised, before κ): η_p ρ_q r / unit.
-    coefficient = {path: chain.output_gain[path][:, None] * chain.efficiency[path][None, :] * slope[path] / unit
-                   for path in PATHS}
     spill = {path: np.eye(ports) + np.diag(chain.to_earlier[path][1:], 1) + np.diag(chain.to_later[path][:-1], -1)
              for path in PATHS}
     no_spill = replace(optical_effects_on(), pd_crosstalk=replace(optical_effects_on().pd_crosstalk, enabled=False))
     zero = {path: np.zeros((1, ports, ports)) for path in PATHS}
     unit_response = {path: (0.0, 1.0, 0.0) for path in PATHS}
     for module in range(modules):
+        slope = {path: port_light.slope[path][module] for path in PATHS}
+        # Modulation coefficient of each pixel per path (normalised, before κ): η_p ρ_q r_q / unit.
+        coefficient = {path: chain.output_gain[path][:, None] * chain.efficiency[path][None, :] * slope[path] / unit
+                       for path in PATHS}
         tiles = [(tile, transmission) for tile, transmission in zip(placement.tiles, tile_transmissions, strict=True)
                  if tile.module == module]
         wanted = np.zeros((ports, ports))
@@ -191,7 +209,7 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
             effective["positive"][module][columns, rows] = np.maximum(window, 0.0).T
             effective["negative"][module][columns, rows] = np.maximum(-window, 0.0).T
         # Static output at z = 0 (per unit gain factor and fixed), cancelled through the injection.
-        light = zero_state_light(chain)
+        light = {path: port_light.rest[path][module] for path in PATHS}
         settings = new_beta[module] / per_setting
         dark_light = (matrices.positive[0] @ (light["positive"] * used_in) + matrices.negative[0]
                       @ (light["negative"] * used_in) + matrices.constant[0])
