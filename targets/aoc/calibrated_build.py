@@ -100,6 +100,10 @@ def operating_point_report(points: OperatingPoints) -> dict:
                    f"({RECORD_SAMPLES} noise samples, seed {RECORD_SEED}): light ≈ rest + scale·tanh(σ-gain·z) for "
                    "the machine's S and LED curves at z + shift; scale and rest set the grey levels and the "
                    "cancelling injection, the shift is injected (hidden channels only)",
+        "shift": "aoc/calibration/operating_shift.npy",
+        "scale": "aoc/calibration/operating_scale.npy",
+        "rest": "aoc/calibration/operating_rest.npy",
+        "layout": "per state channel; scale and rest rows: positive, negative path (raw light)",
         "channels_fitted": int(fitted.size),
         "channels_shifted": int(np.count_nonzero(points.shift)),
         "largest_shift_volts": float(np.max(np.abs(points.shift), initial=0.0)),
@@ -166,6 +170,11 @@ def lower_measured(compiled, layout: str, calibration: Calibration):
                                   errors, realised)
     compiled.extra_payloads["aoc/calibration/cancel_fixed.npy"] = npy_bytes(result.cancel_fixed)
     compiled.extra_payloads["aoc/calibration/cancel_per_factor.npy"] = npy_bytes(result.cancel_per_factor)
+    compiled.extra_payloads["aoc/calibration/operating_shift.npy"] = npy_bytes(points.shift)
+    compiled.extra_payloads["aoc/calibration/operating_scale.npy"] = npy_bytes(
+        np.stack([points.scale["positive"], points.scale["negative"]]))
+    compiled.extra_payloads["aoc/calibration/operating_rest.npy"] = npy_bytes(
+        np.stack([points.rest["positive"], points.rest["negative"]]))
     compiled.extra_sections["calibration"] = {
         "file": Path(calibration.path).name,
         "sha256": calibration.sha256,
