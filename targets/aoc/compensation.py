@@ -6,10 +6,11 @@ normalised gains β per port, each port's gain floor, the target (nominal chain,
 and the machine's ``MeasuredChain`` (``chain.measured_chain``) for its module size; placement must already
 avoid dead ports (``tiling.place_blocks_avoiding``).
 
-Guarantees, per module (linearised at z = 0: the LED and sigmoid curvature is what remains):
+Guarantees, per module (each input port's light taken as affine in the program's σ: the small-signal model
+at z = 0, or the channel's fitted operating point ``PortLight``; the rest of the curvature is what remains):
   * the effective signed transmission κ_p (B⁺ r⁺ + B⁻ r⁻) / (FS ρ̄ η̄ κ̄) of the measured chain (B± from
-    ``chain.path_matrices`` with every optical effect on, r± each path's small-signal light slope relative
-    to nominal) equals the intended T / f_p on every used pixel, up to half a grey level of that column's
+    ``chain.path_matrices`` with every optical effect on, r±_q each path's light slope at input port q
+    relative to nominal) equals the intended T / f_p on every used pixel, up to half a grey level of that column's
     and path's measured transfer, where representable: per-column full scale, the path ratio, input
     efficiency ρ, output gain η and κ are in the grey levels; the darkness leak, the 48-port PBS leak and
     each path's photodiode spill into used detectors are pre-compensated by solving
@@ -17,7 +18,7 @@ Guarantees, per module (linearised at z = 0: the LED and sigmoid curvature is wh
   * f_p rescales each port's gain setting so the row uses its range (β' = f β, within the setting range); a
     pixel still out of range is clipped and reported (``remainder``);
   * the machine's static output at z = 0 — closed-loop offset r(δ + s λ) at the port's actual setting, the
-    darkness constant of the spill, the LEDs' light at zero state through the weights — is returned as a
+    darkness constant of the spill, the LEDs' rest light (at z = 0 or the fitted operating point) — is returned as a
     cancelling injection, split into a part fixed per port and a part proportional to the run-time gain factor.
 """
 
@@ -220,12 +221,12 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
         cancel_fixed[module] = -fixed * used_out
     report = {
         "compensated": ["dead ports avoided by placement", "SLM transfer per column and path (quantised through it)",
-                        "input efficiency ρ", "output gain η", "path ratio (each path's LED slope at z = 0)",
+                        "input efficiency ρ", "output gain η",
+                        "path ratio and each channel's σ·LED light scale (its operating point)",
                         "loop gain κ", "darkness leak", "PBS leak", "photodiode neighbour spill, each path's own",
-                        "closed-loop offset at each port's setting, darkness constant and zero-state light "
-                        "(injected voltages)"],
-        "not_compensated": ["LED and sigmoid curvature (light is linearised at z = 0)",
-                            "the measured sigmoid's shape against tanh",
+                        "closed-loop offset at each port's setting, darkness constant and each channel's rest "
+                        "light (injected voltages)"],
+        "not_compensated": ["the σ·LED curvature beyond each channel's affine match to tanh",
                             "the 16-port format's PBS polynomials"],
         "remainder": {"clipped_pixels": clipped_pixels, "worst_clip_relative": worst_clip,
                       "rows_at_setting_max": capped_rows},
