@@ -5,10 +5,11 @@ and a ``Calibration`` of the makers' format. Guarantees: placement avoids the ma
 the existing ``choose_alpha`` applied to each weight divided by the reach of its pixel on this machine
 (what the range of the gain setting can realise there); each channel's σ·LED light is matched to tanh over the
 voltages the ideal program drives it with (``operating_point``: a shift injected on hidden channels, a light
-scale per path in the grey levels, a rest light in the cancelling injection); grey levels, gains and cancelling injections come
-from ``compensation.compensate``; the bundle records the calibration's sha256, what was compensated and
-the remainder under the manifest's top-level ``calibration`` key, and the realised (effective) normalised
-transmissions beside the grey levels, so the ideal executor runs what this machine realises.
+scale per path in the grey levels, a rest light in the cancelling injection); grey levels, gains and
+cancelling injections come from ``compensation.compensate``; the bundle records the calibration's sha256,
+what was compensated and the remainder under the manifest's top-level ``calibration`` key, and the realised
+(effective) normalised transmissions beside the grey levels, so the ideal executor runs what this machine
+realises.
 """
 
 from __future__ import annotations
@@ -56,17 +57,24 @@ def pixel_reach(machine, target) -> dict[str, np.ndarray]:
             for path in ("positive", "negative")}
 
 
-def channel_operating_points(scaled, schedule, alpha, machine) -> OperatingPoints:
-    """Each channel's least-squares operating point over the voltages the ideal program drives it with."""
+def channel_operating_points(compiled, scaled, machine) -> OperatingPoints:
+    """Each channel's least-squares operating point over the voltages the ideal program drives it with.
+
+    The states are recorded on the unscaled program (with a conditional program's conditioning drive) and
+    multiplied by each group's voltage scale: ``scale_states`` is exact, so these are the scaled voltages."""
+    from admc.conditional_build import calibration_drive
+
     sigma_gain, tanh, shiftable = np.ones(scaled.size), np.zeros(scaled.size, bool), np.zeros(scaled.size, bool)
+    voltage_scale = np.ones(scaled.size)
     for group in scaled.groups:
         channels = slice(group.offset, group.stop)
-        sigma_gain[channels] = group.sigma_gain
+        sigma_gain[channels], voltage_scale[channels] = group.sigma_gain, group.voltage_scale
         tanh[channels] = group.activation == "tanh"
         # A state or read-out channel's voltage is the answer (and held ones are driven): never offset.
         shiftable[channels] = group.role == "hidden" and not group.held
-    states = record_states(scaled, schedule, alpha)
-    return fit_operating_points(states, sigma_gain, tanh, shiftable, machine)
+    states = record_states(compiled.program, compiled.schedule, compiled.alpha,
+                           extra_drive=calibration_drive(compiled, samples=RECORD_SAMPLES, seed=RECORD_SEED))
+    return fit_operating_points(states * voltage_scale, sigma_gain, tanh, shiftable, machine)
 
 
 def input_port_channels(scaled, placement, ports: int) -> np.ndarray:
@@ -125,7 +133,7 @@ def lower_measured(compiled, layout: str, calibration: Calibration):
     scaled, headroom = scale_states(compiled, target)
     placement, routing, tile_rows = place(scaled, target, layout, machine)
     reach = pixel_reach(machine, target)
-    points = channel_operating_points(scaled, compiled.schedule, compiled.alpha, machine)
+    points = channel_operating_points(compiled, scaled, machine)
     lights = port_light(points, input_port_channels(scaled, placement, target.module.ports), target.chain, machine)
     demanded = []
     for tile, rows in zip(placement.tiles, tile_rows, strict=True):

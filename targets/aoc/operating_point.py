@@ -63,11 +63,13 @@ class _Recorder(IdealExecutor):
         return super()._activated(state)
 
 
-def record_states(program, schedule, alpha, samples: int = RECORD_SAMPLES, seed: int = RECORD_SEED) -> np.ndarray:
-    """[S, n] state voltages σ reads during the ideal run of ``program`` on seeded noise (subsampled)."""
+def record_states(program, schedule, alpha, samples: int = RECORD_SAMPLES, seed: int = RECORD_SEED,
+                  extra_drive=None) -> np.ndarray:
+    """[S, n] states σ reads during the ideal run of ``program`` on seeded noise (subsampled); ``extra_drive``:
+    a conditional program's per-phase conditioning drive for those ``samples``."""
     noise = np.random.default_rng(seed).standard_normal((samples, program.state_dimension))
     recorder = _Recorder(program, alpha, tolerance=RECORD_TOLERANCE, stride=8)
-    recorder.run(schedule, noise)
+    recorder.run(schedule, noise, extra_drive)
     states = np.concatenate(recorder.states)
     if states.shape[0] > SAMPLES_PER_CHANNEL:
         keep = np.sort(np.random.default_rng(seed).choice(states.shape[0], SAMPLES_PER_CHANNEL, replace=False))
