@@ -5,6 +5,7 @@ Run: `nice .venv/bin/python benchmarks/calibrated_chain.py [--calibration FILE] 
 
 For each model: built for aoc-48 without and with `--calibration`, run in the twin with that calibration and
 every effect on (discrete mode, noise included); final-sample NRMSE against each bundle's own ideal program.
+For the calibrated example also every effect on but one, and the operating-point fit's σ mismatch.
 For the shipped example also: α, the ideal loop iterations per step and settle time, against the pre-chain
 preset (σ gain programmable in [0.25, 4], β_max 0.3875, written as a YAML inheriting aoc-48); the figure of
 each effect alone on the uncompensated program; and `admc verify`'s verdict with the calibration.
@@ -107,12 +108,28 @@ def per_effect(bundle: Bundle, calibration, noise: np.ndarray, reference: np.nda
     return result
 
 
+def all_but_one(bundle: Bundle, calibration, noise: np.ndarray, reference: np.ndarray) -> dict:
+    """The compensated program with every effect on but one: what each effect's compensation buys."""
+    full = AocTwin(bundle, calibration=calibration, repeats=1).nonidealities
+    result = {}
+    for name in [field for field in full.__dataclass_fields__ if field != "seed"]:
+        if not getattr(full, name).enabled:
+            continue
+        one = replace(full, **{name: replace(getattr(full, name), enabled=False)})
+        try:
+            result[name] = twin_error(bundle, calibration, noise, reference, one)
+        except Exception as error:
+            result[name] = f"failed: {str(error)[:80]}"
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibration", default=str(DEFAULT_CALIBRATION))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json")
     parser.add_argument("--skip-example", action="store_true", help="only the hold-out kinds (and d=16)")
+    parser.add_argument("--kinds", nargs="*", help="only these models (names as in the report, e.g. d16-256x3)")
     arguments = parser.parse_args()
     calibration = read_calibration(arguments.calibration)
     noise = np.random.default_rng(0).standard_normal((64, 2))
@@ -128,6 +145,11 @@ def main() -> int:
             entry["twin_nrmse_calibrated_all_on"] = twin_error(bundle, calibration, noise, reference)
             if name == "aoc-48":
                 entry["per_effect_alone"] = per_effect(bundle, calibration, noise, reference)
+            if name == "aoc-48 --calibration":
+                entry["all_on_but_one"] = all_but_one(bundle, calibration, noise, reference)
+                entry["operating_points"] = {key: value for key, value in
+                                             bundle.manifest["calibration"]["operating_points"].items()
+                                             if key.startswith(("sigma_error", "channels", "largest"))}
             if not arguments.quick and name != "pre-chain preset":
                 verdict = verify_bundle(bundle, 64, 0, twin_options={"calibration": calibration, "repeats": 1})
                 entry["verify_passed"] = bool(verdict["passed"])
@@ -138,6 +160,8 @@ def main() -> int:
         if not arguments.quick:
             models["d16-256x3"] = AdmForm((256, 256, 256), d=16)
         for index, (kind, module) in enumerate(models.items()):
+            if arguments.kinds and kind not in arguments.kinds:
+                continue
             d = 16 if kind.startswith("d16") else 2
             path = export_onnx(seeded(module, 20 + index), work / f"{kind}.onnx", inputs=example_inputs(d=d))
             samples = np.random.default_rng(1).standard_normal((32 if d == 16 else 64, d))
@@ -152,6 +176,11 @@ def main() -> int:
                 entry[label] = twin_error(bundle, calibration, samples, reference, iterations=200 if d == 16 else 300)
                 entry[f"{label}_modules"] = bundle.manifest["report"]["modules_used"]
                 entry[f"{label}_alpha_max"] = float(np.max(bundle.array(bundle.manifest["channels"]["alpha"])))
+                if not arguments.quick and label == "calibrated":
+                    verdict = verify_bundle(bundle, samples.shape[0], 0,
+                                            twin_options={"calibration": calibration, "repeats": 1})
+                    entry["verify_passed"] = bool(verdict["passed"])
+                    entry["verify_links"] = {link["link"]: link["passed"] for link in verdict["links"]}
             report[kind] = entry
             print(f"{kind:16s} {entry}", flush=True)
         report["seconds"] = time.perf_counter() - started

@@ -87,8 +87,19 @@ def test_compensated_weights_match_the_intended_within_half_a_grey_level(model):
     compiled = compile_source(load_source(model), target, "implicit-euler", 2, calibration=calibration)
     data = yaml.safe_load(HW48.read_text())
     machine = measured_chain(calibration, 48)
-    slope = small_signal(machine, target.chain)
     chain = target.chain
+    # Each input port's light slope is its channel's fitted operating-point scale (small-signal where unused).
+    channel_scale = np.load(io.BytesIO(compiled.extra_payloads["aoc/calibration/operating_scale.npy"]))
+    default = small_signal(machine, chain)
+    modules = np.load(io.BytesIO(compiled.extra_payloads["aoc/beta.npy"])).shape[0]
+    slope = {path: np.full((modules, 48), default[path]) for path in ("positive", "negative")}
+    for tile in compiled.extra_sections["aoc"]["tiles"]:
+        block = compiled.program.blocks[int(tile["block"].split("_")[1])]
+        offset = next(g.offset for g in compiled.program.groups if g.name == block.column_group)
+        ports = slice(tile["input_port_start"], tile["input_port_start"] + tile["column_stop"] - tile["column_start"])
+        for row, path in enumerate(("positive", "negative")):
+            slope[path][tile["module"], ports] = (channel_scale[row, offset + tile["column_start"]:
+                                                                offset + tile["column_stop"]] / chain.light_per_sigma)
     unit = chain.slm_full_scale * chain.input_efficiency * chain.output_gain * chain.loop_gain
     levels = np.arange(256) / 255
     beta = np.load(io.BytesIO(compiled.extra_payloads["aoc/beta.npy"]))
@@ -105,9 +116,9 @@ def test_compensated_weights_match_the_intended_within_half_a_grey_level(model):
         level = grey[path].transpose(0, 2, 1).astype(int)  # [module, output p, input q]
         below = np.take_along_axis(np.pad(gaps, ((0, 0), (1, 0)))[None].repeat(level.shape[0], 0), level, axis=2)
         above = np.take_along_axis(np.pad(gaps, ((0, 0), (0, 1)))[None].repeat(level.shape[0], 0), level, axis=2)
-        coefficient = (np.asarray(data["output_correction"][output_key])[:, None]
-                       * np.asarray(data["row_profiles"][key])[None, :] * slope[path] / unit)
-        half_step[path] = 0.5 * np.maximum(below, above) * coefficient[None]
+        coefficient = (np.asarray(data["output_correction"][output_key])[None, :, None]
+                       * np.asarray(data["row_profiles"][key])[None, None, :] * slope[path][:, None, :] / unit)
+        half_step[path] = 0.5 * np.maximum(below, above) * coefficient
     step = np.maximum(half_step["positive"], half_step["negative"])  # [module, p, q]
     spill = data["pd_crosstalk"]
     earlier = np.maximum(spill["ratio_to_earlier_positive_row12"], spill["ratio_to_earlier_negative_row12"])

@@ -6,10 +6,11 @@ normalised gains β per port, each port's gain floor, the target (nominal chain,
 and the machine's ``MeasuredChain`` (``chain.measured_chain``) for its module size; placement must already
 avoid dead ports (``tiling.place_blocks_avoiding``).
 
-Guarantees, per module (linearised at z = 0: the LED and sigmoid curvature is what remains):
+Guarantees, per module (each input port's light taken as affine in the program's σ: the small-signal model
+at z = 0, or the channel's fitted operating point ``PortLight``; the rest of the curvature is what remains):
   * the effective signed transmission κ_p (B⁺ r⁺ + B⁻ r⁻) / (FS ρ̄ η̄ κ̄) of the measured chain (B± from
-    ``chain.path_matrices`` with every optical effect on, r± each path's small-signal light slope relative
-    to nominal) equals the intended T / f_p on every used pixel, up to half a grey level of that column's
+    ``chain.path_matrices`` with every optical effect on, r±_q each path's light slope at input port q
+    relative to nominal) equals the intended T / f_p on every used pixel, up to half a grey level of that column's
     and path's measured transfer, where representable: per-column full scale, the path ratio, input
     efficiency ρ, output gain η and κ are in the grey levels; the darkness leak, the 48-port PBS leak and
     each path's photodiode spill into used detectors are pre-compensated by solving
@@ -17,7 +18,7 @@ Guarantees, per module (linearised at z = 0: the LED and sigmoid curvature is wh
   * f_p rescales each port's gain setting so the row uses its range (β' = f β, within the setting range); a
     pixel still out of range is clipped and reported (``remainder``);
   * the machine's static output at z = 0 — closed-loop offset r(δ + s λ) at the port's actual setting, the
-    darkness constant of the spill, the LEDs' light at zero state through the weights — is returned as a
+    darkness constant of the spill, the LEDs' rest light (at z = 0 or the fitted operating point) — is returned as a
     cancelling injection, split into a part fixed per port and a part proportional to the run-time gain factor.
 """
 
@@ -89,16 +90,33 @@ def _nearest(levels: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return result
 
 
+@dataclass(frozen=True)
+class PortLight:
+    """Per module and input port, each path's light model: light ≈ rest + slope·d·C̄·σ (slope relative to the
+    nominal d·C̄, rest in raw light). Default: the small-signal model at z = 0, the same on every port."""
+
+    slope: dict[str, np.ndarray]  # path -> [M, P]
+    rest: dict[str, np.ndarray]  # path -> [M, P]
+
+
+def small_signal_ports(chain: MeasuredChain, nominal, modules: int) -> PortLight:
+    slope, rest = small_signal(chain, nominal), zero_state_light(chain)
+    return PortLight({path: np.full((modules, chain.ports), slope[path]) for path in PATHS},
+                     {path: np.full((modules, chain.ports), rest[path]) for path in PATHS})
+
+
 def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray, floors: np.ndarray,
-               target, chain: MeasuredChain) -> Compensated:
+               target, chain: MeasuredChain, port_light: PortLight | None = None) -> Compensated:
+    """``port_light``: each input port's light model (``operating_point``); default the small-signal one."""
     ports, modules, nominal = target.module.ports, placement.modules_used, target.chain
+    if port_light is None:
+        port_light = small_signal_ports(chain, nominal, modules)
     bits = target.slm.bit_depth
     for path in PATHS:
         a, b = chain.transfer[path][:, 0], chain.transfer[path][:, 1]
         if np.any(b <= 0) or np.any(2 * a + b <= 0):
             raise AdmcError(f"calibration: column_wise_weights_distortion {path}: a transfer is not increasing")
     unit = nominal.slm_full_scale * nominal.input_efficiency * nominal.output_gain * nominal.loop_gain
-    slope = small_signal(chain, nominal)
     levels = {path: _levels(chain.transfer[path], bits) for path in PATHS}
     full = {path: levels[path][:, -1] for path in PATHS}
     per_setting = nominal.gain_per_setting
@@ -108,15 +126,16 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
     cancel_fixed, cancel_per_factor = np.zeros((modules, ports)), np.zeros((modules, ports))
     clipped_pixels, worst_clip, capped_rows = 0, 0.0, 0
     excess = np.zeros((modules, ports))
-    # Modulation coefficient of each pixel per path (normalised, before κ): η_p ρ_q r / unit.
-    coefficient = {path: chain.output_gain[path][:, None] * chain.efficiency[path][None, :] * slope[path] / unit
-                   for path in PATHS}
     spill = {path: np.eye(ports) + np.diag(chain.to_earlier[path][1:], 1) + np.diag(chain.to_later[path][:-1], -1)
              for path in PATHS}
     no_spill = replace(optical_effects_on(), pd_crosstalk=replace(optical_effects_on().pd_crosstalk, enabled=False))
     zero = {path: np.zeros((1, ports, ports)) for path in PATHS}
     unit_response = {path: (0.0, 1.0, 0.0) for path in PATHS}
     for module in range(modules):
+        slope = {path: port_light.slope[path][module] for path in PATHS}
+        # Modulation coefficient of each pixel per path (normalised, before κ): η_p ρ_q r_q / unit.
+        coefficient = {path: chain.output_gain[path][:, None] * chain.efficiency[path][None, :] * slope[path] / unit
+                       for path in PATHS}
         tiles = [(tile, transmission) for tile, transmission in zip(placement.tiles, tile_transmissions, strict=True)
                  if tile.module == module]
         wanted = np.zeros((ports, ports))
@@ -191,7 +210,7 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
             effective["positive"][module][columns, rows] = np.maximum(window, 0.0).T
             effective["negative"][module][columns, rows] = np.maximum(-window, 0.0).T
         # Static output at z = 0 (per unit gain factor and fixed), cancelled through the injection.
-        light = zero_state_light(chain)
+        light = {path: port_light.rest[path][module] for path in PATHS}
         settings = new_beta[module] / per_setting
         dark_light = (matrices.positive[0] @ (light["positive"] * used_in) + matrices.negative[0]
                       @ (light["negative"] * used_in) + matrices.constant[0])
@@ -202,12 +221,12 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
         cancel_fixed[module] = -fixed * used_out
     report = {
         "compensated": ["dead ports avoided by placement", "SLM transfer per column and path (quantised through it)",
-                        "input efficiency ρ", "output gain η", "path ratio (each path's LED slope at z = 0)",
+                        "input efficiency ρ", "output gain η",
+                        "path ratio and each channel's σ·LED light scale (its operating point)",
                         "loop gain κ", "darkness leak", "PBS leak", "photodiode neighbour spill, each path's own",
-                        "closed-loop offset at each port's setting, darkness constant and zero-state light "
-                        "(injected voltages)"],
-        "not_compensated": ["LED and sigmoid curvature (light is linearised at z = 0)",
-                            "the measured sigmoid's shape against tanh",
+                        "closed-loop offset at each port's setting, darkness constant and each channel's rest "
+                        "light (injected voltages)"],
+        "not_compensated": ["the σ·LED curvature beyond each channel's affine match to tanh",
                             "the 16-port format's PBS polynomials"],
         "remainder": {"clipped_pixels": clipped_pixels, "worst_clip_relative": worst_clip,
                       "rows_at_setting_max": capped_rows},
