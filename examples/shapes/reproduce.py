@@ -129,12 +129,13 @@ def plot_metrics(rows: list[dict], path: Path) -> None:
               ("gaussian", "Gaussian fit", "tab:orange"))
     for axis, metric, label in ((axes[0], "mmd", "squared MMD"), (axes[1], "w2", "W2")):
         for offset, (key, legend, colour) in enumerate(series):
-            values = [max(row[f"{key}_{metric}"], 1e-6) for row in rows]
+            values = [row[f"{key}_{metric}"] for row in rows]
             axis.bar(positions + (offset - 1) * 0.27, values, 0.27, label=legend, color=colour)
-        axis.set_yscale("log")
+        # Linear axes: the unbiased squared MMD can be slightly negative, which a log axis would hide.
+        axis.axhline(0.0, color="black", linewidth=0.6)
         axis.set_xticks(positions, names, rotation=45, ha="right")
-        axis.set_ylabel(label + " to ground truth (log)")
-        axis.legend(fontsize=8)
+        axis.set_ylabel(label + " to ground truth")
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 1.15), ncol=3, frameon=False)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

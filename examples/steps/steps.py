@@ -228,18 +228,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", nargs="*", default=list(DEFAULT_SHAPES), choices=list(SHAPES))
     parser.add_argument("--model", nargs=3, action="append", default=[], metavar=("NAME", "MODEL", "TRUTH"),
                         help="any ADM ONNX model and a .npy of ground-truth samples [N, d]")
-    parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
-    parser.add_argument("--twin-steps", type=int, nargs="*", default=list(TWIN_STEPS))
-    parser.add_argument("--samples", type=int, default=512, help="reference samples (and ground truth)")
-    parser.add_argument("--twin-samples", type=int, default=256)
+    parser.add_argument("--steps", type=int, nargs="+", help=f"default {list(STEPS)}")
+    parser.add_argument("--twin-steps", type=int, nargs="*", help=f"default {list(TWIN_STEPS)}")
+    parser.add_argument("--samples", type=int, help="reference samples (and ground truth); default 512")
+    parser.add_argument("--twin-samples", type=int, help="default 256")
     parser.add_argument("--match", type=float, default=MATCH)
-    parser.add_argument("--quick", action="store_true", help="T ∈ {2, 4}, 128/32 samples: a smoke run")
+    parser.add_argument("--quick", action="store_true",
+                        help="defaults T ∈ {2, 4}, twin T ∈ {2}, 128 / 32 samples: a smoke run")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true")
     arguments = parser.parse_args(argv)
-    if arguments.quick:
-        arguments.steps, arguments.twin_steps = [2, 4], [2]
-        arguments.samples, arguments.twin_samples = 128, 32
+    defaults = ([2, 4], [2], 128, 32) if arguments.quick else (list(STEPS), list(TWIN_STEPS), 512, 256)
+    for name, default in zip(("steps", "twin_steps", "samples", "twin_samples"), defaults, strict=True):
+        if getattr(arguments, name) is None:
+            setattr(arguments, name, default)
     from tqdm import tqdm
 
     torch.set_num_threads(arguments.threads)
