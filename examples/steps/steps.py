@@ -176,12 +176,11 @@ def write_outputs(rows: list[dict], output: Path, models: list[str], tolerance: 
                 summary = "; ".join(f"{label}: {'—' if value is None else f'T={value}'}"
                                     for label, value in found.items() if "euler" in label or "nicolson" in label)
                 findings.append(f"- **{model}, {executor}** (anchor W2 {anchor:.4f}): {summary}")
-    failures = sorted({(row["executor"], row["solver"], row["loop"], row["steps"], row["status"][:160])
-                       for row in rows if row["status"] != "ok"})
+    failures = [row for row in rows if row["status"] != "ok"]
     if failures:
         lines += ["### Runs that did not complete", ""]
-        lines += [f"- {executor}, {solver} ({loop}), T={steps}: {status}"
-                  for executor, solver, loop, steps, status in failures]
+        lines += [f"- {row['model']}, {row['executor']}, {row['solver']} ({row['loop']}), T={row['steps']}: "
+                  f"{row['status'][:200]}" for row in failures]
     (output / "results.md").write_text("\n".join(lines) + "\n")
     (output / "findings.md").write_text("\n".join(findings) + "\n")
 
@@ -204,12 +203,13 @@ def plot(rows: list[dict], output: Path, models: list[str]) -> None:
         for column, (executor, axis_key, label) in enumerate(panels):
             axis = axes[line, column]
             for configuration in CONFIGURATIONS:
-                points = sorted((row[axis_key], row["w2"]) for row in rows
+                # Joined in order of T, so a converged loop's non-monotone cost shows as a turn, not a zigzag.
+                points = sorted((row["steps"], row[axis_key], row["w2"]) for row in rows
                                 if row["model"] == model and row["executor"] == executor and row["status"] == "ok"
                                 and row["solver"] == configuration.solver and row["loop"] == configuration.loop
                                 and row.get(axis_key))
                 if points:
-                    x, y = zip(*points, strict=True)
+                    _, x, y = zip(*points, strict=True)
                     axis.plot(x, y, styles[configuration.loop], marker="o", markersize=3,
                               color=colours[configuration.solver], label=configuration.label)
             axis.set_xscale("log", base=2)
