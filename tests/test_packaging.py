@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+# .venv: the project's own virtual environment (CI makes it in the tree, ~2 GB with torch) is not source.
 IGNORED = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache",
-                                 ".ruff_cache", ".hypothesis", "tests")
+                                 ".ruff_cache", ".hypothesis", "tests", ".venv")
 
 
 @pytest.fixture(scope="module")
