@@ -31,6 +31,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from admc.driver import compile_source, load_source, pack_for_target  # noqa: E402
 from admc.errors import ConvergenceError  # noqa: E402
@@ -57,6 +58,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx"
 TOLERANCE = 1e-10
 MAX_ITERATIONS = 20_000
 GRID = np.round(np.arange(0.0, 0.951, 0.05), 2)
+MODES = ("min", "global", "auto")
 
 
 def random_program(hidden: tuple[int, ...], seed: int, gain: float = 1.6, d: int = 2) -> BlockProgram:
@@ -79,6 +81,44 @@ def random_program(hidden: tuple[int, ...], seed: int, gain: float = 1.6, d: int
 
     injections = [InjectionPart("state", np.eye(d))]
     return BlockProgram(d, groups, blocks, biases, injections, "state", len(sizes), "direct")
+
+
+class SeededAdm(torch.nn.Module):
+    """ADM-form MLP (every layer W tanh(h) + b + t e), seeded Gaussian weights gain / sqrt(fan-in)."""
+
+    def __init__(self, hidden: tuple[int, ...], seed: int, gain: float, d: int = 2) -> None:
+        super().__init__()
+        sizes = [d, *hidden, d]
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.time_vectors = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(size)) for size in sizes[1:])
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.weight.copy_(gain * torch.randn(layer.weight.shape, generator=generator)
+                                   / layer.weight.shape[1] ** 0.5)
+                layer.bias.copy_(0.3 * torch.randn(layer.bias.shape, generator=generator))
+            for vector in self.time_vectors:
+                vector.copy_(0.3 * torch.randn(vector.shape, generator=generator))
+        self.eval()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        h = x
+        for layer, time_vector in zip(self.layers, self.time_vectors, strict=True):
+            h = layer(torch.tanh(h)) + t[:, None] * time_vector
+        return h
+
+
+# Source models compiled for any target: the shipped example and two seeded ADM-form networks (1 and 4 hidden
+# layers; gains chosen so that α = 0 diverges or is slow at T = 2, where α matters).
+SOURCES = {"two-moons": lambda: EXAMPLE,
+           "adm-1x48": lambda: SeededAdm((48,), seed=1, gain=1.8),
+           "adm-4x24": lambda: SeededAdm((24, 24, 24, 24), seed=2, gain=1.3)}
+
+
+def source_of(network: str):
+    model = SOURCES[network]()
+    example = None if isinstance(model, Path) else (torch.zeros(4, 2), torch.zeros(4))
+    return load_source(model, example)
 
 
 def spine(network: str, steps: int) -> tuple[BlockProgram, Schedule]:
@@ -124,52 +164,80 @@ def grid_per_phase(program: BlockProgram, schedule: Schedule, inputs: np.ndarray
     return None if not np.isfinite(total) else int(total)
 
 
-def iterations_table(steps_list: list[int], samples: int,
-                     networks: tuple[str, ...] = ("two-moons", "random-1x48", "random-4x24", "aoc")) -> list[dict]:
+def spine_rows(network: str, steps_list: list[int], noise: np.ndarray) -> list[dict]:
+    """Rows of a random block program (no source model) on the ideal target."""
     rows = []
-    noise = np.random.default_rng(0).standard_normal((samples, 2))
     ideal = load_target("ideal")
-    for network in [name for name in networks if name != "aoc"]:
-        for steps in steps_list:
-            program, schedule = spine(network, steps)
-            row = {"network": network, "target": "ideal", "steps": steps, "channels": program.size}
-            reference = None
-            for mode in ("min", "global", "auto"):
-                try:
-                    selection = select_alpha(program, schedule, AlphaCapabilities.of(ideal), mode, force=True)
-                except Exception as error:  # noqa: BLE001 - a benchmark row records the failure
-                    row[mode] = f"error: {error}"
-                    continue
-                counts = count(program, schedule, selection.alpha, noise)
-                row[mode] = None if counts is None else sum(counts)
-                if counts is not None and reference is None:
-                    reference = IdealExecutor(program, selection.alpha).run(schedule, noise).trajectory
-            row["grid"] = None if reference is None else grid_per_phase(program, schedule, reference,
-                                                                        np.zeros(program.size), True)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    aoc = load_target("aoc-48")
-    source = load_source(EXAMPLE)
-    for steps in steps_list if "aoc" in networks else []:
-        row = {"network": "two-moons", "target": "aoc-48", "steps": steps}
-        floor = None
-        for mode in ("min", "global", "auto"):
+    for steps in steps_list:
+        program, schedule = spine(network, steps)
+        row = {"network": network, "target": "ideal", "steps": steps, "channels": program.size}
+        reference = None
+        for mode in MODES:
             try:
-                compiled = compile_source(source, aoc, "implicit-euler", steps, alpha=mode, force=True)
+                selection = select_alpha(program, schedule, AlphaCapabilities.of(ideal), mode, force=True)
+            except Exception as error:  # noqa: BLE001 - a benchmark row records the failure
+                row[mode] = f"error: {error}"
+                continue
+            counts = count(program, schedule, selection.alpha, noise)
+            row[mode] = None if counts is None else sum(counts)
+            if counts is not None and reference is None:
+                reference = IdealExecutor(program, selection.alpha).run(schedule, noise).trajectory
+        row["grid"] = None if reference is None else grid_per_phase(program, schedule, reference,
+                                                                    np.zeros(program.size), True)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def source_rows(network: str, target_name: str, steps_list: list[int], noise: np.ndarray) -> list[dict]:
+    """Rows of a source model compiled for a target: every mode, the grid floored by ``min``, and on a target
+    with a gain range the α pass without it (``auto_no_range``: what the range costs)."""
+    rows = []
+    target = load_target(target_name)
+    source = source_of(network)
+    per_phase = bool(target.alpha.per_phase)
+    for steps in steps_list:
+        row = {"network": network, "target": target_name, "steps": steps}
+        floor, reference, realised = None, None, None
+        for mode in MODES:
+            try:
+                compiled = compile_source(source, target, "implicit-euler", steps, alpha=mode, force=True)
             except Exception as error:  # noqa: BLE001
                 row[mode] = f"error: {error}"
                 continue
             program = compiled.realised_program or compiled.program
+            row["channels"] = program.size
             counts = count(program, compiled.schedule, compiled.alpha, noise)
             row[mode] = None if counts is None else sum(counts)
             if mode == "min":
-                floor = compiled.alpha
+                floor = np.min(np.atleast_2d(compiled.alpha), axis=0)
                 row["alpha_floor_mean"] = float(np.mean(floor))
-            if counts is not None and "grid" not in row and floor is not None:
+            if counts is not None and reference is None:
                 reference = IdealExecutor(program, compiled.alpha).run(compiled.schedule, noise).trajectory
-                row["grid"] = grid_per_phase(program, compiled.schedule, reference, floor, False)
+                realised = (program, compiled.schedule)
+            if mode == "auto" and compiled.realised_program is not None:
+                # The same α pass on the realised program without the gain range (row peaks unset).
+                selection = select_alpha(program, compiled.schedule, AlphaCapabilities.of(target), "auto",
+                                         force=True)
+                unlimited = count(program, compiled.schedule, selection.alpha, noise)
+                row["auto_no_range"] = None if unlimited is None else sum(unlimited)
+        if reference is not None and floor is not None:
+            row["grid"] = grid_per_phase(*realised, reference, floor, per_phase)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    return rows
+
+
+def iterations_table(steps_list: list[int], samples: int, networks: tuple[str, ...],
+                     targets: tuple[str, ...]) -> list[dict]:
+    noise = np.random.default_rng(0).standard_normal((samples, 2))
+    rows = []
+    for network in networks:
+        if network in SOURCES:
+            for target_name in targets:
+                rows += source_rows(network, target_name, steps_list, noise)
+        else:
+            rows += spine_rows(network, steps_list, noise)
     return rows
 
 
@@ -243,12 +311,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--budgets", type=int, nargs="+", default=[40, 100])
     parser.add_argument("--channels", type=int, nargs="+", default=[100, 1000, 5000])
-    parser.add_argument("--networks", nargs="+", default=["two-moons", "random-1x48", "random-4x24", "aoc"],
-                        help="iterations: which rows (aoc = two-moons on aoc-48)")
+    parser.add_argument("--networks", nargs="+", default=["two-moons", "adm-1x48", "adm-4x24"],
+                        choices=[*SOURCES, "random-1x48", "random-4x24"],
+                        help="source models (every --targets) or random block programs (ideal only)")
+    parser.add_argument("--targets", nargs="+", default=["ideal", "aoc-48"])
     parser.add_argument("--json")
     arguments = parser.parse_args()
     if arguments.table == "iterations":
-        rows = iterations_table(arguments.steps, arguments.samples, tuple(arguments.networks))
+        rows = iterations_table(arguments.steps, arguments.samples, tuple(arguments.networks),
+                                tuple(arguments.targets))
     elif arguments.table == "twin":
         rows = twin_table(arguments.budgets, arguments.samples)
     else:
