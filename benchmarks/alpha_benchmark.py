@@ -1,7 +1,8 @@
 """Loop iterations for each α mode, the twin's readout error at equal budgets, and the solve times at scale.
 
-    python benchmarks/alpha_benchmark.py iterations [--steps 2 4 8 16] [--samples 32] [--json PATH]
-    python benchmarks/alpha_benchmark.py twin [--budgets 40 100] [--samples 64]
+    python benchmarks/alpha_benchmark.py iterations [--steps 2 4 8 16] [--samples 32] [--networks …]
+        [--targets ideal aoc-48] [--json PATH]
+    python benchmarks/alpha_benchmark.py twin [--budgets 20 40 100] [--samples 64] [--networks …] [--steps 8]
     python benchmarks/alpha_benchmark.py timing [--channels 100 1000 5000]
 
 ``iterations``: implicit Euler on three networks — the shipped two-moons example, a random ADM network with
@@ -12,7 +13,8 @@ step to the executor's tolerance 1e-10 (seeded samples) for ``min``, the best si
 ``twin``: two-moons on aoc-48, T = 8: the twin's final readout NRMSE against the ideal program with the
 preset's noise, at equal loop budgets, for min, global and auto.
 ``timing``: the α pass (auto) and each certificate on random 4-block programs of 100, 1,000 and 5,000
-channels (one implicit step; the SDP only where it runs, ≤ 64 channels, so at 100 it is skipped too).
+channels (one implicit step; the SDP only where it runs, up to ``SDP_LIMIT`` channels: add e.g. 64 to
+``--channels``); wall and CPU time of this process, since the machine may be shared.
 """
 
 from __future__ import annotations
@@ -241,7 +243,8 @@ def iterations_table(steps_list: list[int], samples: int, networks: tuple[str, .
     return rows
 
 
-def twin_table(budgets: list[int], samples: int) -> list[dict]:
+def twin_table(budgets: list[int], samples: int, networks: tuple[str, ...], steps_list: list[int]) -> list[dict]:
+    """The twin's final readout NRMSE against the ideal program (preset read noise only) at equal loop budgets."""
     from dataclasses import replace
 
     from admc.bundle import Bundle
@@ -253,26 +256,47 @@ def twin_table(budgets: list[int], samples: int) -> list[dict]:
     rows = []
     noise = np.random.default_rng(0).standard_normal((samples, 2))
     with tempfile.TemporaryDirectory(prefix="admc-alpha-") as directory:
-        for mode in ("min", "global", "auto"):
-            bundle = Bundle(build(EXAMPLE, Path(directory) / mode, target="aoc-48", steps=8, alpha=mode))
-            program, schedule, alpha = bundle_program(bundle)
-            ideal = IdealExecutor(program, alpha).run(schedule, noise)
-            preset = nonidealities_of(bundle)
-            noisy = replace(all_off(preset), read_noise=preset.read_noise)
-            row = {"mode": mode, "alpha_mean": float(np.mean(alpha)), "loop_budget":
-                   bundle.manifest["convergence"]["loop_budget"]}
-            for budget in budgets:
-                try:
-                    result = AocTwin(bundle, noisy, loop_iterations=budget, repeats=1).run(noise)
-                    row[budget] = float(per_step_nrmse(result.trajectory[1:], ideal.trajectory[1:])[-1])
-                except ConvergenceError:
-                    row[budget] = None
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        for network in networks:
+            model = SOURCES[network]()
+            example = None if isinstance(model, Path) else (torch.zeros(4, 2), torch.zeros(4))
+            for steps in steps_list:
+                for mode in MODES:
+                    row = {"network": network, "steps": steps, "mode": mode}
+                    try:
+                        bundle = Bundle(build(model, Path(directory) / f"{network}-{steps}-{mode}", target="aoc-48",
+                                              steps=steps, alpha=mode, force=True, example_inputs=example))
+                    except Exception as error:  # noqa: BLE001 - a benchmark row records the failure
+                        row["error"] = str(error)
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+                        continue
+                    program, schedule, alpha = bundle_program(bundle)
+                    ideal = IdealExecutor(program, alpha, max_iterations=MAX_ITERATIONS).run(schedule, noise)
+                    preset = nonidealities_of(bundle)
+                    noisy = replace(all_off(preset), read_noise=preset.read_noise)
+                    row.update({"alpha_mean": float(np.mean(alpha)),
+                                "loop_budget": bundle.manifest["convergence"]["loop_budget"]})
+                    for budget in budgets:
+                        try:
+                            result = AocTwin(bundle, noisy, loop_iterations=budget, repeats=1).run(noise)
+                            row[budget] = float(per_step_nrmse(result.trajectory[1:], ideal.trajectory[1:])[-1])
+                        except ConvergenceError:
+                            row[budget] = None
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     return rows
 
 
-def timing_table(channels: list[int]) -> list[dict]:
+def timed(function, *arguments):
+    """(result, wall seconds, CPU seconds of this process): the machine is shared, so both are reported."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*arguments)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def timing_table(channels: list[int], sdp_up_to: int) -> list[dict]:
+    from admc.passes.convergence_certificates import SDP_LIMIT, sdp_factor
+
     rows = []
     capabilities = AlphaCapabilities(0.0, 0.99, True, 0.0)
     for total in channels:
@@ -281,26 +305,17 @@ def timing_table(channels: list[int]) -> list[dict]:
         schedule = build_schedule("implicit-euler", np.array([0.0, 1.0]))
         program.static_table = tabulate_static_injection(program, np.array([1.0]))
         row = {"channels": program.size}
-        start = time.perf_counter()
-        selection = select_alpha(program, schedule, capabilities, "auto", force=True)
-        row["alpha_auto_s"] = time.perf_counter() - start
+        selection, row["alpha_auto_wall_s"], row["alpha_auto_cpu_s"] = timed(
+            select_alpha, program, schedule, capabilities, "auto", None, None, True)
         alpha = selection.alpha[0]
         phase = Phase(CLOSED, 1.0, 1.0, ())
-        start = time.perf_counter()
-        theorem1_and_block(program, phase, alpha)
-        row["theorem1_and_block_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        steps_needed(program, alpha)
-        row["t_min_s"] = time.perf_counter() - start
+        _, row["theorem1_and_block_wall_s"], row["theorem1_and_block_cpu_s"] = timed(
+            theorem1_and_block, program, phase, alpha)
+        _, row["t_min_wall_s"], row["t_min_cpu_s"] = timed(steps_needed, program, alpha)
+        if program.size <= max(SDP_LIMIT, sdp_up_to):
+            _, row["sdp_wall_s"], row["sdp_cpu_s"] = timed(sdp_factor, program, phase, alpha)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    small = random_program((8, 8), seed=3, gain=0.8)
-    from admc.passes.convergence_certificates import sdp_factor
-
-    start = time.perf_counter()
-    sdp_factor(small, Phase(CLOSED, 1.0, 1.0, ()), np.full(small.size, 0.2))
-    rows.append({"channels": small.size, "sdp_s": time.perf_counter() - start})
-    print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -309,21 +324,23 @@ def main() -> None:
     parser.add_argument("table", choices=["iterations", "twin", "timing"])
     parser.add_argument("--steps", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--budgets", type=int, nargs="+", default=[40, 100])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[20, 40, 100])
     parser.add_argument("--channels", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--networks", nargs="+", default=["two-moons", "adm-1x48", "adm-4x24"],
                         choices=[*SOURCES, "random-1x48", "random-4x24"],
                         help="source models (every --targets) or random block programs (ideal only)")
     parser.add_argument("--targets", nargs="+", default=["ideal", "aoc-48"])
+    parser.add_argument("--sdp-up-to", type=int, default=0,
+                        help="timing: run the SDP up to this many channels even above its limit (to size it)")
     parser.add_argument("--json")
     arguments = parser.parse_args()
     if arguments.table == "iterations":
         rows = iterations_table(arguments.steps, arguments.samples, tuple(arguments.networks),
                                 tuple(arguments.targets))
     elif arguments.table == "twin":
-        rows = twin_table(arguments.budgets, arguments.samples)
+        rows = twin_table(arguments.budgets, arguments.samples, tuple(arguments.networks), arguments.steps)
     else:
-        rows = timing_table(arguments.channels)
+        rows = timing_table(arguments.channels, arguments.sdp_up_to)
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(rows, indent=1) + "\n")
 

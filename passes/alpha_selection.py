@@ -41,7 +41,7 @@ LINEARISATION_WORK = 40_000
 # Distinct from the loop budget's seed (1) and the benchmark's (0): the judge's probes are not the samples
 # its choice is measured on.
 LINEARISATION_SEED = 7
-PROBE_SAMPLES = 64
+PROBE_SAMPLES = 256
 # Linearisation points need σ' to a few digits, not the executor's 1e-13.
 LINEARISATION_TOLERANCE = 1e-6
 LINEARISATION_MAX_ITERATIONS = 5_000
