@@ -29,6 +29,7 @@ BLENDS = (0.25, 0.5, 0.75)
 # Multiply-adds per probe loop iteration, all candidates and probes together (about 10 ms of numpy).
 PROBE_WORK = 4_000_000
 SCREEN_SAMPLES = 16
+TOTAL_WORK = 2_000_000_000  # multiply-adds of the final round (about a second of numpy)
 SCREEN_PATIENCE = 1.5  # candidates this much slower than the fastest in a phase stop counting (inf)
 SHORTLIST = 6
 MARGIN = 0.02  # relative saving below which min is kept (and at least one iteration per phase)
@@ -89,7 +90,10 @@ class Judge:
         first = self._totals(rows, table, screen, SCREEN_PATIENCE)
         ranked = sorted(range(len(names)), key=lambda index: (first[index], index))
         keep = sorted(set(ranked[:SHORTLIST]) | {names.index(name) for name in ("min", best) if name in names})
-        samples = int(np.clip(PROBE_WORK // (work * len(keep)), screen, recorded))
+        # The final round's probes also fit a total budget: the screen's fastest count says how long it runs.
+        fastest = float(first[ranked[0]]) if np.isfinite(first[ranked[0]]) else PROBE_LIMIT * len(rows)
+        samples = int(np.clip(min(PROBE_WORK // (work * len(keep)),
+                                  TOTAL_WORK // (work * len(keep) * max(fastest, 1.0))), screen, recorded))
         names, table = [names[index] for index in keep], table[keep]
         patience = 1.0 + MARGIN if len(rows) == 1 else SCREEN_PATIENCE
         totals = self._totals(rows, table, samples, patience)
