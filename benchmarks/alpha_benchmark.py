@@ -5,13 +5,16 @@
     python benchmarks/alpha_benchmark.py twin [--budgets 20 40 100] [--samples 64] [--networks …] [--steps 8]
     python benchmarks/alpha_benchmark.py timing [--channels 100 1000 5000]
 
-``iterations``: implicit Euler on three networks — the shipped two-moons example, a random ADM network with
-one hidden layer of 48 and a random 5-layer network (hidden 24 × 4) — on the ideal target (α per phase, no
-gain limit) and on aoc-48 for two-moons (one α per program, gain range). Total loop iterations over every
-step to the executor's tolerance 1e-10 (seeded samples) for ``min``, the best single α per phase from a grid
-(0, 0.05, …, 0.95; each phase started from the same converged input), ``global`` and ``auto``.
-``twin``: two-moons on aoc-48, T = 8: the twin's final readout NRMSE against the ideal program with the
-preset's noise, at equal loop budgets, for min, global and auto.
+``iterations``: implicit Euler. Source models (``--networks``: the shipped two-moons example and two seeded
+ADM-form networks, one hidden layer of 48 and four of 24) compiled for every ``--targets`` (ideal: α per
+phase, no gain limit; aoc-48: one α per program, gain range), or random block programs (random-1x48,
+random-4x24; ideal only, the previous round's rows). Total loop iterations over every step to the executor's
+tolerance 1e-10 (seeded samples, seed 0; the α pass probes with seed 7) for ``min``, ``global``, ``auto`` and
+the best single α per phase from a grid (0, 0.05, …, 0.95, floored by min; each phase started from the same
+converged input; chosen on the benchmark's own samples, an in-sample oracle), and on a target with a gain
+range ``auto_no_range``: the α pass on the realised program without the range (what the range costs).
+``twin``: on aoc-48, the twin's final readout NRMSE against the ideal program with the preset's read noise,
+at equal loop budgets, for min, global and auto.
 ``timing``: the α pass (auto) and each certificate on random 4-block programs of 100, 1,000 and 5,000
 channels (one implicit step; the SDP only where it runs, up to ``SDP_LIMIT`` channels: add e.g. 64 to
 ``--channels``); wall and CPU time of this process, since the machine may be shared.

@@ -20,6 +20,7 @@ from admc.bundle import npy_bytes
 from admc.errors import AdmcError
 from admc.targets.aoc.backend import (
     ImageSet,
+    alpha_in_range,
     gain_floors,
     gains_and_transmissions,
     place,
@@ -29,7 +30,7 @@ from admc.targets.aoc.backend import (
 )
 from admc.targets.aoc.calibration import Calibration
 from admc.targets.aoc.chain import measured_chain
-from admc.targets.aoc.channel_gains import TileRows, choose_alpha
+from admc.targets.aoc.channel_gains import TileRows
 from admc.targets.aoc.compensation import RANGE_MARGIN, compensate, small_signal
 from admc.targets.aoc.emit import attach_aoc_program
 
@@ -66,7 +67,8 @@ def lower_measured(compiled, layout: str, calibration: Calibration):
         demanded.append(TileRows(rows.block_name, rows.row_offset_in_block,
                                  rows.weights / np.maximum(available * REACH_SHARE * RANGE_MARGIN, 1e-300),
                                  rows.channels))
-    alpha = choose_alpha(demanded, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
+    # The α pass with the range of this machine's pixels (min mode: choose_alpha's floor, as before).
+    alpha = alpha_in_range(compiled, scaled, demanded, target)
     floors = gain_floors(scaled, placement, compiled.schedule, target)
     floor_ports = np.zeros((placement.modules_used, target.module.ports))
     for tile, floor in zip(placement.tiles, floors, strict=True):
