@@ -1,18 +1,23 @@
 """Loop iterations for each α mode, the twin's readout error at equal budgets, and the solve times at scale.
 
-    python benchmarks/alpha_benchmark.py iterations [--steps 2 4 8 16] [--samples 32] [--json PATH]
-    python benchmarks/alpha_benchmark.py twin [--budgets 40 100] [--samples 64]
+    python benchmarks/alpha_benchmark.py iterations [--steps 2 4 8 16] [--samples 32] [--networks …]
+        [--targets ideal aoc-48] [--json PATH]
+    python benchmarks/alpha_benchmark.py twin [--budgets 20 40 100] [--samples 64] [--networks …] [--steps 8]
     python benchmarks/alpha_benchmark.py timing [--channels 100 1000 5000]
 
-``iterations``: implicit Euler on three networks — the shipped two-moons example, a random ADM network with
-one hidden layer of 48 and a random 5-layer network (hidden 24 × 4) — on the ideal target (α per phase, no
-gain limit) and on aoc-48 for two-moons (one α per program, gain range). Total loop iterations over every
-step to the executor's tolerance 1e-10 (seeded samples) for ``min``, the best single α per phase from a grid
-(0, 0.05, …, 0.95; each phase started from the same converged input), ``global`` and ``auto``.
-``twin``: two-moons on aoc-48, T = 8: the twin's final readout NRMSE against the ideal program with the
-preset's noise, at equal loop budgets, for min, global and auto.
+``iterations``: implicit Euler. Source models (``--networks``: the shipped two-moons example and two seeded
+ADM-form networks, one hidden layer of 48 and four of 24) compiled for every ``--targets`` (ideal: α per
+phase, no gain limit; aoc-48: one α per program, gain range), or random block programs (random-1x48,
+random-4x24; ideal only, the previous round's rows). Total loop iterations over every step to the executor's
+tolerance 1e-10 (seeded samples, seed 0; the α pass probes with seed 7) for ``min``, ``global``, ``auto`` and
+the best single α per phase from a grid (0, 0.05, …, 0.95, floored by min; each phase started from the same
+converged input; chosen on the benchmark's own samples, an in-sample oracle), and on a target with a gain
+range ``auto_no_range``: the α pass on the realised program without the range (what the range costs).
+``twin``: on aoc-48, the twin's final readout NRMSE against the ideal program with the preset's read noise,
+at equal loop budgets, for min, global and auto.
 ``timing``: the α pass (auto) and each certificate on random 4-block programs of 100, 1,000 and 5,000
-channels (one implicit step; the SDP only where it runs, ≤ 64 channels, so at 100 it is skipped too).
+channels (one implicit step; the SDP only where it runs, up to ``SDP_LIMIT`` channels: add e.g. 64 to
+``--channels``); wall and CPU time of this process, since the machine may be shared.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from admc.driver import compile_source, load_source, pack_for_target  # noqa: E402
 from admc.errors import ConvergenceError  # noqa: E402
@@ -57,6 +63,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx"
 TOLERANCE = 1e-10
 MAX_ITERATIONS = 20_000
 GRID = np.round(np.arange(0.0, 0.951, 0.05), 2)
+MODES = ("min", "global", "auto")
 
 
 def random_program(hidden: tuple[int, ...], seed: int, gain: float = 1.6, d: int = 2) -> BlockProgram:
@@ -79,6 +86,44 @@ def random_program(hidden: tuple[int, ...], seed: int, gain: float = 1.6, d: int
 
     injections = [InjectionPart("state", np.eye(d))]
     return BlockProgram(d, groups, blocks, biases, injections, "state", len(sizes), "direct")
+
+
+class SeededAdm(torch.nn.Module):
+    """ADM-form MLP (every layer W tanh(h) + b + t e), seeded Gaussian weights gain / sqrt(fan-in)."""
+
+    def __init__(self, hidden: tuple[int, ...], seed: int, gain: float, d: int = 2) -> None:
+        super().__init__()
+        sizes = [d, *hidden, d]
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.time_vectors = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(size)) for size in sizes[1:])
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.weight.copy_(gain * torch.randn(layer.weight.shape, generator=generator)
+                                   / layer.weight.shape[1] ** 0.5)
+                layer.bias.copy_(0.3 * torch.randn(layer.bias.shape, generator=generator))
+            for vector in self.time_vectors:
+                vector.copy_(0.3 * torch.randn(vector.shape, generator=generator))
+        self.eval()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        h = x
+        for layer, time_vector in zip(self.layers, self.time_vectors, strict=True):
+            h = layer(torch.tanh(h)) + t[:, None] * time_vector
+        return h
+
+
+# Source models compiled for any target: the shipped example and two seeded ADM-form networks (1 and 4 hidden
+# layers; gains chosen so that α = 0 diverges or is slow at T = 2, where α matters).
+SOURCES = {"two-moons": lambda: EXAMPLE,
+           "adm-1x48": lambda: SeededAdm((48,), seed=1, gain=1.8),
+           "adm-4x24": lambda: SeededAdm((24, 24, 24, 24), seed=2, gain=1.3)}
+
+
+def source_of(network: str):
+    model = SOURCES[network]()
+    example = None if isinstance(model, Path) else (torch.zeros(4, 2), torch.zeros(4))
+    return load_source(model, example)
 
 
 def spine(network: str, steps: int) -> tuple[BlockProgram, Schedule]:
@@ -124,56 +169,85 @@ def grid_per_phase(program: BlockProgram, schedule: Schedule, inputs: np.ndarray
     return None if not np.isfinite(total) else int(total)
 
 
-def iterations_table(steps_list: list[int], samples: int,
-                     networks: tuple[str, ...] = ("two-moons", "random-1x48", "random-4x24", "aoc")) -> list[dict]:
+def spine_rows(network: str, steps_list: list[int], noise: np.ndarray) -> list[dict]:
+    """Rows of a random block program (no source model) on the ideal target."""
     rows = []
-    noise = np.random.default_rng(0).standard_normal((samples, 2))
     ideal = load_target("ideal")
-    for network in [name for name in networks if name != "aoc"]:
-        for steps in steps_list:
-            program, schedule = spine(network, steps)
-            row = {"network": network, "target": "ideal", "steps": steps, "channels": program.size}
-            reference = None
-            for mode in ("min", "global", "auto"):
-                try:
-                    selection = select_alpha(program, schedule, AlphaCapabilities.of(ideal), mode, force=True)
-                except Exception as error:  # noqa: BLE001 - a benchmark row records the failure
-                    row[mode] = f"error: {error}"
-                    continue
-                counts = count(program, schedule, selection.alpha, noise)
-                row[mode] = None if counts is None else sum(counts)
-                if counts is not None and reference is None:
-                    reference = IdealExecutor(program, selection.alpha).run(schedule, noise).trajectory
-            row["grid"] = None if reference is None else grid_per_phase(program, schedule, reference,
-                                                                        np.zeros(program.size), True)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    aoc = load_target("aoc-48")
-    source = load_source(EXAMPLE)
-    for steps in steps_list if "aoc" in networks else []:
-        row = {"network": "two-moons", "target": "aoc-48", "steps": steps}
-        floor = None
-        for mode in ("min", "global", "auto"):
+    for steps in steps_list:
+        program, schedule = spine(network, steps)
+        row = {"network": network, "target": "ideal", "steps": steps, "channels": program.size}
+        reference = None
+        for mode in MODES:
             try:
-                compiled = compile_source(source, aoc, "implicit-euler", steps, alpha=mode, force=True)
-            except Exception as error:  # noqa: BLE001
+                selection = select_alpha(program, schedule, AlphaCapabilities.of(ideal), mode, force=True)
+            except Exception as error:  # noqa: BLE001 - a benchmark row records the failure
                 row[mode] = f"error: {error}"
                 continue
-            program = compiled.realised_program or compiled.program
-            counts = count(program, compiled.schedule, compiled.alpha, noise)
+            counts = count(program, schedule, selection.alpha, noise)
             row[mode] = None if counts is None else sum(counts)
-            if mode == "min":
-                floor = compiled.alpha
-                row["alpha_floor_mean"] = float(np.mean(floor))
-            if counts is not None and "grid" not in row and floor is not None:
-                reference = IdealExecutor(program, compiled.alpha).run(compiled.schedule, noise).trajectory
-                row["grid"] = grid_per_phase(program, compiled.schedule, reference, floor, False)
+            if counts is not None and reference is None:
+                reference = IdealExecutor(program, selection.alpha).run(schedule, noise).trajectory
+        row["grid"] = None if reference is None else grid_per_phase(program, schedule, reference,
+                                                                    np.zeros(program.size), True)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
-def twin_table(budgets: list[int], samples: int) -> list[dict]:
+def source_rows(network: str, target_name: str, steps_list: list[int], noise: np.ndarray) -> list[dict]:
+    """Rows of a source model compiled for a target: every mode, the grid floored by ``min``, and on a target
+    with a gain range the α pass without it (``auto_no_range``: what the range costs)."""
+    rows = []
+    target = load_target(target_name)
+    source = source_of(network)
+    per_phase = bool(target.alpha.per_phase)
+    for steps in steps_list:
+        row = {"network": network, "target": target_name, "steps": steps}
+        floor, reference, realised = None, None, None
+        for mode in MODES:
+            try:
+                compiled = compile_source(source, target, "implicit-euler", steps, alpha=mode, force=True)
+            except Exception as error:  # noqa: BLE001
+                row[mode] = f"error: {error}"
+                continue
+            program = compiled.realised_program or compiled.program
+            row["channels"] = program.size
+            counts = count(program, compiled.schedule, compiled.alpha, noise)
+            row[mode] = None if counts is None else sum(counts)
+            if mode == "min":
+                floor = np.min(np.atleast_2d(compiled.alpha), axis=0)
+                row["alpha_floor_mean"] = float(np.mean(floor))
+            if counts is not None and reference is None:
+                reference = IdealExecutor(program, compiled.alpha).run(compiled.schedule, noise).trajectory
+                realised = (program, compiled.schedule)
+            if mode == "auto" and compiled.realised_program is not None:
+                # The same α pass on the realised program without the gain range (row peaks unset).
+                selection = select_alpha(program, compiled.schedule, AlphaCapabilities.of(target), "auto",
+                                         force=True)
+                unlimited = count(program, compiled.schedule, selection.alpha, noise)
+                row["auto_no_range"] = None if unlimited is None else sum(unlimited)
+        if reference is not None and floor is not None:
+            row["grid"] = grid_per_phase(*realised, reference, floor, per_phase)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def iterations_table(steps_list: list[int], samples: int, networks: tuple[str, ...],
+                     targets: tuple[str, ...]) -> list[dict]:
+    noise = np.random.default_rng(0).standard_normal((samples, 2))
+    rows = []
+    for network in networks:
+        if network in SOURCES:
+            for target_name in targets:
+                rows += source_rows(network, target_name, steps_list, noise)
+        else:
+            rows += spine_rows(network, steps_list, noise)
+    return rows
+
+
+def twin_table(budgets: list[int], samples: int, networks: tuple[str, ...], steps_list: list[int]) -> list[dict]:
+    """The twin's final readout NRMSE against the ideal program (preset read noise only) at equal loop budgets."""
     from dataclasses import replace
 
     from admc.bundle import Bundle
@@ -185,26 +259,47 @@ def twin_table(budgets: list[int], samples: int) -> list[dict]:
     rows = []
     noise = np.random.default_rng(0).standard_normal((samples, 2))
     with tempfile.TemporaryDirectory(prefix="admc-alpha-") as directory:
-        for mode in ("min", "global", "auto"):
-            bundle = Bundle(build(EXAMPLE, Path(directory) / mode, target="aoc-48", steps=8, alpha=mode))
-            program, schedule, alpha = bundle_program(bundle)
-            ideal = IdealExecutor(program, alpha).run(schedule, noise)
-            preset = nonidealities_of(bundle)
-            noisy = replace(all_off(preset), read_noise=preset.read_noise)
-            row = {"mode": mode, "alpha_mean": float(np.mean(alpha)), "loop_budget":
-                   bundle.manifest["convergence"]["loop_budget"]}
-            for budget in budgets:
-                try:
-                    result = AocTwin(bundle, noisy, loop_iterations=budget, repeats=1).run(noise)
-                    row[budget] = float(per_step_nrmse(result.trajectory[1:], ideal.trajectory[1:])[-1])
-                except ConvergenceError:
-                    row[budget] = None
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        for network in networks:
+            model = SOURCES[network]()
+            example = None if isinstance(model, Path) else (torch.zeros(4, 2), torch.zeros(4))
+            for steps in steps_list:
+                for mode in MODES:
+                    row = {"network": network, "steps": steps, "mode": mode}
+                    try:
+                        bundle = Bundle(build(model, Path(directory) / f"{network}-{steps}-{mode}", target="aoc-48",
+                                              steps=steps, alpha=mode, force=True, example_inputs=example))
+                    except Exception as error:  # noqa: BLE001 - a benchmark row records the failure
+                        row["error"] = str(error)
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+                        continue
+                    program, schedule, alpha = bundle_program(bundle)
+                    ideal = IdealExecutor(program, alpha, max_iterations=MAX_ITERATIONS).run(schedule, noise)
+                    preset = nonidealities_of(bundle)
+                    noisy = replace(all_off(preset), read_noise=preset.read_noise)
+                    row.update({"alpha_mean": float(np.mean(alpha)),
+                                "loop_budget": bundle.manifest["convergence"]["loop_budget"]})
+                    for budget in budgets:
+                        try:
+                            result = AocTwin(bundle, noisy, loop_iterations=budget, repeats=1).run(noise)
+                            row[budget] = float(per_step_nrmse(result.trajectory[1:], ideal.trajectory[1:])[-1])
+                        except ConvergenceError:
+                            row[budget] = None
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     return rows
 
 
-def timing_table(channels: list[int]) -> list[dict]:
+def timed(function, *arguments):
+    """(result, wall seconds, CPU seconds of this process): the machine is shared, so both are reported."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*arguments)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def timing_table(channels: list[int], sdp_up_to: int) -> list[dict]:
+    from admc.passes.convergence_certificates import SDP_LIMIT, sdp_factor
+
     rows = []
     capabilities = AlphaCapabilities(0.0, 0.99, True, 0.0)
     for total in channels:
@@ -213,26 +308,17 @@ def timing_table(channels: list[int]) -> list[dict]:
         schedule = build_schedule("implicit-euler", np.array([0.0, 1.0]))
         program.static_table = tabulate_static_injection(program, np.array([1.0]))
         row = {"channels": program.size}
-        start = time.perf_counter()
-        selection = select_alpha(program, schedule, capabilities, "auto", force=True)
-        row["alpha_auto_s"] = time.perf_counter() - start
+        selection, row["alpha_auto_wall_s"], row["alpha_auto_cpu_s"] = timed(
+            select_alpha, program, schedule, capabilities, "auto", None, None, True)
         alpha = selection.alpha[0]
         phase = Phase(CLOSED, 1.0, 1.0, ())
-        start = time.perf_counter()
-        theorem1_and_block(program, phase, alpha)
-        row["theorem1_and_block_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        steps_needed(program, alpha)
-        row["t_min_s"] = time.perf_counter() - start
+        _, row["theorem1_and_block_wall_s"], row["theorem1_and_block_cpu_s"] = timed(
+            theorem1_and_block, program, phase, alpha)
+        _, row["t_min_wall_s"], row["t_min_cpu_s"] = timed(steps_needed, program, alpha)
+        if program.size <= max(SDP_LIMIT, sdp_up_to):
+            _, row["sdp_wall_s"], row["sdp_cpu_s"] = timed(sdp_factor, program, phase, alpha)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    small = random_program((8, 8), seed=3, gain=0.8)
-    from admc.passes.convergence_certificates import sdp_factor
-
-    start = time.perf_counter()
-    sdp_factor(small, Phase(CLOSED, 1.0, 1.0, ()), np.full(small.size, 0.2))
-    rows.append({"channels": small.size, "sdp_s": time.perf_counter() - start})
-    print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -241,18 +327,23 @@ def main() -> None:
     parser.add_argument("table", choices=["iterations", "twin", "timing"])
     parser.add_argument("--steps", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--budgets", type=int, nargs="+", default=[40, 100])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[20, 40, 100])
     parser.add_argument("--channels", type=int, nargs="+", default=[100, 1000, 5000])
-    parser.add_argument("--networks", nargs="+", default=["two-moons", "random-1x48", "random-4x24", "aoc"],
-                        help="iterations: which rows (aoc = two-moons on aoc-48)")
+    parser.add_argument("--networks", nargs="+", default=["two-moons", "adm-1x48", "adm-4x24"],
+                        choices=[*SOURCES, "random-1x48", "random-4x24"],
+                        help="source models (every --targets) or random block programs (ideal only)")
+    parser.add_argument("--targets", nargs="+", default=["ideal", "aoc-48"])
+    parser.add_argument("--sdp-up-to", type=int, default=0,
+                        help="timing: run the SDP up to this many channels even above its limit (to size it)")
     parser.add_argument("--json")
     arguments = parser.parse_args()
     if arguments.table == "iterations":
-        rows = iterations_table(arguments.steps, arguments.samples, tuple(arguments.networks))
+        rows = iterations_table(arguments.steps, arguments.samples, tuple(arguments.networks),
+                                tuple(arguments.targets))
     elif arguments.table == "twin":
-        rows = twin_table(arguments.budgets, arguments.samples)
+        rows = twin_table(arguments.budgets, arguments.samples, tuple(arguments.networks), arguments.steps)
     else:
-        rows = timing_table(arguments.channels)
+        rows = timing_table(arguments.channels, arguments.sdp_up_to)
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from admc.errors import AdmcError, ConvergenceError
-from admc.executor import IdealExecutor
 from admc.ir.program import CLOSED, BlockProgram, Schedule
 from admc.passes.alpha_cycle import BlockCycle, block_cycle, blockwise_radius, search_blockwise
+from admc.passes.alpha_judge import Judge
+from admc.passes.alpha_probe import ProbeRecorder
 from admc.passes.alpha_problem import (
     Linearisation,
     noise_gain,
@@ -37,7 +38,10 @@ from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
 MODES = ("auto", "global", "min")
 LINEARISATION_SAMPLES = 16  # fewer on large programs: LINEARISATION_WORK channel-samples at most
 LINEARISATION_WORK = 40_000
-LINEARISATION_SEED = 0
+# Distinct from the loop budget's seed (1) and the benchmark's (0): the judge's probes are not the samples
+# its choice is measured on.
+LINEARISATION_SEED = 7
+PROBE_SAMPLES = 256
 # Linearisation points need σ' to a few digits, not the executor's 1e-13.
 LINEARISATION_TOLERANCE = 1e-6
 LINEARISATION_MAX_ITERATIONS = 5_000
@@ -54,6 +58,7 @@ class AlphaCapabilities:
     per_phase: bool
     noise_weight: float  # read-noise variance relative to the state's full scale (0: no noise term)
     noise_model: str = "after_skip"
+    settle_tolerance: float = 1e-10  # the probe loops' stopping rule (the target's loop.settle_tolerance)
 
     @staticmethod
     def of(target) -> AlphaCapabilities:
@@ -64,7 +69,9 @@ class AlphaCapabilities:
         if nonidealities is not None and nonidealities.read_noise.enabled and state is not None:
             full_scale = min(abs(state.voltage_min), abs(state.voltage_max))
             weight = (nonidealities.read_noise.std / full_scale) ** 2
-        return AlphaCapabilities(alpha.min, alpha.max, bool(alpha.per_phase), weight)
+        loop = getattr(target, "loop", None)
+        tolerance = loop.settle_tolerance if loop is not None else AlphaCapabilities.settle_tolerance
+        return AlphaCapabilities(alpha.min, alpha.max, bool(alpha.per_phase), weight, settle_tolerance=tolerance)
 
 
 @dataclass
@@ -135,19 +142,6 @@ def bounds(size: int, capabilities: AlphaCapabilities, row_peaks: np.ndarray | N
     return lower, np.maximum(upper, lower)
 
 
-class _FixedPointRecorder(IdealExecutor):
-    """Records the state each closed phase settles to (the linearisation points)."""
-
-    def __init__(self, *arguments, **options):
-        super().__init__(*arguments, **options)
-        self.fixed_points: list[np.ndarray] = []
-
-    def _closed(self, step, index, compiled, drive, state, result):
-        state, count, residual = super()._closed(step, index, compiled, drive, state, result)
-        self.fixed_points.append(state.copy())
-        return state, count, residual
-
-
 def _alpha_table(schedule: Schedule, size: int, per_phase: bool, u_by_row: dict[int, np.ndarray]) -> np.ndarray:
     if per_phase:
         table = np.zeros((phase_count(schedule), size))
@@ -190,19 +184,30 @@ def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaC
     first = _choose(program, flat_phases, linearisations, closed, lower, upper, capabilities, "global")
     # Second round: linearise at the fixed points seeded samples reach with the first α.
     samples = int(np.clip(LINEARISATION_WORK // max(size, 1), 2, LINEARISATION_SAMPLES))
-    noise = np.random.default_rng(LINEARISATION_SEED).standard_normal((samples, program.state_dimension))
-    recorder = _FixedPointRecorder(program, _alpha_table(schedule, size, capabilities.per_phase, first[0])
-                                   if capabilities.per_phase else 1.0 - first[0][closed[0][2]],
-                                   tolerance=LINEARISATION_TOLERANCE, max_iterations=LINEARISATION_MAX_ITERATIONS)
-    try:
-        recorder.run(schedule, noise)
-        for (_, _, row), state in zip(closed, recorder.fixed_points, strict=True):
-            linearisations[row] = Linearisation(matrices[row], slopes(program, state))
-        u_by_row, contraction, candidates = _choose(program, flat_phases, linearisations, closed, lower, upper,
-                                                    capabilities, mode)
-    except ConvergenceError:
-        u_by_row, contraction, candidates = _choose(program, flat_phases, linearisations, closed, lower, upper,
-                                                    capabilities, mode)
+    # The same run records the probes of the measured judge: more samples than linearisations where cheap
+    # (a loop's count is its slowest sample's, so a few probes miss the slow ones).
+    recorded = int(np.clip(LINEARISATION_WORK // max(size, 1), samples, PROBE_SAMPLES))
+    noise = np.random.default_rng(LINEARISATION_SEED).standard_normal((recorded, program.state_dimension))
+    # Record with the first α, else with min (its loop may settle where the zero-state estimate says not).
+    recorder = None
+    for u_by_row in (first[0], {row: upper for _, _, row in closed}):
+        attempt = ProbeRecorder(program, _alpha_table(schedule, size, capabilities.per_phase, u_by_row)
+                                if capabilities.per_phase else 1.0 - u_by_row[closed[0][2]],
+                                tolerance=LINEARISATION_TOLERANCE, max_iterations=LINEARISATION_MAX_ITERATIONS)
+        try:
+            attempt.run(schedule, noise)
+        except ConvergenceError:
+            continue
+        recorder = attempt
+        break
+    judge = None
+    if recorder is not None:
+        for (_, _, row), probe in zip(closed, recorder.probes, strict=True):
+            linearisations[row] = Linearisation(matrices[row], slopes(program, probe.fixed_point[:samples]))
+        judge = Judge(recorder, {row: probe for (_, _, row), probe in zip(closed, recorder.probes, strict=True)},
+                      capabilities.settle_tolerance)
+    u_by_row, contraction, candidates = _choose(program, flat_phases, linearisations, closed, lower, upper,
+                                                capabilities, mode, judge)
     choices = [PhaseChoice(step, index, row, contraction[row]) for step, index, row in closed]
     worst = max(choices, key=lambda choice: choice.contraction)
     if worst.contraction >= 1.0 and not force:
@@ -257,8 +262,11 @@ def _radius(cycle: BlockCycle | None, parts: list[Linearisation], u: np.ndarray)
 
 
 def _choose(program: BlockProgram, flat_phases, linearisations: dict[int, Linearisation], closed, lower, upper,
-            capabilities: AlphaCapabilities, mode: str):
+            capabilities: AlphaCapabilities, mode: str, judge: Judge | None = None):
     """u per closed row, its contraction per row, and the worst contraction of every candidate.
+
+    With a ``judge`` (``auto`` once the probes are recorded) the spectral choice, blends of it and the single
+    α grid are run on the probes and the fewest measured iterations wins (``alpha_judge``).
 
     On a block cycle, block-constant candidates are judged (and the single α found) from the exact cycle
     spectrum, and the channel-wise program is not run: on the benchmark networks it never beat the exact
@@ -295,14 +303,24 @@ def _choose(program: BlockProgram, flat_phases, linearisations: dict[int, Linear
         factors = {name: _radius(cycle, parts, u) for name, u in options.items()}
         for name, factor in factors.items():
             candidates[name] = max(candidates.get(name, 0.0), factor)
-        # Judged by the spectral radius: auto is never returned worse than global or min.
+        # Judged by the spectral radius: auto is never returned worse than global or min in that figure.
         chosen = min(options, key=lambda name: (factors[name], name != mode))
+        if mode == "auto" and judge is not None:
+            # ... then by the iterations the loop measurably needs, which sees the transients ρ misses.
+            options = judge.candidates(options, chosen, lower, upper)
+            chosen = judge.choose(rows, options, chosen, capabilities.noise_model)
+            if chosen not in factors:
+                factors[chosen] = _radius(cycle, parts, options[chosen])
         chosen_names.append(chosen)
         for row in rows:
             u_by_row[row] = options[chosen]
             contraction[row] = factors[chosen]
     candidates = {name: float(value) for name, value in candidates.items()}
     candidates["chosen"] = sorted(set(chosen_names))
+    if judge is not None and judge.measured:
+        # Probe iterations (null: the candidate fell behind and stopped being counted, or diverged).
+        candidates["probe_iterations"] = {name: float(value) if np.isfinite(value) else None
+                                          for name, value in judge.measured.items()}
     return u_by_row, contraction, candidates
 
 

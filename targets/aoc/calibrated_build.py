@@ -1,9 +1,9 @@
 """The AOC lowering for one measured machine (``admc build --calibration FILE``).
 
 Requires: a ``CompiledProgram`` from the spine for an AOC target with per-channel gains and quantised SLMs,
-and a ``Calibration`` of the makers' format. Guarantees: placement avoids the machine's dead ports; α is
-the existing ``choose_alpha`` applied to each weight divided by the reach of its pixel on this machine
-(what the range of the gain setting can realise there); each channel's σ·LED light is matched to tanh over the
+and a ``Calibration`` of the makers' format. Guarantees: placement avoids the machine's dead ports; α comes
+from the α pass (``alpha_in_range``) with each weight divided by the reach of its pixel on this machine
+(what the range of the gain setting can realise there) as the demand its floor must meet; each channel's σ·LED light is matched to tanh over the
 voltages the ideal program drives it with (``operating_point``: a shift injected on hidden channels, a light
 scale per path in the grey levels, a rest light in the cancelling injection); grey levels, gains and
 cancelling injections come from ``compensation.compensate``; the bundle records the calibration's sha256,
@@ -23,6 +23,7 @@ from admc.bundle import npy_bytes
 from admc.errors import AdmcError
 from admc.targets.aoc.backend import (
     ImageSet,
+    alpha_in_range,
     gain_floors,
     gains_and_transmissions,
     place,
@@ -32,7 +33,7 @@ from admc.targets.aoc.backend import (
 )
 from admc.targets.aoc.calibration import Calibration
 from admc.targets.aoc.chain import measured_chain
-from admc.targets.aoc.channel_gains import TileRows, choose_alpha
+from admc.targets.aoc.channel_gains import TileRows
 from admc.targets.aoc.compensation import RANGE_MARGIN, PortLight, compensate, small_signal
 from admc.targets.aoc.emit import attach_aoc_program
 from admc.targets.aoc.operating_point import (
@@ -143,7 +144,8 @@ def lower_measured(compiled, layout: str, calibration: Calibration):
         demanded.append(TileRows(rows.block_name, rows.row_offset_in_block,
                                  rows.weights / np.maximum(available * REACH_SHARE * RANGE_MARGIN, 1e-300),
                                  rows.channels))
-    alpha = choose_alpha(demanded, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
+    # The α pass with the range of this machine's pixels (min mode: choose_alpha's floor, as before).
+    alpha = alpha_in_range(compiled, scaled, demanded, target)
     floors = gain_floors(scaled, placement, compiled.schedule, target)
     floor_ports = np.zeros((placement.modules_used, target.module.ports))
     for tile, floor in zip(placement.tiles, floors, strict=True):

@@ -1,0 +1,113 @@
+"""The ``auto`` judge: candidate α vectors compared by the loop iterations they measurably need.
+
+Requires: the probes of an ``IdealExecutor`` run (``alpha_probe.ProbeRecorder``) keyed by flat phase row, the
+target's settle tolerance, and the spectral candidates of the α pass (u = 1 − α per channel: ``min``,
+``global``, ``blockwise`` or the channel-wise ``auto``). Guarantees: ``candidates`` adds the single α grid
+0, 0.05, …, 0.95 (each clipped into the channel's bounds, so with a gain range it is floored by ``min``
+exactly as a grid search would be) and geometric blends of the best spectral candidate with ``min`` and with
+``global``; every candidate lies within [lower, upper], so every hardware limit holds and the fixed points are
+unchanged (0 ≤ α < 1, Eq. 10). ``choose`` returns the candidate with the fewest total probe iterations over
+the phases that share it (ties: the smaller noise gain, then the order given, spectral candidates first), so
+``auto`` is never measured worse than ``min``, ``global`` or any grid point on the probes; ``min`` is kept
+unless the best saves more than one iteration per phase and ``MARGIN`` of the count (the probes' resolution).
+The work is bounded: probes and candidates shrink on large programs (``PROBE_WORK`` multiply-adds per loop iteration),
+and a candidate that falls behind the fastest stops being counted (its total becomes inf).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from admc.executor import IdealExecutor
+from admc.passes.alpha_probe import PhaseProbe, probe_iterations
+from admc.passes.alpha_problem import noise_gain
+
+GRID = np.round(np.arange(0.0, 0.951, 0.05), 2)
+BLENDS = (0.25, 0.5, 0.75)
+# Multiply-adds per probe loop iteration, all candidates and probes together (about 10 ms of numpy).
+PROBE_WORK = 4_000_000
+SCREEN_SAMPLES = 16
+TOTAL_WORK = 2_000_000_000  # multiply-adds of the final round (about a second of numpy)
+SCREEN_PATIENCE = 1.5  # candidates this much slower than the fastest in a phase stop counting (inf)
+SHORTLIST = 6
+MARGIN = 0.02  # relative saving below which min is kept (and at least one iteration per phase)
+PROBE_LIMIT = 20_000
+
+
+@dataclass
+class Judge:
+    executor: IdealExecutor
+    probes: dict[int, PhaseProbe]
+    tolerance: float
+    measured: dict[str, float] = field(default_factory=dict)  # probe iterations of min and of the choice
+
+    def candidates(self, options: dict[str, np.ndarray], best: str, lower: np.ndarray, upper: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+        """The spectral candidates, then blends, then the α grid, without duplicates."""
+        result = dict(options)
+        base = np.clip(options[best], lower, upper)
+        for other in ("min", "global"):
+            for weight in BLENDS:
+                if other != best and other in options:
+                    result[f"{best}~{other} {weight:g}"] = np.clip(
+                        np.exp(weight * np.log(base) + (1.0 - weight) * np.log(np.maximum(options[other], 1e-12))),
+                        lower, upper)
+        for value in GRID:
+            result[f"α={value:g}"] = np.clip(np.full(lower.size, 1.0 - value), lower, upper)
+        unique: dict[str, np.ndarray] = {}
+        for name, u in result.items():
+            if name in options or not any(np.array_equal(u, seen) for seen in unique.values()):
+                unique[name] = u
+        return unique
+
+    def _work(self, rows: list[int]) -> int:
+        """Multiply-adds of one loop iteration of one probe (the largest phase of ``rows``)."""
+        return max(max(sum(matrix.size for _, _, matrix in self.probes[row].compiled.blocks)
+                       + self.probes[row].start.shape[1] for row in rows), 1)
+
+    def _totals(self, rows: list[int], table: np.ndarray, samples: int, patience: float) -> np.ndarray:
+        totals = np.zeros(len(table))
+        for row in rows:
+            probe = self.probes[row]
+            probe = PhaseProbe(probe.compiled, probe.start[:samples], probe.drive[:samples], probe.fixed_point)
+            totals += probe_iterations(self.executor, probe, 1.0 - table, self.tolerance, PROBE_LIMIT, patience)
+        return totals
+
+    def choose(self, rows: list[int], candidates: dict[str, np.ndarray], best: str, noise_model: str) -> str:
+        """The fewest probe iterations; ``best`` (the spectral choice) when no candidate settles.
+
+        Two rounds: every candidate on ``SCREEN_SAMPLES`` probes, then the ``SHORTLIST`` fastest (with ``min``
+        and ``best``) on every probe the work bound allows (a loop's count is its slowest probe's).
+        """
+        names = list(candidates)
+        work = self._work(rows)
+        recorded = min(self.probes[row].start.shape[0] for row in rows)
+        screen = int(np.clip(PROBE_WORK // (work * len(names)), 1, min(SCREEN_SAMPLES, recorded)))
+        names = names[:int(np.clip(PROBE_WORK // (work * screen), 3, len(names)))]
+        table = np.stack([candidates[name] for name in names])
+        first = self._totals(rows, table, screen, SCREEN_PATIENCE)
+        ranked = sorted(range(len(names)), key=lambda index: (first[index], index))
+        keep = sorted(set(ranked[:SHORTLIST]) | {names.index(name) for name in ("min", best) if name in names})
+        # The final round's probes also fit a total budget: the screen's fastest count says how long it runs.
+        fastest = float(first[ranked[0]]) if np.isfinite(first[ranked[0]]) else PROBE_LIMIT * len(rows)
+        samples = int(np.clip(min(PROBE_WORK // (work * len(keep)),
+                                  TOTAL_WORK // (work * len(keep) * max(fastest, 1.0))), screen, recorded))
+        names, table = [names[index] for index in keep], table[keep]
+        patience = 1.0 + MARGIN if len(rows) == 1 else SCREEN_PATIENCE
+        totals = self._totals(rows, table, samples, patience)
+        noise = np.array([float(np.mean(noise_gain(np.clip(u, 1e-12, 1.0), noise_model))) for u in table])
+        order = sorted(range(len(names)), key=lambda index: (totals[index], noise[index], index))
+        if "min" in names:
+            # A saving within the probes' resolution is not worth leaving min (the smallest α: least noise
+            # after the skip, and the choice every other figure was measured with): ±1 iteration per phase.
+            reference = totals[names.index("min")]
+            if reference <= totals[order[0]] + max(len(rows), MARGIN * totals[order[0]]):
+                order.insert(0, names.index("min"))
+        if "min" in names:
+            self.measured["min"] = self.measured.get("min", 0.0) + float(totals[names.index("min")])
+        if not np.isfinite(totals[order[0]]):
+            return best
+        self.measured["chosen"] = self.measured.get("chosen", 0.0) + float(totals[order[0]])
+        return names[order[0]]

@@ -1,0 +1,83 @@
+"""Measured loop iterations of candidate α vectors on probe states: the α pass's final judge.
+
+The spectral radius of the relaxed Jacobian is the *asymptotic* contraction factor; the loop's Jacobian is
+non-normal (a block cycle), so its transient can differ from ρ^k by orders of magnitude and a candidate with
+the smaller ρ may need more iterations. The count that matters is the loop's own, so ``auto`` runs every
+candidate's loop from the states the seeded calibration samples enter each closed phase with, to the target's
+settle tolerance, and keeps the fewest iterations.
+
+Requires: an ``IdealExecutor`` run whose closed phases were recorded (``ProbeRecorder``): per closed phase the
+compiled phase, the state entering the loop and the drive, [B, n] each. Candidates are α vectors [C, n].
+Guarantees: ``probe_iterations`` returns, per candidate, the iterations its loop needs for the largest
+relative change of every probe to fall to the tolerance (the executor's criterion, the executor's loop
+arithmetic: its ``_apply`` with one α row per probe), or ``inf`` where a probe diverges or the count exceeds
+the limit or ``patience`` × the fastest candidate's count (+2; such a candidate cannot be the fastest). All
+candidates run in one batch [C · B, n]; settled candidates leave the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from admc.executor import DIVERGENCE_BOUND, IdealExecutor
+
+PATIENCE = 4.0
+PATIENCE_SLACK = 2
+
+
+@dataclass
+class PhaseProbe:
+    compiled: object  # the executor's compiled phase
+    start: np.ndarray  # [B, n] state entering the closed loop
+    drive: np.ndarray  # [B, n] static vector plus injections
+    fixed_point: np.ndarray  # [B, n] where the loop settled (the linearisation point)
+
+
+class ProbeRecorder(IdealExecutor):
+    """An ideal run that records, per closed phase, the loop's start state, drive and fixed point."""
+
+    def __init__(self, *arguments, **options):
+        super().__init__(*arguments, **options)
+        self.probes: list[PhaseProbe] = []
+
+    def _closed(self, step, index, compiled, drive, state, result):
+        start = state.copy()
+        state, count, residual = super()._closed(step, index, compiled, drive, state, result)
+        self.probes.append(PhaseProbe(compiled, start, np.array(drive, copy=True), state.copy()))
+        return state, count, residual
+
+
+def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.ndarray, tolerance: float,
+                     limit: int, patience: float = PATIENCE) -> np.ndarray:
+    """Iterations each candidate α [C, n] needs on the probe's states (inf: diverged or over ``limit``)."""
+    candidates = np.atleast_2d(np.asarray(candidates, dtype=float))
+    count_candidates, samples = candidates.shape[0], probe.start.shape[0]
+    counts = np.full(count_candidates, np.inf)
+    active = np.arange(count_candidates)
+    state = np.tile(probe.start, (count_candidates, 1))
+    drive = np.tile(probe.drive, (count_candidates, 1))
+    saved_alpha = executor.alpha
+    try:
+        iteration = 0
+        while iteration < limit:
+            iteration += 1
+            executor.alpha = np.repeat(candidates[active], samples, axis=0)
+            updated = executor._apply(probe.compiled, state, drive)
+            change = np.max(np.abs(updated - state), axis=1) / np.maximum(1.0, np.max(np.abs(updated), axis=1))
+            worst = np.max(change.reshape(active.size, samples), axis=1)
+            peak = np.max(np.abs(updated), axis=1).reshape(active.size, samples).max(axis=1)
+            settled = worst <= tolerance
+            if np.any(settled) and not np.any(np.isfinite(counts)):
+                # A candidate this much slower than the fastest one cannot be chosen: stop counting it.
+                limit = min(limit, int(np.ceil(patience * iteration)) + PATIENCE_SLACK)
+            counts[active[settled]] = iteration
+            keep = ~settled & np.isfinite(worst) & (peak <= DIVERGENCE_BOUND)
+            if not np.any(keep):
+                break
+            rows = np.repeat(keep, samples)
+            active, state, drive = active[keep], updated[rows], drive[rows]
+    finally:
+        executor.alpha = saved_alpha
+    return counts
