@@ -2,14 +2,14 @@
 
 Requires: a ``CompiledProgram`` from the spine for an AOC target with per-channel gains and quantised SLMs,
 and a ``Calibration`` of the makers' format. Guarantees: placement avoids the machine's dead ports; α comes
-from the α pass (``alpha_in_range``) with each weight divided by the reach of its pixel on this machine
-(what the range of the gain setting can realise there) as the demand its floor must meet; each channel's σ·LED
-light is matched to tanh over the voltages the ideal program drives it with (``operating_point``: a shift
-injected on hidden channels, a light scale per path in the grey levels, a rest light in the cancelling
-injection); grey levels, gains and cancelling injections come from ``compensation.compensate``; the bundle records the calibration's sha256,
-what was compensated and the remainder under the manifest's top-level ``calibration`` key, and the realised
-(effective) normalised transmissions beside the grey levels, so the ideal executor runs what this machine
-realises.
+from the α pass (``alpha_in_range``) with each weight divided by the reach of its pixel on this machine (what
+the range of the gain setting can realise there) as the demand its floor must meet; each channel's σ·LED light
+is matched to tanh over the voltages the ideal program drives it with (``operating_point``: a shift injected
+on hidden channels, a light scale per path in the grey levels, a rest light in the cancelling injection); grey
+levels, gains and cancelling injections come from ``compensation.compensate``; the bundle records the
+calibration's sha256, what was compensated and the remainder under the manifest's top-level ``calibration``
+key, and the realised (effective) normalised transmissions beside the grey levels, so the ideal executor runs
+what this machine realises.
 """
 
 from __future__ import annotations
