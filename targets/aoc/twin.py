@@ -429,22 +429,33 @@ class AocTwin:
                                    f"{budget} iterations: the windowed readout drifts by {settle:.3e} (relative)")
         return state, torch.stack(readouts).mean(dim=0), count, settle
 
-    @staticmethod
-    def _settle_residual(readouts: list[torch.Tensor]) -> float:
-        """Drift of the windowed readout between the window's halves, beyond what read noise explains.
+    def _settle_residual(self, readouts: list[torch.Tensor]) -> float:
+        """Drift of the repeat-averaged windowed readout between the window's halves, beyond what read noise
+        explains.
 
-        The noise allowance is six standard errors of the half-window means (estimated from the samples
-        themselves, treated as independent), so a settled noisy loop scores ≈ 0 and a drifting one does not.
+        The noise allowance is six standard errors of that drift. The window's samples are not independent
+        (α low-pass filters the noise: with α = 0.9 its correlation time is ~10 iterations), so their own
+        spread understates the error of a half-window mean; the repeats are independent realisations, so
+        the spread of the drift across repeats (pooled over the batch, per channel) measures it. A loop that
+        has not settled drifts alike in every repeat and is still caught. The within-window estimate (as if
+        the samples were independent) is kept as a floor, and is all there is with one repeat.
         """
         if len(readouts) < 4:
             return 0.0
-        samples = torch.stack(readouts)
+        samples = torch.stack(readouts)  # [window, repeats · batch, d]
         half = len(readouts) // 2
         first, second = samples[:half].mean(0), samples[half:].mean(0)
-        allowance = 6.0 * samples.std(dim=0) / np.sqrt(half)
-        excess = ((second - first).abs() - allowance).clamp_min(0.0)
-        scale = second.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
-        return float((excess / scale).max())
+        repeats = self.repeats
+        per_repeat = (second - first).reshape(repeats, -1, samples.shape[-1])
+        drift = per_repeat.mean(0)
+        within = (6.0 * samples.std(dim=0) / np.sqrt(half)).reshape(repeats, -1, samples.shape[-1])
+        allowance = within.pow(2).mean(0).sqrt() / np.sqrt(repeats)
+        if repeats > 1:
+            pooled = per_repeat.var(dim=0).mean(dim=0, keepdim=True)  # [1, d]
+            allowance = torch.maximum(allowance, 6.0 * (pooled / repeats).sqrt())
+        excess = (drift.abs() - allowance).clamp_min(0.0)
+        scale = second.reshape(repeats, -1, samples.shape[-1]).mean(0).abs().amax(dim=1, keepdim=True)
+        return float((excess / scale.clamp_min(1.0)).max())
 
     def _continuous(self, step: int, index: int, phase: Phase, state: torch.Tensor, drive: torch.Tensor,
                     hold: torch.Tensor | None, generator: torch.Generator) -> PhaseOutcome:
