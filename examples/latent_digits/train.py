@@ -16,12 +16,17 @@ are fixed and torch runs on one thread, so rerunning reproduces the files on the
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from train_two_moons import AdmMlp  # noqa: E402  (one definition of the ADM-form network)
+
 LATENT = 6
 HIDDEN = (40, 40)
 
@@ -46,30 +51,6 @@ class Vae(torch.nn.Module):
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_variance = self.encoder(images).chunk(2, dim=1)
         return mean, log_variance
-
-
-class AdmLayer(torch.nn.Module):
-    def __init__(self, inputs: int, outputs: int):
-        super().__init__()
-        self.linear = torch.nn.Linear(inputs, outputs)
-        self.time = torch.nn.Parameter(torch.zeros(outputs))
-
-    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.linear(torch.tanh(h)) + t[:, None] * self.time
-
-
-class AdmMlp(torch.nn.Module):
-    """f(x, t) = L_3 ∘ L_2 ∘ L_1, each with tanh on its input (the ADM form)."""
-
-    def __init__(self, widths: tuple[int, ...] = (LATENT, *HIDDEN, LATENT)):
-        super().__init__()
-        self.layers = torch.nn.ModuleList(AdmLayer(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h = x
-        for layer in self.layers:
-            h = layer(h, t)
-        return h
 
 
 def train_vae(images: torch.Tensor, steps: int, beta: float) -> Vae:
@@ -107,7 +88,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, steps: int) -> 
 
 
 def train_flow(codes: torch.Tensor, steps: int) -> AdmMlp:
-    model = AdmMlp()
+    model = AdmMlp((LATENT, *HIDDEN, LATENT))
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     for _ in range(steps):
