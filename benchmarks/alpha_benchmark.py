@@ -31,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -38,18 +39,17 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from block_programs import random_cycle_program  # noqa: E402  (the tests' generator: same networks)
+
 from admc.driver import compile_source, load_source, pack_for_target  # noqa: E402
 from admc.errors import ConvergenceError  # noqa: E402
 from admc.executor import IdealExecutor  # noqa: E402
 from admc.ir.program import (  # noqa: E402
     CLOSED,
-    STEP,
-    BiasPart,
     BlockProgram,
-    MatrixBlock,
     Phase,
     Schedule,
-    StateGroup,
     tabulate_static_injection,
 )
 from admc.passes.alpha_selection import AlphaCapabilities, select_alpha  # noqa: E402
@@ -68,24 +68,7 @@ MODES = ("min", "global", "auto")
 
 def random_program(hidden: tuple[int, ...], seed: int, gain: float = 1.6, d: int = 2) -> BlockProgram:
     """A direct-layout ADM program: state ← hidden_K ← … ← hidden_1 ← state, Gaussian weights and biases."""
-    rng = np.random.default_rng(seed)
-    sizes, names = [d, *hidden], ["state"] + [f"hidden_{index + 1}" for index in range(len(hidden))]
-    groups, offset = [], 0
-    for name, size in zip(names, sizes, strict=True):
-        groups.append(StateGroup(name, offset, size, "tanh", held=name == "state",
-                                 role="state" if name == "state" else "hidden"))
-        offset += size
-    blocks = [MatrixBlock(names[index], names[index - 1],
-                          gain * rng.standard_normal((sizes[index], sizes[index - 1])) / np.sqrt(sizes[index - 1]),
-                          layer=index) for index in range(1, len(sizes))]
-    blocks.append(MatrixBlock("state", names[-1], gain * rng.standard_normal((d, sizes[-1])) / np.sqrt(sizes[-1]),
-                              STEP, len(sizes)))
-    biases = [BiasPart(name, 0.3 * rng.standard_normal(size)) for name, size in zip(names[1:], sizes[1:],
-                                                                                       strict=True)]
-    from admc.ir.program import InjectionPart
-
-    injections = [InjectionPart("state", np.eye(d))]
-    return BlockProgram(d, groups, blocks, biases, injections, "state", len(sizes), "direct")
+    return random_cycle_program(hidden, seed, gain, d)
 
 
 class SeededAdm(torch.nn.Module):

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from block_programs import random_cycle_program
 
 from admc.executor import IdealExecutor
 from admc.ir.program import (
-    STEP,
-    BiasPart,
-    BlockProgram,
-    InjectionPart,
-    MatrixBlock,
-    StateGroup,
     tabulate_static_injection,
 )
 from admc.passes import alpha_selection
@@ -22,28 +17,8 @@ from admc.passes.step_phases import build_schedule
 from admc.schedule import time_grid
 
 
-def driven_program(hidden: tuple[int, ...], seed: int, gain: float, d: int = 2) -> BlockProgram:
-    """A direct-layout cycle state ← hidden_K ← … ← state with biases and the x injection (Gaussian weights)."""
-    rng = np.random.default_rng(seed)
-    sizes, names = [d, *hidden], ["state"] + [f"hidden_{index + 1}" for index in range(len(hidden))]
-    groups, offset = [], 0
-    for name, size in zip(names, sizes, strict=True):
-        groups.append(StateGroup(name, offset, size, "tanh", held=name == "state",
-                                 role="state" if name == "state" else "hidden"))
-        offset += size
-    blocks = [MatrixBlock(names[index], names[index - 1],
-                          gain * rng.standard_normal((sizes[index], sizes[index - 1])) / np.sqrt(sizes[index - 1]),
-                          layer=index) for index in range(1, len(sizes))]
-    blocks.append(MatrixBlock("state", names[-1], gain * rng.standard_normal((d, sizes[-1])) / np.sqrt(sizes[-1]),
-                              STEP, len(sizes)))
-    biases = [BiasPart(name, 0.3 * rng.standard_normal(size)) for name, size in zip(names[1:], sizes[1:],
-                                                                                       strict=True)]
-    return BlockProgram(d, groups, blocks, biases, [InjectionPart("state", np.eye(d))], "state", len(sizes),
-                        "direct")
-
-
 def program_and_schedule(hidden, seed, gain, steps):
-    program = driven_program(hidden, seed, gain)
+    program = random_cycle_program(hidden, seed, gain)
     schedule = build_schedule("implicit-euler", time_grid(steps=steps))
     program.static_table = tabulate_static_injection(
         program, np.array([phase.time for phases in schedule.steps for phase in phases]))

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from block_programs import random_cycle_program
 from models import AdmForm, export_onnx, seeded
 
 from admc.cli import main
 from admc.driver import compile_source, load_source
 from admc.errors import AdmcError
 from admc.executor import IdealExecutor
-from admc.ir.program import CLOSED, STEP, BlockProgram, MatrixBlock, Phase, StateGroup
+from admc.ir.program import CLOSED, BlockProgram, MatrixBlock, Phase
 from admc.passes.alpha_problem import Linearisation, solve_global, spectral_radius
 from admc.passes.alpha_selection import AlphaCapabilities, read_alpha_file, select_alpha
 from admc.passes.convergence_certificates import certify_phase
@@ -26,20 +27,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "two_moons.onnx"
 
 
 def random_program(seed: int, gain: float, hidden: tuple[int, ...] = (8, 8), d: int = 2) -> BlockProgram:
-    """A pure block cycle state ← hidden_K ← … ← state with Gaussian weights (gain / sqrt(fan-in))."""
-    rng = np.random.default_rng(seed)
-    sizes, names = [d, *hidden], ["state"] + [f"hidden_{index}" for index in range(len(hidden))]
-    groups, offset = [], 0
-    for name, size in zip(names, sizes, strict=True):
-        groups.append(StateGroup(name, offset, size, "tanh", held=name == "state",
-                                 role="state" if name == "state" else "hidden"))
-        offset += size
-    blocks = [MatrixBlock(names[index], names[index - 1],
-                          gain * rng.standard_normal((sizes[index], sizes[index - 1])) / np.sqrt(sizes[index - 1]))
-              for index in range(1, len(sizes))]
-    blocks.append(MatrixBlock("state", names[-1], gain * rng.standard_normal((d, sizes[-1])) / np.sqrt(sizes[-1]),
-                              STEP))
-    return BlockProgram(d, groups, blocks, [], [], "state", len(sizes), "direct")
+    """A pure block cycle state ← hidden_K ← … ← state (no biases, no injection)."""
+    return random_cycle_program(hidden, seed, gain, d, driven=False)
 
 
 # --- one solver table -------------------------------------------------------------------------------------
