@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +53,14 @@ def two_moons(count: int, generator: np.random.Generator) -> np.ndarray:
     return points + 0.06 * generator.standard_normal((count, 2))
 
 
-def train(steps: int, seed: int) -> AdmMlp:
-    torch.manual_seed(seed)
-    generator = np.random.default_rng(seed)
-    model = AdmMlp()
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+def fit_flow_matching(model: torch.nn.Module, draw_batch: Callable[[], torch.Tensor], steps: int,
+                      learning_rate: float = 3e-3) -> torch.nn.Module:
+    """Conditional flow matching on the straight (optimal-transport) path from noise to data: Adam with a
+    cosine schedule, ``draw_batch()`` giving each step's data [B, d]. The examples' one training loop."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     for _ in range(steps):
-        data = torch.as_tensor(two_moons(512, generator), dtype=torch.float32)
+        data = draw_batch()
         noise = torch.randn_like(data)
         t = torch.rand(data.shape[0])
         interpolated = t[:, None] * data + (1 - t[:, None]) * noise
@@ -71,12 +72,26 @@ def train(steps: int, seed: int) -> AdmMlp:
     return model.eval()
 
 
-def export(model: torch.nn.Module, directory: Path) -> None:
-    example = (torch.zeros(4, 2), torch.zeros(4))
-    torch.onnx.export(model, example, directory / "two_moons.onnx", input_names=["x", "t"],
-                      output_names=["velocity"], dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"},
-                                                               "velocity": {0: "batch"}},
+def export_velocity_onnx(model: torch.nn.Module, path: Path, d: int = 2) -> Path:
+    """``model`` as ONNX: inputs x [B, d] and t [B], output velocity [B, d], batch dynamic."""
+    example = (torch.zeros(4, d), torch.zeros(4))
+    torch.onnx.export(model, example, path, input_names=["x", "t"], output_names=["velocity"],
+                      dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"}, "velocity": {0: "batch"}},
                       opset_version=17, dynamo=False)
+    return path
+
+
+def train(steps: int, seed: int) -> AdmMlp:
+    torch.manual_seed(seed)
+    generator = np.random.default_rng(seed)
+    model = AdmMlp()
+    return fit_flow_matching(model, lambda: torch.as_tensor(two_moons(512, generator), dtype=torch.float32),
+                             steps)
+
+
+def export(model: torch.nn.Module, directory: Path) -> None:
+    export_velocity_onnx(model, directory / "two_moons.onnx")
+    example = (torch.zeros(4, 2), torch.zeros(4))
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(model, example, dynamic_shapes=({0: batch}, {0: batch}))
     torch.export.save(program, directory / "two_moons.pt2")

@@ -25,7 +25,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from train_two_moons import AdmMlp  # noqa: E402  (one definition of the ADM-form network)
+from train_two_moons import AdmMlp, fit_flow_matching  # noqa: E402  (one definition each)
 
 LATENT = 6
 HIDDEN = (40, 40)
@@ -89,19 +89,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, steps: int) -> 
 
 def train_flow(codes: torch.Tensor, steps: int) -> AdmMlp:
     model = AdmMlp((LATENT, *HIDDEN, LATENT))
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    for _ in range(steps):
-        data = codes[torch.randint(len(codes), (512,))]
-        noise = torch.randn_like(data)
-        t = torch.rand(data.shape[0])
-        interpolated = t[:, None] * data + (1 - t[:, None]) * noise
-        loss = ((model(interpolated, t) - (data - noise)) ** 2).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-    return model.eval()
+    return fit_flow_matching(model, lambda: codes[torch.randint(len(codes), (512,))], steps)
 
 
 def linear_layers(module: torch.nn.Module) -> dict[str, np.ndarray]:

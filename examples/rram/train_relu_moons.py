@@ -25,7 +25,7 @@ from torch.nn import functional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from train_two_moons import two_moons  # noqa: E402  (the shipped example's data, one definition)
+from train_two_moons import export_velocity_onnx, fit_flow_matching, two_moons  # noqa: E402  (one definition each)
 
 FEATURES = 8
 HIDDEN = 32
@@ -65,26 +65,12 @@ def train(weight_noise: float, steps: int, seed: int) -> FourierReluMlp:
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
     model = FourierReluMlp(weight_noise, seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    for _ in range(steps):
-        data = torch.as_tensor(two_moons(512, generator), dtype=torch.float32)
-        noise = torch.randn_like(data)
-        t = torch.rand(data.shape[0])
-        interpolated = t[:, None] * data + (1 - t[:, None]) * noise
-        loss = ((model(interpolated, t) - (data - noise)) ** 2).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-    return model.eval()
+    return fit_flow_matching(model, lambda: torch.as_tensor(two_moons(512, generator), dtype=torch.float32),
+                             steps)
 
 
 def export(model: nn.Module, path: Path) -> None:
-    example = (torch.zeros(4, 2), torch.zeros(4))
-    torch.onnx.export(model, example, path, input_names=["x", "t"], output_names=["velocity"],
-                      dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"}, "velocity": {0: "batch"}},
-                      opset_version=17, dynamo=False)
+    export_velocity_onnx(model, path)
 
 
 def main() -> None:

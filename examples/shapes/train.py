@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from shapes import SHAPES, sample  # noqa: E402
-from train_two_moons import AdmMlp  # noqa: E402  (one definition of the ADM-form network)
+from train_two_moons import AdmMlp, export_velocity_onnx, fit_flow_matching  # noqa: E402  (one definition each)
 
 WIDTHS = (2, 32, 32, 2)
 MODELS = HERE / "models"
@@ -33,28 +33,13 @@ MODELS = HERE / "models"
 def train(shape: str, steps: int, seed: int, batch: int = 512, widths: tuple[int, ...] = WIDTHS) -> AdmMlp:
     torch.manual_seed(seed)
     model = AdmMlp(widths)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     # One pool of data points drawn once (the sampler is deterministic given its seed), re-batched per step.
     pool = torch.as_tensor(sample(shape, 200_000, seed), dtype=torch.float32)
-    for _ in range(steps):
-        data = pool[torch.randint(pool.shape[0], (batch,))]
-        noise = torch.randn_like(data)
-        t = torch.rand(batch)
-        interpolated = t[:, None] * data + (1 - t[:, None]) * noise
-        loss = ((model(interpolated, t) - (data - noise)) ** 2).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-    return model.eval()
+    return fit_flow_matching(model, lambda: pool[torch.randint(pool.shape[0], (batch,))], steps)
 
 
 def export(model: torch.nn.Module, path: Path) -> None:
-    example = (torch.zeros(4, 2), torch.zeros(4))
-    torch.onnx.export(model, example, path, input_names=["x", "t"], output_names=["velocity"],
-                      dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"}, "velocity": {0: "batch"}},
-                      opset_version=17, dynamo=False)
+    export_velocity_onnx(model, path)
 
 
 def main() -> None:
