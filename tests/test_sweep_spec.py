@@ -56,6 +56,7 @@ def write_spec(directory: Path, text: str) -> Path:
      "axes.nonidealities.offsets.std.values"),
     ("colour: blue\n", "colour"),
     ("sensitivity:\n  effects: [weight_error, sunburn]\n", "sensitivity.effects[1]"),
+    ("sensitivity:\n  effects: [read_noise, led_response]\n", "sensitivity.effects[1]"),
 ])
 def test_bad_spec_names_the_field(tmp_path: Path, text: str, field: str) -> None:
     with pytest.raises(AdmcError) as raised:
@@ -111,8 +112,15 @@ sensitivity:
     from admc.targets.loader import load_target
 
     effects = declared_effects(load_target("aoc-48").to_dict())
+    from admc.targets.aoc.nonidealities import MEASURED_CHAIN_EFFECTS
+
+    # The calibration-only effects cannot act in a sweep (no calibration file): they are not measured at +0.
+    measurable = [name for name in effects if name not in MEASURED_CHAIN_EFFECTS]
+    assert len(measurable) == len(effects) - 4
     sensitivity = points[len(grid):]
-    assert [point.effect for point in sensitivity] == [BASELINE, *effects]
+    assert [point.effect for point in sensitivity] == [BASELINE, *measurable]
+    assert all(not entry["enabled"] for name, entry in sensitivity[0].nonidealities.items())
+    assert set(sensitivity[0].nonidealities) == set(effects)  # the baseline switches every effect off
     assert all(point.chips == 3 for point in sensitivity)
     assert all(not entry["enabled"] for entry in sensitivity[0].nonidealities.values())
     for point in sensitivity[1:]:
@@ -321,10 +329,12 @@ def _switchable_effects(target: str) -> int:
     from admc.targets.loader import load_target
 
     effects = load_target(target).to_dict()["nonidealities"]
-    return sum(isinstance(value, dict) and "enabled" in value for value in effects.values())
+    switchable = sum(isinstance(value, dict) and "enabled" in value for value in effects.values())
+    return switchable - len(type(load_target(target)).calibration_only_effects)
 
 
-# The yield spec: the nominal point, the all-off baseline and one point per switchable effect of aoc-48.
+# The yield spec: the nominal point, the all-off baseline and one point per switchable effect of aoc-48 that
+# acts without a calibration file.
 @pytest.mark.parametrize("name, points", [("two_moons_yield.yaml", 2 + _switchable_effects("aoc-48")),
                                           ("two_moons_design.yaml", 16)])
 def test_shipped_specs_validate(name: str, points: int) -> None:

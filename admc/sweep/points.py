@@ -111,13 +111,27 @@ def declared_effects(target_mapping: dict) -> list[str]:
     return [name for name, entry in section.items() if isinstance(entry, dict) and "enabled" in entry]
 
 
+def calibration_only_effects(target_mapping: dict) -> tuple[str, ...]:
+    """The effects the description's kind lets act only with a calibration file, which a sweep cannot give."""
+    from admc.targets.loader import target_kind
+
+    kind = target_kind(str(target_mapping.get("kind")), "sweep target")
+    return tuple(kind.description.calibration_only_effects)
+
+
+def sweepable_effects(target_mapping: dict) -> list[str]:
+    """The declared effects one-at-a-time sensitivity can measure (the calibration-only ones left out)."""
+    excluded = set(calibration_only_effects(target_mapping))
+    return [name for name in declared_effects(target_mapping) if name not in excluded]
+
+
 def expand_points(spec: SweepSpec, base_target: dict | None = None) -> list[Point]:
     points = [_point(spec, index, parameters) for index, parameters in enumerate(grid(spec.axes))]
     if spec.raw.sensitivity is not None:
         if base_target is None:
             base_target = build_target(spec, _point(spec, 0, {}))
         effects = declared_effects(base_target)
-        chosen = spec.raw.sensitivity.effects or effects
+        chosen = spec.raw.sensitivity.effects or sweepable_effects(base_target)
         chips = spec.raw.sensitivity.chips
         points.append(_point(spec, len(points), {}, SENSITIVITY, BASELINE, dict.fromkeys(effects, False), chips))
         for effect in chosen:
@@ -207,11 +221,16 @@ def check_points(spec: SweepSpec) -> None:
                     raise AdmcError(f"{_describe(spec, point)}: field 'build.solver': {error}") from None
                 schedules.add(options)
     if spec.raw.sensitivity is not None and spec.raw.sensitivity.effects is not None:
-        effects = declared_effects(build_target(spec, _point(spec, 0, {})))
+        target_mapping = build_target(spec, _point(spec, 0, {}))
+        effects = declared_effects(target_mapping)
+        calibration_only = calibration_only_effects(target_mapping)
         for index, effect in enumerate(spec.raw.sensitivity.effects):
             if effect not in effects:
                 raise AdmcError(f"{spec.path}: field 'sensitivity.effects[{index}]': {effect!r} is not an effect "
                                 f"of the target; declared: {', '.join(effects)}")
+            if effect in calibration_only:
+                raise AdmcError(f"{spec.path}: field 'sensitivity.effects[{index}]': {effect!r} acts only with a "
+                                "machine's calibration file, which a sweep does not take; it would measure +0")
 
 
 # -- chips -------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from admc.errors import AdmcError
 from admc.targets.aoc.chain import ChainSpec
-from admc.targets.aoc.nonidealities import NonIdealities
+from admc.targets.aoc.nonidealities import MEASURED_CHAIN_EFFECTS, NonIdealities
 from admc.targets.aoc.slm import check_response
 from admc.targets.description_schema import Field
 from admc.targets.estimate_spec import EstimateSpec, estimate_schema
@@ -253,6 +253,8 @@ class AocTarget:
     backend: ClassVar[str] = "admc.targets.aoc.target_backend"
     solver_kinds: ClassVar[frozenset[str]] = frozenset({"discrete"})
     default_solver: ClassVar[str] = "implicit-euler"
+    # Effects a sweep cannot vary: they act only with a calibration file (``--calibration``).
+    calibration_only_effects: ClassVar[tuple[str, ...]] = MEASURED_CHAIN_EFFECTS
 
     @property
     def activations(self) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from admc.targets.aoc.calibration import DEFAULT_SCALE, Calibration
+from admc.targets.aoc.nonidealities import MEASURED_CHAIN_EFFECTS
 from admc.targets.aoc.physics import NonIdealities, StaticErrors, sample_static_errors
 
 
@@ -39,7 +40,7 @@ def measured_nonidealities(calibration: Calibration, nonidealities: NonIdealitie
     """The calibrated effects switched on, with the calibration's sigmoid exponent and saturation rails."""
     switched = {name: replace(getattr(nonidealities, name), enabled=True)
                 for name in ("slm_darkness", "input_efficiency", "pd_crosstalk", "nonlinearity", "saturation",
-                             "led_response", "sigmoid_offsets", "slm_transfer", "output_gain")}
+                             *MEASURED_CHAIN_EFFECTS)}
     switched["nonlinearity"] = replace(switched["nonlinearity"], exponent=float(calibration.sigmoid_coefficients[2]))
     switched["saturation"] = replace(switched["saturation"], low=calibration.negative_saturation,
                                      high=calibration.positive_saturation)

@@ -112,6 +112,11 @@ class OutputGain:
     enabled: bool = False
 
 
+# The effects that act only when the twin runs with a measured machine's calibration file (they replace a
+# nominal curve by a per-channel measured one, and a description holds no per-channel tables).
+MEASURED_CHAIN_EFFECTS = ("led_response", "sigmoid_offsets", "slm_transfer", "output_gain")
+
+
 @dataclass(frozen=True)
 class NonIdealities:
     """Which hardware non-idealities are on, with their parameters; every one is off by default."""

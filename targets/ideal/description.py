@@ -48,6 +48,7 @@ class IdealTarget:
     backend: ClassVar[str | None] = None
     solver_kinds: ClassVar[frozenset[str]] = frozenset({"discrete", "continuous"})
     default_solver: ClassVar[str] = "implicit-euler"
+    calibration_only_effects: ClassVar[tuple[str, ...]] = ()  # no effect needs a calibration file
 
     @property
     def activations(self) -> tuple[str, ...]:

@@ -206,6 +206,7 @@ class RramTarget:
     backend: ClassVar[str] = "admc.targets.rram.target_backend"
     solver_kinds: ClassVar[frozenset[str]] = frozenset({"continuous"})
     default_solver: ClassVar[str] = "continuous"
+    calibration_only_effects: ClassVar[tuple[str, ...]] = ()  # no effect needs a calibration file
 
     @property
     def activations(self) -> tuple[str, ...]:
