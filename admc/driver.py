@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from admc import __version__
+from admc import conditional_pass_checks as conditional_checks
 from admc.bundle import write_bundle
 from admc.errors import AdmcError
 from admc.frontends.onnx_import import import_onnx, self_contained_bytes
@@ -148,17 +149,27 @@ def compile_source(source: SourceModel, target: Any, solver: str | None = None, 
     solver = check_solver(target.default_solver if solver is None else solver, target)
     backend = backend_of(target)
     conditional = bool(source.signature.conditions)
-    # The pass checks run x and t only; a conditional program is checked end to end by verify instead.
+    probe = None
+    if conditional and passes.verify:
+        from admc.conditional_build import default_distribution
+        from admc.conditional_pass_checks import ConditionalProbe
+
+        probe = ConditionalProbe(source.graph, source.signature,
+                                 default_distribution(source.graph, source.signature, distributions or {},
+                                                      null_conditions), null_conditions)
+    canonical = conditional_checks.canonical_check(probe) if conditional else canonical_check(source.graph)
     network = passes.run("canonicalise", canonicalize, source.graph, tuple(target.activations),
-                         f"target '{target.name}'", check=None if conditional else canonical_check(source.graph))
+                         f"target '{target.name}'", check=canonical)
     unguided = network
     if conditional or guidance is not None or null_conditions:
         from admc.conditional_build import prepare_network
 
         network = passes.run("condition interface and guidance", prepare_network, network, source.signature,
-                             guidance, null_conditions)
+                             guidance, null_conditions,
+                             check=conditional_checks.guidance_check(probe, guidance) if conditional else None)
     program = passes.run("pack", pack_for_target, network, bool(target.linear_channels),
-                         check=None if conditional else pack_check(network))
+                         check=conditional_checks.pack_check(probe, network, guidance) if conditional
+                         else pack_check(network))
     times = time_grid(steps=None if grid is not None else steps, grid=grid)
     schedule = passes.run("solver phases and Δt", build_schedule, solver, times, fp_iterations)
     program.static_table = passes.run("static injection table", tabulate_static_injection, program,
@@ -182,8 +193,10 @@ def compile_source(source: SourceModel, target: Any, solver: str | None = None, 
         compiled.condition_interface = build_interface(network, program, source.signature, guidance, distribution)
         unguided_program = pack_for_target(unguided, bool(target.linear_channels)) if guidance is not None else None
     if backend is not None:
-        compiled = passes.run(f"lower to {backend.name.upper()}", backend.lower, compiled, layout,
-                              check=None if conditional else lowering_check(program, compiled.alpha, schedule))
+        check = (conditional_checks.lowering_check(probe, program, compiled.alpha, schedule,
+                                                   compiled.condition_interface) if conditional
+                 else lowering_check(program, compiled.alpha, schedule))
+        compiled = passes.run(f"lower to {backend.name.upper()}", backend.lower, compiled, layout, check=check)
     if conditional:
         from admc.conditional_build import attach_conditions
 

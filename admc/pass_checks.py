@@ -3,6 +3,7 @@
 Each returns ``(error, bound)`` for its pass: canonicalisation against the graph IR's own numerical
 semantics; packing against one explicit Euler step computed from the canonical network; the AOC lowering
 (scaling, quantisation) against the spine program, per-step NRMSE within the target's stated bound.
+Conditional models have their own checks, with conditions drawn: ``admc.conditional_pass_checks``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ EXACT_BOUND = 1e-9
 SAMPLES = 16
 
 
-def _relative(estimate: np.ndarray, expected: np.ndarray) -> float:
+def relative_error(estimate: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(np.abs(estimate - expected)) / max(1.0, float(np.sqrt(np.mean(expected ** 2)))))
 
 
@@ -35,7 +36,7 @@ def canonical_check(graph: Graph):
         time_shape = next(entry.shape for entry in graph.inputs if entry.name == graph.time_input)
         fed_time = t[:, None] if len(time_shape) == 2 else t
         expected = evaluate_graph(graph, {graph.state_input: x, graph.time_input: fed_time})[0]
-        return _relative(network.velocity(x, t), expected), EXACT_BOUND
+        return relative_error(network.velocity(x, t), expected), EXACT_BOUND
     return check
 
 
@@ -46,7 +47,8 @@ def pack_check(network: AdmNetwork):
         x = np.random.default_rng(1).standard_normal((SAMPLES, network.state_dimension))
         step = [Phase(OPEN, delta, time, (("x", 1.0),), (("x", 1.0),))]
         result = IdealExecutor(probe).run(Schedule("explicit-euler", np.array([time, time + delta]), [step]), x)
-        return _relative(result.trajectory[-1], x + delta * network.velocity(x, np.full(SAMPLES, time))), EXACT_BOUND
+        expected = x + delta * network.velocity(x, np.full(SAMPLES, time))
+        return relative_error(result.trajectory[-1], expected), EXACT_BOUND
     return check
 
 
@@ -58,5 +60,5 @@ def lowering_check(spine: BlockProgram, spine_alpha: np.ndarray, schedule: Sched
         bound = float(compiled.report.get("verify_tolerance", EXACT_BOUND))
         if compiled.report.get("verify_criterion") == "per_step_nrmse":
             return float(np.max(per_step_nrmse(realised[1:], expected[1:]))), bound
-        return _relative(realised[-1], expected[-1]), bound
+        return relative_error(realised[-1], expected[-1]), bound
     return check

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from admc.errors import AdmcError
+from admc.native_output import native_stdout_silenced
 
 LAYOUTS = ("packed", "ring", "auto")
 # Beyond this many tiles in one packing problem the integer program is replaced by first-fit-decreasing:
@@ -330,8 +331,9 @@ def pack_exact(items: Sequence[tuple[int, int]], ports: int, bins: int | None = 
             # cvxpy warns "solution may be inaccurate" when the node limit stops the search; the status
             # returned below already says so, and the caller keeps the incumbent only if it is no worse.
             warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=cp.HIGHS, time_limit=EXACT_TIME_LIMIT_SECONDS, mip_max_nodes=EXACT_NODE_LIMIT,
-                          threads=1, random_seed=0)
+            with native_stdout_silenced():
+                problem.solve(solver=cp.HIGHS, time_limit=EXACT_TIME_LIMIT_SECONDS,
+                              mip_max_nodes=EXACT_NODE_LIMIT, threads=1, random_seed=0)
     except cp.error.SolverError as error:
         raise AdmcError(f"the packing integer program failed: {error}") from error
     if assign.value is None:

@@ -336,3 +336,13 @@ def test_routing_refuses_blocks_that_do_not_match_their_groups() -> None:
     wrong = [StateGroup("x", 0, 8), StateGroup("h1", 8, 99), StateGroup("h2", 107, 60)]
     with pytest.raises(AdmcError, match="block 'W1' has 100 rows but its row group 'h1' has 99"):
         routing_graph(placement, blocks, wrong)
+
+
+def test_exact_packing_prints_nothing_on_standard_output(capfd) -> None:
+    """HiGHS prints a banner to descriptor 1 on construction; admc's standard output carries results."""
+    print("before", flush=True)
+    assignment, _ = pack_exact([(30, 20), (20, 30), (18, 18)], 48)
+    print("after", flush=True)
+    captured = capfd.readouterr()
+    assert captured.out == "before\nafter\n"
+    assert len(assignment) == 3
