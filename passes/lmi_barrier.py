@@ -54,6 +54,25 @@ def assemble(basis: sparse.csc_matrix, cores: np.ndarray, x: np.ndarray) -> np.n
     return np.asarray((basis @ block_diagonal(cores * x[:, None, None]) @ basis.T).todense())
 
 
+def term_matrix(basis: sparse.csc_matrix, cores: np.ndarray) -> sparse.csr_matrix:
+    """The linear map x ↦ vec(F(x)), [N², m] sparse: F is then one sparse product per evaluation."""
+    dimension, size = basis.shape[0], cores.shape[0]
+    coo = sparse.coo_matrix(basis)
+    term = coo.col // 2  # the k of each nonzero of U
+    rows, columns, values = [], [], []
+    order = np.argsort(term, kind="stable")
+    starts = np.searchsorted(term[order], np.arange(size + 1))
+    for k in range(size):  # one small outer product per term (each touches a handful of entries)
+        chosen = order[starts[k]:starts[k + 1]]
+        row, column, value = coo.row[chosen], coo.col[chosen] % 2, coo.data[chosen]
+        weight = cores[k][column[:, None], column[None, :]] * value[:, None] * value[None, :]
+        rows.append((row[:, None] * dimension + row[None, :]).ravel())
+        columns.append(np.full(weight.size, k))
+        values.append(weight.ravel())
+    return sparse.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))),
+                             shape=(dimension * dimension, size))
+
+
 def _cholesky(matrix: np.ndarray):
     try:
         return linalg.cho_factor(matrix, lower=True, check_finite=False)
@@ -98,7 +117,12 @@ def minimise_largest_eigenvalue(basis: sparse.csc_matrix, cores: np.ndarray, sta
     bound_diagonal = scale.astype(float)
     bound_matrix = np.diag(bound_diagonal)
     x = start.astype(float).copy()
-    t = _feasible_t(assemble(basis, cores, x), bound_matrix)
+    linear = term_matrix(basis, cores)
+
+    def assembled(x_values: np.ndarray) -> np.ndarray:
+        return (linear @ x_values).reshape(dimension, dimension)
+
+    t = _feasible_t(assembled(x), bound_matrix)
     if t is None:
         return None
     weight = degree / (1.0 + abs(t)) if weight is None else weight
@@ -106,7 +130,7 @@ def minimise_largest_eigenvalue(basis: sparse.csc_matrix, cores: np.ndarray, sta
     def objective(x_values: np.ndarray, t_value: float) -> float | None:
         if np.any(x_values <= 0.0):
             return None
-        factor = _cholesky(t_value * bound_matrix - assemble(basis, cores, x_values))
+        factor = _cholesky(t_value * bound_matrix - assembled(x_values))
         if factor is None:
             return None
         return weight * t_value - 2.0 * float(np.sum(np.log(np.diag(factor[0])))) - float(np.sum(np.log(x_values)))
@@ -114,7 +138,7 @@ def minimise_largest_eigenvalue(basis: sparse.csc_matrix, cores: np.ndarray, sta
     steps = 0
     while steps < TOTAL_NEWTON_LIMIT:
         for _ in range(NEWTON_LIMIT):
-            factor = _cholesky(t * bound_matrix - assemble(basis, cores, x))
+            factor = _cholesky(t * bound_matrix - assembled(x))
             if factor is None:
                 break
             inverse = _inverse(factor[0])  # S⁻¹
@@ -126,7 +150,9 @@ def minimise_largest_eigenvalue(basis: sparse.csc_matrix, cores: np.ndarray, sta
                                 (bound_diagonal[:, None] * projected).reshape(dimension, size, 2))
             inverse_bound = inverse * bound_diagonal[None, :]  # S⁻¹ B
             hessian = np.empty((size + 1, size + 1))
-            hessian[:size, :size] = ((weighted * weighted.T).reshape(size, 2, size, 2).sum(axis=(1, 3))
+            product = weighted * weighted.T
+            rows_summed = product[0::2] + product[1::2]  # the 2 × 2 block sums, as strided adds
+            hessian[:size, :size] = (rows_summed[:, 0::2] + rows_summed[:, 1::2]
                                      + np.diag(1.0 / x ** 2))  # tr(D_k G_kl D_l G_lk) + 1/x²
             hessian[:size, size] = hessian[size, :size] = -np.einsum("kab,kba->k", cores, squared)
             hessian[size, size] = float(np.sum(inverse_bound * inverse_bound.T))  # tr(S⁻¹ B S⁻¹ B)
