@@ -106,7 +106,7 @@ def spectral_lower_bound(loop: np.ndarray, alpha: np.ndarray, slope: np.ndarray)
     return max(float(np.max(alpha, initial=0.0)), float(np.max(np.abs(np.linalg.eigvals(relaxed)), initial=0.0)))
 
 
-def _terms(loop: sparse.csr_matrix, alpha: np.ndarray, slope: np.ndarray
+def lmi_terms(loop: sparse.csr_matrix, alpha: np.ndarray, slope: np.ndarray
            ) -> tuple[sparse.csc_matrix, np.ndarray]:
     """The LMI's rank-two terms: p_i with U = [e_i, ε_i], D = diag(1, −ρ²) (ρ² filled in later);
     λ_j with U = [ε_j, ω_j], D = [[0, s_j / 2], [s_j / 2, −1]] (ε: z half, ω: w half)."""
@@ -134,7 +134,7 @@ def sdp_certificate(loop: sparse.csr_matrix, alpha: np.ndarray, slope: np.ndarra
     lower = spectral_lower_bound(dense, alpha, slope)
     if lower >= upper:
         return None
-    basis, cores = _terms(loop, alpha, slope)
+    basis, cores = lmi_terms(loop, alpha, slope)
     normalised = np.arange(2 * size) < size
     # λ = 1.1 λ_max(Aᵀ diag((1 − α)²) A): the w block of F is then negative definite, so x has a finite ρ.
     gram = dense.T @ (((1.0 - alpha) ** 2)[:, None] * dense)

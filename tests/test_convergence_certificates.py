@@ -10,11 +10,13 @@ from block_programs import random_cycle_program
 
 from admc.ir.program import CLOSED, Phase
 from admc.passes.convergence_certificates import SDP_LIMIT, certify_phase
+from admc.passes.lmi_barrier import assemble, term_matrix
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds
 from admc.passes.sdp_certificate import (
     certifies,
     exact_factor,
     lmi_matrix,
+    lmi_terms,
     sdp_certificate,
     smallest_certified,
     spectral_lower_bound,
@@ -63,6 +65,19 @@ def test_schur_value_agrees_with_a_bisection_on_the_dense_eigenvalue(certified_c
         top = np.linalg.eigvalsh(lmi_matrix(loop, alpha, slope, weights, multipliers, middle))[-1]
         low, high = (low, middle) if top <= 0.0 else (middle, high)
     assert exact_factor(loop, alpha, slope, weights, multipliers) == pytest.approx(high, abs=1e-8)
+
+
+def test_solver_terms_assemble_the_same_lmi_as_the_check() -> None:
+    """The barrier's rank-two terms (both its assemblies) and the check's term-by-term F(ρ) are one matrix."""
+    program = random_cycle_program((6, 7), 4, 0.7)
+    alpha = np.linspace(0.05, 0.6, program.size)
+    loop, slope = loop_matrix(program, PHASE), slope_bounds(program)
+    basis, cores = lmi_terms(loop, alpha, slope)
+    cores[:program.size, 1, 1] = -0.8 ** 2
+    x = np.random.default_rng(0).uniform(0.2, 3.0, 2 * program.size)
+    expected = lmi_matrix(loop.toarray(), alpha, slope, x[:program.size], x[program.size:], 0.8)
+    np.testing.assert_allclose(assemble(basis, cores, x), expected, atol=1e-12)
+    np.testing.assert_allclose((term_matrix(basis, cores) @ x).reshape(expected.shape), expected, atol=1e-12)
 
 
 def test_certificate_is_never_below_the_spectral_lower_bound(certified_case) -> None:
