@@ -3,6 +3,8 @@ contraction it promises on random starts, and its size limit (issue 8)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -156,3 +158,38 @@ def test_loop_the_sdp_cannot_certify_falls_back_to_the_block_bound() -> None:
     assert spectral_lower_bound(loop.toarray(), alpha, slope) < 1.0  # so the search does run
     certificate = certify_phase(program, PHASE, alpha, 1e-6)
     assert certificate["sdp_raw"] is None and certificate["sdp"] == certificate["block"] > 1.0
+
+
+def _relu_program(seed: int, gain: float):
+    """The random cycle with ReLU hidden groups (σ' ∈ {0, 1}): the slope bound must be 1 there, not 0."""
+    program = random_cycle_program((10, 10), seed, gain)
+    groups = [replace(group, activation="relu") if group.role == "hidden" else group for group in program.groups]
+    return replace(program, groups=groups)
+
+
+def test_relu_channels_are_slope_restricted_not_constant() -> None:
+    program = _relu_program(1, 0.6)
+    assert np.all(slope_bounds(program) == 1.0)
+    alpha = np.full(program.size, 0.2)
+    certificate = certify_phase(program, PHASE, alpha, 1e-6)
+    # with ReLU channels read as constants every bound collapsed to 0 (a 36-iteration loop "certified" for 1)
+    assert certificate["theorem1"] > certificate["block"] > 0.3
+    raw = sdp_certificate(loop_matrix(program, PHASE), alpha, slope_bounds(program), 1.0)
+    assert raw is not None and raw.rho > 0.3
+    hidden = np.array([group.activation == "relu" for group in program.groups
+                       for _ in range(group.size)])
+    matrix, rng = loop_matrix(program, PHASE).toarray(), np.random.default_rng(0)
+
+    def sigma(state: np.ndarray) -> np.ndarray:
+        return np.where(hidden, np.maximum(state, 0.0), np.tanh(state))
+
+    for _ in range(4):
+        drive = rng.standard_normal(program.size)
+        first, second = 3 * rng.standard_normal(program.size), 3 * rng.standard_normal(program.size)
+        previous = _p_norm(first - second, raw.weights)
+        for _ in range(30):
+            first = alpha * first + (1 - alpha) * (matrix @ sigma(first) + drive)
+            second = alpha * second + (1 - alpha) * (matrix @ sigma(second) + drive)
+            distance = _p_norm(first - second, raw.weights)
+            assert distance <= raw.rho * previous * (1 + 1e-9) + 1e-12
+            previous = distance
