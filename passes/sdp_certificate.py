@@ -130,7 +130,13 @@ def sdp_certificate(loop: sparse.csr_matrix, alpha: np.ndarray, slope: np.ndarra
                     ) -> SdpCertificate | None:
     """The smallest ρ ≤ ``upper`` this search certifies (checked), or None when it certifies none."""
     size = alpha.size
-    dense = np.asarray(sparse.csr_matrix(loop).todense())
+    # A channel with slope bound 0 (σ constant: read by no block, or an unread activation) moves nothing: its
+    # column of A is zeroed, and it gets slope 1 so that its multiplier stays bounded (with s_j = 0 the barrier
+    # would push λ_j to infinity). Same dynamics, so the check below certifies the loop as it is.
+    unread = slope <= 0.0
+    loop = sparse.csr_matrix(sparse.csr_matrix(loop) @ sparse.diags((~unread).astype(float)))
+    slope = np.where(unread, 1.0, slope)
+    dense = np.asarray(loop.todense())
     lower = spectral_lower_bound(dense, alpha, slope)
     if lower >= upper:
         return None

@@ -8,6 +8,7 @@ from dataclasses import replace
 import cvxpy as cp
 import numpy as np
 import pytest
+import scipy.sparse as sparse
 from block_programs import random_cycle_program
 
 from admc.ir.program import CLOSED, Phase
@@ -193,3 +194,17 @@ def test_relu_channels_are_slope_restricted_not_constant() -> None:
             distance = _p_norm(first - second, raw.weights)
             assert distance <= raw.rho * previous * (1 + 1e-9) + 1e-12
             previous = distance
+
+
+def test_channels_with_slope_bound_zero_do_not_stall_the_search() -> None:
+    """A group read by no block (slope bound 0) is dropped from the S-procedure, not left with a free multiplier."""
+    program, alpha, loop, slope = _case((8, 8), 2, 0.5, 0.2, driven=False)
+    reference = sdp_certificate(loop, alpha, slope, 1.0)
+    # one more group of 5 channels that nothing reads and that is fed by the state: it cannot change the loop
+    size = program.size
+    extra = sparse.lil_matrix((size + 5, size + 5))
+    extra[:size, :size] = loop
+    extra[size:, :2] = np.random.default_rng(0).standard_normal((5, 2))
+    certificate = sdp_certificate(extra.tocsr(), np.full(size + 5, 0.2), np.concatenate([slope, np.zeros(5)]), 1.0)
+    assert reference is not None and certificate is not None
+    assert certificate.rho == pytest.approx(reference.rho, abs=2e-3)
