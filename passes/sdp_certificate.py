@@ -10,10 +10,11 @@ F(ρ) = Eᵀ P E − diag(ρ² P, 0) + [[0, Λ S / 2], [Λ S / 2, −Λ]], E = [
 How ρ is found (the LMI is a generalised eigenvalue problem: quasi-convex in ρ):
 - a proven lower end: ρ ≥ the spectral radius of diag(α) + diag(1 − α) A diag(σ') for any slopes in [0, s]
   (the certified norm contracts that linear loop too); slopes 0 and s are used, so ρ ≥ max α;
-- no bisection: at the current ρ_k the barrier solver (``lmi_barrier``) minimises λ_max(F) over (p, λ)
-  with Σ p = n; the exact smallest ρ those (p, λ) certify (a Schur complement, below) is ρ_{k+1} < ρ_k.
-  This is Dinkelbach's iteration for fractional programs: it stops when ρ stops falling, reaches the lower
-  end, or the solver proves that no (p, λ) works at ρ_k.
+  when it is ≥ the upper end the search is skipped;
+- no bisection: at the current ρ_k the barrier solver (``lmi_barrier``) minimises t subject to
+  F_{ρ_k}(p, λ) ⪯ t diag(p_k, 0), Σ p = n; the exact smallest ρ those (p, λ) certify (a Schur complement,
+  below) is ρ_{k+1} < ρ_k. This is Dinkelbach's iteration for fractional programs: it stops when ρ falls by
+  less than ``SETTLED``, comes that close to the lower end, or the solver proves that no (p, λ) works at ρ_k.
 - the smallest ρ certified by given (p, λ): with Q_ww = Aᵀ diag((1 − α)² p) A − Λ ≺ 0 (the w block of F,
   free of ρ) and Q_zw = diag(α (1 − α) p) A + diag(λ s / 2), F(ρ) ⪯ 0 iff
   ρ² ≥ λ_max(P^{-1/2} (diag(α² p) + Q_zw (−Q_ww)⁻¹ Q_zwᵀ) P^{-1/2}).
@@ -107,7 +108,7 @@ def spectral_lower_bound(loop: np.ndarray, alpha: np.ndarray, slope: np.ndarray)
 
 
 def lmi_terms(loop: sparse.csr_matrix, alpha: np.ndarray, slope: np.ndarray
-           ) -> tuple[sparse.csc_matrix, np.ndarray]:
+              ) -> tuple[sparse.csc_matrix, np.ndarray]:
     """The LMI's rank-two terms: p_i with U = [e_i, ε_i], D = diag(1, −ρ²) (ρ² filled in later);
     λ_j with U = [ε_j, ω_j], D = [[0, s_j / 2], [s_j / 2, −1]] (ε: z half, ω: w half)."""
     size = alpha.size
