@@ -27,7 +27,7 @@ ARMIJO = 0.25
 SMALLEST_STEP = 1e-10
 GROWTH = 2.0  # barrier weight factor per centring (larger: centrings leave Newton's quadratic region)
 NEWTON_LIMIT = 20  # Newton steps per centring (an approximate centre is enough)
-TOTAL_NEWTON_LIMIT = 120
+TOTAL_NEWTON_LIMIT = 120  # per call: a round that stalls still returns a feasible x, checked by the caller
 RELATIVE_GAP = 0.05  # t to 5 %: the caller only needs a good x, its ρ is computed exactly
 CENTRED = 0.1  # Newton decrement² / 2 at which a centring stops
 
@@ -100,7 +100,7 @@ def _feasible_t(matrix: np.ndarray, bound_matrix: np.ndarray) -> float | None:
     return None
 
 
-def minimise_largest_eigenvalue(basis: sparse.csc_matrix, cores: np.ndarray, start: np.ndarray,
+def minimise_lmi_bound(basis: sparse.csc_matrix, cores: np.ndarray, start: np.ndarray,
                                 normalised: np.ndarray, scale: np.ndarray, gap: float = 5e-4,
                                 weight: float | None = None) -> BarrierResult | None:
     """Approximately minimise t with Σ_k x_k U_k D_k U_kᵀ ⪯ t diag(``scale``) over x > 0, Σ_{normalised} x fixed.

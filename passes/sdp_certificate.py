@@ -28,7 +28,7 @@ import numpy as np
 import scipy.linalg as linalg
 import scipy.sparse as sparse
 
-from admc.passes.lmi_barrier import minimise_largest_eigenvalue
+from admc.passes.lmi_barrier import minimise_lmi_bound
 
 ROUNDS = 8  # Dinkelbach rounds (each one barrier solve)
 WARM = 4.0  # the next round starts at the barrier weight reached / WARM
@@ -153,7 +153,7 @@ def sdp_certificate(loop: sparse.csr_matrix, alpha: np.ndarray, slope: np.ndarra
     for _ in range(ROUNDS):
         cores[:size, 1, 1] = -rho * rho
         # Dinkelbach's denominator: F(x) ⪯ t diag(p_k, 0), so t is (to first order) the change of ρ².
-        result = minimise_largest_eigenvalue(basis, cores, x, normalised, np.concatenate([x[:size], np.zeros(size)]),
+        result = minimise_lmi_bound(basis, cores, x, normalised, np.concatenate([x[:size], np.zeros(size)]),
                                              weight=weight)
         if result is None:
             break
