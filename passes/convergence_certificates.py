@@ -13,7 +13,8 @@ enter additively), each in its own norm; the hierarchy SDP ≤ block ≤ Theorem
   skip edges included, is in the Perron root);
 - SDP: the smallest ρ for which diagonal P ≻ 0 and Λ ⪰ 0 satisfy
   Eᵀ P E − diag(ρ² P, 0) + [[0, Λ S / 2], [Λ S / 2, −Λ]] ⪯ 0 with E = [diag(α), diag(1 − α) A]
-  (S-procedure on δw_j (s_j δz_j − δw_j) ≥ 0), found by bisection; it sees damping the norms cannot.
+  (S-procedure on δw_j (s_j δz_j − δw_j) ≥ 0), searched by ``sdp_certificate`` (every ρ it reports is
+  checked densely); it sees damping the norms cannot.
 From ρ < 1: iterations ⌈log(tol) / log ρ⌉ to shrink the error by the settle tolerance (in the certificate's
 norm), and T_min for implicit Euler (step scale 1/T) and Crank-Nicolson (1/(2T)) on a uniform grid.
 """
@@ -22,19 +23,19 @@ from __future__ import annotations
 
 import math
 
-import cvxpy as cp
 import numpy as np
-import scipy.sparse as sparse
 import scipy.sparse.linalg as sparse_linalg
 
 from admc.ir.program import CLOSED, SCALE_CLASSES, BlockProgram, Phase, block_scale
-from admc.passes.loop_jacobian import slope_bounds
+from admc.passes.loop_jacobian import loop_matrix, slope_bounds
+from admc.passes.sdp_certificate import sdp_certificate
 
-# Channels: above this the SDP is skipped (LMI 2n × 2n). At 100 the shipped two-moons example (66 channels) got
-# one, but its bisection cost 11 s of a 14 s build (7 SCS solves; the solve at ρ = 1 alone 3,600 iterations,
-# 7.8 s) and certified only ρ ≤ 1.0, no more than the block bound: kept at 64 until it is cheaper.
-SDP_LIMIT = 64
-SDP_BISECTIONS = 6
+# Channels: above this the SDP is skipped (LMI 2n × 2n; ``sdp_certificate``: each Newton step of its barrier solver
+# factorises a 2n × 2n matrix). Measured (benchmarks/certificate_timing.py, CPU s, load ~7 on 2 shared cores): a
+# full search that certifies takes 0.28 s at 65 channels, 0.74 s at 98, 3.4 s at 200, 7.6 s at 299; on the
+# two-moons example (66) ≤ 0.17 s per phase (it was 11 s with the SCS bisection). The search stops at once
+# when its spectral lower end is ≥ the upper end.
+SDP_LIMIT = 300
 LARGEST_STEPS = 1 << 16
 DENSE_NORM_LIMIT = 1500
 
@@ -84,62 +85,10 @@ def theorem1_and_block(program: BlockProgram, phase: Phase, alpha: np.ndarray) -
     return theorem1, min(raw, theorem1), raw
 
 
-def _dense_loop_matrix(program: BlockProgram, phase: Phase) -> np.ndarray:
-    matrix = np.zeros((program.size, program.size))
-    factors = {name: block_scale(name, phase.step_scale, phase.loop) for name in SCALE_CLASSES}
-    for block in program.blocks:
-        row, column = program.group(block.row_group), program.group(block.column_group)
-        matrix[row.offset:row.stop, column.offset:column.stop] += factors[block.scale_class] * block.matrix
-    return matrix
-
-
 def sdp_factor(program: BlockProgram, phase: Phase, alpha: np.ndarray, upper: float = 1.0) -> float | None:
-    """Smallest certified ρ ≤ ``upper`` (bisection), or None when even ``upper`` is not certified.
-
-    The LMI is affine in (P, Λ): Σ_i p_i e_iᵀe_i − ρ² Σ_i p_i ε_iε_iᵀ + Σ_j λ_j N_j, with e_i the rows of E,
-    ε_i the unit vectors of the state half and N_j the multiplier pattern; it is built as one matrix-vector
-    product (no expression tree per entry), so compiling it is cheap.
-    """
-    size = program.size
-    loop = _dense_loop_matrix(program, phase)
-    slope = slope_bounds(program)
-    stacked = np.hstack([np.diag(alpha), (1.0 - alpha)[:, None] * loop])  # E, [n, 2n]
-    width = 2 * size
-    quadratic = (stacked[:, :, None] * stacked[:, None, :]).reshape(size, width * width).T  # vec(e_iᵀ e_i)
-    diagonal = np.arange(size)
-    state_part = sparse.csc_matrix((np.ones(size), (diagonal * width + diagonal, diagonal)),
-                                   shape=(width * width, size))
-    rows = np.concatenate([diagonal * width + size + diagonal, (size + diagonal) * width + diagonal,
-                           (size + diagonal) * width + size + diagonal])
-    values = np.concatenate([slope / 2, slope / 2, -np.ones(size)])
-    pattern = sparse.csc_matrix((values, (rows, np.tile(diagonal, 3))), shape=(width * width, size))
-    p = cp.Variable(size)
-    multiplier = cp.Variable(size)
-    rho_squared = cp.Parameter(nonneg=True)
-    flat = quadratic @ p - rho_squared * (state_part @ p) + pattern @ multiplier
-    matrix = cp.reshape(flat, (width, width), order="C")
-    # Compiled once (ρ² is a parameter); SCS is far faster than interior point on these dense LMIs.
-    problem = cp.Problem(cp.Minimize(0), [(matrix + matrix.T) / 2 << -1e-7 * np.eye(width), p >= 1,
-                                          multiplier >= 0])
-
-    def certified(rho: float) -> bool:
-        rho_squared.value = rho * rho
-        try:
-            problem.solve(solver=cp.SCS, eps=1e-7, max_iters=20_000)
-        except cp.SolverError:
-            return False
-        return problem.status == cp.OPTIMAL
-
-    if not certified(upper):
-        return None
-    low, high = 0.0, upper
-    for _ in range(SDP_BISECTIONS):
-        middle = (low + high) / 2
-        if certified(middle):
-            high = middle
-        else:
-            low = middle
-    return high
+    """Smallest ρ ≤ ``upper`` the semidefinite search certifies (checked densely), or None (``sdp_certificate``)."""
+    certificate = sdp_certificate(loop_matrix(program, phase), alpha, slope_bounds(program), upper)
+    return None if certificate is None else certificate.rho
 
 
 def iterations(factor: float | None, tolerance: float) -> int | None:

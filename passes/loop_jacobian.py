@@ -35,7 +35,7 @@ def loop_matrix(program: BlockProgram, phase: Phase) -> sparse.csr_matrix:
 
 
 def slopes(program: BlockProgram, states: np.ndarray) -> np.ndarray:
-    """σ'(z) per channel at ``states`` [B, n] (tanh groups: g (1 − tanh²(g z)); linear groups: g; unread: 0)."""
+    """σ'(z) per channel at ``states`` [B, n] (tanh: g (1 − tanh²(g z)); relu: g where z > 0; linear: g; unread: 0)."""
     result = np.zeros_like(states)
     for group in program.groups:
         channels = slice(group.offset, group.stop)
@@ -43,14 +43,16 @@ def slopes(program: BlockProgram, states: np.ndarray) -> np.ndarray:
             result[:, channels] = group.sigma_gain * (1.0 - np.tanh(group.sigma_gain * states[:, channels]) ** 2)
         elif group.activation == "identity":
             result[:, channels] = group.sigma_gain
+        elif group.activation == "relu":
+            result[:, channels] = group.sigma_gain * (states[:, channels] > 0.0)
     return result
 
 
 def slope_bounds(program: BlockProgram) -> np.ndarray:
-    """The largest σ' of each channel (σ slope-restricted in [0, s]): g for tanh and linear channels."""
+    """The largest σ' of each channel (σ slope-restricted in [0, s]): g for tanh, relu and linear channels."""
     bound = np.zeros(program.size)
     for group in program.groups:
-        if group.activation in ("tanh", "identity"):
+        if group.activation in ("tanh", "relu", "identity"):
             bound[group.offset:group.stop] = group.sigma_gain
     return bound
 
