@@ -324,6 +324,8 @@ def _check_aoc(manifest: Manifest, target: Any, label: str) -> None:
     # A build for a measured machine (top-level 'calibration') stores what that machine realises beside
     # the grey levels it loads.
     calibrated = "calibration" in (manifest.model_extra or {})
+    # So does a build that compensated the description's σ shape (its images hold T·k, the transmissions T).
+    calibrated = calibrated or "sigma_compensation" in (section.model_extra or {})
     for index, entry in enumerate(section.image_sets):
         if target.slm.float_weights and (entry.transmission is None or entry.grey is not None):
             raise _fail(label, f"aoc.image_sets.{index}", "a float-weight target stores float transmissions "
@@ -331,7 +333,7 @@ def _check_aoc(manifest: Manifest, target: Any, label: str) -> None:
         if not target.slm.float_weights and (entry.grey is None or (entry.transmission is not None
                                                                     and not calibrated)):
             raise _fail(label, f"aoc.image_sets.{index}", "a quantised target stores grey levels (and "
-                        "transmissions only when built for a measured machine)")
+                        "transmissions only when built for a measured machine or a compensated σ shape)")
     for index, tile in enumerate(section.tiles):
         where = f"aoc.tiles.{index}"
         block_index = int(tile.block.split("_")[1])

@@ -145,6 +145,9 @@ def _reconstruct(bundle: Path, manifest: dict, bits: int) -> tuple[list[np.ndarr
     entries = manifest["layout"]["blocks"]
     realised = [np.full((entry["rows"], entry["columns"]), np.nan) for entry in entries]
     bounds = [np.full((entry["rows"], entry["columns"]), np.nan) for entry in entries]
+    # A compensated σ shape: the images carry column j × k_j (sigma_shape.py); the program's weight is / k_j.
+    compensation = section.get("sigma_compensation")
+    output_scale = None if compensation is None else np.load(bundle / compensation["output_scale"])
     for tile in section["tiles"]:
         index = int(tile["block"].split("_")[1])
         rows, columns = tile["row_stop"] - tile["row_start"], tile["column_stop"] - tile["column_start"]
@@ -157,6 +160,10 @@ def _reconstruct(bundle: Path, manifest: dict, bits: int) -> tuple[list[np.ndarr
         half = (_half_step(levels["positive"], grey["positive"][module, inputs, outputs])
                 + _half_step(levels["negative"], grey["negative"][module, inputs, outputs])).T
         window = (slice(tile["row_start"], tile["row_stop"]), slice(tile["column_start"], tile["column_stop"]))
+        if output_scale is not None:
+            column_scale = output_scale[offsets[entries[index]["column_group"]]
+                                        + np.arange(tile["column_start"], tile["column_stop"])]
+            signed, half = signed / column_scale[None, :], half / column_scale[None, :]
         realised[index][window] = gain[:, None] * signed
         bounds[index][window] = gain[:, None] * half
     return realised, bounds, grey

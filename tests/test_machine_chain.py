@@ -208,6 +208,12 @@ def test_each_effect_alone_matches_its_closed_form(bundles, effect, target, cali
         transmissions = {path: np.transpose(realised, (0, 2, 1)) for path, realised in
                          __import__("admc.targets.aoc.bundle_reader", fromlist=["x"]).realised_transmissions(
                              bundle).items()}
+        compensation = bundle.manifest["aoc"].get("sigma_compensation")
+        if compensation:  # the machine loads T·k, compiled for the preset's σ shape (sigma_shape.py)
+            from admc.targets.aoc.sigma_shape import port_scales
+
+            per_port = port_scales(bundle.array(compensation["output_scale"]), twin.input_channel.numpy())
+            transmissions = {path: value * per_port[:, None, :] for path, value in transmissions.items()}
         a = bundle.manifest["target"]["chain"]["sigmoid"][0]
         ideal = routed(twin, state, lambda module, voltages, dark: np.where(dark, 0.0, np.tanh(a * voltages)) @ (
             beta[module][:, None] * (transmissions["positive"][module] - transmissions["negative"][module])).T)

@@ -24,6 +24,7 @@ from admc.passes.state_scaling import apply_scales, choose_scales, headroom_repo
 from admc.passes.tiling import MatrixBlock as TilingBlock
 from admc.passes.tiling import Placement, place_blocks, place_blocks_avoiding
 from admc.passes.tiling import StateGroup as TilingGroup
+from admc.targets.aoc import sigma_build
 from admc.targets.aoc.channel_gains import TileRows, choose_alpha, tile_gains
 from admc.targets.aoc.emit import attach_aoc_program
 from admc.targets.aoc.image_sets import Factors, class_factor, image_set_factors
@@ -211,8 +212,15 @@ def lower_to_aoc(compiled, layout: str, calibration=None):
     alpha = alpha_in_range(compiled, scaled, tile_rows, target)
     floors = gain_floors(scaled, placement, compiled.schedule, target)
     beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target, floors)
+    sigma_scales = sigma_build.fit(compiled, scaled, target)  # None: the description declares no σ shape
+    if sigma_scales is not None:
+        transmissions, beta = sigma_build.fold(sigma_scales, scaled, placement, transmissions, beta, floors,
+                                               target.gain.per_channel)
     set_factors = [None] if target.gain.per_channel else image_set_factors(compiled.schedule)
     image_sets = [quantise_set(placement, scaled, transmissions, factors, target) for factors in set_factors]
+    if sigma_scales is not None:
+        image_sets = [sigma_build.effective_image_set(image_set, sigma_scales, scaled, placement,
+                                                      target.module.ports) for image_set in image_sets]
     achieved = {factors: realised_blocks(scaled, placement, image_set, beta, alpha)
                 for factors, image_set in zip(set_factors, image_sets, strict=True)}
     if not target.gain.per_channel:
@@ -220,8 +228,11 @@ def lower_to_aoc(compiled, layout: str, calibration=None):
     errors = weight_errors(scaled, achieved[set_factors[0]], set_factors[0])
     realised = replace(scaled, blocks=[replace(block, matrix=matrix) for block, matrix in
                                        zip(scaled.blocks, achieved[set_factors[0]], strict=True)])
-    return attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, errors,
-                              realised)
+    compiled = attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, errors,
+                                  realised)
+    if sigma_scales is not None:
+        sigma_build.record(compiled, sigma_scales, target)
+    return compiled
 
 
 def lower_to_measured_aoc(compiled, layout: str, calibration):

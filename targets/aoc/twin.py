@@ -11,6 +11,9 @@ Guarantees:
   plus a sparse remainder such as crosstalk across tile borders; "modules": one batched 48 × 48 product
   per placed module; "auto" picks the cheaper). Never an n × n matrix.
 - Every non-ideality off: equals the ideal executor of the same bundle (to rounding, float64).
+- A bundle that compensated its target's σ shape (``aoc.sigma_compensation``, ``sigma_shape.py``): the optics
+  act on the loaded transmissions T·k; with the nonlinearity on, the drive is the machine's s, else tanh/k
+  (what the images were compiled for), so either way the loop equals the program up to the σ-shape residual.
 - Discrete mode iterates closed phases for a loop budget (or to convergence when the run is noise-free)
   and reads out the average over the readout window of the iterations, over ``repeats`` independent noise
   realisations; continuous mode integrates τ dz/dt = −z + F(z) + noise with exponential Euler, τ from the
@@ -47,6 +50,7 @@ from admc.targets.aoc.physics import (
     module_matrices,
     sample_static_errors,
 )
+from admc.targets.aoc.sigma_shape import port_scales
 
 DEFAULT_LOOP_ITERATIONS = 300  # ≈ 9.5 µs at τ = 31.8 ns: inside the paper's 10–15 µs per diffusion step
 SETTLE_TOLERANCE = 2e-2  # relative drift of the windowed readout between the window's two halves
@@ -194,6 +198,14 @@ class AocTwin:
             output_channel[module, outputs] = tile_channels(self.bundle, tile)
             port_class[module, outputs] = SCALE_CLASSES.index(tile["scale_class"])
         self.input_channel = torch.as_tensor(input_channel, device=self.device)  # [M, P]
+        compensation = section.get("sigma_compensation") if self.calibration is None else None
+        per_port = None
+        if compensation:
+            # The images hold T·k for the σ shape they were compiled for (sigma_shape.py) and the stored
+            # transmissions are T, what the program means: the device effects act on what is loaded, T·k.
+            per_port = self._tensor(port_scales(self.bundle.array(compensation["output_scale"]), input_channel))
+            self.positive, self.negative = (self.positive * per_port[:, None, :],
+                                            self.negative * per_port[:, None, :])
         self.output_channel = torch.as_tensor(output_channel, device=self.device)
         self.port_class = torch.as_tensor(port_class, device=self.device)
         generator = torch.Generator().manual_seed(self.seed)
@@ -206,6 +218,10 @@ class AocTwin:
             name: value.to(self.device) for name, value in vars(self.static_errors).items()})
         # The optics of every module as one signed matrix [M, P_out, P_in], every path effect folded in.
         self.optics = module_matrices(self.positive, self.negative, self.nonidealities, self.static_errors)
+        if per_port is not None and not self.nonidealities.nonlinearity.enabled:
+            # σ = tanh: the drive the images were compiled for is tanh/k (k·s ≈ tanh); linear in the drive,
+            # so it scales the optics' columns. Every effect off, this is the ideal program again.
+            self.optics = self.optics / per_port[:, None, :]
         self.chain = None
         if self.calibration is not None:
             self.chain = MachineChain.of(self.bundle, self.calibration, self.nonidealities)

@@ -1,0 +1,93 @@
+"""Wire the σ-shape compensation (``sigma_shape``) into the uncalibrated AOC lowering.
+
+Requires: the compiled (unscaled) program with its schedule and α, the scaled program, the placement and each
+tile's signed transmissions and β from ``gains_and_transmissions``. Guarantees: for a description without a
+σ shape nothing changes (``fit`` returns None); otherwise every tile column is scaled by its channel's k and the
+rows renormalised (``fold_into_rows``), and :func:`effective_image_set` turns the quantised images (T·k) back
+into the transmissions the program means (realised / k per input port), which the ideal executor reads; the
+manifest records k, the fit and its errors under ``aoc.sigma_compensation``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from admc.bundle import npy_bytes
+from admc.targets.aoc.operating_point import RECORD_SAMPLES, RECORD_SEED, record_states
+from admc.targets.aoc.sigma_shape import (
+    PAYLOAD,
+    OutputScales,
+    declared_exponent,
+    fit_output_scales,
+    fold_into_rows,
+    port_scales,
+    report,
+    summary_line,
+)
+
+
+def fit(compiled, scaled, target) -> OutputScales | None:
+    """k per channel over the voltages the ideal program drives σ with, or None without a declared shape."""
+    exponent = declared_exponent(target)
+    if exponent is None:
+        return None
+    from admc.conditional_build import calibration_drive
+
+    sigma_gain, voltage_scale = np.ones(scaled.size), np.ones(scaled.size)
+    tanh = np.zeros(scaled.size, dtype=bool)
+    for group in scaled.groups:
+        channels = slice(group.offset, group.stop)
+        sigma_gain[channels], voltage_scale[channels] = group.sigma_gain, group.voltage_scale
+        tanh[channels] = group.activation == "tanh"
+    # Recorded on the unscaled program; ``scale_states`` is exact, so × voltage scale gives the volts.
+    states = record_states(compiled.program, compiled.schedule, compiled.alpha,
+                           extra_drive=calibration_drive(compiled, samples=RECORD_SAMPLES, seed=RECORD_SEED))
+    rails = (target.state.voltage_min, target.state.voltage_max)
+    return fit_output_scales(states * voltage_scale, sigma_gain, tanh, rails, exponent)
+
+
+def column_channels(scaled, tile) -> np.ndarray:
+    block = scaled.blocks[int(tile.block.split("_")[1])]
+    return scaled.group(block.column_group).offset + np.arange(tile.column_start, tile.column_stop)
+
+
+def fold(scales: OutputScales, scaled, placement, transmissions: list[np.ndarray], beta: np.ndarray,
+         floors: list[float], per_channel: bool) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each tile's transmissions with its columns × k; with per-channel gains, rows renormalised into β."""
+    beta = beta.copy()
+    folded = []
+    for tile, transmission, floor in zip(placement.tiles, transmissions, floors, strict=True):
+        column_scale = scales.scale[column_channels(scaled, tile)]
+        if not per_channel:  # one gain per module: no row can be renormalised
+            folded.append(transmission * column_scale[None, :])
+            continue
+        ports = (tile.module, slice(tile.output_port_start, tile.output_port_stop))
+        tile_transmission, beta[ports] = fold_into_rows(transmission, column_scale, beta[ports], floor)
+        folded.append(tile_transmission)
+    return folded, beta
+
+
+def input_port_channels(scaled, placement, ports: int) -> np.ndarray:
+    """[M, P] the state channel driving each input port (−1: unused)."""
+    channels = np.full((placement.modules_used, ports), -1, dtype=np.int64)
+    for tile in placement.tiles:
+        columns = column_channels(scaled, tile)
+        channels[tile.module, tile.input_port_start:tile.input_port_start + columns.size] = columns
+    return channels
+
+
+def effective_image_set(image_set, scales: OutputScales, scaled, placement, ports: int):
+    """The image set with realised transmissions divided by k per input port (what the program means)."""
+    per_port = port_scales(scales.scale, input_port_channels(scaled, placement, ports))  # [M, P]
+    effective = {path: realised / per_port[:, :, None] for path, realised in image_set.realised.items()}
+    return replace(image_set, realised=effective, effective=True)
+
+
+def record(compiled, scales: OutputScales, target) -> None:
+    """The manifest's ``aoc.sigma_compensation``, its payload and the inspect line."""
+    section = report(scales, declared_exponent(target))
+    compiled.extra_payloads[PAYLOAD] = npy_bytes(scales.scale)
+    compiled.extra_sections["aoc"]["sigma_compensation"] = section
+    compiled.extra_sections["aoc"]["summary"]["lines"].append(summary_line(section))
