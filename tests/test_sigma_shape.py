@@ -15,6 +15,7 @@ from models import AdmForm, export_onnx, seeded
 from admc.bundle import Bundle
 from admc.bundle_program import bundle_program
 from admc.driver import build
+from admc.errors import AdmcError
 from admc.executor import IdealExecutor
 from admc.targets.aoc import sigma_build
 from admc.targets.aoc.bundle_reader import image_sets
@@ -152,3 +153,30 @@ def test_twin_with_the_sigma_shape_lands_closer_to_the_program(bundles):
     only_weights = replace(all_off(default), weight_error=default.weight_error)
     weight_errors = [twin_error(bundle, only_weights, noise) for bundle in (compensated, plain)]
     assert weight_errors[0] < 1.5 * weight_errors[1], weight_errors
+
+
+def test_transmissions_that_the_images_do_not_load_are_refused(bundles, tmp_path):
+    """A compensated bundle verifies its stored T but the machine loads the grey levels: T·k must be what they
+    load, else a re-hashed, doctored T would verify weights the machine never runs."""
+    import json
+    import shutil
+
+    import admc.bundle
+    from admc.targets.aoc.bundle_reader import check_emitted_files
+
+    compensated = bundles[0]
+    check_emitted_files(compensated)  # as built: consistent
+    copy = tmp_path / "doctored"
+    shutil.copytree(compensated.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    name = image_sets(compensated)[0]["transmission"]["positive"]
+    doctored = compensated.array(name).copy()
+    doctored[doctored > 0.1] *= 1.02  # 2 % more weight than the images hold
+    content = admc.bundle.npy_bytes(doctored)
+    (copy / name).write_bytes(content)
+    manifest["payloads"][name] = admc.bundle.sha256(content)
+    manifest.pop(admc.bundle.DIGEST_FIELD)
+    manifest[admc.bundle.DIGEST_FIELD] = admc.bundle.sha256(admc.bundle.canonical_bytes(manifest))
+    (copy / "manifest.json").write_bytes(admc.bundle.manifest_bytes(manifest))
+    with pytest.raises(AdmcError, match="σ-shape scales differ from what the grey levels"):
+        check_emitted_files(Bundle(copy))

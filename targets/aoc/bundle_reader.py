@@ -105,6 +105,8 @@ def check_emitted_files(bundle: Bundle) -> None:
                 if image.dtype != grey.dtype or not np.array_equal(image, grey[module]):
                     raise AdmcError(f"{label}: the image differs from the grey levels in {bundle.path / name}; "
                                     "the machine would load other weights than the bundle verifies")
+    if section.get("sigma_compensation"):
+        _check_compensated_transmissions(bundle)
     layout = bundle.manifest["layout"]
     groups = [StateGroup(group["name"], group["offset"], group["size"]) for group in layout["groups"]]
     blocks = [MatrixBlock(f"block_{index:04d}", block["row_group"], block["column_group"], block["rows"],
@@ -121,3 +123,50 @@ def check_emitted_files(bundle: Bundle) -> None:
         raise AdmcError(f"{label}: not valid JSON ({error})") from None
     if stored != expected:
         raise AdmcError(f"{label}: the routing differs from the one the manifest's tiles and layout define")
+
+
+# The grey levels of a σ-compensated bundle are computed from T·k and T is then read back from them, so the
+# two agree to rounding; anything larger means the verified T is not what the machine loads.
+COMPENSATED_TOLERANCE = 1e-9
+
+
+def input_port_channels(bundle: Bundle) -> np.ndarray:
+    """[modules, ports] the state channel driving each input port (-1 where no tile reads the port)."""
+    manifest = bundle.manifest
+    tiles = manifest["aoc"]["tiles"]
+    modules, ports = 1 + max(tile["module"] for tile in tiles), int(bundle.target.module.ports)
+    channels = np.full((modules, ports), -1, dtype=np.int64)
+    groups = {group["name"]: group for group in manifest["layout"]["groups"]}
+    for tile in tiles:
+        block = manifest["layout"]["blocks"][int(tile["block"].split("_")[1])]
+        offset = groups[block["column_group"]]["offset"]
+        start = tile["input_port_start"]
+        channels[tile["module"], start:start + tile["column_stop"] - tile["column_start"]] = np.arange(
+            offset + tile["column_start"], offset + tile["column_stop"])
+    return channels
+
+
+def _check_compensated_transmissions(bundle: Bundle) -> None:
+    """The images must hold the stored transmissions T times each input port's σ-shape scale k."""
+    from admc.targets.aoc.sigma_shape import port_scales
+
+    compensation = bundle.manifest["aoc"]["sigma_compensation"]
+    per_port = port_scales(bundle.array(compensation["output_scale"]), input_port_channels(bundle))
+    slm = bundle.manifest["target"]["slm"]
+    levels = 2 ** int(slm["bit_depth"]) - 1
+    for set_index, entry in enumerate(image_sets(bundle)):
+        if not entry.get("grey") or not entry.get("transmission"):
+            raise AdmcError(f"{bundle.path}: manifest 'aoc.image_sets.{set_index}': a σ-compensated bundle "
+                            "stores both grey levels and transmissions")
+        for path, name in entry["grey"].items():
+            response = slm.get(f"response_{path}") or slm["response"]
+            loaded = realised_weight(bundle.array(name).astype(np.float64) / levels, response)
+            stored = bundle.array(entry["transmission"][path])
+            if loaded.shape != stored.shape or loaded.shape[0] != per_port.shape[0]:
+                raise AdmcError(f"{bundle.path / entry['transmission'][path]}: shape {stored.shape} does not "
+                                f"match the grey levels' {loaded.shape}")
+            difference = float(np.max(np.abs(loaded - stored * per_port[:, :, None]), initial=0.0))
+            if difference > COMPENSATED_TOLERANCE:
+                raise AdmcError(f"{bundle.path / entry['transmission'][path]}: the transmissions times the σ-shape "
+                                f"scales differ from what the grey levels in {bundle.path / name} load (by "
+                                f"{difference:.3g}); the machine would load other weights than the bundle verifies")
