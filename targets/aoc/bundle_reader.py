@@ -155,9 +155,11 @@ def _check_compensated_transmissions(bundle: Bundle) -> None:
     slm = bundle.manifest["target"]["slm"]
     levels = 2 ** int(slm["bit_depth"]) - 1
     for set_index, entry in enumerate(image_sets(bundle)):
-        if not entry.get("grey") or not entry.get("transmission"):
+        if not entry.get("grey"):
+            continue  # a float-weight target loads its transmissions as stored: nothing else to agree with
+        if not entry.get("transmission"):
             raise AdmcError(f"{bundle.path}: manifest 'aoc.image_sets.{set_index}': a σ-compensated bundle "
-                            "stores both grey levels and transmissions")
+                            "with grey levels stores its transmissions beside them")
         for path, name in entry["grey"].items():
             response = slm.get(f"response_{path}") or slm["response"]
             loaded = realised_weight(bundle.array(name).astype(np.float64) / levels, response)
