@@ -12,7 +12,11 @@ Guarantees: ``probe_iterations`` returns, per candidate, the iterations its loop
 relative change of every probe to fall to the tolerance (the executor's criterion, the executor's loop
 arithmetic: its ``_apply`` with one α row per probe), or ``inf`` where a probe diverges or the count exceeds
 the limit or ``patience`` × the fastest candidate's count (+2; such a candidate cannot be the fastest). All
-candidates run in one batch [C · B, n]; settled candidates leave the batch.
+candidates run in one batch [C · B, n]; settled candidates leave the batch. ``per_sample`` returns [C, B]
+instead: per probe, one more than the last iteration (up to its candidate's count) at which that probe's
+change exceeded the tolerance, so the maximum over any probes is the count of a loop over those probes alone
+(exactly for all of them; for a subset exactly unless a probe's change rises above the tolerance again after
+falling below it, when it is an upper bound).
 """
 
 from __future__ import annotations
@@ -50,11 +54,12 @@ class ProbeRecorder(IdealExecutor):
 
 
 def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.ndarray, tolerance: float,
-                     limit: int, patience: float = PATIENCE) -> np.ndarray:
+                     limit: int, patience: float = PATIENCE, per_sample: bool = False) -> np.ndarray:
     """Iterations each candidate α [C, n] needs on the probe's states (inf: diverged or over ``limit``)."""
     candidates = np.atleast_2d(np.asarray(candidates, dtype=float))
     count_candidates, samples = candidates.shape[0], probe.start.shape[0]
     counts = np.full(count_candidates, np.inf)
+    last_exceeded = np.zeros((count_candidates, samples))
     active = np.arange(count_candidates)
     state = np.tile(probe.start, (count_candidates, 1))
     drive = np.tile(probe.drive, (count_candidates, 1))
@@ -66,7 +71,9 @@ def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.
             executor.alpha = np.repeat(candidates[active], samples, axis=0)
             updated = executor._apply(probe.compiled, state, drive)
             change = np.max(np.abs(updated - state), axis=1) / np.maximum(1.0, np.max(np.abs(updated), axis=1))
-            worst = np.max(change.reshape(active.size, samples), axis=1)
+            change = change.reshape(active.size, samples)
+            worst = np.max(change, axis=1)
+            last_exceeded[active] = np.where(change > tolerance, iteration, last_exceeded[active])
             peak = np.max(np.abs(updated), axis=1).reshape(active.size, samples).max(axis=1)
             settled = worst <= tolerance
             if np.any(settled) and not np.any(np.isfinite(counts)):
@@ -80,4 +87,6 @@ def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.
             active, state, drive = active[keep], updated[rows], drive[rows]
     finally:
         executor.alpha = saved_alpha
+    if per_sample:
+        return np.where(np.isfinite(counts)[:, None], last_exceeded + 1.0, np.inf)
     return counts
