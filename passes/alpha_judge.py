@@ -11,11 +11,11 @@ the phases that share it (ties: the smaller noise gain, then the order given, sp
 phase's count being the expected slowest of ``GROUP`` probes (``expected_slowest``: the statistic the loop
 budget and the benchmark measure, estimated without the noise of one slowest probe); the winner's finer
 neighbours (the single α ± 0.01 … 0.04, a blend's weight ± 1/16, 1/8) are added (to ``candidates`` too) and
-judged on the same probes. So ``auto`` is never measured worse than ``min``, ``global`` or any grid point on
-the probes; ``min`` is kept unless the best saves more than one iteration per phase and ``MARGIN`` of the
-count (the probes' resolution). The work is bounded: probes and candidates shrink on large programs
-(``PROBE_WORK`` multiply-adds per loop iteration), and a candidate that falls behind the fastest stops being
-counted (its total becomes inf).
+judged on the same probes where that fits ``TOTAL_WORK``. So ``auto`` is never measured worse than ``min``,
+``global`` or any grid point on the probes; ``min`` is kept unless the best saves more than one iteration per
+phase and ``MARGIN`` of the count (the probes' resolution). The work is bounded: probes and candidates shrink
+on large programs (``PROBE_WORK`` multiply-adds per loop iteration), and a candidate that falls behind the
+fastest stops being counted (its total becomes inf).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admc.executor import IdealExecutor
-from admc.passes.alpha_probe import PhaseProbe, probe_iterations
+from admc.passes.alpha_probe import PhaseProbe, expected_slowest, probe_iterations
 from admc.passes.alpha_problem import noise_gain
 
 GRID = np.round(np.arange(0.0, 0.951, 0.05), 2)
@@ -44,15 +44,6 @@ PROBE_LIMIT = 20_000
 # on 32 fresh samples, its noise averaged over the groups.
 GROUP = 32
 FINE_STEP = 0.01  # the single-α grid is refined to this spacing around its best point
-
-
-def expected_slowest(counts: np.ndarray, group: int = GROUP) -> np.ndarray:
-    """Per candidate [C, B] → [C]: the mean over disjoint groups of ``group`` probes of each group's largest
-    count (the slowest of all when fewer than two groups fit); inf stays inf."""
-    groups = counts.shape[1] // group
-    if groups < 2:
-        return np.max(counts, axis=1)
-    return np.mean(np.max(counts[:, :groups * group].reshape(counts.shape[0], groups, group), axis=2), axis=1)
 
 
 def blend(base: np.ndarray, other: np.ndarray, weight: float, lower: np.ndarray, upper: np.ndarray
@@ -122,7 +113,8 @@ class Judge:
             probe = self.probes[row]
             probe = PhaseProbe(probe.compiled, probe.start[:samples], probe.drive[:samples], probe.fixed_point)
             totals += expected_slowest(probe_iterations(self.executor, probe, 1.0 - table, self.tolerance,
-                                                        PROBE_LIMIT, patience, per_sample=True))
+                                                        PROBE_LIMIT, patience, per_sample=True, group=GROUP),
+                                       GROUP)
         return totals
 
     def choose(self, rows: list[int], candidates: dict[str, np.ndarray], best: str, noise_model: str) -> str:
@@ -146,15 +138,17 @@ class Judge:
         samples = int(np.clip(min(PROBE_WORK // (work * len(keep)),
                                   TOTAL_WORK // (work * len(keep) * max(fastest, 1.0))), screen, recorded))
         names, table = [names[index] for index in keep], table[keep]
-        # Patience is on the slowest probe, the ranking on groups of probes: a candidate a little slower on its
-        # slowest probe can still be faster on the groups, so it keeps counting.
-        totals = self._totals(rows, table, samples, SCREEN_PATIENCE)
+        # A candidate behind by more than the margin in a phase judged alone cannot win (patience compares the
+        # statistic ranked by: see ``probe_iterations``); phases judged together may make up for each other.
+        patience = 1.0 + MARGIN if len(rows) == 1 else SCREEN_PATIENCE
+        totals = self._totals(rows, table, samples, patience)
         winner = int(np.argmin(totals))
         finer = self.neighbours(names[winner], list(table)) if np.isfinite(totals[winner]) else {}
-        if finer:
+        # The refinement costs about the final round again: only within the same total work bound.
+        if finer and work * (len(finer) + 1) * samples * totals[winner] <= TOTAL_WORK:
             candidates.update(finer)  # the caller reads the chosen vector from ``candidates``
             batch = np.vstack([table[winner], *finer.values()])
-            refined = self._totals(rows, batch, samples, SCREEN_PATIENCE)
+            refined = self._totals(rows, batch, samples, patience)
             names, table = names + list(finer), np.vstack([table, batch[1:]])
             totals = np.concatenate([totals, refined[1:]])
         noise = np.array([float(np.mean(noise_gain(np.clip(u, 1e-12, 1.0), noise_model))) for u in table])

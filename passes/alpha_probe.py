@@ -53,9 +53,24 @@ class ProbeRecorder(IdealExecutor):
         return state, count, residual
 
 
+def expected_slowest(counts: np.ndarray, group: int) -> np.ndarray:
+    """Per candidate [C, B] → [C]: the mean over disjoint groups of ``group`` probes of each group's largest
+    count (the slowest of all when fewer than two groups fit); inf stays inf."""
+    groups = counts.shape[1] // group if group > 0 else 0
+    if groups < 2:
+        return np.max(counts, axis=1)
+    return np.mean(np.max(counts[:, :groups * group].reshape(counts.shape[0], groups, group), axis=2), axis=1)
+
+
 def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.ndarray, tolerance: float,
-                     limit: int, patience: float = PATIENCE, per_sample: bool = False) -> np.ndarray:
-    """Iterations each candidate α [C, n] needs on the probe's states (inf: diverged or over ``limit``)."""
+                     limit: int, patience: float = PATIENCE, per_sample: bool = False, group: int = 0
+                     ) -> np.ndarray:
+    """Iterations each candidate α [C, n] needs on the probe's states (inf: diverged or over ``limit``).
+
+    With ``per_sample`` and ``group`` (at least two groups of probes), patience compares ``expected_slowest``:
+    a candidate stops counting once a lower bound of its statistic (every probe's count so far) exceeds
+    ``patience`` × the best final statistic of a settled candidate.
+    """
     candidates = np.atleast_2d(np.asarray(candidates, dtype=float))
     count_candidates, samples = candidates.shape[0], probe.start.shape[0]
     counts = np.full(count_candidates, np.inf)
@@ -63,6 +78,8 @@ def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.
     active = np.arange(count_candidates)
     state = np.tile(probe.start, (count_candidates, 1))
     drive = np.tile(probe.drive, (count_candidates, 1))
+    by_groups = per_sample and group > 0 and samples >= 2 * group
+    best = np.inf
     saved_alpha = executor.alpha
     try:
         iteration = 0
@@ -76,10 +93,20 @@ def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.
             last_exceeded[active] = np.where(change > tolerance, iteration, last_exceeded[active])
             peak = np.max(np.abs(updated), axis=1).reshape(active.size, samples).max(axis=1)
             settled = worst <= tolerance
-            if np.any(settled) and not np.any(np.isfinite(counts)):
-                # A candidate this much slower than the fastest one cannot be chosen: stop counting it.
-                limit = min(limit, int(np.ceil(patience * iteration)) + PATIENCE_SLACK)
-            counts[active[settled]] = iteration
+            if by_groups:
+                counts[active[settled]] = iteration
+                statistic = expected_slowest(last_exceeded[active] + 1.0, group)
+                if np.any(settled):
+                    best = min(best, float(np.min(statistic[settled])))
+                # A candidate this much slower than the fastest settled one cannot be chosen: stop counting it.
+                behind = statistic > patience * best + PATIENCE_SLACK
+                counts[active[behind & ~settled]] = np.inf
+                settled = settled | behind
+            else:
+                if np.any(settled) and not np.any(np.isfinite(counts)):
+                    # A candidate this much slower than the fastest one cannot be chosen: stop counting it.
+                    limit = min(limit, int(np.ceil(patience * iteration)) + PATIENCE_SLACK)
+                counts[active[settled]] = iteration
             keep = ~settled & np.isfinite(worst) & (peak <= DIVERGENCE_BOUND)
             if not np.any(keep):
                 break

@@ -127,7 +127,7 @@ def test_per_sample_counts_give_every_subset_its_own_loop_count() -> None:
 
 
 def test_expected_slowest_is_the_mean_of_group_maxima() -> None:
-    from admc.passes.alpha_judge import expected_slowest
+    from admc.passes.alpha_probe import expected_slowest
 
     counts = np.arange(1.0, 13.0)[None, :].repeat(2, axis=0)
     counts[1, 2] = np.inf
@@ -175,3 +175,24 @@ def test_refinement_offers_finer_single_alpha_and_blend_weights_within_bounds() 
                               "blockwise~min 0.875"]
     weight = 0.875
     assert np.allclose(blends["blockwise~min 0.875"], upper ** (1 - weight) * options["blockwise"] ** weight)
+
+
+def test_group_patience_keeps_the_best_statistic_and_exact_counts() -> None:
+    from admc.passes.alpha_probe import expected_slowest
+
+    program, schedule = program_and_schedule((8, 8), 3, 1.5, 2)
+    rng = np.random.default_rng(4)
+    recorder = ProbeRecorder(program, np.full((2, program.size), 0.3), tolerance=1e-10)
+    recorder.run(schedule, rng.standard_normal((24, 2)))
+    probe = recorder.probes[1]
+    table = np.vstack([np.full(program.size, value) for value in (0.0, 0.2, 0.4, 0.6, 0.8)])
+    full = probe_iterations(recorder, probe, table, 1e-10, 10_000, patience=1e9, per_sample=True)
+    pruned = probe_iterations(recorder, probe, table, 1e-10, 10_000, patience=1.05, per_sample=True, group=8)
+    statistic, kept = expected_slowest(full, 8), expected_slowest(pruned, 8)
+    best = int(np.argmin(statistic))
+    assert kept[best] == statistic[best]
+    # Survivors are counted exactly; the others were behind the best by more than the patience allows.
+    survivors = np.isfinite(kept)
+    assert np.array_equal(pruned[survivors], full[survivors])
+    assert np.all(statistic[~survivors] > 1.05 * statistic[best])
+    assert not np.all(survivors)
