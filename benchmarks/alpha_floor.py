@@ -65,8 +65,10 @@ def phase_floor(executor: ProbeRecorder, program, phase, probe) -> dict:
     alpha = np.zeros((grid.shape[0], program.size))
     for index, part in enumerate(cycle.slices):
         alpha[:, part] = grid[:, index:index + 1]
+    # α = 0 first: no candidate slower than it can be the best, so it bounds every other count.
+    at_min = int(probe_iterations(executor, probe, alpha[:1], TOLERANCE, MAX_ITERATIONS)[0])
     counts = np.concatenate([probe_iterations(executor, probe, alpha[start:start + CHUNK],
-                                              TOLERANCE, MAX_ITERATIONS, patience=1e9)
+                                              TOLERANCE, at_min, patience=1e9)
                              for start in range(0, grid.shape[0], CHUNK)])
     best = int(np.argmin(counts))
     return {"groups": groups, "dominant_positive_real_share": float(positive_real),
