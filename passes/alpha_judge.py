@@ -6,12 +6,16 @@ target's settle tolerance, and the spectral candidates of the α pass (u = 1 −
 0, 0.05, …, 0.95 (each clipped into the channel's bounds, so with a gain range it is floored by ``min``
 exactly as a grid search would be) and geometric blends of the best spectral candidate with ``min`` and with
 ``global``; every candidate lies within [lower, upper], so every hardware limit holds and the fixed points are
-unchanged (0 ≤ α < 1, Eq. 10). ``choose`` returns the candidate with the fewest total probe iterations over
-the phases that share it (ties: the smaller noise gain, then the order given, spectral candidates first), so
-``auto`` is never measured worse than ``min``, ``global`` or any grid point on the probes; ``min`` is kept
-unless the best saves more than one iteration per phase and ``MARGIN`` of the count (the probes' resolution).
-The work is bounded: probes and candidates shrink on large programs (``PROBE_WORK`` multiply-adds per loop iteration),
-and a candidate that falls behind the fastest stops being counted (its total becomes inf).
+unchanged (0 ≤ α < 1, Eq. 10). ``choose`` returns the candidate with the fewest probe iterations summed over
+the phases that share it (ties: the smaller noise gain, then the order given, spectral candidates first), a
+phase's count being the expected slowest of ``GROUP`` probes (``expected_slowest``: the statistic the loop
+budget and the benchmark measure, estimated without the noise of one slowest probe); the winner's finer
+neighbours (the single α ± 0.01 … 0.04, a blend's weight ± 1/16, 1/8) are added (to ``candidates`` too) and
+judged on the same probes where that fits ``TOTAL_WORK``. So ``auto`` is never measured worse than ``min``,
+``global`` or any grid point on the probes; ``min`` is kept unless the best saves more than one iteration per
+phase and ``MARGIN`` of the count (the probes' resolution). The work is bounded: probes and candidates shrink
+on large programs (``PROBE_WORK`` multiply-adds per loop iteration), and a candidate that falls behind the
+fastest stops being counted (its total becomes inf).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admc.executor import IdealExecutor
-from admc.passes.alpha_probe import PhaseProbe, probe_iterations
+from admc.passes.alpha_probe import PhaseProbe, expected_slowest, probe_iterations
 from admc.passes.alpha_problem import noise_gain
 
 GRID = np.round(np.arange(0.0, 0.951, 0.05), 2)
@@ -34,6 +38,18 @@ SCREEN_PATIENCE = 1.5  # candidates this much slower than the fastest in a phase
 SHORTLIST = 6
 MARGIN = 0.02  # relative saving below which min is kept (and at least one iteration per phase)
 PROBE_LIMIT = 20_000
+# A loop's count is its slowest sample's: the loop budget and the benchmark measure it on 32 samples, and the
+# slowest of 256 probes is a different (and noisier) statistic. With enough probes the judge ranks by the mean
+# over disjoint groups of this size of each group's slowest count: an unbiased estimate of the expected count
+# on 32 fresh samples, its noise averaged over the groups.
+GROUP = 32
+FINE_STEP = 0.01  # the single-α grid is refined to this spacing around its best point
+
+
+def blend(base: np.ndarray, other: np.ndarray, weight: float, lower: np.ndarray, upper: np.ndarray
+          ) -> np.ndarray:
+    """Geometric blend of two u vectors, clipped into the bounds."""
+    return np.clip(np.exp(weight * np.log(base) + (1.0 - weight) * np.log(np.maximum(other, 1e-12))), lower, upper)
 
 
 @dataclass
@@ -42,18 +58,22 @@ class Judge:
     probes: dict[int, PhaseProbe]
     tolerance: float
     measured: dict[str, float] = field(default_factory=dict)  # probe iterations of min and of the choice
+    # Set by ``candidates``: the bounds, and what each blend is made of (for the refinement round).
+    _bounds: tuple[np.ndarray, np.ndarray] | None = None
+    _blends: dict[str, tuple[np.ndarray, np.ndarray, float]] = field(default_factory=dict)
 
     def candidates(self, options: dict[str, np.ndarray], best: str, lower: np.ndarray, upper: np.ndarray
                    ) -> dict[str, np.ndarray]:
         """The spectral candidates, then blends, then the α grid, without duplicates."""
+        self._bounds, self._blends = (lower, upper), {}
         result = dict(options)
         base = np.clip(options[best], lower, upper)
         for other in ("min", "global"):
             for weight in BLENDS:
                 if other != best and other in options:
-                    result[f"{best}~{other} {weight:g}"] = np.clip(
-                        np.exp(weight * np.log(base) + (1.0 - weight) * np.log(np.maximum(options[other], 1e-12))),
-                        lower, upper)
+                    name = f"{best}~{other} {weight:g}"
+                    result[name] = blend(base, options[other], weight, lower, upper)
+                    self._blends[name] = (base, options[other], weight)
         for value in GRID:
             result[f"α={value:g}"] = np.clip(np.full(lower.size, 1.0 - value), lower, upper)
         unique: dict[str, np.ndarray] = {}
@@ -61,6 +81,26 @@ class Judge:
             if name in options or not any(np.array_equal(u, seen) for seen in unique.values()):
                 unique[name] = u
         return unique
+
+    def neighbours(self, name: str, seen: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Finer candidates around a winner: the single α ± 0.01 … 0.04, or a blend's weight ± 1/16, ± 1/8."""
+        if self._bounds is None:
+            return {}
+        lower, upper = self._bounds
+        result = {}
+        if name.startswith("α="):
+            value = float(name[2:])
+            for offset in (-4, -3, -2, -1, 1, 2, 3, 4):
+                fine = round(value + offset * FINE_STEP, 2)
+                if 0.0 <= fine < 1.0:
+                    result[f"α={fine:g}"] = np.clip(np.full(lower.size, 1.0 - fine), lower, upper)
+        elif name in self._blends:
+            base, other, weight = self._blends[name]
+            for offset in (-0.125, -0.0625, 0.0625, 0.125):
+                if 0.0 < weight + offset < 1.0:
+                    stem = name.rsplit(" ", 1)[0]
+                    result[f"{stem} {weight + offset:g}"] = blend(base, other, weight + offset, lower, upper)
+        return {key: u for key, u in result.items() if not any(np.array_equal(u, other) for other in seen)}
 
     def _work(self, rows: list[int]) -> int:
         """Multiply-adds of one loop iteration of one probe (the largest phase of ``rows``)."""
@@ -72,14 +112,17 @@ class Judge:
         for row in rows:
             probe = self.probes[row]
             probe = PhaseProbe(probe.compiled, probe.start[:samples], probe.drive[:samples], probe.fixed_point)
-            totals += probe_iterations(self.executor, probe, 1.0 - table, self.tolerance, PROBE_LIMIT, patience)
+            totals += expected_slowest(probe_iterations(self.executor, probe, 1.0 - table, self.tolerance,
+                                                        PROBE_LIMIT, patience, per_sample=True, group=GROUP),
+                                       GROUP)
         return totals
 
     def choose(self, rows: list[int], candidates: dict[str, np.ndarray], best: str, noise_model: str) -> str:
         """The fewest probe iterations; ``best`` (the spectral choice) when no candidate settles.
 
-        Two rounds: every candidate on ``SCREEN_SAMPLES`` probes, then the ``SHORTLIST`` fastest (with ``min``
-        and ``best``) on every probe the work bound allows (a loop's count is its slowest probe's).
+        Three rounds: every candidate on ``SCREEN_SAMPLES`` probes; the ``SHORTLIST`` fastest (with ``min`` and
+        ``best``) on every probe the work bound allows, ranked by the expected slowest count of ``GROUP``
+        samples; then the winner's finer neighbours (``neighbours``) on the same probes.
         """
         names = list(candidates)
         work = self._work(rows)
@@ -95,8 +138,19 @@ class Judge:
         samples = int(np.clip(min(PROBE_WORK // (work * len(keep)),
                                   TOTAL_WORK // (work * len(keep) * max(fastest, 1.0))), screen, recorded))
         names, table = [names[index] for index in keep], table[keep]
+        # A candidate behind by more than the margin in a phase judged alone cannot win (patience compares the
+        # statistic ranked by: see ``probe_iterations``); phases judged together may make up for each other.
         patience = 1.0 + MARGIN if len(rows) == 1 else SCREEN_PATIENCE
         totals = self._totals(rows, table, samples, patience)
+        winner = int(np.argmin(totals))
+        finer = self.neighbours(names[winner], list(table)) if np.isfinite(totals[winner]) else {}
+        # The refinement costs about the final round again: only within the same total work bound.
+        if finer and work * (len(finer) + 1) * samples * totals[winner] <= TOTAL_WORK:
+            candidates.update(finer)  # the caller reads the chosen vector from ``candidates``
+            batch = np.vstack([table[winner], *finer.values()])
+            refined = self._totals(rows, batch, samples, patience)
+            names, table = names + list(finer), np.vstack([table, batch[1:]])
+            totals = np.concatenate([totals, refined[1:]])
         noise = np.array([float(np.mean(noise_gain(np.clip(u, 1e-12, 1.0), noise_model))) for u in table])
         order = sorted(range(len(names)), key=lambda index: (totals[index], noise[index], index))
         if "min" in names:

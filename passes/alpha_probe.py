@@ -12,7 +12,11 @@ Guarantees: ``probe_iterations`` returns, per candidate, the iterations its loop
 relative change of every probe to fall to the tolerance (the executor's criterion, the executor's loop
 arithmetic: its ``_apply`` with one α row per probe), or ``inf`` where a probe diverges or the count exceeds
 the limit or ``patience`` × the fastest candidate's count (+2; such a candidate cannot be the fastest). All
-candidates run in one batch [C · B, n]; settled candidates leave the batch.
+candidates run in one batch [C · B, n]; settled candidates leave the batch. ``per_sample`` returns [C, B]
+instead: per probe, one more than the last iteration (up to its candidate's count) at which that probe's
+change exceeded the tolerance, so the maximum over any probes is the count of a loop over those probes alone
+(exactly for all of them; for a subset exactly unless a probe's change rises above the tolerance again after
+falling below it, when it is an upper bound).
 """
 
 from __future__ import annotations
@@ -49,15 +53,33 @@ class ProbeRecorder(IdealExecutor):
         return state, count, residual
 
 
+def expected_slowest(counts: np.ndarray, group: int) -> np.ndarray:
+    """Per candidate [C, B] → [C]: the mean over disjoint groups of ``group`` probes of each group's largest
+    count (the slowest of all when fewer than two groups fit); inf stays inf."""
+    groups = counts.shape[1] // group if group > 0 else 0
+    if groups < 2:
+        return np.max(counts, axis=1)
+    return np.mean(np.max(counts[:, :groups * group].reshape(counts.shape[0], groups, group), axis=2), axis=1)
+
+
 def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.ndarray, tolerance: float,
-                     limit: int, patience: float = PATIENCE) -> np.ndarray:
-    """Iterations each candidate α [C, n] needs on the probe's states (inf: diverged or over ``limit``)."""
+                     limit: int, patience: float = PATIENCE, per_sample: bool = False, group: int = 0
+                     ) -> np.ndarray:
+    """Iterations each candidate α [C, n] needs on the probe's states (inf: diverged or over ``limit``).
+
+    With ``per_sample`` and ``group`` (at least two groups of probes), patience compares ``expected_slowest``:
+    a candidate stops counting once a lower bound of its statistic (every probe's count so far) exceeds
+    ``patience`` × the best final statistic of a settled candidate.
+    """
     candidates = np.atleast_2d(np.asarray(candidates, dtype=float))
     count_candidates, samples = candidates.shape[0], probe.start.shape[0]
     counts = np.full(count_candidates, np.inf)
+    last_exceeded = np.zeros((count_candidates, samples))
     active = np.arange(count_candidates)
     state = np.tile(probe.start, (count_candidates, 1))
     drive = np.tile(probe.drive, (count_candidates, 1))
+    by_groups = per_sample and group > 0 and samples >= 2 * group
+    best = np.inf
     saved_alpha = executor.alpha
     try:
         iteration = 0
@@ -66,13 +88,25 @@ def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.
             executor.alpha = np.repeat(candidates[active], samples, axis=0)
             updated = executor._apply(probe.compiled, state, drive)
             change = np.max(np.abs(updated - state), axis=1) / np.maximum(1.0, np.max(np.abs(updated), axis=1))
-            worst = np.max(change.reshape(active.size, samples), axis=1)
+            change = change.reshape(active.size, samples)
+            worst = np.max(change, axis=1)
+            last_exceeded[active] = np.where(change > tolerance, iteration, last_exceeded[active])
             peak = np.max(np.abs(updated), axis=1).reshape(active.size, samples).max(axis=1)
             settled = worst <= tolerance
-            if np.any(settled) and not np.any(np.isfinite(counts)):
-                # A candidate this much slower than the fastest one cannot be chosen: stop counting it.
-                limit = min(limit, int(np.ceil(patience * iteration)) + PATIENCE_SLACK)
-            counts[active[settled]] = iteration
+            if by_groups:
+                counts[active[settled]] = iteration
+                statistic = expected_slowest(last_exceeded[active] + 1.0, group)
+                if np.any(settled):
+                    best = min(best, float(np.min(statistic[settled])))
+                # A candidate this much slower than the fastest settled one cannot be chosen: stop counting it.
+                behind = statistic > patience * best + PATIENCE_SLACK
+                counts[active[behind & ~settled]] = np.inf
+                settled = settled | behind
+            else:
+                if np.any(settled) and not np.any(np.isfinite(counts)):
+                    # A candidate this much slower than the fastest one cannot be chosen: stop counting it.
+                    limit = min(limit, int(np.ceil(patience * iteration)) + PATIENCE_SLACK)
+                counts[active[settled]] = iteration
             keep = ~settled & np.isfinite(worst) & (peak <= DIVERGENCE_BOUND)
             if not np.any(keep):
                 break
@@ -80,4 +114,6 @@ def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.
             active, state, drive = active[keep], updated[rows], drive[rows]
     finally:
         executor.alpha = saved_alpha
+    if per_sample:
+        return np.where(np.isfinite(counts)[:, None], last_exceeded + 1.0, np.inf)
     return counts

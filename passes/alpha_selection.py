@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from admc.errors import AdmcError, ConvergenceError
 from admc.ir.program import CLOSED, BlockProgram, Schedule
@@ -47,6 +48,10 @@ LINEARISATION_TOLERANCE = 1e-6
 LINEARISATION_MAX_ITERATIONS = 5_000
 LARGEST_STEPS = 4096
 GLOBAL_GRID_POINTS = 61
+# The pass runs many small dense eigenproblems and probe loops (matrices of a few hundred channels): BLAS
+# threads only add synchronisation there, and on an oversubscribed machine a 130 × 130 eig took 0.48 s with
+# OpenBLAS's 2 threads (a 454 s α pass). One thread inside the pass; the caller's setting is restored after.
+BLAS_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,12 @@ def _alpha_table(schedule: Schedule, size: int, per_phase: bool, u_by_row: dict[
 def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str = "auto",
                  row_peaks: np.ndarray | None = None, beta_max: float | None = None,
                  force: bool = False) -> AlphaSelection:
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        return _select_alpha(program, schedule, capabilities, mode, row_peaks, beta_max, force)
+
+
+def _select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str,
+                  row_peaks: np.ndarray | None, beta_max: float | None, force: bool) -> AlphaSelection:
     size = program.size
     lower, upper = bounds(size, capabilities, row_peaks, beta_max)
     if mode not in MODES:

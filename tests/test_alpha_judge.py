@@ -106,3 +106,93 @@ def test_auto_is_measured_no_worse_than_min_global_or_the_spectral_choice(monkey
     # The probes' resolution allows one iteration per phase.
     slack = len(schedule.steps)
     assert totals["auto"] <= min(totals["min"], totals["global"], totals["spectral"]) + slack, totals
+
+
+def test_per_sample_counts_give_every_subset_its_own_loop_count() -> None:
+    program, schedule = program_and_schedule((8, 8), 3, 1.5, 2)
+    rng = np.random.default_rng(9)
+    recorder = ProbeRecorder(program, np.full((2, program.size), 0.3), tolerance=1e-10)
+    recorder.run(schedule, rng.standard_normal((12, 2)))
+    probe = recorder.probes[1]
+    table = np.vstack([np.full(program.size, 0.3), rng.uniform(0.0, 0.6, program.size)])
+    per_sample = probe_iterations(recorder, probe, table, 1e-10, 10_000, patience=1e9, per_sample=True)
+    assert per_sample.shape == (2, 12)
+    # The slowest probe's count is the batch's count; any subset's slowest is the count of a loop over it alone.
+    assert np.array_equal(per_sample.max(axis=1), probe_iterations(recorder, probe, table, 1e-10, 10_000,
+                                                                   patience=1e9))
+    for subset in (slice(0, 1), slice(3, 7), slice(5, 12)):
+        alone = PhaseProbe(probe.compiled, probe.start[subset], probe.drive[subset], probe.fixed_point[subset])
+        assert np.array_equal(per_sample[:, subset].max(axis=1),
+                              probe_iterations(recorder, alone, table, 1e-10, 10_000, patience=1e9))
+
+
+def test_expected_slowest_is_the_mean_of_group_maxima() -> None:
+    from admc.passes.alpha_probe import expected_slowest
+
+    counts = np.arange(1.0, 13.0)[None, :].repeat(2, axis=0)
+    counts[1, 2] = np.inf
+    # Groups of 4: maxima 4, 8, 12 (mean 8); a diverged probe makes its candidate inf; one group: the maximum.
+    assert expected_slowest(counts, 4)[0] == 8.0 and not np.isfinite(expected_slowest(counts, 4)[1])
+    assert expected_slowest(counts[:, :7], 4)[0] == 7.0
+
+
+def test_alpha_pass_runs_blas_single_threaded_and_restores_it(monkeypatch) -> None:
+    from threadpoolctl import threadpool_info
+
+    blas = [entry for entry in threadpool_info() if entry["user_api"] == "blas"]
+    if not blas:
+        pytest.skip("no BLAS library loaded")
+    before = [entry["num_threads"] for entry in blas]
+    seen = []
+    original = alpha_selection._select_alpha
+
+    def recording(*arguments):
+        seen.extend(entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas")
+        return original(*arguments)
+
+    monkeypatch.setattr(alpha_selection, "_select_alpha", recording)
+    program, schedule = program_and_schedule((8, 8), 0, 1.5, 2)
+    select_alpha(program, schedule, AlphaCapabilities(0.0, 0.99, True, 0.0), "global", force=True)
+    assert seen and set(seen) == {alpha_selection.BLAS_THREADS}
+    assert [entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas"] == before
+
+
+def test_refinement_offers_finer_single_alpha_and_blend_weights_within_bounds() -> None:
+    from admc.passes.alpha_judge import Judge
+
+    judge = Judge(None, {}, 1e-10)
+    lower, upper = np.full(4, 0.2), np.full(4, 1.0)
+    options = {"min": upper.copy(), "global": np.full(4, 0.5), "blockwise": np.array([0.3, 0.9, 0.6, 0.6])}
+    candidates = judge.candidates(options, "blockwise", lower, upper)
+    finer = judge.neighbours("α=0.55", list(candidates.values()))
+    assert sorted(finer) == sorted(f"α={value:g}" for value in (0.51, 0.52, 0.53, 0.54, 0.56, 0.57, 0.58, 0.59))
+    assert np.allclose(finer["α=0.57"], 0.43)
+    # Near the bound the finer α are clipped (u ≥ 0.2 is α ≤ 0.8) and duplicates of known candidates dropped.
+    assert all(np.all(u >= lower) for u in judge.neighbours("α=0.8", list(candidates.values())).values())
+    assert "α=0.81" not in judge.neighbours("α=0.8", list(candidates.values()))
+    blends = judge.neighbours("blockwise~min 0.75", list(candidates.values()))
+    assert sorted(blends) == ["blockwise~min 0.625", "blockwise~min 0.6875", "blockwise~min 0.8125",
+                              "blockwise~min 0.875"]
+    weight = 0.875
+    assert np.allclose(blends["blockwise~min 0.875"], upper ** (1 - weight) * options["blockwise"] ** weight)
+
+
+def test_group_patience_keeps_the_best_statistic_and_exact_counts() -> None:
+    from admc.passes.alpha_probe import expected_slowest
+
+    program, schedule = program_and_schedule((8, 8), 3, 1.5, 2)
+    rng = np.random.default_rng(4)
+    recorder = ProbeRecorder(program, np.full((2, program.size), 0.3), tolerance=1e-10)
+    recorder.run(schedule, rng.standard_normal((24, 2)))
+    probe = recorder.probes[1]
+    table = np.vstack([np.full(program.size, value) for value in (0.0, 0.2, 0.4, 0.6, 0.8)])
+    full = probe_iterations(recorder, probe, table, 1e-10, 10_000, patience=1e9, per_sample=True)
+    pruned = probe_iterations(recorder, probe, table, 1e-10, 10_000, patience=1.05, per_sample=True, group=8)
+    statistic, kept = expected_slowest(full, 8), expected_slowest(pruned, 8)
+    best = int(np.argmin(statistic))
+    assert kept[best] == statistic[best]
+    # Survivors are counted exactly; the others were behind the best by more than the patience allows.
+    survivors = np.isfinite(kept)
+    assert np.array_equal(pruned[survivors], full[survivors])
+    assert np.all(statistic[~survivors] > 1.05 * statistic[best])
+    assert not np.all(survivors)
