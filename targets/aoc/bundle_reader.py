@@ -130,12 +130,11 @@ def check_emitted_files(bundle: Bundle) -> None:
 COMPENSATED_TOLERANCE = 1e-9
 
 
-def input_port_channels(bundle: Bundle) -> np.ndarray:
-    """[modules, ports] the state channel driving each input port (-1 where no tile reads the port)."""
+def input_port_channels(bundle: Bundle, modules: int, ports: int, unused: int = -1) -> np.ndarray:
+    """[modules, ports] the state channel driving each input port (``unused`` where no tile reads the port)."""
     manifest = bundle.manifest
     tiles = manifest["aoc"]["tiles"]
-    modules, ports = 1 + max(tile["module"] for tile in tiles), int(bundle.target.module.ports)
-    channels = np.full((modules, ports), -1, dtype=np.int64)
+    channels = np.full((modules, ports), unused, dtype=np.int64)
     groups = {group["name"]: group for group in manifest["layout"]["groups"]}
     for tile in tiles:
         block = manifest["layout"]["blocks"][int(tile["block"].split("_")[1])]
@@ -151,7 +150,10 @@ def _check_compensated_transmissions(bundle: Bundle) -> None:
     from admc.targets.aoc.sigma_shape import port_scales
 
     compensation = bundle.manifest["aoc"]["sigma_compensation"]
-    per_port = port_scales(bundle.array(compensation["output_scale"]), input_port_channels(bundle))
+    tiles = bundle.manifest["aoc"]["tiles"]
+    modules = 1 + max(tile["module"] for tile in tiles)
+    channels = input_port_channels(bundle, modules, int(bundle.target.module.ports))
+    per_port = port_scales(bundle.array(compensation["output_scale"]), channels)
     slm = bundle.manifest["target"]["slm"]
     levels = 2 ** int(slm["bit_depth"]) - 1
     for set_index, entry in enumerate(image_sets(bundle)):

@@ -37,7 +37,12 @@ from admc.bundle import Bundle
 from admc.errors import ConvergenceError
 from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, Phase, block_scale, phase_vectors
 from admc.program_io import read_program
-from admc.targets.aoc.bundle_reader import realised_blocks, realised_transmissions, tile_channels
+from admc.targets.aoc.bundle_reader import (
+    input_port_channels,
+    realised_blocks,
+    realised_transmissions,
+    tile_channels,
+)
 from admc.targets.aoc.calibration import Calibration
 from admc.targets.aoc.loop_operator import LoopOperator, PathOperators, block_form, module_form
 from admc.targets.aoc.machine_chain import MachineChain
@@ -181,20 +186,13 @@ class AocTwin:
         modules, ports = self.positive.shape[0], self.positive.shape[1]
         self.modules, self.ports = modules, ports
         self.beta = self._tensor(self.bundle.array(section["beta"]))
-        input_channel = np.full((modules, ports), self.size, dtype=np.int64)  # index `size` reads a zero
+        input_channel = input_port_channels(self.bundle, modules, ports, unused=self.size)  # `size` reads a zero
         output_channel = np.full((modules, ports), self.size, dtype=np.int64)
         port_class = np.zeros((modules, ports), dtype=np.int64)
-        layout_blocks = manifest["layout"]["blocks"]
-        groups = {group["name"]: group for group in manifest["layout"]["groups"]}
         for tile in section["tiles"]:
             module = tile["module"]
-            block = layout_blocks[int(tile["block"].split("_")[1])]
-            column_offset = groups[block["column_group"]]["offset"]
-            columns = np.arange(column_offset + tile["column_start"], column_offset + tile["column_stop"])
-            inputs = slice(tile["input_port_start"], tile["input_port_start"] + columns.size)
             outputs = slice(tile["output_port_start"],
                             tile["output_port_start"] + tile["row_stop"] - tile["row_start"])
-            input_channel[module, inputs] = columns
             output_channel[module, outputs] = tile_channels(self.bundle, tile)
             port_class[module, outputs] = SCALE_CLASSES.index(tile["scale_class"])
         self.input_channel = torch.as_tensor(input_channel, device=self.device)  # [M, P]
