@@ -11,8 +11,9 @@ renormalised to the SLM's full range with its gain β lowered by the same factor
 floor), so the images keep their grey levels. The σ input gain is fixed on the machine (``sigma.gain_min`` =
 ``gain_max``); an input gain g realised as a hidden channel's voltage scale (row gain and injection × g) was
 tried: k·s(g·u) lowers the rms σ error further (0.033 → 0.023 on the guided eight-Gaussians example) but moved
-the twin's guided samples further from the program (mean 0.16 → 0.22), and the injection headroom (1.08× on
-that example's first hidden layer) leaves g little room, so only k is applied.
+the twin's guided samples further from the program (mean 0.16 → 0.22). One g per hidden group (g ≤ 1, realised
+as the group's voltage) was tried too: rms error 0.028, samples closer at W = 0 (mean 0.064 → 0.054) but
+farther at W = 3 (0.163 → 0.195; ``examples/conditional/sigma_sensitivity.py``), so only k is applied.
 
 Requires: the scaled program (volts, ``scale_states``), the state rails and the declared exponent.
 Guarantees: :func:`declared_exponent` is None for a description without a σ shape (the build is then
