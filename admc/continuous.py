@@ -20,7 +20,7 @@ from scipy.integrate import solve_ivp
 from scipy.interpolate import CubicSpline
 
 from admc.errors import AdmcError, ConvergenceError
-from admc.ir.adm import ACTIVATIONS, activate
+from admc.ir.adm import activate, is_activation
 from admc.ir.program import FIXED, INJECT, STEP, BlockProgram
 
 RELATIVE_TOLERANCE = 1e-10
@@ -105,7 +105,7 @@ class ProgramVelocity:
 
     def activated(self, name: str, voltage: np.ndarray) -> np.ndarray:
         group = self.groups[name]
-        if group.activation in ACTIVATIONS:
+        if is_activation(group.activation):
             return activate(group.activation, group.sigma_gain * voltage)
         return group.sigma_gain * voltage if group.sigma_gain != 1.0 else voltage
 

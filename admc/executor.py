@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admc.errors import ConvergenceError
-from admc.ir.adm import ACTIVATIONS, activate
+from admc.ir.adm import activate, is_activation
 from admc.ir.program import (
     CLOSED,
     INJECT,
@@ -114,7 +114,7 @@ class IdealExecutor:
     def _activated(self, state: np.ndarray) -> np.ndarray:
         activated = state.copy()
         for channels, activation, gain in self.activations:
-            if activation in ACTIVATIONS:
+            if is_activation(activation):
                 activated[:, channels] = activate(activation, gain * state[:, channels])
             elif gain != 1.0:
                 activated[:, channels] = gain * state[:, channels]

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from admc.errors import AdmcError
-from admc.ir.adm import ACTIVATIONS, IDENTITY
+from admc.ir.adm import IDENTITY, is_activation
 from admc.ir.program import CLOSED, OPEN, SCALE_CLASSES
 from admc.limits import FP_ITERATIONS, PHASES, STEPS
 from admc.passes.continuous_time import CONTINUOUS
@@ -40,8 +40,16 @@ Coefficient = Annotated[float, Field(allow_inf_nan=False, ge=-1e6, le=1e6)]
 
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-# What a state group feeds its readers: the IR's activations, identity, or "none" (read by no block).
-GROUP_ACTIVATIONS = (*ACTIVATIONS, IDENTITY, "none")
+
+
+def _group_activation(name: str) -> str:
+    """What a state group feeds its readers: an IR activation, identity, or "none" (read by no block)."""
+    if not (is_activation(name) or name in (IDENTITY, "none")):
+        raise ValueError(f"'{name}' is not an activation (tanh, relu, algebraic_sigmoid:<c>, identity, none)")
+    return name
+
+
+GroupActivation = Annotated[str, AfterValidator(_group_activation)]
 LOOP_KINDS = (OPEN, CLOSED, CONTINUOUS)
 ScaleClass = Literal[SCALE_CLASSES]  # type: ignore[valid-type]
 
@@ -64,7 +72,7 @@ class Group(Section):
     name: Name
     offset: Count
     size: Positive
-    activation: Literal[GROUP_ACTIVATIONS]  # type: ignore[valid-type]
+    activation: GroupActivation
     held: bool
     role: Name
     voltage_scale: Annotated[float, Field(allow_inf_nan=False, gt=0)] = 1.0

@@ -2,7 +2,9 @@
 
 Every node computes ``pre-activation = Σ_atoms W_atom · atom + bias + time_term(t)``, where an atom is a
 source value under an activation: ``tanh(x)``, ``x`` itself (identity, only ever on the diffusion state)
-or ``σ(node)`` of an earlier node, σ one of ``ACTIVATIONS`` (tanh, relu). Linear ops, residual additions
+or ``σ(node)`` of an earlier node, σ one of ``ACTIVATIONS`` (tanh, relu) or an algebraic sigmoid
+u / (1 + |u|^c)^(1/c) named with its exponent (``algebraic_sigmoid(c)``: the σ an analog machine drives its
+LEDs with, for models trained with it). Linear ops, residual additions
 and glue are already folded into the matrices, so a hidden node is consumed through its one activation
 (``AdmNode.activation``). The velocity is the ``output`` node.
 
@@ -24,6 +26,69 @@ RELU = "relu"
 IDENTITY = "identity"
 # The nonlinearities a hidden node can be read through; which of them a target computes is its declaration.
 ACTIVATIONS = (TANH, RELU)
+# u / (1 + |u|^c)^e with e = 1/c: one activation per exponent, named "algebraic_sigmoid:<c>" (``algebraic_sigmoid``);
+# a model exported in float32 rounds c and 1/c apart, so its name carries e too ("algebraic_sigmoid:<c>:<e>").
+ALGEBRAIC_SIGMOID = "algebraic_sigmoid"
+_SEPARATOR = ":"
+# Two algebraic sigmoids whose exponents agree to this (relative) are the same σ for a machine (float32: 6e-8).
+SAME_SIGMOID = 1e-6
+# What a digital target computes: every activation, the algebraic sigmoid for any exponent (``accepts``).
+EVERY_ACTIVATION = (TANH, RELU, ALGEBRAIC_SIGMOID)
+
+
+def algebraic_sigmoid(exponent: float, outer: float | None = None) -> str:
+    """The activation name of u / (1 + |u|^c)^e, c = ``exponent``, e = ``outer`` (None: exactly 1/c). The
+    exponents are written exactly, so the network computes what the source does to the last bit."""
+    exponent = float(exponent)
+    outer = (1.0 / exponent if exponent > 0 else 0.0) if outer is None else float(outer)
+    if not (np.isfinite(exponent) and exponent > 0 and np.isfinite(outer) and outer > 0):
+        raise ValueError(f"an algebraic sigmoid needs positive exponents, got c = {exponent}, e = {outer}")
+    if abs(outer * exponent - 1.0) > SAME_SIGMOID:
+        raise ValueError(f"not an algebraic sigmoid: the outer exponent {outer} is not 1/c for c = {exponent}")
+    name = f"{ALGEBRAIC_SIGMOID}{_SEPARATOR}{exponent!r}"
+    return name if outer == 1.0 / exponent else f"{name}{_SEPARATOR}{outer!r}"
+
+
+def sigmoid_exponents(activation: str) -> tuple[float, float] | None:
+    """(c, e) of an algebraic sigmoid's name, None for any other name."""
+    kind, *values = activation.split(_SEPARATOR)
+    if kind != ALGEBRAIC_SIGMOID or len(values) not in (1, 2):
+        return None
+    try:
+        exponent = float(values[0])
+        return exponent, (1.0 / exponent if len(values) == 1 else float(values[1]))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def sigmoid_exponent(activation: str) -> float | None:
+    """c of an algebraic sigmoid's name, None for any other name."""
+    exponents = sigmoid_exponents(activation)
+    return None if exponents is None else exponents[0]
+
+
+def is_activation(activation: str) -> bool:
+    """A nonlinearity of the IR (not identity or "none")."""
+    return activation in ACTIVATIONS or sigmoid_exponents(activation) is not None
+
+
+def same_sigmoid(first: str, second: str) -> bool:
+    """Two algebraic sigmoids whose exponents agree to ``SAME_SIGMOID`` (a float32 export and a description)."""
+    a, b = sigmoid_exponents(first), sigmoid_exponents(second)
+    if a is None or b is None:
+        return False
+    return all(abs(x - y) <= SAME_SIGMOID * abs(y) for x, y in zip(a, b, strict=True))
+
+
+def accepts(available: tuple[str, ...], activation: str) -> bool:
+    """Whether a target declaring ``available`` computes ``activation``: by name, an algebraic sigmoid whose
+    exponents agree with a declared one, or any algebraic sigmoid when ``algebraic_sigmoid`` itself is declared
+    (a digital target)."""
+    if activation in available:
+        return True
+    if sigmoid_exponents(activation) is None:
+        return False
+    return ALGEBRAIC_SIGMOID in available or any(same_sigmoid(activation, entry) for entry in available)
 
 
 def activate(activation: str, value):
@@ -32,7 +97,24 @@ def activate(activation: str, value):
         return value.tanh() if hasattr(value, "tanh") else np.tanh(value)
     if activation == RELU:
         return value.clamp(min=0) if hasattr(value, "clamp") else np.maximum(value, 0.0)
+    exponents = sigmoid_exponents(activation)
+    if exponents is not None:
+        return value / (1.0 + abs(value) ** exponents[0]) ** exponents[1]
     return value
+
+
+def activation_slope(activation: str, value: np.ndarray) -> np.ndarray:
+    """σ'(value) (numpy): 1 − tanh², the step of relu, (1 + |u|^c)^(−e−1) (1 + (1 − e c) |u|^c) for the
+    algebraic sigmoid (≤ 1, = 1 at 0 when e c = 1), else 1."""
+    if activation == TANH:
+        return 1.0 - np.tanh(value) ** 2
+    if activation == RELU:
+        return (value > 0.0).astype(np.float64)
+    exponents = sigmoid_exponents(activation)
+    if exponents is not None:
+        power = np.abs(value) ** exponents[0]
+        return (1.0 + power) ** (-exponents[1] - 1.0) * (1.0 + (1.0 - exponents[1] * exponents[0]) * power)
+    return np.ones_like(value, dtype=np.float64)
 
 
 @dataclass(frozen=True, order=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from admc.errors import AdmcError
+from admc.ir.adm import activate, algebraic_sigmoid
 from admc.ir.graph import Graph, Op
 
 
@@ -115,6 +116,9 @@ OP_SEMANTICS: dict[str, Callable[..., np.ndarray]] = {
     "Reciprocal": _unary(np.reciprocal),
     "Sigmoid": _unary(_sigmoid),
     "Relu": _unary(lambda value: np.maximum(value, 0.0)),
+    "Abs": _unary(np.abs),
+    "AlgebraicSigmoid": lambda op, value: activate(
+        algebraic_sigmoid(op.attributes["exponent"], op.attributes.get("outer")), value),
     "Identity": _unary(lambda value: value),
     "Cast": _unary(lambda value: value),
     "Reshape": _reshape,

@@ -16,13 +16,24 @@ from __future__ import annotations
 import numpy as np
 
 from admc.errors import AdmcError
-from admc.ir.adm import ACTIVATIONS, IDENTITY, RELU, STATE, TANH, AdmNetwork, AdmNode, Atom
+from admc.ir.adm import (
+    EVERY_ACTIVATION,
+    IDENTITY,
+    RELU,
+    STATE,
+    TANH,
+    AdmNetwork,
+    AdmNode,
+    Atom,
+    accepts,
+    algebraic_sigmoid,
+)
 from admc.ir.affine import Form, TimeValue
 from admc.ir.condition import ConditionValue, is_condition_source
 from admc.ir.evaluate import OP_SEMANTICS, evaluate_op
 from admc.ir.graph import Graph, Op
 from admc.limits import MemoryLimitError
-from admc.passes import condition_interface
+from admc.passes import condition_interface, fuse_algebraic_sigmoid
 
 GLUE_OPS = {"Identity", "Cast", "Reshape", "Flatten", "Unsqueeze", "Squeeze"}
 ACTIVATION_REASONS = {
@@ -43,11 +54,18 @@ STRUCTURE_REASONS = {
 Value = np.ndarray | TimeValue | Form
 
 
-ACTIVATION_OPS = {"Tanh": TANH, "Relu": RELU}
+ACTIVATION_OPS = {"Tanh": TANH, "Relu": RELU, fuse_algebraic_sigmoid.FUSED_OP: "algebraic sigmoid"}
+
+
+def op_activation(op: Op) -> str:
+    """The IR activation an activation op computes (the algebraic sigmoid's name carries its exponent)."""
+    if op.op_type == fuse_algebraic_sigmoid.FUSED_OP:
+        return algebraic_sigmoid(op.attributes["exponent"], op.attributes.get("outer"))
+    return ACTIVATION_OPS[op.op_type]
 
 
 class _Canonicaliser:
-    def __init__(self, graph: Graph, activations: tuple[str, ...] = ACTIVATIONS, target: str = "the target"):
+    def __init__(self, graph: Graph, activations: tuple[str, ...] = EVERY_ACTIVATION, target: str = "the target"):
         self.graph = graph
         self.activations = tuple(activations)
         self.target = target
@@ -126,7 +144,7 @@ class _Canonicaliser:
             except (ValueError, IndexError, TypeError, KeyError) as error:
                 raise self.fail(op, f"inputs of inconsistent shapes ({' '.join(str(error).split())})") from None
         handler = getattr(self, f"_form_{op.op_type.lower()}", None)
-        if op.op_type in ACTIVATION_OPS and ACTIVATION_OPS[op.op_type] not in self.activations:
+        if op.op_type in ACTIVATION_OPS and not accepts(self.activations, op_activation(op)):
             handler = None
         if handler is None:
             raise self.fail(op, self._refusal_reason(op))
@@ -139,7 +157,8 @@ class _Canonicaliser:
 
     def _refusal_reason(self, op: Op) -> str:
         if op.op_type in ACTIVATION_REASONS or op.op_type in ACTIVATION_OPS:
-            name = ACTIVATION_REASONS.get(op.op_type, op.op_type.lower())
+            name = ACTIVATION_REASONS.get(op.op_type) or (op_activation(op) if op.op_type in ACTIVATION_OPS
+                                                           else op.op_type.lower())
             computed = ", ".join(self.activations) or "no nonlinearity"
             return f"{name} on a value that depends on the state x; {self.target} computes {computed}"
         if op.op_type in STRUCTURE_REASONS:
@@ -289,6 +308,10 @@ class _Canonicaliser:
         # relu(x) on the bare state still becomes a node (an identity layer), so the state keeps one reading.
         return self._activated_node(arguments[0], RELU)
 
+    def _form_algebraicsigmoid(self, op: Op, arguments: list) -> Form:
+        # Like relu: on the bare state it still becomes a node, so the state keeps its one reading.
+        return self._activated_node(arguments[0], op_activation(op))
+
     def _activated_node(self, form: Form, activation: str) -> Form:
         name = f"hidden_{len(self.nodes) + 1}"
         self.nodes.append(AdmNode(name, form.features, form.dense_terms(), form.constant, form.time_terms,
@@ -311,7 +334,7 @@ class _Canonicaliser:
     _form_unsqueeze = _form_squeeze = _glue
 
 
-def canonicalize(graph: Graph, activations: tuple[str, ...] = ACTIVATIONS,
+def canonicalize(graph: Graph, activations: tuple[str, ...] = EVERY_ACTIVATION,
                  target: str = "the target") -> AdmNetwork:
     """Run canonicalisation on an imported graph whose state and time inputs are identified.
 
@@ -319,4 +342,5 @@ def canonicalize(graph: Graph, activations: tuple[str, ...] = ACTIVATIONS,
     activation outside them is refused naming the node and ``target``."""
     if not graph.state_input or not graph.time_input:
         raise AdmcError(f"{graph.source}: state and time inputs must be identified before canonicalisation")
+    graph, _ = fuse_algebraic_sigmoid.apply(graph)
     return _Canonicaliser(graph, activations, target).run()

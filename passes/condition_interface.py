@@ -128,7 +128,7 @@ def guided_network(network: AdmNetwork, weight: float, null_values: dict[str, np
 
     null_nodes = [AdmNode(rename[node.name], node.size,
                           {null_atom(atom): matrix for atom, matrix in node.terms.items()},
-                          node.bias, list(node.time_terms)) for node in network.nodes]
+                          node.bias, list(node.time_terms), node.activation) for node in network.nodes]
     terms: dict[Atom, np.ndarray] = {}
     for atom, matrix in network.output.terms.items():
         if atom.source == STATE:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sparse
 
+from admc.ir.adm import activation_slope, is_activation
 from admc.ir.program import SCALE_CLASSES, BlockProgram, Phase, block_scale
 
 
@@ -35,24 +36,25 @@ def loop_matrix(program: BlockProgram, phase: Phase) -> sparse.csr_matrix:
 
 
 def slopes(program: BlockProgram, states: np.ndarray) -> np.ndarray:
-    """σ'(z) per channel at ``states`` [B, n] (tanh: g (1 − tanh²(g z)); relu: g where z > 0; linear: g; unread: 0)."""
+    """σ'(z) per channel at ``states`` [B, n]: g σ'(g z) for every activation (``activation_slope``: tanh,
+    relu, the algebraic sigmoid), g on linear channels, 0 on unread ones."""
     result = np.zeros_like(states)
     for group in program.groups:
         channels = slice(group.offset, group.stop)
-        if group.activation == "tanh":
-            result[:, channels] = group.sigma_gain * (1.0 - np.tanh(group.sigma_gain * states[:, channels]) ** 2)
+        if is_activation(group.activation):
+            result[:, channels] = group.sigma_gain * activation_slope(group.activation,
+                                                                      group.sigma_gain * states[:, channels])
         elif group.activation == "identity":
             result[:, channels] = group.sigma_gain
-        elif group.activation == "relu":
-            result[:, channels] = group.sigma_gain * (states[:, channels] > 0.0)
     return result
 
 
 def slope_bounds(program: BlockProgram) -> np.ndarray:
-    """The largest σ' of each channel (σ slope-restricted in [0, s]): g for tanh, relu and linear channels."""
+    """The largest σ' of each channel (σ slope-restricted in [0, s]): g for every activation (each has slope
+    at most 1, the algebraic sigmoid's at 0) and for linear channels."""
     bound = np.zeros(program.size)
     for group in program.groups:
-        if group.activation in ("tanh", "relu", "identity"):
+        if is_activation(group.activation) or group.activation == "identity":
             bound[group.offset:group.stop] = group.sigma_gain
     return bound
 

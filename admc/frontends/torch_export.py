@@ -56,6 +56,7 @@ _UNARY = {
     "sigmoid": "Sigmoid",
     "relu": "Relu",
     "neg": "Neg",
+    "abs": "Abs",
 }
 
 # Ops admc cannot compile, renamed so that every later stage refuses them by one ONNX name.

@@ -1,12 +1,17 @@
 """Train the conditional example: a class-conditional ADM-form flow-matching MLP on eight labelled Gaussians.
 
     nice python examples/conditional/train_eight_gaussians.py   # writes examples/conditional/eight_gaussians.onnx
+    nice python examples/conditional/train_eight_gaussians.py --sigma aoc-48   # … eight_gaussians_aoc_sigma.onnx
 
 Data: eight Gaussians (standard deviation 0.1) centred on a circle of radius 1.5; a point's label is the index
 of its Gaussian (0-7). The network has the ADM form (Eq. 2), widths 2 → 32 → 32 → 2, with the class read
 through an embedding table added to the first layer: L_1(x, t, c) = W_1 tanh(x) + b_1 + t·e_1 + E[c].
 Trained with conditional flow matching and condition dropout (15% of labels replaced by the null token 8,
 the table's last row) so one model gives both f(x, t, c) and f(x, t, ∅) for classifier-free guidance.
+With ``--sigma aoc-48`` every tanh is the σ aoc-48 declares its LEDs are driven with instead, the algebraic
+sigmoid u / (1 + |u|^c)^(1/c) with the preset's calibrated c, written out so the export carries it as
+elementary ops; admc recognises it (``passes/fuse_algebraic_sigmoid.py``) and aoc-48 computes it exactly, so
+the σ-shape compensation a tanh model needs does not apply. Same data, seed and schedule.
 CPU, fixed seeds, one thread: rerunning the script reproduces the file.
 """
 
@@ -37,27 +42,40 @@ def eight_gaussians(count: int, generator: np.random.Generator) -> tuple[np.ndar
     return centres()[labels] + SPREAD * generator.standard_normal((count, 2)), labels
 
 
-class ConditionalAdmMlp(torch.nn.Module):
-    """f(x, t, c): three ADM layers W_i tanh(h) + b_i + t·e_i, the class embedding added to the first."""
+def machine_exponent(target: str) -> float:
+    from admc.targets.loader import load_target
 
-    def __init__(self, widths: tuple[int, ...] = (2, 32, 32, 2)):
+    return float(load_target(target).nonidealities.nonlinearity.exponent)
+
+
+class ConditionalAdmMlp(torch.nn.Module):
+    """f(x, t, c): three ADM layers W_i σ(h) + b_i + t·e_i, the class embedding added to the first; σ = tanh,
+    or the algebraic sigmoid with ``exponent``."""
+
+    def __init__(self, widths: tuple[int, ...] = (2, 32, 32, 2), exponent: float | None = None):
         super().__init__()
+        self.exponent = exponent
         self.linears = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.times = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(size)) for size in widths[1:])
         self.embedding = torch.nn.Embedding(CLASSES + 1, widths[1])
 
+    def sigma(self, h: torch.Tensor) -> torch.Tensor:
+        if self.exponent is None:
+            return torch.tanh(h)
+        return h / (1.0 + h.abs() ** self.exponent) ** (1.0 / self.exponent)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        h = self.linears[0](torch.tanh(x)) + t[:, None] * self.times[0] + self.embedding(label)
+        h = self.linears[0](self.sigma(x)) + t[:, None] * self.times[0] + self.embedding(label)
         for linear, time in zip(self.linears[1:], self.times[1:], strict=True):
-            h = linear(torch.tanh(h)) + t[:, None] * time
+            h = linear(self.sigma(h)) + t[:, None] * time
         return h
 
 
-def train(steps: int, seed: int) -> ConditionalAdmMlp:
+def train(steps: int, seed: int, exponent: float | None = None) -> ConditionalAdmMlp:
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     generator = np.random.default_rng(seed)
-    model = ConditionalAdmMlp()
+    model = ConditionalAdmMlp(exponent=exponent)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     for _ in range(steps):
@@ -88,11 +106,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=HERE / "eight_gaussians.onnx")
+    parser.add_argument("--sigma", default="tanh", help="tanh, or a target whose declared σ shape to train with")
+    parser.add_argument("--output", type=Path, default=None)
     arguments = parser.parse_args()
-    model = train(arguments.steps, arguments.seed)
-    export(model, arguments.output)
-    print(f"wrote {arguments.output}")
+    exponent = None if arguments.sigma == "tanh" else machine_exponent(arguments.sigma)
+    suffix = "" if exponent is None else "_" + arguments.sigma.replace("-", "_") + "_sigma"
+    name = f"eight_gaussians{suffix}.onnx"
+    model = train(arguments.steps, arguments.seed, exponent)
+    output = arguments.output or HERE / name
+    export(model, output)
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from admc.errors import AdmcError
+from admc.ir.adm import algebraic_sigmoid
 from admc.targets.aoc.chain import ChainSpec
 from admc.targets.aoc.nonidealities import MEASURED_CHAIN_EFFECTS, NonIdealities
 from admc.targets.aoc.slm import check_response
@@ -258,7 +259,10 @@ class AocTarget:
 
     @property
     def activations(self) -> tuple[str, ...]:
-        return (self.sigma.function,)
+        """The σ the program may ask for: the declared function (compensated when the machine's shape differs)
+        and, when the description declares the machine's shape, that algebraic sigmoid itself (exact)."""
+        shape = self.nonidealities.nonlinearity
+        return (self.sigma.function, *((algebraic_sigmoid(shape.exponent),) if shape.enabled else ()))
 
     @classmethod
     def from_mapping(cls, data: dict, label: str = "<target>") -> AocTarget:

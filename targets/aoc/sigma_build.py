@@ -2,10 +2,11 @@
 
 Requires: the compiled (unscaled) program with its schedule and α, the scaled program, the placement and each
 tile's signed transmissions and β from ``gains_and_transmissions``. Guarantees: for a description without a
-σ shape nothing changes (``fit`` returns None); otherwise every tile column is scaled by its channel's k and the
-rows renormalised (``fold_into_rows``), and :func:`effective_image_set` turns the quantised images (T·k) back
-into the transmissions the program means (realised / k per input port), which the ideal executor reads; the
-manifest records k, the fit and its errors under ``aoc.sigma_compensation``.
+σ shape, or with no tanh channel to fit, nothing changes (``fit`` returns None); otherwise every tile column
+is scaled by its channel's k and the rows renormalised (``fold_into_rows``), and :func:`effective_image_set`
+turns the quantised images (T·k) back into the transmissions the program means (realised / k per input port),
+which the ideal executor reads; the manifest records k, the fit and its errors under
+``aoc.sigma_compensation``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def fit(compiled, scaled, target) -> OutputScales | None:
     states = record_states(compiled.program, compiled.schedule, compiled.alpha,
                            extra_drive=calibration_drive(compiled, samples=RECORD_SAMPLES, seed=RECORD_SEED))
     rails = (target.state.voltage_min, target.state.voltage_max)
-    return fit_output_scales(states * voltage_scale, sigma_gain, tanh, rails, exponent)
+    scales = fit_output_scales(states * voltage_scale, sigma_gain, tanh, rails, exponent)
+    # Nothing to compensate (a program of the machine's own σ, or no driven tanh channel): build unchanged.
+    return scales if scales.fitted.any() else None
 
 
 def column_channels(scaled, tile) -> np.ndarray:

@@ -10,7 +10,8 @@ Guarantees:
   (``operator`` = "blocks": dense matrices only for the (row group, column group) pairs that hold weights,
   plus a sparse remainder such as crosstalk across tile borders; "modules": one batched 48 × 48 product
   per placed module; "auto" picks the cheaper). Never an n × n matrix.
-- Every non-ideality off: equals the ideal executor of the same bundle (to rounding, float64).
+- Every non-ideality off: equals the ideal executor of the same bundle (to rounding, float64); a channel whose
+  program asks for the algebraic sigmoid gets it then (with the nonlinearity on, the machine's s is it).
 - A bundle that compensated its target's σ shape (``aoc.sigma_compensation``, ``sigma_shape.py``): the optics
   act on the loaded transmissions T·k; with the nonlinearity on, the drive is the machine's s, else tanh/k
   (what the images were compiled for), so either way the loop equals the program up to the σ-shape residual.
@@ -35,6 +36,7 @@ import torch
 
 from admc.bundle import Bundle
 from admc.errors import ConvergenceError
+from admc.ir.adm import activate, is_activation, sigmoid_exponent
 from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, Phase, block_scale, phase_vectors
 from admc.program_io import read_program
 from admc.targets.aoc.bundle_reader import (
@@ -147,10 +149,14 @@ class AocTwin:
         group_index = np.zeros(size, dtype=np.int64)
         for index, group in enumerate(program.groups):
             gains[group.offset:group.stop] = group.sigma_gain
-            tanh[group.offset:group.stop] = group.activation == "tanh"
+            tanh[group.offset:group.stop] = is_activation(group.activation)  # the machine's σ drives them
             group_index[group.offset:group.stop] = index
         self.sigma_gain, self.tanh_channels = self._tensor(gains), torch.as_tensor(tanh, device=self.device)
         self.all_tanh = bool(tanh.all())
+        # Groups whose program asks for the algebraic sigmoid itself: with the nonlinearity on the machine's s
+        # is theirs exactly (canonicalisation admits only the declared exponent); with it off they get it too.
+        self.program_sigmoids = [(slice(group.offset, group.stop), group.activation) for group in program.groups
+                                 if sigmoid_exponent(group.activation) is not None]
         self.group_slices = [slice(group.offset, group.stop) for group in program.groups]
         self.group_index = torch.as_tensor(group_index, device=self.device)
         self.held = [(slice(group.offset, group.stop), group.voltage_scale)
@@ -320,6 +326,11 @@ class AocTwin:
             light = self.chain.light(state)
             return light["positive"], light["negative"]
         scaled = torch.mul(state, self.sigma_gain, out=self._buffer("activated", state))
+        if self.program_sigmoids and not self.nonidealities.nonlinearity.enabled:
+            activated = torch.where(self.tanh_channels, torch.tanh(scaled), scaled)
+            for channels, name in self.program_sigmoids:
+                activated[:, channels] = activate(name, scaled[:, channels])
+            return activated
         if not self.all_tanh:
             return torch.where(self.tanh_channels, activation(scaled, self.nonidealities), scaled)
         return activation_(scaled, self.nonidealities, self._buffer("activation work", state))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from admc.ir.adm import ALGEBRAIC_SIGMOID
 from admc.targets.description_schema import Field
 from admc.targets.loop_spec import AlphaRange, LoopSpec, alpha_schema, loop_schema
 
@@ -24,6 +25,7 @@ SCHEMA = {
     "activations": {
         "tanh": Field("bool", "σ = tanh is available", default=True),
         "relu": Field("bool", "σ = ReLU is available", default=True),
+        "algebraic_sigmoid": Field("bool", "σ = u/(1+|u|^c)^(1/c) is available, for any exponent c", default=True),
     },
     # An exact machine can set any α < 1, and a fresh one per phase; it settles to rounding (float64).
     "alpha": alpha_schema(per_phase=True),
@@ -41,6 +43,7 @@ class IdealTarget:
     linear_channels: bool = True
     tanh: bool = True
     relu: bool = True
+    algebraic_sigmoid: bool = True
     alpha: AlphaRange = field(default_factory=AlphaRange)
     loop: LoopSpec = field(default_factory=lambda: LoopSpec(1e-12))
 
@@ -53,7 +56,7 @@ class IdealTarget:
     @property
     def activations(self) -> tuple[str, ...]:
         """The nonlinearities available (identity is ``linear_channels``)."""
-        return tuple(name for name in ("tanh", "relu") if getattr(self, name))
+        return tuple(name for name in ("tanh", "relu", ALGEBRAIC_SIGMOID) if getattr(self, name))
 
     @classmethod
     def from_mapping(cls, data: dict, label: str = "<target>") -> IdealTarget:
@@ -65,6 +68,7 @@ class IdealTarget:
             linear_channels=data["linear_channels"],
             tanh=data.get("activations", {}).get("tanh", True),
             relu=data.get("activations", {}).get("relu", True),
+            algebraic_sigmoid=data.get("activations", {}).get(ALGEBRAIC_SIGMOID, True),
             alpha=AlphaRange(**data["alpha"]),
             loop=LoopSpec(**data["loop"]),
         )
@@ -76,7 +80,7 @@ class IdealTarget:
             "name": self.name,
             "description": self.description,
             "linear_channels": self.linear_channels,
-            "activations": {"tanh": self.tanh, "relu": self.relu},
+            "activations": {"tanh": self.tanh, "relu": self.relu, ALGEBRAIC_SIGMOID: self.algebraic_sigmoid},
             "alpha": {"min": self.alpha.min, "max": self.alpha.max, "per_phase": self.alpha.per_phase},
             "loop": {"settle_tolerance": self.loop.settle_tolerance},
         }

@@ -29,7 +29,7 @@ import numpy as np
 from admc.bundle import Bundle
 from admc.continuous import ProgramVelocity
 from admc.errors import AdmcError
-from admc.ir.adm import ACTIVATIONS
+from admc.ir.adm import is_activation
 from admc.targets.rram.bundle_reader import block_shapes, conductances, read_program, section
 from admc.targets.rram.conductance import variance_blocks
 from admc.targets.rram.converters import dac_values, quantise_adc, quantise_dac
@@ -79,7 +79,7 @@ class RramTwin:
         full_scale = {entry["group"]: float(entry["full_scale"]) for entry in data["periphery"]}
         self.offsets = {name: chip.normal(0.0, effects.relu_offset.std * full_scale[name], group.size)
                         for name, group in self.velocity.groups.items()
-                        if effects.relu_offset.enabled and group.activation in ACTIVATIONS}
+                        if effects.relu_offset.enabled and is_activation(group.activation)}
         dac = data["dac"]
         self.dac_bits = int(dac["bits"])
         self.dac_times = bundle.array(dac["times"])
