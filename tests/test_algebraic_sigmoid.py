@@ -180,3 +180,23 @@ def test_other_exponents_are_refused_where_the_machine_cannot_compute_them(tmp_p
         assert len(error.splitlines()) == 1 and "node '" in error and "algebraic_sigmoid" in error, error
         assert not output.exists()
     assert build(path, tmp_path / "ideal", target="ideal", steps=2).exists()  # digital: any exponent
+
+
+HW48 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "aoc" / "hw48_April2025_corrected_pd_3.yaml"
+
+
+@pytest.mark.skipif(not HW48.is_file(), reason="shared calibration files are not present")
+def test_a_measured_machine_matches_its_own_sigma_better_than_tanh(tmp_path: Path) -> None:
+    """Calibrated build (hw48): the operating points fit each σ channel to the σ its program asks for; the
+    machine's curve, the makers' generalised algebraic sigmoid, fits the algebraic-sigmoid model closer than
+    the tanh model of the same weights."""
+    errors = {}
+    for name, module in (("sigmoid", SigmoidAdm()), ("tanh", AdmForm((12, 10)))):
+        path = write(seeded(module, 3), tmp_path / name, "onnx")
+        bundle = Bundle(build(path, tmp_path / f"{name}-bundle", solver="implicit-euler", steps=4,
+                              calibration=HW48))
+        points = bundle.manifest["calibration"]["operating_points"]
+        assert points["channels_fitted"] > 0
+        assert points["sigma_error_fitted"] < points["sigma_error_small_signal"]
+        errors[name] = points["sigma_error_fitted"]
+    assert errors["sigmoid"] < errors["tanh"], errors

@@ -21,6 +21,7 @@ import numpy as np
 
 from admc.bundle import npy_bytes
 from admc.errors import AdmcError
+from admc.ir.adm import is_activation
 from admc.targets.aoc.backend import (
     ImageSet,
     alpha_in_range,
@@ -70,12 +71,13 @@ def channel_operating_points(compiled, scaled, machine) -> OperatingPoints:
     for group in scaled.groups:
         channels = slice(group.offset, group.stop)
         sigma_gain[channels], voltage_scale[channels] = group.sigma_gain, group.voltage_scale
-        tanh[channels] = group.activation == "tanh"
+        tanh[channels] = is_activation(group.activation)  # tanh, or the machine's own sigmoid
         # A state or read-out channel's voltage is the answer (and held ones are driven): never offset.
         shiftable[channels] = group.role == "hidden" and not group.held
     states = record_states(compiled.program, compiled.schedule, compiled.alpha,
                            extra_drive=calibration_drive(compiled, samples=RECORD_SAMPLES, seed=RECORD_SEED))
-    return fit_operating_points(states * voltage_scale, sigma_gain, tanh, shiftable, machine)
+    activations = [group.activation for group in scaled.groups for _ in range(group.size)]
+    return fit_operating_points(states * voltage_scale, sigma_gain, tanh, shiftable, machine, activations)
 
 
 def input_port_channels(scaled, placement, ports: int) -> np.ndarray:
@@ -108,7 +110,8 @@ def operating_point_report(points: OperatingPoints) -> dict:
     after = float(np.sqrt(np.mean(points.error_after[fitted] ** 2))) if fitted.size else 0.0
     return {
         "meaning": "per channel, least squares over the voltages the ideal program drives σ with "
-                   f"({RECORD_SAMPLES} noise samples, seed {RECORD_SEED}): light ≈ rest + scale·tanh(σ-gain·z) for "
+                   f"({RECORD_SAMPLES} noise samples, seed {RECORD_SEED}): light ≈ rest + scale·σ(σ-gain·z) (σ the "
+                   "channel's own: tanh, or the machine's algebraic sigmoid for a model trained with it) for "
                    "the machine's S and LED curves at z + shift; scale and rest set the grey levels and the "
                    "cancelling injection, the shift is injected (hidden channels only)",
         "shift": "aoc/calibration/operating_shift.npy",
