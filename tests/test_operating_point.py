@@ -37,7 +37,7 @@ def makers_light(volts: np.ndarray, data: dict) -> dict[str, np.ndarray]:
     return {path: np.polyval(data[f"led_poly_coeffs_{path[:3]}"], t) for path in PATHS}
 
 
-def small_signal_points(states, sigma_gain, tanh_channels, shiftable, chain) -> OperatingPoints:
+def small_signal_points(states, sigma_gain, tanh_channels, shiftable, chain, activations=None) -> OperatingPoints:
     """The pre-fit model: every channel at the small-signal light model, no shift."""
     scale, rest = small_signal_model(chain)
     channels = states.shape[1]
