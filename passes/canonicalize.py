@@ -17,6 +17,7 @@ import numpy as np
 
 from admc.errors import AdmcError
 from admc.ir.adm import (
+    ALGEBRAIC_SIGMOID,
     EVERY_ACTIVATION,
     IDENTITY,
     RELU,
@@ -54,7 +55,8 @@ STRUCTURE_REASONS = {
 Value = np.ndarray | TimeValue | Form
 
 
-ACTIVATION_OPS = {"Tanh": TANH, "Relu": RELU, fuse_algebraic_sigmoid.FUSED_OP: "algebraic sigmoid"}
+# The fused sigmoid maps to its kind; its full name (with the exponents) comes from ``op_activation``.
+ACTIVATION_OPS = {"Tanh": TANH, "Relu": RELU, fuse_algebraic_sigmoid.FUSED_OP: ALGEBRAIC_SIGMOID}
 
 
 def op_activation(op: Op) -> str:

@@ -108,12 +108,18 @@ def test_auto_is_measured_no_worse_than_min_global_or_the_spectral_choice(monkey
     assert totals["auto"] <= min(totals["min"], totals["global"], totals["spectral"]) + slack, totals
 
 
-def test_per_sample_counts_give_every_subset_its_own_loop_count() -> None:
+def recorded_probe(samples: int, seed: int):
+    """A small two-step program's probes recorded at α = 0.3 from ``samples`` seeded starts: (program,
+    recorder, the second phase's probe, the generator, to draw more from)."""
     program, schedule = program_and_schedule((8, 8), 3, 1.5, 2)
-    rng = np.random.default_rng(9)
+    rng = np.random.default_rng(seed)
     recorder = ProbeRecorder(program, np.full((2, program.size), 0.3), tolerance=1e-10)
-    recorder.run(schedule, rng.standard_normal((12, 2)))
-    probe = recorder.probes[1]
+    recorder.run(schedule, rng.standard_normal((samples, 2)))
+    return program, recorder, recorder.probes[1], rng
+
+
+def test_per_sample_counts_give_every_subset_its_own_loop_count() -> None:
+    program, recorder, probe, rng = recorded_probe(samples=12, seed=9)
     table = np.vstack([np.full(program.size, 0.3), rng.uniform(0.0, 0.6, program.size)])
     per_sample = probe_iterations(recorder, probe, table, 1e-10, 10_000, patience=1e9, per_sample=True)
     assert per_sample.shape == (2, 12)
@@ -180,11 +186,7 @@ def test_refinement_offers_finer_single_alpha_and_blend_weights_within_bounds() 
 def test_group_patience_keeps_the_best_statistic_and_exact_counts() -> None:
     from admc.passes.alpha_probe import expected_slowest
 
-    program, schedule = program_and_schedule((8, 8), 3, 1.5, 2)
-    rng = np.random.default_rng(4)
-    recorder = ProbeRecorder(program, np.full((2, program.size), 0.3), tolerance=1e-10)
-    recorder.run(schedule, rng.standard_normal((24, 2)))
-    probe = recorder.probes[1]
+    program, recorder, probe, rng = recorded_probe(samples=24, seed=4)
     table = np.vstack([np.full(program.size, value) for value in (0.0, 0.2, 0.4, 0.6, 0.8)])
     full = probe_iterations(recorder, probe, table, 1e-10, 10_000, patience=1e9, per_sample=True)
     pruned = probe_iterations(recorder, probe, table, 1e-10, 10_000, patience=1.05, per_sample=True, group=8)
