@@ -23,6 +23,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from class_figures import class_figures  # noqa: E402
 from train_eight_gaussians import CLASSES  # noqa: E402
 
 from admc.conditional_build import calibration_drive, parse_condition_options  # noqa: E402
@@ -111,9 +112,8 @@ def study(guidance: float, samples: int, seed: int, exponent: float) -> None:
         return executor.run(compiled.schedule, noise, drive).trajectory[-1]
 
     reference = run(None)
-    spread = np.sqrt(np.mean([np.mean(np.sum((reference[labels == c] - reference[labels == c].mean(0)) ** 2, 1))
-                              for c in range(CLASSES)]))
-    print(f"W = {guidance:g}: {samples} samples; class spread (rms, mean over classes) {spread:.4f}; "
+    spread = class_figures(reference, labels)["spread"]
+    print(f"W = {guidance:g}: {samples} samples; within-class spread {spread:.4f}; "
           "input gains per hidden group "
           + ", ".join(f"{gain:.3f}" for gain in sorted(set(np.round(gains[np.concatenate(hidden)], 3).tolist()))))
     variants = [

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_eight_gaussians import CLASSES, centres  # noqa: E402
+from class_figures import class_figures  # noqa: E402
+from train_eight_gaussians import CLASSES  # noqa: E402
 
 from admc.bundle import Bundle  # noqa: E402
 from admc.conditional_run import _interface_for, simulate  # noqa: E402
@@ -58,7 +59,6 @@ def main() -> None:
     bundle = Bundle(arguments.bundle)
     noise = np.random.default_rng(arguments.seed).standard_normal((arguments.samples, 2))
     labels = np.arange(arguments.samples) % CLASSES
-    own_centres = centres()[labels]
     default = nonidealities_of(bundle)
     enabled = [name for name in default.__dataclass_fields__
                if name != "seed" and getattr(default, name).enabled]
@@ -68,20 +68,17 @@ def main() -> None:
              for name in chosen]
     for weight in arguments.guidance:
         ideal = simulate(bundle, noise, {"label": labels}, guidance=weight, ideal=True)
-        spread = np.mean([np.sqrt(np.mean(np.sum((ideal[labels == k] - ideal[labels == k].mean(0)) ** 2, 1)))
-                          for k in range(CLASSES)])
-        print(f"W = {weight:g}: ideal mean distance to own centre "
-              f"{np.mean(np.linalg.norm(ideal - own_centres, axis=1)):.4f}, class spread {spread:.4f}", flush=True)
+        figures = class_figures(ideal, labels)
+        print(f"W = {weight:g}: ideal mean distance to own centre {figures['mean']:.4f}, "
+              f"class spread {figures['spread']:.4f}", flush=True)
         for name, effects in sets:
             samples = twin_samples(bundle, noise, labels, weight, effects)
             deviation = np.linalg.norm(samples - ideal, axis=1)
-            distances = np.linalg.norm(samples[:, None, :] - centres()[None], axis=2)
-            accuracy = float(np.mean(np.argmin(distances, axis=1) == labels))
+            figures = class_figures(samples, labels)
             ratios = class_ratios(samples, ideal, labels)
             print(f"  {name:<24} deviation from ideal mean {deviation.mean():.4f} max {deviation.max():.4f}; "
-                  f"accuracy {accuracy:.3f}; own-centre distance "
-                  f"{np.mean(np.linalg.norm(samples - own_centres, axis=1)):.4f}; per-class W2 ratio "
-                  f"{min(ratios):.2f}–{max(ratios):.2f}", flush=True)
+                  f"accuracy {figures['accuracy']:.3f}; own-centre distance {figures['mean']:.4f}; "
+                  f"per-class W2 ratio {min(ratios):.2f}–{max(ratios):.2f}", flush=True)
 
 
 if __name__ == "__main__":
