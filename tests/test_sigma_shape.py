@@ -100,7 +100,7 @@ def bundles(tmp_path_factory):
     model = export_onnx(seeded(AdmForm(hidden=(24, 20)), 5), directory / "model.onnx")
     compensated = Bundle(build(model, directory / "compensated", solver="implicit-euler", steps=4))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sigma_build, "fit", lambda compiled, scaled, target: None)
+        patch.setattr(sigma_build, "fit", lambda compiled, scaled, target, alpha: None)
         plain = Bundle(build(model, directory / "plain", solver="implicit-euler", steps=4))
     tanh_target = directory / "tanh.yaml"
     tanh_target.write_text(yaml.safe_dump({"inherits": "aoc-48", "name": "aoc-48-tanh",
@@ -180,3 +180,21 @@ def test_transmissions_that_the_images_do_not_load_are_refused(bundles, tmp_path
     (copy / "manifest.json").write_bytes(admc.bundle.manifest_bytes(manifest))
     with pytest.raises(AdmcError, match="σ-shape scales differ from what the grey levels"):
         check_emitted_files(Bundle(copy))
+
+
+def test_the_fit_sees_the_loop_the_machine_runs():
+    """The fit records σ's voltages with the α the machine runs (after the gain range), so the program depends
+    on the α mode only through α: where ``auto`` keeps ``min``'s α, both build the same realised program. (The
+    fit used to record with the source-level α of the mode, which moved weights by up to 1.5e-3.)"""
+    from pathlib import Path
+
+    from admc.driver import compile_source, load_source
+
+    source = load_source(Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx")
+    target = load_target("aoc-48")
+    built = {mode: compile_source(source, target, "implicit-euler", 4, alpha=mode) for mode in ("min", "auto")}
+    assert np.array_equal(built["min"].alpha, built["auto"].alpha), "premise: auto keeps min's α on this program"
+    assert "sigma_compensation" in built["auto"].extra_sections["aoc"], "premise: the build compensates σ"
+    for mine, theirs in zip(built["min"].realised_program.blocks, built["auto"].realised_program.blocks,
+                            strict=True):
+        assert np.array_equal(mine.matrix, theirs.matrix)

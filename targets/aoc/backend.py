@@ -212,7 +212,7 @@ def lower_to_aoc(compiled, layout: str, calibration=None):
     alpha = alpha_in_range(compiled, scaled, tile_rows, target)
     floors = gain_floors(scaled, placement, compiled.schedule, target)
     beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target, floors)
-    sigma_scales = sigma_build.fit(compiled, scaled, target)  # None: the description declares no σ shape
+    sigma_scales = sigma_build.fit(compiled, scaled, target, alpha)  # None: no σ shape declared
     if sigma_scales is not None:
         transmissions, beta = sigma_build.fold(sigma_scales, scaled, placement, transmissions, beta, floors,
                                                target.gain.per_channel)

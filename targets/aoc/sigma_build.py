@@ -29,8 +29,11 @@ from admc.targets.aoc.sigma_shape import (
 )
 
 
-def fit(compiled, scaled, target) -> OutputScales | None:
-    """k per channel over the voltages the ideal program drives σ with, or None without a declared shape."""
+def fit(compiled, scaled, target, alpha) -> OutputScales | None:
+    """k per channel over the voltages the ideal program drives σ with, or None without a declared shape.
+
+    ``alpha``: the α the machine runs (after the gain range), so the transients recorded are the loop's own.
+    """
     exponent = declared_exponent(target)
     if exponent is None:
         return None
@@ -43,7 +46,7 @@ def fit(compiled, scaled, target) -> OutputScales | None:
         sigma_gain[channels], voltage_scale[channels] = group.sigma_gain, group.voltage_scale
         tanh[channels] = group.activation == "tanh"
     # Recorded on the unscaled program; ``scale_states`` is exact, so × voltage scale gives the volts.
-    states = record_states(compiled.program, compiled.schedule, compiled.alpha,
+    states = record_states(compiled.program, compiled.schedule, alpha,
                            extra_drive=calibration_drive(compiled, samples=RECORD_SAMPLES, seed=RECORD_SEED))
     rails = (target.state.voltage_min, target.state.voltage_max)
     scales = fit_output_scales(states * voltage_scale, sigma_gain, tanh, rails, exponent)
