@@ -198,3 +198,55 @@ def test_group_patience_keeps_the_best_statistic_and_exact_counts() -> None:
     assert np.array_equal(pruned[survivors], full[survivors])
     assert np.all(statistic[~survivors] > 1.05 * statistic[best])
     assert not np.all(survivors)
+
+
+def test_group_moves_set_one_group_to_a_grid_alpha_within_bounds() -> None:
+    from admc.passes.alpha_judge import GRID, Judge
+
+    groups = [slice(0, 2), slice(2, 5), slice(5, 6)]
+    judge = Judge(None, {}, 1e-10, groups)
+    lower, upper = np.full(6, 0.3), np.ones(6)  # α ≤ 0.7 on every channel
+    u = np.array([0.9, 0.9, 0.5, 0.6, 0.7, 1.0])
+    judge.candidates({"min": upper, "global": np.full(6, 0.5)}, "global", lower, upper)
+    moves = judge.group_moves("x", u, [u])
+    for name, moved in moves.items():
+        changed = [index for index, part in enumerate(groups) if not np.array_equal(moved[part], u[part])]
+        assert len(changed) == 1, name
+        part = groups[changed[0]]
+        # The moved group holds one α from the grid, clipped into the range; the other groups are untouched.
+        value = float(name.rsplit("α=", 1)[1])
+        assert value in GRID and np.allclose(moved[part], np.clip(1.0 - value, 0.3, 1.0))
+        assert np.all(moved >= lower) and np.all(moved <= upper)
+    # No duplicates, and nothing equal to u itself: grid values above 0.7 clip to the same vector.
+    vectors = list(moves.values())
+    assert all(not np.array_equal(a, b) for i, a in enumerate(vectors) for b in vectors[i + 1:])
+    assert len(moves) == sum(len({float(np.clip(1.0 - value, 0.3, 1.0)) for value in GRID}
+                                 - ({float(u[part][0])} if np.all(u[part] == u[part][0]) else set()))
+                             for part in groups)
+    # One group: nothing to search.
+    assert Judge(None, {}, 1e-10, [slice(0, 6)]).group_moves("x", u, [u]) == {}
+
+
+def test_group_coordinate_search_finds_a_groupwise_alpha_that_holds_on_fresh_samples(monkeypatch) -> None:
+    from admc.passes import alpha_judge
+
+    # One hidden layer of 12, T = 2: the best measured α damps the state group alone in the second step, which
+    # no single α and no blend expresses.
+    program, schedule = program_and_schedule((12,), 1, 1.8, 2)
+    capabilities = AlphaCapabilities(0.0, 0.99, True, 0.0, settle_tolerance=1e-10)
+    searched = select_alpha(program, schedule, capabilities, "auto", force=True)
+    monkeypatch.setattr(alpha_judge, "COORDINATE_ROUNDS", 0)
+    plain = select_alpha(program, schedule, capabilities, "auto", force=True)
+    monkeypatch.undo()
+    # On the probes: strictly fewer iterations, by a group move.
+    assert searched.candidates["probe_iterations"]["chosen"] < plain.candidates["probe_iterations"]["chosen"]
+    assert any("group" in name for name in searched.candidates["chosen"])
+    groups = [slice(group.offset, group.offset + group.size) for group in program.groups]
+    assert any(len({float(np.unique(row[part])[0]) for part in groups}) > 1 and
+               all(np.unique(row[part]).size == 1 for part in groups) for row in searched.alpha)
+    # On samples no choice has seen (the judge probes with seed 7): fewer iterations, and the same trajectory.
+    noise = np.random.default_rng(123).standard_normal((256, 2))
+    assert _total(program, schedule, searched.alpha, noise) < _total(program, schedule, plain.alpha, noise)
+    assert np.allclose(IdealExecutor(program, searched.alpha, tolerance=1e-12).run(schedule, noise).trajectory,
+                       IdealExecutor(program, plain.alpha, tolerance=1e-12).run(schedule, noise).trajectory,
+                       atol=1e-9)
