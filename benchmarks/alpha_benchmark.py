@@ -17,6 +17,8 @@ samples, an in-sample oracle): ``grid`` enters every phase from the state every 
 mode and the grid's choice scored on 8 fresh sample sets of the same size (seed 100; mean total), which no
 choice has seen. On a target with a gain range ``auto_no_range``: the α pass on the realised program without
 the range (what the range costs).
+``--target-tolerance``: source models' rows counted to their target's settle tolerance (aoc-48: 1e-4, what its
+loop budget and the α pass's judge count to) instead of 1e-10.
 ``twin``: on aoc-48, the twin's final readout NRMSE against the ideal program with the preset's read noise,
 at equal loop budgets, for min, global and auto.
 ``timing``: the α pass (auto) and each certificate on random 4-block programs of 100, 1,000 and 5,000
@@ -131,9 +133,10 @@ def spine(network: str, steps: int) -> tuple[BlockProgram, Schedule]:
     return program, schedule
 
 
-def count(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, noise: np.ndarray) -> list[int] | None:
+def count(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, noise: np.ndarray,
+          tolerance: float = TOLERANCE) -> list[int] | None:
     try:
-        result = IdealExecutor(program, alpha, tolerance=TOLERANCE, max_iterations=MAX_ITERATIONS).run(schedule,
+        result = IdealExecutor(program, alpha, tolerance=tolerance, max_iterations=MAX_ITERATIONS).run(schedule,
                                                                                                         noise)
     except ConvergenceError:
         return None
@@ -141,7 +144,7 @@ def count(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, noise: n
 
 
 def grid_per_phase(program: BlockProgram, schedule: Schedule, inputs: np.ndarray, floor: np.ndarray,
-                   per_phase: bool) -> tuple[int | None, np.ndarray | None]:
+                   per_phase: bool, tolerance: float = TOLERANCE) -> tuple[int | None, np.ndarray | None]:
     """Best single α per phase (or one for the program when the target has one α table), from the grid: the
     total iterations and the α table it chose (None, None where no grid point settles)."""
     def step_counts(alpha_value: float) -> list[float]:
@@ -150,7 +153,7 @@ def grid_per_phase(program: BlockProgram, schedule: Schedule, inputs: np.ndarray
             one = Schedule(schedule.solver, schedule.grid[step:step + 2], [phases])
             alpha = np.maximum(floor, alpha_value)
             try:
-                result = IdealExecutor(program, alpha, tolerance=TOLERANCE,
+                result = IdealExecutor(program, alpha, tolerance=tolerance,
                                        max_iterations=MAX_ITERATIONS).run(one, inputs[step])
                 counts.append(sum(result.iterations[0]))
             except ConvergenceError:
@@ -169,14 +172,15 @@ def grid_per_phase(program: BlockProgram, schedule: Schedule, inputs: np.ndarray
 
 
 def grid_warm(program: BlockProgram, schedule: Schedule, reference_alpha: np.ndarray, noise: np.ndarray,
-              floor: np.ndarray, per_phase: bool) -> tuple[int | None, np.ndarray | None]:
+              floor: np.ndarray, per_phase: bool, tolerance: float = TOLERANCE
+              ) -> tuple[int | None, np.ndarray | None]:
     """The grid search from the states every mode's loop starts from: each closed phase entered as in a full
     run (the previous step's fixed point, which no α changes), the grid's α counted with the executor's loop
     arithmetic (``probe_iterations``, tested equal to the executor's counts). Total and chosen α table."""
     recorder = ProbeRecorder(program, reference_alpha, tolerance=1e-13, max_iterations=MAX_ITERATIONS)
     recorder.run(schedule, noise)
     candidates = np.stack([np.maximum(floor, value) for value in GRID])
-    table = np.stack([probe_iterations(recorder, probe, candidates, TOLERANCE, MAX_ITERATIONS, patience=1e9)
+    table = np.stack([probe_iterations(recorder, probe, candidates, tolerance, MAX_ITERATIONS, patience=1e9)
                       for probe in recorder.probes], axis=1)  # [grid, closed phases]
     total = float(np.sum(np.min(table, axis=0))) if per_phase else float(np.min(np.sum(table, axis=1)))
     if not np.isfinite(total):
@@ -189,12 +193,13 @@ def grid_warm(program: BlockProgram, schedule: Schedule, reference_alpha: np.nda
     return int(total), candidates[int(np.argmin(np.sum(table, axis=1)))]
 
 
-def held_out(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, sets: np.ndarray) -> float | None:
+def held_out(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, sets: np.ndarray,
+             tolerance: float = TOLERANCE) -> float | None:
     """Mean total iterations over fresh sample sets [sets, samples, d] (``held_out_sets``): the expected count
     on samples no choice was made on (None: some set does not settle)."""
     totals = []
     for noise in sets:
-        counts = count(program, schedule, alpha, noise)
+        counts = count(program, schedule, alpha, noise, tolerance)
         if counts is None:
             return None
         totals.append(sum(counts))
@@ -237,16 +242,20 @@ def spine_rows(network: str, steps_list: list[int], noise: np.ndarray) -> list[d
     return rows
 
 
-def source_rows(network: str, target_name: str, steps_list: list[int], noise: np.ndarray) -> list[dict]:
+def source_rows(network: str, target_name: str, steps_list: list[int], noise: np.ndarray,
+                at_target_tolerance: bool = False) -> list[dict]:
     """Rows of a source model compiled for a target: every mode, the grid floored by ``min``, and on a target
-    with a gain range the α pass without it (``auto_no_range``: what the range costs)."""
+    with a gain range the α pass without it (``auto_no_range``: what the range costs). Counted to
+    ``TOLERANCE``, or with ``at_target_tolerance`` to the target's settle tolerance (what its loop budget and
+    the α pass's judge count to)."""
     rows = []
     sets = held_out_sets(noise.shape[0])
     target = load_target(target_name)
+    tolerance = target.loop.settle_tolerance if at_target_tolerance else TOLERANCE
     source = source_of(network)
     per_phase = bool(target.alpha.per_phase)
     for steps in steps_list:
-        row = {"network": network, "target": target_name, "steps": steps}
+        row = {"network": network, "target": target_name, "steps": steps, "tolerance": tolerance}
         floor, reference, realised, held = None, None, None, {}
         for mode in MODES:
             try:
@@ -256,9 +265,9 @@ def source_rows(network: str, target_name: str, steps_list: list[int], noise: np
                 continue
             program = compiled.realised_program or compiled.program
             row["channels"] = program.size
-            counts = count(program, compiled.schedule, compiled.alpha, noise)
+            counts = count(program, compiled.schedule, compiled.alpha, noise, tolerance)
             row[mode] = None if counts is None else sum(counts)
-            held[mode] = held_out(program, compiled.schedule, compiled.alpha, sets)
+            held[mode] = held_out(program, compiled.schedule, compiled.alpha, sets, tolerance)
             if mode == "min":
                 floor = np.min(np.atleast_2d(compiled.alpha), axis=0)
                 row["alpha_floor_mean"] = float(np.mean(floor))
@@ -269,12 +278,12 @@ def source_rows(network: str, target_name: str, steps_list: list[int], noise: np
                 # The same α pass on the realised program without the gain range (row peaks unset).
                 selection = select_alpha(program, compiled.schedule, AlphaCapabilities.of(target), "auto",
                                          force=True)
-                unlimited = count(program, compiled.schedule, selection.alpha, noise)
+                unlimited = count(program, compiled.schedule, selection.alpha, noise, tolerance)
                 row["auto_no_range"] = None if unlimited is None else sum(unlimited)
         if reference is not None and floor is not None:
-            row["grid"], grid_alpha = grid_warm(*realised, reference_alpha, noise, floor, per_phase)
-            row["grid_cold"], _ = grid_per_phase(*realised, reference, floor, per_phase)
-            held["grid"] = None if grid_alpha is None else held_out(*realised, grid_alpha, sets)
+            row["grid"], grid_alpha = grid_warm(*realised, reference_alpha, noise, floor, per_phase, tolerance)
+            row["grid_cold"], _ = grid_per_phase(*realised, reference, floor, per_phase, tolerance)
+            held["grid"] = None if grid_alpha is None else held_out(*realised, grid_alpha, sets, tolerance)
         row["held_out"] = held
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -282,13 +291,13 @@ def source_rows(network: str, target_name: str, steps_list: list[int], noise: np
 
 
 def iterations_table(steps_list: list[int], samples: int, networks: tuple[str, ...],
-                     targets: tuple[str, ...]) -> list[dict]:
+                     targets: tuple[str, ...], at_target_tolerance: bool = False) -> list[dict]:
     noise = np.random.default_rng(0).standard_normal((samples, 2))
     rows = []
     for network in networks:
         if network in SOURCES:
             for target_name in targets:
-                rows += source_rows(network, target_name, steps_list, noise)
+                rows += source_rows(network, target_name, steps_list, noise, at_target_tolerance)
         else:
             rows += spine_rows(network, steps_list, noise)
     return rows
@@ -383,11 +392,14 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=["ideal", "aoc-48"])
     parser.add_argument("--sdp-up-to", type=int, default=0,
                         help="timing: run the SDP up to this many channels even above its limit (to size it)")
+    parser.add_argument("--target-tolerance", action="store_true",
+                        help="iterations: count source models' rows to their target's settle tolerance "
+                             f"instead of {TOLERANCE:g}")
     parser.add_argument("--json")
     arguments = parser.parse_args()
     if arguments.table == "iterations":
         rows = iterations_table(arguments.steps, arguments.samples, tuple(arguments.networks),
-                                tuple(arguments.targets))
+                                tuple(arguments.targets), arguments.target_tolerance)
     elif arguments.table == "twin":
         rows = twin_table(arguments.budgets, arguments.samples, tuple(arguments.networks), arguments.steps)
     else:
