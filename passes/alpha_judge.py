@@ -169,12 +169,19 @@ class Judge:
                                        GROUP)
         return totals
 
-    def choose(self, rows: list[int], candidates: dict[str, np.ndarray], best: str, noise_model: str) -> str:
-        """The fewest probe iterations; ``best`` (the spectral choice) when no candidate settles.
+    def choose(self, rows: list[int], candidates: dict[str, np.ndarray], best: str, noise_model: str,
+               noisy: bool = False) -> str:
+        """The fewest probe iterations (on a ``noisy`` target: the least iterations × noise gain); ``best`` (the
+        spectral choice) when no candidate settles.
 
         Three rounds: every candidate on ``SCREEN_SAMPLES`` probes; the ``SHORTLIST`` fastest (with ``min`` and
         ``best``) on every probe the work bound allows, ranked by the expected slowest count of ``GROUP``
-        samples; then the winner's finer neighbours (``neighbours``) on the same probes.
+        samples; then the winner's finer neighbours (``neighbours``) and group moves on the same probes.
+
+        Why the product on a target with read noise: the readout's noise variance is the noise gain times the
+        detector's, and averaging repeats (or a longer window) divides it by the time spent, so iterations ×
+        noise gain is the time a candidate needs for a given readout accuracy. A candidate with a larger α
+        settles in fewer iterations but reads noisier; it wins only where it is the faster way to that accuracy.
         """
         names = list(candidates)
         work = self._work(rows)
@@ -207,7 +214,8 @@ class Judge:
             names, table, totals = self._coordinate_search(rows, candidates, names, table, totals, samples,
                                                            patience)
         noise = np.array([float(np.mean(noise_gain(np.clip(u, 1e-12, 1.0), noise_model))) for u in table])
-        order = sorted(range(len(names)), key=lambda index: (totals[index], noise[index], index))
+        score = totals * noise if noisy else totals
+        order = sorted(range(len(names)), key=lambda index: (score[index], totals[index], noise[index], index))
         if "min" in names:
             # A saving within the probes' resolution is not worth leaving min (the smallest α: least noise
             # after the skip, and the choice every other figure was measured with): ±1 iteration per phase.

@@ -320,7 +320,7 @@ def _choose(program: BlockProgram, flat_phases, linearisations: dict[int, Linear
         if mode == "auto" and judge is not None:
             # ... then by the iterations the loop measurably needs, which sees the transients ρ misses.
             options = judge.candidates(options, chosen, lower, upper)
-            chosen = judge.choose(rows, options, chosen, capabilities.noise_model)
+            chosen = judge.choose(rows, options, chosen, capabilities.noise_model, capabilities.noise_weight > 0)
             if chosen not in factors:
                 factors[chosen] = _radius(cycle, parts, options[chosen])
         chosen_names.append(chosen)

@@ -250,3 +250,32 @@ def test_group_coordinate_search_finds_a_groupwise_alpha_that_holds_on_fresh_sam
     assert np.allclose(IdealExecutor(program, searched.alpha, tolerance=1e-12).run(schedule, noise).trajectory,
                        IdealExecutor(program, plain.alpha, tolerance=1e-12).run(schedule, noise).trajectory,
                        atol=1e-9)
+
+
+def test_on_a_noisy_target_the_judge_ranks_by_iterations_times_noise_gain(monkeypatch) -> None:
+    """Where read noise is declared, a larger α that settles in fewer iterations wins only if it is the faster
+    way to a given readout accuracy (iterations × after-skip noise gain 1/(1 − α²)); without noise, the fewest
+    iterations win. The probe counts are stubbed so the rule is checked alone."""
+    from admc.passes.alpha_judge import Judge
+
+    size = 4
+    counts = {0.0: 300.0, 0.5: 240.0, 0.8: 200.0}  # α → probe iterations (one phase)
+
+    def stub_totals(self, rows, table, samples, patience):
+        return np.array([counts.get(round(float(np.mean(1.0 - u)), 6), np.inf) for u in table])
+
+    monkeypatch.setattr(Judge, "_totals", stub_totals)
+    monkeypatch.setattr(Judge, "_work", lambda self, rows: 1)
+    probe = PhaseProbe(None, np.zeros((64, size)), np.zeros((64, size)), np.zeros((64, size)))
+    lower, upper = np.zeros(size), np.ones(size)
+
+    def choose(noisy: bool) -> str:
+        judge = Judge(None, {0: probe}, 1e-10)
+        options = {"min": upper.copy(), "global": np.full(size, 0.5), "blockwise": np.full(size, 0.9)}
+        return judge.choose([0], judge.candidates(options, "global", lower, upper), "global", "after_skip", noisy)
+
+    # Noise gains 1, 4/3, 25/9: products 300, 320, 556. Quiet target: α = 0.8 (200 iterations) wins.
+    assert choose(noisy=False) == "α=0.8"
+    assert choose(noisy=True) == "min"
+    counts[0.5] = 200.0  # now 0.5 is the faster way to the same accuracy: 267 < 300
+    assert choose(noisy=True) == "global"
