@@ -14,11 +14,11 @@ neighbours (the single α ± 0.01 … 0.04, a blend's weight ± 1/16, 1/8) are a
 judged on the same probes where that fits ``TOTAL_WORK``; then, given the state groups (``groups``), a
 coordinate search moves one group at a time to a grid α (``group_moves``: screened, shortlisted and judged
 like the first rounds) while a move saves at least one iteration per phase, up to ``COORDINATE_ROUNDS``
-moves. So ``auto`` is never measured worse than ``min``, ``global`` or any grid point on the probes; ``min``
-is kept unless the best saves more than one iteration per phase and ``MARGIN`` of the count (the probes'
-resolution). The work is bounded: probes and candidates shrink on large programs (``PROBE_WORK`` multiply-adds
-per loop iteration), and a candidate that falls behind the fastest stops being counted (its total becomes
-inf).
+moves. On a target with read noise the ranking is by iterations × noise gain (``choose``). So ``auto`` is
+never measured worse than ``min``, ``global`` or any grid point on the probes; ``min`` is kept unless the
+best saves more than one iteration per phase and ``MARGIN`` of the count (the probes' resolution). The work
+is bounded: probes and candidates shrink on large programs (``PROBE_WORK`` multiply-adds per loop
+iteration), and a candidate that falls behind the fastest stops being counted (its total becomes inf).
 """
 
 from __future__ import annotations
@@ -131,26 +131,28 @@ class Judge:
                            ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Moves of one group at a time from the current best, while one saves an iteration per phase."""
         work = self._work(rows)
+        # The bound on the moves of one round (before any is built: on large programs the search never runs).
+        most = len(self.groups) * GRID.size
+        screen = int(min(PROBE_WORK // (work * max(most, 1)), SCREEN_SAMPLES, samples))
         for _ in range(COORDINATE_ROUNDS):
             best = int(np.argmin(totals))
-            if not np.isfinite(totals[best]):
+            if (not np.isfinite(totals[best]) or screen < COORDINATE_SCREEN
+                    or work * (most * screen + SHORTLIST * samples) * totals[best] > TOTAL_WORK):
                 break
             moves = self.group_moves(names[best], table[best], list(table))
-            screen = int(min(PROBE_WORK // (work * max(len(moves), 1)), SCREEN_SAMPLES, samples))
-            cost = work * (len(moves) * screen + SHORTLIST * samples) * totals[best]
-            if not moves or screen < COORDINATE_SCREEN or cost > TOTAL_WORK:
+            if not moves:
                 break
-            batch = np.stack(list(moves.values()))
+            move_names, batch = list(moves), np.stack(list(moves.values()))
             first = self._totals(rows, batch, screen, SCREEN_PATIENCE)
             keep = [index for index in np.argsort(first, kind="stable")[:SHORTLIST] if np.isfinite(first[index])]
             if not keep:
                 break
             judged = self._totals(rows, batch[keep], samples, patience)
-            moved_names = [list(moves)[index] for index in keep]
-            candidates.update({name: moves[name] for name in moved_names})
-            names, table = names + moved_names, np.vstack([table, batch[keep]])
+            kept_names = [move_names[index] for index in keep]
+            candidates.update({name: moves[name] for name in kept_names})
+            names, table = names + kept_names, np.vstack([table, batch[keep]])
             totals = np.concatenate([totals, judged])
-            if not np.min(judged) <= totals[best] - len(rows):
+            if np.min(judged) > totals[best] - len(rows):
                 break
         return names, table, totals
 

@@ -217,7 +217,7 @@ def _select_alpha(program: BlockProgram, schedule: Schedule, capabilities: Alpha
             linearisations[row] = Linearisation(matrices[row], slopes(program, probe.fixed_point[:samples]))
         judge = Judge(recorder, {row: probe for (_, _, row), probe in zip(closed, recorder.probes, strict=True)},
                       capabilities.settle_tolerance,
-                      [slice(group.offset, group.offset + group.size) for group in program.groups if group.size])
+                      [slice(group.offset, group.stop) for group in program.groups if group.size])
     u_by_row, contraction, candidates = _choose(program, flat_phases, linearisations, closed, lower, upper,
                                                 capabilities, mode, judge)
     choices = [PhaseChoice(step, index, row, contraction[row]) for step, index, row in closed]

@@ -241,7 +241,7 @@ def test_group_coordinate_search_finds_a_groupwise_alpha_that_holds_on_fresh_sam
     # On the probes: strictly fewer iterations, by a group move.
     assert searched.candidates["probe_iterations"]["chosen"] < plain.candidates["probe_iterations"]["chosen"]
     assert any("group" in name for name in searched.candidates["chosen"])
-    groups = [slice(group.offset, group.offset + group.size) for group in program.groups]
+    groups = [slice(group.offset, group.stop) for group in program.groups]
     assert any(len({float(np.unique(row[part])[0]) for part in groups}) > 1 and
                all(np.unique(row[part]).size == 1 for part in groups) for row in searched.alpha)
     # On samples no choice has seen (the judge probes with seed 7): fewer iterations, and the same trajectory.

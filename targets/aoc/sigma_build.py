@@ -29,7 +29,7 @@ from admc.targets.aoc.sigma_shape import (
 )
 
 
-def fit(compiled, scaled, target, alpha) -> OutputScales | None:
+def fit(compiled, scaled, target, alpha: np.ndarray) -> OutputScales | None:
     """k per channel over the voltages the ideal program drives σ with, or None without a declared shape.
 
     ``alpha``: the α the machine runs (after the gain range), so the transients recorded are the loop's own.
