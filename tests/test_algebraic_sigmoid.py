@@ -24,6 +24,7 @@ from admc.executor import IdealExecutor
 from admc.ir.adm import accepts, activate, activation_slope, algebraic_sigmoid, sigmoid_exponents
 from admc.passes.canonicalize import canonicalize
 from admc.passes.loop_jacobian import slope_bounds, slopes
+from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS
 from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
 from admc.targets.loader import load_target
 
@@ -182,10 +183,9 @@ def test_other_exponents_are_refused_where_the_machine_cannot_compute_them(tmp_p
     assert build(path, tmp_path / "ideal", target="ideal", steps=2).exists()  # digital: any exponent
 
 
-HW48 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "aoc" / "hw48_April2025_corrected_pd_3.yaml"
+HW48 = SHIPPED_CALIBRATIONS["hw48"]
 
 
-@pytest.mark.skipif(not HW48.is_file(), reason="shared calibration files are not present")
 def test_a_measured_machine_matches_its_own_sigma_better_than_tanh(tmp_path: Path) -> None:
     """Calibrated build (hw48): the operating points fit each σ channel to the σ its program asks for; the
     machine's curve, the makers' generalised algebraic sigmoid, fits the algebraic-sigmoid model closer than

@@ -1,4 +1,4 @@
-"""The calibration reader on both shared machines, the presets' agreement with it, and its errors."""
+"""The calibration reader on both shipped machines (hw48, hw16), the presets' agreement with it, and its errors."""
 
 from __future__ import annotations
 
@@ -9,18 +9,11 @@ import pytest
 import yaml
 
 from admc.errors import AdmcError
-from admc.targets.aoc.calibration import read_calibration, summarise
+from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration, summarise
 from admc.targets.loader import load_target
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "aoc"
-HW48 = REFERENCE / "hw48_April2025_corrected_pd_3.yaml"
-HW16 = REFERENCE / "hw16_June2024_saturation_pieces_clip2p6.yaml"
-
-
-def need(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"shared calibration {path.name} not present")
-    return path
+HW48 = SHIPPED_CALIBRATIONS["hw48"]
+HW16 = SHIPPED_CALIBRATIONS["hw16"]
 
 
 def close(value: float) -> object:
@@ -29,7 +22,7 @@ def close(value: float) -> object:
 
 
 def test_reads_the_48_variable_machine() -> None:
-    calibration = read_calibration(need(HW48))
+    calibration = read_calibration(HW48)
     assert calibration.channels == 48
     assert calibration.distortion_positive.shape == (48, 3)
     assert calibration.closed_loop_scaling.shape == (48,)
@@ -51,7 +44,7 @@ def test_reads_the_48_variable_machine() -> None:
 
 
 def test_reads_the_16_variable_machine() -> None:
-    calibration = read_calibration(need(HW16))
+    calibration = read_calibration(HW16)
     assert calibration.channels == 16
     assert calibration.pbs_polynomial_positive.shape == (15, 3)
     assert calibration.closed_loop_scaling is None and calibration.output_correction_positive is None
@@ -71,7 +64,7 @@ def independent_response_mean(path: Path) -> list[float]:
 
 @pytest.mark.parametrize(("preset", "calibration_file"), [("aoc-48", HW48), ("aoc-16", HW16)])
 def test_presets_agree_with_the_calibration(preset: str, calibration_file: Path) -> None:
-    summary = summarise(read_calibration(need(calibration_file)))
+    summary = summarise(read_calibration(calibration_file))
     target = load_target(preset)
     assert target.module.ports == summary["channels"]
     assert list(target.slm.response) == close(summary["response"])
@@ -115,7 +108,7 @@ def test_presets_agree_with_the_calibration(preset: str, calibration_file: Path)
     assert effects.injection_clip.limit == close(summary["injection_clip"])
     # The 16-variable file lacks PBS leakage, κ and closed-loop offsets; its preset borrows hw48's (see its
     # comments), so those figures are checked against the 48-variable file.
-    summary_48 = summarise(read_calibration(need(HW48)))
+    summary_48 = summarise(read_calibration(HW48))
     assert effects.pbs_crosstalk.leakage == close(summary_48["pbs_leakage_mean"])
     assert effects.gain_error.relative_std == close(summary_48["kappa_relative_std"])
     assert effects.offsets.std == close(summary_48["state_offset_std"])
@@ -141,7 +134,7 @@ def copy_without(source: Path, destination: Path, section: str, key: str | None)
     ],
 )
 def test_missing_key_is_named(tmp_path: Path, section: str, key: str | None, named: str) -> None:
-    path = copy_without(need(HW48), tmp_path / "cut.yaml", section, key)
+    path = copy_without(HW48, tmp_path / "cut.yaml", section, key)
     with pytest.raises(AdmcError) as caught:
         read_calibration(path)
     assert str(path) in str(caught.value)
@@ -149,7 +142,7 @@ def test_missing_key_is_named(tmp_path: Path, section: str, key: str | None, nam
 
 
 def test_wrong_shape_is_named(tmp_path: Path) -> None:
-    data = yaml.safe_load(need(HW48).read_text())
+    data = yaml.safe_load(HW48.read_text())
     data["pd_crosstalk"]["ratio_to_later_positive_row12"] = data["pd_crosstalk"]["ratio_to_later_positive_row12"][:30]
     path = tmp_path / "short.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -160,7 +153,7 @@ def test_wrong_shape_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fraction", [0.3, 0.5, 0.9])
 def test_truncated_file_is_an_error_naming_the_file(tmp_path: Path, fraction: float) -> None:
-    text = need(HW48).read_text()
+    text = HW48.read_text()
     path = tmp_path / "truncated.yaml"
     path.write_text(text[: int(len(text) * fraction)])
     with pytest.raises(AdmcError) as caught:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,16 +14,14 @@ from models import AdmForm, export_onnx, seeded
 from admc.bundle import Bundle
 from admc.cli import main
 from admc.driver import build, compile_source, load_source
-from admc.targets.aoc.calibration import read_calibration
+from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration
 from admc.targets.aoc.chain import measured_chain
 from admc.targets.aoc.compensation import small_signal
 from admc.targets.aoc.twin import AocTwin
 from admc.targets.loader import load_target
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "aoc"
-HW48 = SHARED / "hw48_April2025_corrected_pd_3.yaml"
-HW16 = SHARED / "hw16_June2024_saturation_pieces_clip2p6.yaml"
-pytestmark = pytest.mark.skipif(not HW48.is_file(), reason="shared calibration files are not present")
+HW48 = SHIPPED_CALIBRATIONS["hw48"]
+HW16 = SHIPPED_CALIBRATIONS["hw16"]
 DEAD = 8  # FIELDS.md: row_profiles is 0 on both paths at index 8 of hw48
 
 

@@ -14,15 +14,12 @@ from models import AdmForm, StandardMlp, export_onnx, seeded
 
 from admc.bundle import Bundle
 from admc.driver import build
-from admc.targets.aoc.calibration import read_calibration
+from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration
 from admc.targets.aoc.machine_chain import slm_drive
 from admc.targets.aoc.twin import AocTwin, all_off
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "aoc"
-HW48 = SHARED / "hw48_April2025_corrected_pd_3.yaml"
-HW16 = SHARED / "hw16_June2024_saturation_pieces_clip2p6.yaml"
-pytestmark = pytest.mark.skipif(not (HW48.is_file() and HW16.is_file()),
-                                reason="shared calibration files are not present")
+HW48 = SHIPPED_CALIBRATIONS["hw48"]
+HW16 = SHIPPED_CALIBRATIONS["hw16"]
 
 PROGRAMS = {
     "aoc-48": [("adm", AdmForm(hidden=(10, 8))), ("mlp", StandardMlp(hidden=(12, 12))),

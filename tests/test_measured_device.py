@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,13 +10,11 @@ from models import AdmForm, export_onnx, seeded
 from admc.bundle import Bundle
 from admc.cli import main
 from admc.driver import build
-from admc.targets.aoc.calibration import read_calibration
+from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration
 from admc.targets.aoc.twin import AocTwin
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "aoc"
-HW48 = SHARED / "hw48_April2025_corrected_pd_3.yaml"
-HW16 = SHARED / "hw16_June2024_saturation_pieces_clip2p6.yaml"
-pytestmark = pytest.mark.skipif(not HW48.is_file(), reason="shared calibration files are not present")
+HW48 = SHIPPED_CALIBRATIONS["hw48"]
+HW16 = SHIPPED_CALIBRATIONS["hw16"]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ and by the twin's final-sample error with and without it."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +16,12 @@ from admc.bundle_program import bundle_program
 from admc.driver import build
 from admc.executor import IdealExecutor
 from admc.targets.aoc import calibrated_build
-from admc.targets.aoc.calibration import read_calibration
+from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration
 from admc.targets.aoc.chain import measured_chain
 from admc.targets.aoc.operating_point import OperatingPoints, fit_operating_points, small_signal_model
 from admc.targets.aoc.twin import AocTwin
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "aoc"
-HW48 = SHARED / "hw48_April2025_corrected_pd_3.yaml"
-pytestmark = pytest.mark.skipif(not HW48.is_file(), reason="shared calibration files are not present")
+HW48 = SHIPPED_CALIBRATIONS["hw48"]
 PATHS = ("positive", "negative")
 
 

@@ -5,7 +5,8 @@ output correction, closed-loop offset and scale) or the 16-variable format (PBS 
 Guarantees: :func:`read_calibration` returns numpy arrays of checked shapes (N channels taken from the SLM
 distortion table) or raises AdmcError naming the file and the key; :func:`summarise` returns the summary
 figures the shipped presets are derived from (the presets' comments cite these keys), as plain floats/lists.
-Calibration data is read at run time only; it is never copied into the project.
+The makers' two published calibrations ship with the package (``calibrations/``, MIT, their notice beside them)
+and are selected by name: :data:`SHIPPED_CALIBRATIONS`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from admc import limits
 from admc.errors import AdmcError
 from admc.safe_files import read_text
 from admc.targets.description_schema import read_yaml_mapping
+
+CALIBRATIONS_FOLDER = Path(__file__).parent / "calibrations"
+SHIPPED_CALIBRATIONS = {
+    "hw48": CALIBRATIONS_FOLDER / "hw48_April2025_corrected_pd_3.yaml",
+    "hw16": CALIBRATIONS_FOLDER / "hw16_June2024_saturation_pieces_clip2p6.yaml",
+}
+"""The makers' published calibrations by name (microsoft/aoc, MIT: ``calibrations/LICENSE-microsoft-aoc.txt``)."""
 
 DEFAULT_SCALE = 18.6
 """The calibration model's default gain scale (FIELDS.md §2 'Gain'); the per-weight gain is scale / N."""
@@ -105,9 +113,16 @@ def _shape_text(shape: tuple) -> str:
     return "(" + ", ".join("N" if size is None else str(size) for size in shape) + ")" if shape else "scalar"
 
 
+def calibration_path(name_or_path: str | Path) -> Path:
+    """A shipped calibration's file for its name (``hw48``, ``hw16``), else the path as given."""
+    if isinstance(name_or_path, str) and name_or_path in SHIPPED_CALIBRATIONS:
+        return SHIPPED_CALIBRATIONS[name_or_path]
+    return Path(name_or_path)
+
+
 def read_calibration(path: str | Path) -> Calibration:
-    """Read and check a calibration file (FIELDS.md §2 keys)."""
-    path = Path(path)
+    """Read and check a calibration file (FIELDS.md §2 keys), or a shipped one by name (``hw48``, ``hw16``)."""
+    path = calibration_path(path)
     label = str(path)
     text = read_text(path, limits.TEXT_FILE_BYTES, "calibration file")  # regular, bounded, UTF-8
     raw = text.encode("utf-8")  # the file's own bytes (valid UTF-8 round-trips), for its sha256
