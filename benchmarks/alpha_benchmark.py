@@ -48,9 +48,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from block_programs import random_cycle_program  # noqa: E402  (the tests' generator: same networks)
 
-from admc.driver import compile_source, load_source, pack_for_target  # noqa: E402
-from admc.errors import ConvergenceError  # noqa: E402
-from admc.executor import IdealExecutor  # noqa: E402
+from admc.compiler.driver import compile_source, load_source, pack_for_target  # noqa: E402
+from admc.core.errors import ConvergenceError  # noqa: E402
+from admc.core.schedule import time_grid  # noqa: E402
 from admc.ir.program import (  # noqa: E402
     CLOSED,
     BlockProgram,
@@ -63,7 +63,7 @@ from admc.passes.alpha_selection import AlphaCapabilities, select_alpha  # noqa:
 from admc.passes.canonicalize import canonicalize  # noqa: E402
 from admc.passes.convergence_certificates import steps_needed, theorem1_and_block  # noqa: E402
 from admc.passes.step_phases import build_schedule  # noqa: E402
-from admc.schedule import time_grid  # noqa: E402
+from admc.runtime.executor import IdealExecutor  # noqa: E402
 from admc.targets.loader import load_target  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx"
@@ -307,11 +307,11 @@ def twin_table(budgets: list[int], samples: int, networks: tuple[str, ...], step
     """The twin's final readout NRMSE against the ideal program (preset read noise only) at equal loop budgets."""
     from dataclasses import replace
 
-    from admc.bundle import Bundle
-    from admc.bundle_program import bundle_program
-    from admc.driver import build
-    from admc.metrics import per_step_nrmse
+    from admc.bundle.program import bundle_program
+    from admc.bundle.store import Bundle
+    from admc.compiler.driver import build
     from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
+    from admc.verify.metrics import per_step_nrmse
 
     rows = []
     noise = np.random.default_rng(0).standard_normal((samples, 2))

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from admc.bundle import Bundle
-from admc.bundle_program import bundle_program
-from admc.driver import build
-from admc.errors import ConvergenceError
-from admc.executor import IdealExecutor
-from admc.metrics import per_step_nrmse
+from admc.bundle.program import bundle_program
+from admc.bundle.store import Bundle
+from admc.compiler.driver import build
+from admc.core.errors import ConvergenceError
+from admc.runtime.executor import IdealExecutor
 from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
+from admc.verify.metrics import per_step_nrmse
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx"
 

@@ -23,11 +23,11 @@ from threadpoolctl import threadpool_info
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from block_programs import random_cycle_program  # noqa: E402
 
+from admc.core.schedule import time_grid  # noqa: E402
 from admc.ir.program import tabulate_static_injection  # noqa: E402
 from admc.passes import alpha_selection  # noqa: E402
 from admc.passes.alpha_selection import AlphaCapabilities, select_alpha  # noqa: E402
 from admc.passes.step_phases import build_schedule  # noqa: E402
-from admc.schedule import time_grid  # noqa: E402
 
 
 def main() -> None:

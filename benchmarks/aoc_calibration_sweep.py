@@ -150,7 +150,7 @@ QUICK = Sizes(matrices=10, inputs=6, gains=7, closed_loop=100, repeats=5)
 
 
 def split_paths(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sign split onto the two SLM paths, normalised by each matrix's max |W| (FIELDS.md section 2)."""
+    """Sign split onto the two SLM paths, normalised by each matrix's max |W| (the field guide, §2)."""
     scale = weights.abs().amax(dim=(-2, -1), keepdim=True)
     return weights.clamp(min=0.0) / scale, (-weights).clamp(min=0.0) / scale
 

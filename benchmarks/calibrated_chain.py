@@ -37,14 +37,14 @@ from models import (  # noqa: E402
     seeded,
 )
 
-from admc.bundle import Bundle  # noqa: E402
-from admc.bundle_program import bundle_program  # noqa: E402
-from admc.driver import build  # noqa: E402
-from admc.errors import AdmcError  # noqa: E402
-from admc.executor import IdealExecutor  # noqa: E402
+from admc.bundle.program import bundle_program  # noqa: E402
+from admc.bundle.store import Bundle  # noqa: E402
+from admc.compiler.driver import build  # noqa: E402
+from admc.core.errors import AdmcError  # noqa: E402
+from admc.runtime.executor import IdealExecutor  # noqa: E402
 from admc.targets.aoc.calibration import read_calibration  # noqa: E402
 from admc.targets.aoc.twin import AocTwin, all_off  # noqa: E402
-from admc.verify import verify_bundle  # noqa: E402
+from admc.verify.chain import verify_bundle  # noqa: E402
 
 DEFAULT_CALIBRATION = ROOT.parent / "shared" / "reference" / "aoc" / "hw48_April2025_corrected_pd_3.yaml"
 PRE_CHAIN = """inherits: aoc-48

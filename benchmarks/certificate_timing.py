@@ -105,7 +105,7 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def two_moons_rows(steps_list: list[int], targets: list[str]) -> list[dict]:
-    from admc.driver import compile_source, load_source
+    from admc.compiler.driver import compile_source, load_source
     from admc.passes import loop_budget
     from admc.passes import sdp_certificate as sdp_module
     from admc.passes.alpha_selection import closed_phases

@@ -1,4 +1,4 @@
-"""Compile-time benchmark: ``admc.driver.build`` end to end on aoc-48 for wide ADM-form networks.
+"""Compile-time benchmark: ``admc.compiler.driver.build`` end to end on aoc-48 for wide ADM-form networks.
 
 Requires: admc installed (``pip install -e .``) with torch and onnx. Run ``python benchmarks/compile_benchmark.py``
 for a table, ``--json PATH`` to also write it, ``--quick`` for a smoke-sized run.
@@ -71,9 +71,9 @@ MODULE_COUNT = 100_000
 # (label, file suffix, function name): cumulative times summed over matching profile entries. Nested stages are
 # indented in the table; the top-level ones partition build() up to glue code.
 STAGES = [
-    ("load source (ONNX import, signature)", "admc/driver.py", "load_source"),
+    ("load source (ONNX import, signature)", "admc/compiler/driver.py", "load_source"),
     ("canonicalise", "passes/canonicalize.py", "canonicalize"),
-    ("pack", "admc/driver.py", "pack_for_target"),
+    ("pack", "admc/compiler/driver.py", "pack_for_target"),
     ("Δt phases + static injection table", "ir/program.py", "tabulate_static_injection"),
     ("lower to AOC (backend total)", "targets/aoc/backend.py", "lower_to_aoc"),
     ("  state scaling: calibration run", "passes/state_scaling.py", "measure_peaks"),
@@ -89,8 +89,8 @@ STAGES = [
     ("  emit: manifest section + payloads", "targets/aoc/emit.py", "attach_aoc_program"),
     ("    routing to JSON", "passes/routing.py", "routing_to_json"),
     ("    PNG encoding", "targets/aoc/png.py", "encode_png"),
-    ("emit bundle (serialise + write)", "admc/driver.py", "emit_bundle"),
-    ("  write files", "admc/bundle.py", "write_bundle"),
+    ("emit bundle (serialise + write)", "admc/compiler/driver.py", "emit_bundle"),
+    ("  write files", "admc/bundle/store.py", "write_bundle"),
 ]
 
 
@@ -137,7 +137,7 @@ def target_file(directory: Path, module_count: int) -> Path:
 
 
 def _build(model: Path, directory: Path, target: Path, solver: str, steps: int) -> Path:
-    from admc.driver import build
+    from admc.compiler.driver import build
 
     return build(model, directory / "bundle", target=str(target), solver=solver, steps=steps)
 

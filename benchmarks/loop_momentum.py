@@ -2,13 +2,12 @@
 
     python benchmarks/loop_momentum.py [--steps 8 16] [--networks two-moons adm-1x48 adm-4x24]
 
-The makers' cell can add γ (z(t) − z(t−1)) to every iteration (FIELDS.md §1, step 13), which keeps the fixed
-points. For each network of the iteration benchmark compiled for ``ideal`` with ``min`` (α = 0), per closed
-phase, from the states the benchmark's 32 samples (seed 0) enter the loop with, this counts the iterations of
-z ← F(z) + γ (z − z_prev) to the benchmark's tolerance 1e-10 for γ in ``GAMMAS`` (the executor's loop
-arithmetic, its relative-change criterion) and prints the total at each γ and the best γ per phase summed
-(in-sample: the most any single γ per phase could save on these samples).
-"""
+The makers' cell can add γ (z(t) − z(t−1)) to every iteration (targets/aoc/calibrations/FIELDS.md §1, step 13), which
+keeps the fixed points. For each network of the iteration benchmark compiled for ``ideal`` with ``min`` (α = 0), per
+closed phase, from the states the benchmark's 32 samples (seed 0) enter the loop with, this counts the iterations of z
+← F(z) + γ (z − z_prev) to the benchmark's tolerance 1e-10 for γ in ``GAMMAS`` (the executor's loop arithmetic, its
+relative-change criterion) and prints the total at each γ and the best γ per phase summed (in-sample: the most any
+single γ per phase could save on these samples). """
 
 from __future__ import annotations
 
@@ -23,9 +22,9 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 from alpha_benchmark import MAX_ITERATIONS, TOLERANCE, source_of  # noqa: E402
 
-from admc.driver import compile_source  # noqa: E402
-from admc.executor import DIVERGENCE_BOUND  # noqa: E402
+from admc.compiler.driver import compile_source  # noqa: E402
 from admc.passes.alpha_probe import PhaseProbe, ProbeRecorder  # noqa: E402
+from admc.runtime.executor import DIVERGENCE_BOUND  # noqa: E402
 from admc.targets.loader import load_target  # noqa: E402
 
 GAMMAS = (-0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.3)

@@ -34,7 +34,7 @@ SUITE: list[tuple[int, list[int]]] = [
 
 
 def adm_chain_blocks(state: int, hidden: list[int]) -> list[MatrixBlock]:
-    """The non-zero blocks of the cyclic ADM matrix (DESIGN.md §1, Eq. 6)."""
+    """The non-zero blocks of the cyclic ADM matrix (docs/design.md §1, Eq. 6)."""
     widths = [state, *hidden]
     names = ["x"] + [f"h{i + 1}" for i in range(len(hidden))]
     blocks = [MatrixBlock(f"W{i + 1}", names[i + 1], names[i], hidden[i], widths[i], i + 1)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from admc.bundle import Bundle
-from admc.driver import build
-from admc.metrics import gaussian_baseline, wasserstein2
-from admc.reference import run_reference
+from admc.bundle.store import Bundle
+from admc.compiler.driver import build
+from admc.runtime.reference import run_reference
 from admc.targets.rram.twin import RramTwin
+from admc.verify.metrics import gaussian_baseline, wasserstein2
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "rram"
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from admc.bundle import Bundle
-from admc.driver import build
-from admc.metrics import gaussian_baseline, wasserstein2
-from admc.reference import run_reference
+from admc.bundle.store import Bundle
+from admc.compiler.driver import build
+from admc.runtime.reference import run_reference
 from admc.targets.aoc.twin import AocTwin
 from admc.targets.rram.twin import RramTwin
+from admc.verify.metrics import gaussian_baseline, wasserstein2
 
 MODEL = Path(__file__).resolve().parent.parent / "examples" / "two_moons.onnx"
 

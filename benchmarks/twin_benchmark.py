@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from admc.bundle import Bundle
-from admc.driver import build
+from admc.bundle.store import Bundle
+from admc.compiler.driver import build
 from admc.targets.aoc.physics import activation
 from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
 

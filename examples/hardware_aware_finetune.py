@@ -33,12 +33,12 @@ sys.path.insert(0, str(HERE))
 
 from train_two_moons import AdmMlp, train, two_moons  # noqa: E402
 
-from admc.bundle import Bundle  # noqa: E402
-from admc.driver import build  # noqa: E402
-from admc.metrics import wasserstein2  # noqa: E402
-from admc.reference import run_reference  # noqa: E402
+from admc.bundle.store import Bundle  # noqa: E402
+from admc.compiler.driver import build  # noqa: E402
+from admc.runtime.reference import run_reference  # noqa: E402
 from admc.targets.aoc.differentiable import HardwareAwareVelocity, voltage_scales_of_bundle  # noqa: E402
 from admc.targets.aoc.twin import AocTwin  # noqa: E402
+from admc.verify.metrics import wasserstein2  # noqa: E402
 
 TARGET = "aoc-48"
 LEARNING_RATE = 1e-3

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from admc.core.limits import require_memory
 from admc.ir.adm import Atom, TimeTerm
 from admc.ir.evaluate import evaluate_op
 from admc.ir.graph import Op
-from admc.limits import require_memory
 
 
 @dataclass

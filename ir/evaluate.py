@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.ir.adm import activate, algebraic_sigmoid
 from admc.ir.graph import Graph, Op
 

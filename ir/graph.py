@@ -17,7 +17,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ class BlockProgram:
     injections: list[InjectionPart]
     readout_group: str
     open_iterations: int
-    layout: str  # "direct" (state channels in the loop) or "folded-input" (DESIGN.md §2 rewrite)
+    layout: str  # "direct" (state channels in the loop) or "folded-input" (docs/design.md §2 rewrite)
     notes: list[str] = field(default_factory=list)
     static_table: StaticInjection | None = None
     # Targets without per-channel gains hold one image set per phase factor triple (fixed, step, feedback):

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from admc.executor import IdealExecutor
 from admc.passes.alpha_probe import PhaseProbe, expected_slowest, probe_iterations
 from admc.passes.alpha_problem import noise_gain
+from admc.runtime.executor import IdealExecutor
 
 GRID = np.round(np.arange(0.0, 0.951, 0.05), 2)
 BLENDS = (0.25, 0.5, 0.75)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admc.executor import DIVERGENCE_BOUND, IdealExecutor
+from admc.runtime.executor import DIVERGENCE_BOUND, IdealExecutor
 
 PATIENCE = 4.0
 PATIENCE_SLACK = 2

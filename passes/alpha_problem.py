@@ -102,7 +102,7 @@ def spectral_radius(jacobian: sparse.csr_matrix, u: np.ndarray) -> float:
 
 
 def noise_gain(u: np.ndarray | cp.Expression, model: str):
-    """Steady-state variance gain of white noise at a channel relaxed with α = 1 − u (DESIGN.md §4).
+    """Steady-state variance gain of white noise at a channel relaxed with α = 1 − u (docs/design.md §4).
 
     ``after_skip``: noise added after the skip, gain 1/(1 − α²) = 1/(u(2 − u)); ``optical``: noise through
     the optical path (scaled by β ∝ u), gain (1 − α)/(1 + α) = u/(2 − u) = 2/(2 − u) − 1. Both convex in u.

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from admc.errors import AdmcError, ConvergenceError
+from admc.core.errors import AdmcError, ConvergenceError
 from admc.ir.program import CLOSED, BlockProgram, Schedule
 from admc.passes.alpha_cycle import BlockCycle, block_cycle, blockwise_radius, search_blockwise
 from admc.passes.alpha_judge import Judge

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
+from admc.core.limits import MemoryLimitError
 from admc.ir.adm import (
     ALGEBRAIC_SIGMOID,
     EVERY_ACTIVATION,
@@ -33,7 +34,6 @@ from admc.ir.affine import Form, TimeValue
 from admc.ir.condition import ConditionValue, is_condition_source
 from admc.ir.evaluate import OP_SEMANTICS, evaluate_op
 from admc.ir.graph import Graph, Op
-from admc.limits import MemoryLimitError
 from admc.passes import condition_interface, fuse_algebraic_sigmoid
 
 GLUE_OPS = {"Identity", "Cast", "Reshape", "Flatten", "Unsqueeze", "Squeeze"}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.ir.adm import IDENTITY, STATE, AdmNetwork, AdmNode, Atom
 from admc.ir.affine import Form
 from admc.ir.condition import (

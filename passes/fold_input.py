@@ -1,5 +1,5 @@
 """Fold-input pass: pack a network whose first layer reads the state linearly, for targets without linear
-channels (DESIGN.md §2).
+channels (docs/design.md §2).
 
 Requires: an ``AdmNetwork`` whose hidden nodes read ``x`` through the identity; the velocity itself must
 not read ``x`` linearly. Guarantees: with h = V y + rest and y = x_t + Δt·(W σ(·) + c), the loop runs on
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.ir.adm import IDENTITY, STATE, TANH, AdmNetwork, Atom, TimeTerm
 from admc.ir.condition import is_condition_source
 from admc.ir.program import FEEDBACK, INJECT, BiasPart, BlockProgram, InjectionPart, MatrixBlock, StateGroup

@@ -15,11 +15,11 @@ import math
 
 import numpy as np
 
-from admc.errors import AdmcError, ConvergenceError
-from admc.executor import IdealExecutor
+from admc.core.errors import AdmcError, ConvergenceError
 from admc.ir.program import BlockProgram, Schedule
 from admc.passes.alpha_selection import closed_phases
 from admc.passes.convergence_certificates import certify_phase, steps_needed
+from admc.runtime.executor import IdealExecutor
 
 BUDGET_SAMPLES = 32
 BUDGET_SEED = 1

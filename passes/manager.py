@@ -1,6 +1,6 @@
 """Pass manager: runs the compiler's stages in order, records their time, can dump the IR after each one,
 and in verify mode checks that each stage kept the semantics within the error it is allowed to add
-(DESIGN.md §3: zero for exact passes up to rounding, a stated bound for quantisation).
+(docs/design.md §3: zero for exact passes up to rounding, a stated bound for quantisation).
 
 Requires: each stage as ``(name, function, check)`` where ``check(result) -> (error, bound)`` compares the
 stage's result with an independent computation. Guarantees: a check that fails raises ``AdmcError``
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 Check = Callable[[Any], tuple[float, float]]
 

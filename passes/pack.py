@@ -3,7 +3,7 @@
 Requires: an ``AdmNetwork``; the target either has linear channels or the state is read through tanh only
 (otherwise use ``fold_input.pack_folded``). Guarantees: block 0 (``state``) holds the diffusion state and is
 ``held`` in open phases; each hidden node is a group; the velocity's blocks write the state rows with the
-``step`` scale class, so one matrix serves every Δt (DESIGN.md §1, Eq. 5-6). Residual and skip terms
+``step`` scale class, so one matrix serves every Δt (docs/design.md §1, Eq. 5-6). Residual and skip terms
 become extra blocks (the matrix stops being purely cyclic; the fixed point is still the implicit step).
 If the state is read both through tanh and linearly, it is duplicated (``state`` and ``state_linear``) with
 identical rows, since one channel has one activation. Condition atoms are not blocks: they are injected
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.ir.adm import IDENTITY, STATE, TANH, AdmNetwork, AdmNode, Atom
 from admc.ir.condition import is_condition_source
 from admc.ir.program import (

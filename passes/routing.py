@@ -23,7 +23,7 @@ from typing import Any
 
 import networkx as nx
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.passes.tiling import MatrixBlock, Placement, StateGroup, check_placement
 
 NODE_KINDS = ("channel", "input_port", "output_port", "sum")

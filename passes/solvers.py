@@ -7,7 +7,7 @@ its canonical name, or raises AdmcError listing every accepted name. A new solve
 
 from __future__ import annotations
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson", "continuous")
 SOLVER_ALIASES = {"euler": "explicit-euler", "explicit": "explicit-euler", "implicit": "implicit-euler",

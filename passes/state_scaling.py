@@ -15,8 +15,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from admc.executor import IdealExecutor
 from admc.ir.program import BlockProgram, InjectionPart, MatrixBlock, Schedule, StaticInjection
+from admc.runtime.executor import IdealExecutor
 
 HEADROOM = 0.8
 CALIBRATION_SAMPLES = 256

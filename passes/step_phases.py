@@ -1,4 +1,4 @@
-"""Δt and solver pass: a solver on a time grid → per-step phases (DESIGN.md §1, "A step is a list of phases").
+"""Δt and solver pass: a solver on a time grid → per-step phases (docs/design.md §1, "A step is a list of phases").
 
 Requires: a strictly increasing grid t_0 < … < t_T and a solver name. Guarantees: every step is a list of
 phases whose execution by the loop semantics of ``admc.ir.program`` gives exactly the solver's update:
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.ir.program import CLOSED, OPEN, Phase, Schedule
 from admc.passes.continuous_time import CONTINUOUS, continuous_phases
 from admc.passes.solvers import IMPLICIT_SOLVERS, SOLVER_ALIASES, SOLVERS, solver_name

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from admc.errors import AdmcError
-from admc.native_output import native_stdout_silenced
+from admc.core.errors import AdmcError
+from admc.core.native_output import native_stdout_silenced
 
 LAYOUTS = ("packed", "ring", "auto")
 # Beyond this many tiles in one packing problem the integer program is replaced by first-fit-decreasing:

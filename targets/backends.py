@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 
 @dataclass

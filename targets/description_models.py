@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, create_model
 from pydantic import Field as PydanticField
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 _MODELS: dict[tuple[int, bool], tuple[Mapping, type[BaseModel]]] = {}
 

@@ -2,7 +2,7 @@
 
 Requires: description files are YAML mappings (read with ``yaml.safe_load`` only); a schema is a nested dict
 whose leaves are :class:`Field` specs and whose inner dicts are sections.
-Guarantees: every problem raises :class:`admc.errors.AdmcError` with a one-line message naming the file and
+Guarantees: every problem raises :class:`admc.core.errors.AdmcError` with a one-line message naming the file and
 the dotted field path; :func:`validate` returns plain data with defaults filled in and nothing the schema
 does not describe; inheritance cycles are detected rather than recursed into.
 """
@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import yaml
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 REQUIRED = object()
 """Marker for a field without a default: a complete description must set it."""

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from admc import limits
-from admc.errors import AdmcError
-from admc.safe_files import read_text
+from admc.core import limits
+from admc.core.errors import AdmcError
+from admc.core.safe_files import read_text
 from admc.targets.aoc.description import SCHEMA as AOC_SCHEMA
 from admc.targets.aoc.description import AocTarget
 from admc.targets.description_schema import Schema, read_yaml_mapping, resolve_and_validate

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-import admc.bundle
+import admc.bundle.store
 from admc.cli import main
 
 
@@ -47,7 +47,7 @@ def read_manifest(bundle: Path) -> dict:
 def write_manifest(bundle: Path, manifest: dict, redigest: bool = True) -> None:
     """Write ``manifest`` back, recomputing its digest as a careful attacker would."""
     if redigest and isinstance(manifest, dict):
-        manifest[admc.bundle.DIGEST_FIELD] = admc.bundle.sha256(admc.bundle.canonical_bytes(manifest))
+        manifest[admc.bundle.store.DIGEST_FIELD] = admc.bundle.store.sha256(admc.bundle.store.canonical_bytes(manifest))
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
@@ -58,7 +58,7 @@ def replace_payload(bundle: Path, name: str, content: bytes) -> None:
         path.unlink()
     path.write_bytes(content)
     manifest = read_manifest(bundle)
-    manifest["payloads"][name] = admc.bundle.sha256(content)
+    manifest["payloads"][name] = admc.bundle.store.sha256(content)
     write_manifest(bundle, manifest)
 
 

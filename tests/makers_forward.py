@@ -1,5 +1,6 @@
 """An independent transcription of the AOC makers' published forward pass (microsoft/aoc, the equations of
-its cell as FIELDS.md §1-2 states them), written from the equations for use as a second implementation in
+its cell as the field guide targets/aoc/calibrations/FIELDS.md §1-2 states them), written from the equations
+for use as a second implementation in
 tests. It reads the calibration YAML itself (no admc code) and evaluates one loop term, in numpy float64.
 
 ``gradient_term(z, weights, beta, calibration_path)`` is the cell's output with α, x and bias absent:

@@ -1,4 +1,4 @@
-"""Properties of the ADM loop (DESIGN.md §1) on random networks, in float64.
+"""Properties of the ADM loop (docs/design.md §1) on random networks, in float64.
 
 Networks are built directly as ``AdmNetwork`` (depth 1-5, widths 1-64, spectral norms ≤ 0.8, Δt ≤ 0.5 so
 every closed loop contracts), packed, and run by the ideal executor. Every expected value is computed
@@ -13,15 +13,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from admc.driver import load_source
-from admc.executor import IdealExecutor
+from admc.compiler.driver import load_source
 from admc.ir.adm import IDENTITY, STATE, TANH, AdmNetwork, AdmNode, Atom, TimeTerm
 from admc.ir.program import CLOSED, FEEDBACK, FIXED, STEP, BlockProgram, Phase, Schedule, tabulate_static_injection
 from admc.passes.canonicalize import canonicalize
 from admc.passes.fold_input import pack_folded
 from admc.passes.pack import pack_direct
 from admc.passes.step_phases import build_schedule
-from admc.reference import integrate
+from admc.runtime.executor import IdealExecutor
+from admc.runtime.reference import integrate
 
 PROPERTY_SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                              suppress_health_check=[HealthCheck.too_slow])

@@ -14,16 +14,16 @@ import pytest
 import torch
 from models import STATE_SIZE, AdmForm, example_inputs, export_onnx, export_pt2, seeded
 
-from admc.bundle import Bundle
-from admc.bundle_program import bundle_program
+from admc.bundle.program import bundle_program
+from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.conditional_run import reference, simulate
-from admc.driver import build, load_source
-from admc.errors import AdmcError
-from admc.executor import IdealExecutor
+from admc.compiler.driver import build, load_source
+from admc.core.errors import AdmcError
 from admc.ir.adm import accepts, activate, activation_slope, algebraic_sigmoid, sigmoid_exponents
 from admc.passes.canonicalize import canonicalize
 from admc.passes.loop_jacobian import slope_bounds, slopes
+from admc.runtime.conditional_run import reference, simulate
+from admc.runtime.executor import IdealExecutor
 from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS
 from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
 from admc.targets.loader import load_target

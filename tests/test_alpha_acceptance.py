@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from admc.bundle import Bundle
-from admc.driver import build
+from admc.bundle.store import Bundle
+from admc.compiler.driver import build
 from admc.passes.loop_budget import bundle_loop_budget
-from admc.verify import verify_bundle
+from admc.verify.chain import verify_bundle
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "two_moons.onnx"
 

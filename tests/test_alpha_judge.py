@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from block_programs import random_cycle_program
 
-from admc.executor import IdealExecutor
+from admc.core.schedule import time_grid
 from admc.ir.program import (
     tabulate_static_injection,
 )
@@ -14,7 +14,7 @@ from admc.passes import alpha_selection
 from admc.passes.alpha_probe import PhaseProbe, ProbeRecorder, probe_iterations
 from admc.passes.alpha_selection import AlphaCapabilities, select_alpha
 from admc.passes.step_phases import build_schedule
-from admc.schedule import time_grid
+from admc.runtime.executor import IdealExecutor
 
 
 def program_and_schedule(hidden, seed, gain, steps):

@@ -10,9 +10,8 @@ from block_programs import random_cycle_program
 from models import AdmForm, export_onnx, seeded
 
 from admc.cli import main
-from admc.driver import compile_source, load_source
-from admc.errors import AdmcError
-from admc.executor import IdealExecutor
+from admc.compiler.driver import compile_source, load_source
+from admc.core.errors import AdmcError
 from admc.ir.program import CLOSED, BlockProgram, MatrixBlock, Phase
 from admc.passes.alpha_problem import Linearisation, solve_global, spectral_radius
 from admc.passes.alpha_selection import AlphaCapabilities, read_alpha_file, select_alpha
@@ -20,7 +19,8 @@ from admc.passes.convergence_certificates import certify_phase
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds
 from admc.passes.solvers import SOLVER_ALIASES, SOLVERS, solver_name
 from admc.passes.step_phases import build_schedule
-from admc.reference import canonical_solver
+from admc.runtime.executor import IdealExecutor
+from admc.runtime.reference import canonical_solver
 from admc.targets.loader import load_target
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "two_moons.onnx"
@@ -96,7 +96,7 @@ def test_auto_converges_where_min_does_not(tmp_path: Path) -> None:
     noise = np.random.default_rng(7).standard_normal((32, 2))
     IdealExecutor(compiled.program, compiled.alpha).run(compiled.schedule, noise)  # settles
     minimal = _compiled(tmp_path, "ideal", 2, "min")
-    from admc.errors import ConvergenceError
+    from admc.core.errors import ConvergenceError
 
     with pytest.raises(ConvergenceError):
         IdealExecutor(minimal.program, minimal.alpha, max_iterations=20_000).run(minimal.schedule, noise)

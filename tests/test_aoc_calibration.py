@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration, summarise
 from admc.targets.loader import load_target
 
@@ -31,7 +31,7 @@ def test_reads_the_48_variable_machine() -> None:
     assert calibration.row_profiles_positive[8] == 0 and calibration.row_profiles_negative[8] == 0
     summary = summarise(calibration)
     assert summary["dead_channels"] == [8]
-    # Figures FIELDS.md §5 quotes for this machine.
+    # Figures targets/aoc/calibrations/FIELDS.md §5 quotes for this machine.
     assert summary["sigmoid_exponent"] == pytest.approx(4.265, abs=1e-3)
     assert summary["kappa_range"] == pytest.approx([0.68, 0.78], abs=0.01)
     assert summary["net_offset_range"] == pytest.approx([-0.047, 0.037], abs=1e-3)
@@ -88,7 +88,7 @@ def test_presets_agree_with_the_calibration(preset: str, calibration_file: Path)
         output = data["output_correction"]
         assert chain.output_gain == close(float(np.mean(output["positive"] + output["negative"])))
         assert chain.loop_gain == close(float(np.mean(data["close_loop_offset_and_scale"]["scaling"])))
-    else:  # FIELDS.md: η = 0.65 / 1.0 hard-coded, no closed-loop correction
+    else:  # targets/aoc/calibrations/FIELDS.md: η = 0.65 / 1.0 hard-coded, no closed-loop correction
         assert chain.output_gain == pytest.approx(0.825) and chain.loop_gain == 1.0
     assert chain.gain_divisor == summary["channels"]
     assert target.gain.beta_max == pytest.approx(chain.gain_per_setting * target.gain.setting_max, rel=1e-12)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.targets.aoc.physics import (
     Acquisition,
     NonIdealities,

@@ -20,16 +20,16 @@ import pytest
 from models import AdmForm, StandardMlp, example_inputs, export_onnx, seeded
 from torch import nn
 
-from admc.bundle import Bundle
-from admc.bundle_program import bundle_program
+from admc.bundle.program import bundle_program
+from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.driver import build, load_source, pack_for_target
-from admc.executor import IdealExecutor
+from admc.compiler.driver import build, load_source, pack_for_target
 from admc.passes.canonicalize import canonicalize
 from admc.passes.routing import check_routing, routing_from_json
 from admc.passes.tiling import MatrixBlock as TilingBlock
 from admc.passes.tiling import Placement, Tile
 from admc.passes.tiling import StateGroup as TilingGroup
+from admc.runtime.executor import IdealExecutor
 from admc.targets.aoc.png import read_png
 from admc.targets.loader import load_target
 

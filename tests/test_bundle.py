@@ -1,4 +1,4 @@
-"""The program bundle (DESIGN.md §5) and the CLI commands that read it: determinism, hash checks, atomic
+"""The program bundle (docs/design.md §5) and the CLI commands that read it: determinism, hash checks, atomic
 writes, ``inspect --json``, ``reference`` / ``simulate --ideal`` round trips, and divergence reports."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from models import ResidualMlp, StandardMlp, export_onnx, export_pt2, seeded
 
-import admc.bundle
-from admc.bundle import Bundle
+import admc.bundle.store
+from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.driver import build, compile_source, load_source
-from admc.errors import AdmcError
+from admc.compiler.driver import build, compile_source, load_source
+from admc.core.errors import AdmcError
 from admc.targets.loader import load_target
-from admc.verify import verify_ideal_chain
+from admc.verify.chain import verify_ideal_chain
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -76,8 +76,8 @@ def test_manifest_lists_every_payload_with_its_hash(tmp_path, sources):
     files = bundle_files(bundle)
     assert set(manifest["payloads"]) == set(files) - {"manifest.json"}
     for name, digest in manifest["payloads"].items():
-        assert admc.bundle.sha256(files[name]) == digest
-    assert manifest["source"]["sha256"] == admc.bundle.sha256(sources["onnx"].read_bytes())
+        assert admc.bundle.store.sha256(files[name]) == digest
+    assert manifest["source"]["sha256"] == admc.bundle.store.sha256(sources["onnx"].read_bytes())
     assert files[manifest["source"]["payload"]] == sources["onnx"].read_bytes()
 
 
@@ -127,7 +127,7 @@ def test_build_failing_while_writing_leaves_nothing(tmp_path, sources, capsys, m
     def broken(manifest):
         raise AdmcError("simulated failure while writing the manifest")
 
-    monkeypatch.setattr(admc.bundle, "manifest_bytes", broken)
+    monkeypatch.setattr(admc.bundle.store, "manifest_bytes", broken)
     output = tmp_path / "out" / "bundle"
     output.parent.mkdir()
     status, _, err = cli(capsys, "build", sources["onnx"], "-o", output, "--target", "ideal", "--steps", "4")
@@ -163,7 +163,7 @@ def test_failed_rebuild_keeps_the_previous_bundle(tmp_path, sources, capsys, mon
     def broken(manifest):
         raise AdmcError("simulated failure while writing the manifest")
 
-    monkeypatch.setattr(admc.bundle, "manifest_bytes", broken)
+    monkeypatch.setattr(admc.bundle.store, "manifest_bytes", broken)
     status, _, _ = cli(capsys, "build", sources["onnx"], "-o", output, "--target", "ideal", "--steps", "8")
     assert status == 2
     assert bundle_files(output) == before

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from models import AdmForm, export_onnx, seeded
 
-from admc.bundle import Bundle
+from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.driver import build, compile_source, load_source
+from admc.compiler.driver import build, compile_source, load_source
 from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration
 from admc.targets.aoc.chain import measured_chain
 from admc.targets.aoc.compensation import small_signal
@@ -22,7 +22,7 @@ from admc.targets.loader import load_target
 
 HW48 = SHIPPED_CALIBRATIONS["hw48"]
 HW16 = SHIPPED_CALIBRATIONS["hw16"]
-DEAD = 8  # FIELDS.md: row_profiles is 0 on both paths at index 8 of hw48
+DEAD = 8  # targets/aoc/calibrations/FIELDS.md: row_profiles is 0 on both paths at index 8 of hw48
 
 
 @pytest.fixture(scope="module")

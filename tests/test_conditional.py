@@ -14,12 +14,12 @@ import torch
 from conditional_models import CLASSES, INPUT_NAMES, example_condition, make
 from models import STATE_SIZE, example_inputs, export_onnx, export_pt2
 
-from admc.bundle import Bundle
+from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.conditional_run import reference, simulate
-from admc.driver import build, load_source
-from admc.errors import AdmcError
+from admc.compiler.driver import build, load_source
+from admc.core.errors import AdmcError
 from admc.passes.canonicalize import canonicalize
+from admc.runtime.conditional_run import reference, simulate
 
 SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson")
 KINDS = ("embedding", "dense", "concat")
@@ -89,7 +89,7 @@ def test_reference_combines_two_runs_of_the_source_model(model_files) -> None:
     """(1 + W) f(c) − W f(∅) by hand, one explicit Euler step, against the conditioned reference."""
     path = model_files["embedding", "onnx"]
     module_output = {}
-    from admc.source_model import make_velocity
+    from admc.runtime.source_model import make_velocity
 
     velocity = make_velocity(path)
     noise = np.random.default_rng(0).standard_normal((6, STATE_SIZE))
@@ -214,7 +214,7 @@ def test_verify_reports_per_class_with_declared_distribution(model_files, tmp_pa
 
 def test_aoc_conditional_guided_bundle_verifies_per_class(model_files, tmp_path: Path) -> None:
     """aoc-48: the twin runs the per-sample injections; verify passes overall and per class."""
-    from admc.verify import verify_bundle
+    from admc.verify.chain import verify_bundle
 
     path = build(model_files["embedding", "onnx"], tmp_path / "aoc", target="aoc-48", steps=8, guidance=2.0,
                  null_conditions={"label": CLASSES})

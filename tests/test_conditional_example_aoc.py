@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from admc.conditional_run import simulate
-from admc.driver import build
+from admc.compiler.driver import build
+from admc.runtime.conditional_run import simulate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "conditional"
 CLASSES, RADIUS = 8, 1.5  # train_eight_gaussians.py
@@ -36,8 +36,8 @@ def test_the_example_trained_with_the_machines_sigma_verifies_per_class(tmp_path
     """eight_gaussians_aoc_48_sigma.onnx (train_eight_gaussians.py --sigma aoc-48 …) computes aoc-48's own σ, so
     no σ shape is left to compensate, and it was trained through weight noise: unguided, every class's twin link
     passes (0.10–0.33 of the 0.5 limit at 256 samples), where the tanh model's reach 2.0."""
-    from admc.bundle import Bundle
-    from admc.verify import verify_bundle
+    from admc.bundle.store import Bundle
+    from admc.verify.chain import verify_bundle
 
     bundle = Bundle(build(EXAMPLE / "eight_gaussians_aoc_48_sigma.onnx", tmp_path / "machine", solver="crank-nicolson",
                           guidance=0.0, null_conditions={"label": CLASSES}))

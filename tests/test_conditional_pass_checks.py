@@ -11,9 +11,9 @@ import pytest
 from conditional_models import CLASSES, INPUT_NAMES, example_condition, make
 from models import example_inputs, export_onnx
 
-from admc.conditional_pass_checks import ConditionalProbe, guidance_check, pack_check
-from admc.driver import build, load_source, pack_for_target
-from admc.errors import AdmcError
+from admc.compiler.conditional_pass_checks import ConditionalProbe, guidance_check, pack_check
+from admc.compiler.driver import build, load_source, pack_for_target
+from admc.core.errors import AdmcError
 from admc.ir.program import BlockProgram
 from admc.passes.canonicalize import canonicalize
 from admc.passes.condition_interface import guided_network
@@ -88,7 +88,7 @@ def test_the_pack_check_catches_a_wrong_block(model_files) -> None:
 
 
 def test_a_failed_check_stops_the_build_before_writing(model_files, tmp_path: Path, monkeypatch) -> None:
-    import admc.conditional_pass_checks as checks
+    import admc.compiler.conditional_pass_checks as checks
 
     monkeypatch.setattr(checks, "EXACT_BOUND", -1.0)  # no error can meet it: the manager must refuse
     with pytest.raises(AdmcError, match="canonicalise"):

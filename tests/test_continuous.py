@@ -19,11 +19,11 @@ from models import ResidualMlp, SinusoidalTime, StandardMlp, export_onnx, seeded
 from scipy.linalg import expm
 
 from admc.cli import main
-from admc.continuous import ProgramVelocity, integrate_continuous
-from admc.driver import build, compile_source, load_source
+from admc.compiler.driver import build, compile_source, load_source
 from admc.ir.adm import RELU, TANH
 from admc.passes.canonicalize import canonicalize
-from admc.reference import integrate
+from admc.runtime.continuous import ProgramVelocity, integrate_continuous
+from admc.runtime.reference import integrate
 from admc.targets.loader import load_target
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -63,7 +63,7 @@ def test_continuous_reference_matches_the_closed_form_of_a_linear_flow() -> None
 
 
 def test_integration_refuses_a_diverging_flow() -> None:
-    from admc.errors import ConvergenceError
+    from admc.core.errors import ConvergenceError
 
     with pytest.raises(ConvergenceError, match="non-finite"):
         integrate_continuous(lambda x, t: np.where(t[:, None] > 0.5, np.inf, x), np.ones((2, 2)),

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.targets.aoc.differentiable import (
     HardwareAwareVelocity,
     SlmQuantisation,
@@ -334,7 +334,7 @@ def test_broken_chains_and_scales_are_refused():
 
 
 def test_voltage_scales_come_from_a_built_bundle(tmp_path):
-    from admc.driver import build
+    from admc.compiler.driver import build
 
     model = Adm(dtype=torch.float32).eval()
     path = build(model, tmp_path / "bundle", target="aoc-48", steps=4,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from models import AdmForm, StandardMlp, export_onnx, seeded
 
-from admc.bundle import Bundle
-from admc.bundle_program import bundle_program
-from admc.driver import build
-from admc.executor import IdealExecutor
-from admc.reference import integrate
-from admc.source_model import make_velocity
+from admc.bundle.program import bundle_program
+from admc.bundle.store import Bundle
+from admc.compiler.driver import build
+from admc.runtime.executor import IdealExecutor
+from admc.runtime.reference import integrate
+from admc.runtime.source_model import make_velocity
 
 
 def target_file(tmp_path, per_channel: bool, float_weights: bool):

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from admc.bundle import Bundle
+from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.driver import build
-from admc.estimate import estimate
+from admc.compiler.driver import build
+from admc.estimate.cost import estimate
 from admc.targets.estimate_spec import ESTIMATE_FIELDS
 from admc.targets.loader import load_target
 

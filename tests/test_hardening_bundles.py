@@ -21,10 +21,10 @@ from hardening_helpers import (
 )
 from models import gemm_model
 
-import admc.bundle
-from admc.bundle import Bundle, npy_bytes
-from admc.driver import build
-from admc.verify import EXACT_TOLERANCE, program_criterion
+import admc.bundle.store
+from admc.bundle.store import Bundle, npy_bytes
+from admc.compiler.driver import build
+from admc.verify.chain import EXACT_TOLERANCE, program_criterion
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -70,7 +70,7 @@ def test_payload_absolute_path_refused(capsys, ideal, tmp_path, command):
     outside = tmp_path / "outside.npy"
     outside.write_bytes(npy_bytes(np.zeros(3)))
     manifest = read_manifest(ideal)
-    manifest["payloads"][str(outside)] = admc.bundle.sha256(outside.read_bytes())
+    manifest["payloads"][str(outside)] = admc.bundle.store.sha256(outside.read_bytes())
     write_manifest(ideal, manifest)
     assert "absolute path" in run(capsys, command, ideal, tmp_path)
 
@@ -79,7 +79,7 @@ def test_payload_absolute_path_refused(capsys, ideal, tmp_path, command):
 def test_payload_dotdot_path_refused(capsys, ideal, tmp_path, command):
     (tmp_path / "outside.npy").write_bytes(npy_bytes(np.zeros(3)))
     manifest = read_manifest(ideal)
-    manifest["payloads"]["../outside.npy"] = admc.bundle.sha256((tmp_path / "outside.npy").read_bytes())
+    manifest["payloads"]["../outside.npy"] = admc.bundle.store.sha256((tmp_path / "outside.npy").read_bytes())
     write_manifest(ideal, manifest)
     assert "normalised relative path" in run(capsys, command, ideal, tmp_path)
 
@@ -89,7 +89,7 @@ def test_source_payload_outside_bundle_refused(capsys, bundles, ideal, tmp_path)
     content = bundles["model"].read_bytes()
     (tmp_path / "evil.onnx").write_bytes(content)
     manifest = read_manifest(ideal)
-    manifest["payloads"]["../evil.onnx"] = admc.bundle.sha256(content)
+    manifest["payloads"]["../evil.onnx"] = admc.bundle.store.sha256(content)
     manifest["source"]["payload"] = "../evil.onnx"
     write_manifest(ideal, manifest)
     run(capsys, "verify", ideal, tmp_path, "../evil.onnx")
@@ -311,7 +311,7 @@ def test_untampered_bundles_still_pass(capsys, bundles):
 
 def test_manifest_digest_covers_the_canonical_form(bundles):
     manifest = read_manifest(bundles["ideal"])
-    assert manifest["format_version"] == admc.bundle.BUNDLE_VERSION
+    assert manifest["format_version"] == admc.bundle.store.BUNDLE_VERSION
     content = {key: value for key, value in manifest.items() if key != "manifest_digest"}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     import hashlib

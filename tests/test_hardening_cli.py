@@ -14,8 +14,8 @@ import pytest
 from hardening_helpers import cli, listing, refused, save_noise
 from models import gemm_model
 
-from admc.driver import build
-from admc.errors import LONGEST_MESSAGE, one_line
+from admc.compiler.driver import build
+from admc.core.errors import LONGEST_MESSAGE, one_line
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -95,7 +95,7 @@ def test_simulate_crash_leaves_no_partial_file(capsys, sources, tmp_path, monkey
     def fail(*_):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(admc.cli.os, "replace", fail)
+    monkeypatch.setattr(admc.cli.commands.os, "replace", fail)
     status, _, err = cli(capsys, "simulate", sources["bundle"], "--noise", sources["noise"], "-o",
                          tmp_path / "out.npy", "--ideal")
     assert status == 2 and "No space left on device" in err and "\n" not in err.strip(), err
@@ -306,12 +306,12 @@ def test_checker_message_keeps_node_name(capsys, tmp_path):
 
 
 def test_internal_error_exits_70_with_saved_traceback(capsys, sources, monkeypatch):
-    import admc.inspect_bundle
+    import admc.bundle.summary
 
     def broken(bundle):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(admc.inspect_bundle, "describe", broken)
+    monkeypatch.setattr(admc.bundle.summary, "describe", broken)
     status, out, err = cli(capsys, "inspect", sources["bundle"])
     assert status == 70
     line = err.strip()

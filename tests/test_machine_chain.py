@@ -1,5 +1,5 @@
 """The twin's measured chain against an independent transcription of the makers' forward pass, and each of
-its effects alone against an independent computation (FIELDS.md §1-2)."""
+its effects alone against an independent computation (targets/aoc/calibrations/FIELDS.md §1-2)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from models import AdmForm, StandardMlp, export_onnx, seeded
 
-from admc.bundle import Bundle
-from admc.driver import build
+from admc.bundle.store import Bundle
+from admc.compiler.driver import build
 from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration
 from admc.targets.aoc.machine_chain import slm_drive
 from admc.targets.aoc.twin import AocTwin, all_off
@@ -200,7 +200,7 @@ def test_each_effect_alone_matches_its_closed_form(bundles, effect, target, cali
     ours = twin_loop_term(twin, torch.as_tensor(state)).numpy()
     expected = closed_form(effect or "", twin, bundle, calibration_file, state)
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-9 * max(1.0, np.abs(expected).max()))
-    if effect is None:  # all off: exactly the program's β (T⁺ − T⁻) tanh(a z) (DESIGN.md's identity)
+    if effect is None:  # all off: exactly the program's β (T⁺ − T⁻) tanh(a z) (docs/design.md's identity)
         beta = bundle.array(bundle.manifest["aoc"]["beta"])
         transmissions = {path: np.transpose(realised, (0, 2, 1)) for path, realised in
                          __import__("admc.targets.aoc.bundle_reader", fromlist=["x"]).realised_transmissions(

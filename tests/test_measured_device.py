@@ -7,9 +7,9 @@ import pytest
 import torch
 from models import AdmForm, export_onnx, seeded
 
-from admc.bundle import Bundle
+from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.driver import build
+from admc.compiler.driver import build
 from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration
 from admc.targets.aoc.twin import AocTwin
 
@@ -33,7 +33,7 @@ def test_static_errors_are_the_calibration_files_figures(bundle):
     expected_efficiency = np.tile(calibration.row_profiles_positive, (modules, 1))
     np.testing.assert_array_equal(errors.input_efficiency_positive.numpy(), expected_efficiency)
     assert torch.all(errors.input_efficiency_positive[:, 8] == 0) and torch.all(
-        errors.input_efficiency_negative[:, 8] == 0)  # the dead channel (FIELDS.md)
+        errors.input_efficiency_negative[:, 8] == 0)  # the dead channel (targets/aoc/calibrations/FIELDS.md)
     a, b, c = calibration.distortion_negative.T
     np.testing.assert_allclose(errors.darkness_negative[0].numpy(), c / (a + b + c), rtol=0, atol=1e-15)
     kappa = calibration.closed_loop_scaling

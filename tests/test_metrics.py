@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist, pdist
 
-import admc.metrics
-from admc.errors import AdmcError
-from admc.metrics import (
+import admc.verify.metrics
+from admc.core.errors import AdmcError
+from admc.verify.metrics import (
     gaussian_baseline,
     max_abs_error,
     median_bandwidth,
@@ -109,7 +109,7 @@ def test_mmd_separates_shifted_sets() -> None:
 
 def test_mmd_blocks_do_not_change_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
     # Small blocks force many row chunks in the kernel sum; compared with the whole-matrix form.
-    monkeypatch.setattr(admc.metrics, "_BLOCK_ELEMENTS", 50_000)
+    monkeypatch.setattr(admc.verify.metrics, "_BLOCK_ELEMENTS", 50_000)
     generator = np.random.default_rng(6)
     a = generator.standard_normal((700, 2))
     b = generator.standard_normal((600, 2)) * 1.3

@@ -29,7 +29,7 @@ from models import (
 )
 
 from admc.cli import main
-from admc.driver import build, load_source
+from admc.compiler.driver import build, load_source
 from admc.passes.canonicalize import canonicalize
 
 SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson")
@@ -166,8 +166,8 @@ def test_folded_input_layout_builds_and_verifies(model_files, tmp_path, no_linea
 
 @pytest.mark.parametrize("kind", ["standard-mlp", "sinusoidal-time"])
 def test_both_layouts_give_the_same_samples(model_files, tmp_path, no_linear_target, kind):
-    from admc.bundle import Bundle
-    from admc.verify import verify_ideal_chain
+    from admc.bundle.store import Bundle
+    from admc.verify.chain import verify_ideal_chain
 
     trajectories = []
     for name, target in (("direct", "ideal"), ("folded", no_linear_target)):

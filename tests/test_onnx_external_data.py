@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 from models import AdmForm, export_onnx, seeded
 
-from admc.bundle import Bundle
+from admc.bundle.store import Bundle
 from admc.cli import main
 
 

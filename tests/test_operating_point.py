@@ -1,5 +1,6 @@
 """The calibrated build's per-channel operating point: the measured σ → light curve matched to tanh over the
-voltages each channel sees, checked against an independent transcription of the makers' curves (FIELDS.md §2)
+voltages each channel sees, checked against an independent transcription of the makers' curves
+(targets/aoc/calibrations/FIELDS.md §2)
 and by the twin's final-sample error with and without it."""
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import pytest
 import yaml
 from models import AdmForm, export_onnx, seeded
 
-from admc.bundle import Bundle
-from admc.bundle_program import bundle_program
-from admc.driver import build
-from admc.executor import IdealExecutor
+from admc.bundle.program import bundle_program
+from admc.bundle.store import Bundle
+from admc.compiler.driver import build
+from admc.runtime.executor import IdealExecutor
 from admc.targets.aoc import calibrated_build
 from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration
 from admc.targets.aoc.chain import measured_chain
@@ -26,7 +27,7 @@ PATHS = ("positive", "negative")
 
 
 def makers_light(volts: np.ndarray, data: dict) -> dict[str, np.ndarray]:
-    """FIELDS.md §2, written from the field guide: T(z) = d·u/(1 + |u|^c)^(1/c) + f + g·z, u = a·z + b;
+    """The field guide's §2 (targets/aoc/calibrations/FIELDS.md): T(z) = d·u/(1 + |u|^c)^(1/c) + f + g·z, u = a·z + b;
     l± = A± t³ + B± t² + C± t + D±."""
     a, b, c, d, f, g = data["tanh_sigmoid_coeffs"]
     u = a * volts + b
@@ -72,7 +73,7 @@ def recorded_arguments(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_fitted_light_matches_tanh_better_than_the_small_signal_model(bundles):
-    """Independent check: through the makers' curves transcribed from FIELDS.md, on fresh samples, the fitted
+    """Independent check: through the makers' curves transcribed from the field guide, on fresh samples, the fitted
     per-channel model (light at z + shift ≈ rest + scale·tanh) is at least 1.6× closer to tanh than the
     small-signal model at z = 0 the build used before."""
     fitted, _ = bundles

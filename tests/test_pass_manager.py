@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from models import AdmForm, StandardMlp, export_onnx, seeded
 
-import admc.driver
+import admc.compiler.driver
 from admc.cli import main
-from admc.driver import build
-from admc.errors import AdmcError
+from admc.compiler.driver import build
+from admc.core.errors import AdmcError
 from admc.passes.manager import PassManager
 
 
@@ -35,14 +35,14 @@ def test_verify_mode_checks_every_pass_and_dumps_the_ir(tmp_path, target):
 
 def test_a_pass_that_breaks_the_semantics_is_caught_before_anything_is_written(tmp_path, monkeypatch):
     model = export_onnx(seeded(AdmForm(), 4), tmp_path / "model.onnx")
-    original = admc.driver.pack_for_target
+    original = admc.compiler.driver.pack_for_target
 
     def broken_pack(network, linear_channels):
         program = original(network, linear_channels)
         program.blocks[0].matrix = program.blocks[0].matrix * 1.001  # a 0.1 % weight error
         return program
 
-    monkeypatch.setattr(admc.driver, "pack_for_target", broken_pack)
+    monkeypatch.setattr(admc.compiler.driver, "pack_for_target", broken_pack)
     with pytest.raises(AdmcError, match="pass 'pack' changed the program's semantics"):
         build(model, tmp_path / "bundle", target="ideal", passes=PassManager(verify=True))
     assert not (tmp_path / "bundle").exists()

@@ -15,12 +15,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from admc.errors import AdmcError, ConvergenceError
+from admc.core.errors import AdmcError, ConvergenceError
+from admc.core.schedule import load_grid, time_grid
+from admc.frontends.signature import identify_signature
 from admc.ir.graph import GraphInput
-from admc.reference import canonical_solver, run_reference
-from admc.schedule import load_grid, time_grid
-from admc.signature import identify_signature
-from admc.source_model import OnnxVelocity, TorchVelocity, make_velocity, onnx_to_float64
+from admc.runtime.reference import canonical_solver, run_reference
+from admc.runtime.source_model import OnnxVelocity, TorchVelocity, make_velocity, onnx_to_float64
 
 # --------------------------------------------------------------------------- analytic velocities
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from models import AdmForm, GlueMlp, ResidualMlp, SinusoidalTime, StandardMlp, example_inputs, export_onnx, seeded
 
-from admc.bundle import Bundle
+from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.driver import build
-from admc.metrics import wasserstein2
-from admc.reference import run_reference
+from admc.compiler.driver import build
+from admc.runtime.reference import run_reference
 from admc.targets.rram.twin import RramTwin
+from admc.verify.metrics import wasserstein2
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

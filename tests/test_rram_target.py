@@ -18,16 +18,16 @@ import yaml
 from models import export_onnx, seeded
 from PIL import Image
 
-from admc.bundle import Bundle
-from admc.bundle_program import bundle_program
+from admc.bundle.program import bundle_program
+from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.driver import build, compile_source, load_source
-from admc.errors import AdmcError
-from admc.execute import run_ideal
-from admc.metrics import per_step_nrmse
+from admc.compiler.driver import build, compile_source, load_source
+from admc.core.errors import AdmcError
+from admc.runtime.execute import run_ideal
 from admc.targets.loader import load_target
 from admc.targets.rram.description import RramTarget
 from admc.targets.rram.twin import RramTwin
+from admc.verify.metrics import per_step_nrmse
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PRESET = REPOSITORY / "targets" / "rram" / "presets" / "rram-128.yaml"

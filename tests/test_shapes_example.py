@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from admc.metrics import gaussian_baseline, mmd, wasserstein2
+from admc.verify.metrics import gaussian_baseline, mmd, wasserstein2
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SHAPES_DIR = EXAMPLES / "shapes"
@@ -119,7 +119,7 @@ def test_the_check_fails_for_the_wrong_model(tmp_path):
 
 
 def test_metrics_agree_with_an_independent_computation():
-    """The example scores with admc.metrics; check W2 on a case with a closed form: a set and its shift."""
+    """The example scores with admc.verify.metrics; check W2 on a case with a closed form: a set and its shift."""
     points = shapes.sample("star", 200, 0)
     assert wasserstein2(points, points + np.array([0.3, -0.4])) == pytest.approx(0.5, rel=1e-9)
     assert mmd(points, points) < 0

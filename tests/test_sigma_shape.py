@@ -12,11 +12,11 @@ import torch
 import yaml
 from models import AdmForm, export_onnx, seeded
 
-from admc.bundle import Bundle
-from admc.bundle_program import bundle_program
-from admc.driver import build
-from admc.errors import AdmcError
-from admc.executor import IdealExecutor
+from admc.bundle.program import bundle_program
+from admc.bundle.store import Bundle
+from admc.compiler.driver import build
+from admc.core.errors import AdmcError
+from admc.runtime.executor import IdealExecutor
 from admc.targets.aoc import sigma_build
 from admc.targets.aoc.bundle_reader import image_sets
 from admc.targets.aoc.physics import NonIdealities, Nonlinearity, activation
@@ -161,7 +161,7 @@ def test_transmissions_that_the_images_do_not_load_are_refused(bundles, tmp_path
     import json
     import shutil
 
-    import admc.bundle
+    import admc.bundle.store
     from admc.targets.aoc.bundle_reader import check_emitted_files
 
     compensated = bundles[0]
@@ -172,12 +172,12 @@ def test_transmissions_that_the_images_do_not_load_are_refused(bundles, tmp_path
     name = image_sets(compensated)[0]["transmission"]["positive"]
     doctored = compensated.array(name).copy()
     doctored[doctored > 0.1] *= 1.02  # 2 % more weight than the images hold
-    content = admc.bundle.npy_bytes(doctored)
+    content = admc.bundle.store.npy_bytes(doctored)
     (copy / name).write_bytes(content)
-    manifest["payloads"][name] = admc.bundle.sha256(content)
-    manifest.pop(admc.bundle.DIGEST_FIELD)
-    manifest[admc.bundle.DIGEST_FIELD] = admc.bundle.sha256(admc.bundle.canonical_bytes(manifest))
-    (copy / "manifest.json").write_bytes(admc.bundle.manifest_bytes(manifest))
+    manifest["payloads"][name] = admc.bundle.store.sha256(content)
+    manifest.pop(admc.bundle.store.DIGEST_FIELD)
+    manifest[admc.bundle.store.DIGEST_FIELD] = admc.bundle.store.sha256(admc.bundle.store.canonical_bytes(manifest))
+    (copy / "manifest.json").write_bytes(admc.bundle.store.manifest_bytes(manifest))
     with pytest.raises(AdmcError, match="σ-shape scales differ from what the grey levels"):
         check_emitted_files(Bundle(copy))
 
@@ -188,7 +188,7 @@ def test_the_fit_sees_the_loop_the_machine_runs():
     fit used to record with the source-level α of the mode, which moved weights by up to 1.5e-3.)"""
     from pathlib import Path
 
-    from admc.driver import compile_source, load_source
+    from admc.compiler.driver import compile_source, load_source
 
     source = load_source(Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx")
     target = load_target("aoc-48")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.targets.aoc.png import encode_png, read_png, write_png
 from admc.targets.aoc.slm import (
     check_response,

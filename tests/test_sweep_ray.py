@@ -20,7 +20,7 @@ if importlib.util.find_spec("ray") is None:
 pytest.importorskip("pyarrow")
 psutil = pytest.importorskip("psutil")
 
-from admc.errors import AdmcError  # noqa: E402
+from admc.core.errors import AdmcError  # noqa: E402
 from admc.sweep.execute import run_sweep  # noqa: E402
 from admc.sweep.results import read_table  # noqa: E402
 from admc.sweep.spec import load_spec  # noqa: E402

@@ -15,7 +15,7 @@ from scipy import stats
 pytest.importorskip("pydantic")
 pytest.importorskip("pyarrow")
 
-from admc.errors import AdmcError  # noqa: E402
+from admc.core.errors import AdmcError  # noqa: E402
 from admc.sweep.points import BASELINE, chip_overrides, chip_seed, declared_effects, expand_points  # noqa: E402
 from admc.sweep.spec import load_spec  # noqa: E402
 from admc.sweep.statistics import clopper_pearson_interval, pareto_front, wilson_interval  # noqa: E402
@@ -81,7 +81,7 @@ def test_missing_model_and_both_sources(tmp_path: Path) -> None:
 def test_alpha_axis_only_where_the_build_takes_it(tmp_path: Path) -> None:
     import inspect
 
-    from admc.driver import build
+    from admc.compiler.driver import build
 
     for text, field in (("axes:\n  alpha: [auto]\n", "axes.alpha"), ("build:\n  alpha: auto\n", "build.alpha")):
         if "alpha" in inspect.signature(build).parameters:
@@ -183,12 +183,12 @@ axes:
 def test_chip_row_matches_admc_verify(tmp_path: Path) -> None:
     """The chip's W2 ratio, worst-step NRMSE and pass decision equal verify_bundle's twin links for the same
     bundle, non-idealities and seed."""
-    from admc.bundle import Bundle
-    from admc.driver import build
+    from admc.bundle.store import Bundle
+    from admc.compiler.driver import build
     from admc.sweep.build_cache import build_point, materialise_bundle
     from admc.sweep.chip import run_chip
     from admc.sweep.twins import chip_nonidealities
-    from admc.verify import verify_bundle
+    from admc.verify.chain import verify_bundle
 
     bundle_path = build(MODEL, tmp_path / "bundle", target="aoc-48", steps=4)
     files = {str(path.relative_to(bundle_path)): path.read_bytes()
@@ -360,11 +360,11 @@ def test_seeds_do_not_depend_on_where_the_files_are(tmp_path: Path) -> None:
 
 def test_alpha_is_passed_to_a_build_that_takes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The hook for α selection: a build with an ``alpha`` keyword receives the point's value."""
-    import admc.driver
+    import admc.compiler.driver
     from admc.sweep.build_cache import build_point
     from admc.targets.loader import load_target
 
-    real_build = admc.driver.build
+    real_build = admc.compiler.driver.build
     received = []
 
     def build_with_alpha(model, output, target="aoc-48", solver="implicit-euler", steps=16, fp_iterations=None,
@@ -373,7 +373,7 @@ def test_alpha_is_passed_to_a_build_that_takes_it(tmp_path: Path, monkeypatch: p
         return real_build(model, output, target=target, solver=solver, steps=steps, fp_iterations=fp_iterations,
                           layout=layout)
 
-    monkeypatch.setattr(admc.driver, "build", build_with_alpha)
+    monkeypatch.setattr(admc.compiler.driver, "build", build_with_alpha)
     spec = load_spec(write_spec(tmp_path, "build:\n  steps: 4\naxes:\n  alpha: [auto, 0.2]\n"))
     points = expand_points(spec)
     assert [point.build["alpha"] for point in points] == ["auto", 0.2]
@@ -384,8 +384,8 @@ def test_alpha_is_passed_to_a_build_that_takes_it(tmp_path: Path, monkeypatch: p
 
 def test_materialised_bundles_are_content_addressed(tmp_path: Path) -> None:
     """Different bundles under one key never share (or replace) a directory; the same one is written once."""
-    from admc.bundle import Bundle
-    from admc.driver import build
+    from admc.bundle.store import Bundle
+    from admc.compiler.driver import build
     from admc.sweep.build_cache import materialise_bundle
 
     directories = []

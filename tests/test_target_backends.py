@@ -18,8 +18,8 @@ from typing import ClassVar
 import pytest
 
 import admc.passes.tiling as tiling
-from admc.driver import build
-from admc.errors import AdmcError
+from admc.compiler.driver import build
+from admc.core.errors import AdmcError
 from admc.passes.manager import PassManager
 from admc.targets.backends import TargetBackend, backend_of, resolve_backend
 from admc.targets.loader import KINDS, load_target
@@ -27,9 +27,10 @@ from admc.targets.loader import KINDS, load_target
 REPOSITORY = Path(__file__).resolve().parent.parent
 EXAMPLE = REPOSITORY / "examples" / "two_moons.onnx"
 SHARED_FILES = [*sorted((REPOSITORY / "passes").glob("*.py")),
-                *(REPOSITORY / "admc" / name for name in ("driver.py", "verify.py", "bundle_program.py",
-                                                          "execute.py", "executor.py", "continuous.py",
-                                                          "inspect_bundle.py", "reference.py"))]
+                *(REPOSITORY / "admc" / name for name in ("compiler/driver.py", "verify/chain.py", "bundle/program.py",
+                                                          "runtime/execute.py", "runtime/executor.py",
+                                                          "runtime/continuous.py", "bundle/summary.py",
+                                                          "runtime/reference.py"))]
 # target.kind == ..., manifest["target"]["kind"] == ..., .get("kind") == ..., == "aoc", or a target's package.
 TARGET_BRANCH = re.compile(r"""(target\w*\.kind|["']kind["']\]|["']kind["']\))\s*[!=]="""
                            r"""|[!=]=\s*["'](aoc|rram|ideal)["']|targets\.(aoc|rram)\b""")
@@ -97,7 +98,7 @@ def test_both_targets_share_the_spine_and_the_tiling_pass(tmp_path: Path, monkey
 
 
 def test_a_target_refuses_a_solver_of_the_other_kind() -> None:
-    from admc.driver import check_solver
+    from admc.compiler.driver import check_solver
 
     assert check_solver("continuous", load_target("rram")) == "continuous"
     assert check_solver("cn", load_target("aoc-48")) == "crank-nicolson"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.targets.aoc.description import AocTarget
 from admc.targets.description_schema import Field, deep_merge, validate
 from admc.targets.ideal.description import IdealTarget

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.passes.routing import check_routing, routing_from_json, routing_graph, routing_to_json
 from admc.passes.tiling import (
     SPLIT_POLICIES,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.frontends.torch_export import import_module, load_pt2
 from admc.ir.evaluate import evaluate_graph
 from admc.ir.graph import Graph

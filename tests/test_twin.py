@@ -16,13 +16,13 @@ import scipy.linalg
 import torch
 from models import AdmForm, StandardMlp, example_inputs, seeded
 
-from admc.bundle import Bundle
-from admc.bundle_program import bundle_program
+from admc.bundle.program import bundle_program
+from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.driver import build
-from admc.errors import ConvergenceError
-from admc.executor import IdealExecutor
+from admc.compiler.driver import build
+from admc.core.errors import ConvergenceError
 from admc.ir.program import CLOSED, block_scale
+from admc.runtime.executor import IdealExecutor
 from admc.targets.aoc.bundle_reader import realised_transmissions, tile_channels
 from admc.targets.aoc.physics import NonIdealities
 from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
@@ -417,7 +417,7 @@ def test_open_phases_run_held_rows_unrelaxed_when_alpha_is_positive(tmp_path: Pa
     effect off the twin equals the ideal executor (held rows run at gain β/(1 − α), α = 0, in open phases)."""
     import dataclasses
 
-    from admc.execute import run_ideal
+    from admc.runtime.execute import run_ideal
 
     bundle_path = build(Path(__file__).parents[1] / "examples" / "two_moons.onnx", tmp_path / "heun",
                         target="aoc-48", solver="heun", steps=2)

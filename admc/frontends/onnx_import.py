@@ -21,10 +21,10 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper
 
-from admc import limits
-from admc.errors import AdmcError
+from admc.core import limits
+from admc.core.errors import AdmcError
+from admc.core.safe_files import check_regular
 from admc.ir.graph import Graph, GraphInput, Op
-from admc.safe_files import check_regular
 
 MINIMUM_OPSET = 13
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)

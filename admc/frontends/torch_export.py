@@ -37,10 +37,10 @@ import torch
 from torch.export import Dim, ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
-from admc import limits
-from admc.errors import AdmcError
+from admc.core import limits
+from admc.core.errors import AdmcError
+from admc.core.safe_files import check_regular
 from admc.ir.graph import Graph, GraphInput, Op
-from admc.safe_files import check_regular
 
 # ONNX Slice/Reshape use int64 limits for "to the end"; torch.export writes the same sentinel.
 _INT64_MAX = 9223372036854775807

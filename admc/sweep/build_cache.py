@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from admc import __version__
-from admc.errors import AdmcError, ConvergenceError
+from admc.core.errors import AdmcError, ConvergenceError
 from admc.sweep.spec import canonical_json
 
 OK, BUILD_FAILED, DIVERGED, ERROR = "ok", "build_failed", "diverged", "error"
@@ -52,8 +52,8 @@ def _bundle_files(directory: Path) -> dict[str, bytes]:
 
 def point_reference(bundle, samples: int, seed: int) -> dict:
     """The data every chip of a point compares against: the same as ``admc verify`` computes."""
-    from admc.metrics import gaussian_baseline, wasserstein2
-    from admc.verify import verify_ideal_chain
+    from admc.verify.chain import verify_ideal_chain
+    from admc.verify.metrics import gaussian_baseline, wasserstein2
 
     chain = verify_ideal_chain(bundle, samples, seed)
     reference = chain["_trajectories"]["reference"]
@@ -83,8 +83,8 @@ def build_point(source_bytes: bytes | None, source_name: str, target: dict | Non
     """Build (or take ``bundle_files``) and compute the point's reference; see module docstring."""
     import torch
 
-    from admc.bundle import Bundle
-    from admc.driver import build
+    from admc.bundle.store import Bundle
+    from admc.compiler.driver import build
 
     torch.set_num_threads(1)  # one task per CPU; also keeps reductions identical wherever it runs
     with tempfile.TemporaryDirectory(prefix="admc-sweep-build-") as directory:

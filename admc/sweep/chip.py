@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from admc.errors import AdmcError, ConvergenceError
+from admc.core.errors import AdmcError, ConvergenceError
 
 OK, DIVERGED, ERROR = "ok", "diverged", "error"
 NAN = float("nan")
@@ -33,9 +33,9 @@ def run_chip(bundle_directory: Path, reference: dict, overrides: dict, seed: int
              criterion: dict) -> dict:
     import torch
 
-    from admc.bundle import Bundle
-    from admc.metrics import mmd, nrmse, per_step_nrmse, wasserstein2
+    from admc.bundle.store import Bundle
     from admc.sweep.twins import run_twin
+    from admc.verify.metrics import mmd, nrmse, per_step_nrmse, wasserstein2
 
     torch.set_num_threads(1)
     summary = reference["summary"]

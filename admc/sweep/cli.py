@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 
 def add_parser(commands) -> None:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 # A local instance's object store holds bundles and reference runs: small.
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.sweep import build_cache
 from admc.sweep.chip import failed_metrics, run_chip
 from admc.sweep.cluster import cluster_cpus, ray_session

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.sweep.spec import (
     NONIDEALITY_PREFIX,
     TARGET_PREFIX,
@@ -168,7 +168,7 @@ def _reference_mapping(reference: str) -> dict:
 def build_target(spec: SweepSpec, point: Point) -> dict:
     """The resolved description the point's program is built for (target overrides in, twin ones not)."""
     if spec.is_bundle:
-        from admc.bundle import Bundle
+        from admc.bundle.store import Bundle
 
         return copy.deepcopy(Bundle(spec.source).manifest["target"])
     return deep_merge(_reference_mapping(point.build["target"]), point.build.get("target_overrides", {}))
@@ -186,8 +186,8 @@ def _describe(spec: SweepSpec, point: Point) -> str:
 
 def check_points(spec: SweepSpec) -> None:
     """Every point's target (and schedule) is valid; raises AdmcError naming the spec, point and field."""
+    from admc.core.schedule import time_grid
     from admc.passes.step_phases import build_schedule
-    from admc.schedule import time_grid
     from admc.sweep.twins import has_twin
 
     grid_points = [_point(spec, index, parameters) for index, parameters in enumerate(grid(spec.axes))]

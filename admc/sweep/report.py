@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.sweep.points import BASELINE, GRID, SENSITIVITY
 from admc.sweep.results import read_rows
 from admc.sweep.statistics import clopper_pearson_interval, pareto_front, wilson_interval

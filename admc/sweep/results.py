@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 COLUMNS = pa.schema([
     ("point", pa.int64()),

@@ -22,9 +22,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
-# Axis names that are build options; each maps to the keyword of ``admc.driver.build``.
+# Axis names that are build options; each maps to the keyword of ``admc.compiler.driver.build``.
 BUILD_AXES = ("target", "solver", "steps", "fp_iterations", "layout", "alpha")
 # Axis names that are options of the twin run (no rebuild).
 TWIN_AXES = ("mode", "loop_iterations", "repeats")
@@ -173,7 +173,7 @@ def _check_source(raw: RawSpec, path: Path) -> Path:
             raise _fail(path, "build.alpha", "this admc's build takes no 'alpha' option (α selection is not "
                         "available)")
     else:
-        from admc.bundle import Bundle
+        from admc.bundle.store import Bundle
 
         try:
             Bundle(source)
@@ -198,7 +198,7 @@ def resolve_target_reference(target: str, path: Path, field: str) -> str:
 
 
 def _build_accepts(keyword: str) -> bool:
-    from admc.driver import build
+    from admc.compiler.driver import build
 
     return keyword in inspect.signature(build).parameters
 

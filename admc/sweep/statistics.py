@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from scipy import stats
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 
 def _check(passed: int, trials: int, confidence: float) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from admc.bundle import Bundle
+from admc.bundle.store import Bundle
 from admc.targets.description_schema import deep_merge
 
 # target kind -> (module, twin class, module of its non-idealities, non-idealities class)

@@ -26,13 +26,13 @@ sys.path.insert(0, str(HERE))
 from class_figures import class_figures  # noqa: E402
 from train_eight_gaussians import CLASSES  # noqa: E402
 
-from admc.conditional_build import calibration_drive, parse_condition_options  # noqa: E402
-from admc.driver import compile_source, load_source  # noqa: E402
-from admc.executor import IdealExecutor  # noqa: E402
-from admc.metrics import gaussian_baseline, wasserstein2  # noqa: E402
+from admc.compiler.conditional_build import calibration_drive, parse_condition_options  # noqa: E402
+from admc.compiler.driver import compile_source, load_source  # noqa: E402
+from admc.runtime.executor import IdealExecutor  # noqa: E402
 from admc.targets.aoc.operating_point import record_states  # noqa: E402
 from admc.targets.aoc.sigma_shape import algebraic_sigmoid, fit_output_scales  # noqa: E402
 from admc.targets.loader import load_target  # noqa: E402
+from admc.verify.metrics import gaussian_baseline, wasserstein2  # noqa: E402
 
 # s is steeper than tanh away from 0, so a loop relaxed for tanh may not settle with it; α never moves a
 # fixed point, so every variant runs at α ≥ this.

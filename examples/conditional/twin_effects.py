@@ -23,14 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from class_figures import class_figures  # noqa: E402
 from train_eight_gaussians import CLASSES  # noqa: E402
 
-from admc.bundle import Bundle  # noqa: E402
-from admc.conditional_run import _interface_for, simulate  # noqa: E402
-from admc.metrics import gaussian_baseline, wasserstein2  # noqa: E402
+from admc.bundle.store import Bundle  # noqa: E402
+from admc.runtime.conditional_run import _interface_for, simulate  # noqa: E402
 from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of  # noqa: E402
+from admc.verify.metrics import gaussian_baseline, wasserstein2  # noqa: E402
 
 
 def twin_samples(bundle: Bundle, noise: np.ndarray, labels: np.ndarray, weight: float, effects) -> np.ndarray:
-    from admc.conditional_build import rescale_twin_gains
+    from admc.compiler.conditional_build import rescale_twin_gains
 
     interface, checked = _interface_for(bundle, noise, {"label": labels}, weight)
     twin = AocTwin(bundle, effects)

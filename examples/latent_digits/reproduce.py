@@ -29,7 +29,7 @@ ROWS = ("twin", "ideal program", "reference (source model)", "VAE prior", "VAE r
 
 
 def build_bundle(output: Path, target: str, steps: int, solver: str | None) -> Path:
-    from admc.driver import build
+    from admc.compiler.driver import build
 
     return Path(build(str(HERE / "latent_adm.onnx"), str(output / "bundle"), target=target, steps=steps,
                       solver=solver, force=False))
@@ -39,11 +39,11 @@ def sample_codes(bundle_path: Path, noise: np.ndarray, progress: bool = True) ->
     """Latent codes from the twin (hardware targets), the ideal program and the source model."""
     from tqdm import tqdm
 
-    from admc.bundle import Bundle
-    from admc.bundle_program import bundle_program
-    from admc.execute import run_ideal
-    from admc.reference import integrate
-    from admc.source_model import make_velocity
+    from admc.bundle.program import bundle_program
+    from admc.bundle.store import Bundle
+    from admc.runtime.execute import run_ideal
+    from admc.runtime.reference import integrate
+    from admc.runtime.source_model import make_velocity
 
     bundle = Bundle(bundle_path)
     manifest = bundle.manifest

@@ -1,6 +1,6 @@
 """The steps the shapes and steps examples share: build a model for a target, run the bundle on the AOC twin
 with the bundle's own loop budget (what ``admc simulate`` does), run the reference executor, and score
-samples with admc's metrics (``admc.metrics``: unbiased squared MMD with the median-bandwidth RBF mixture,
+samples with admc's metrics (``admc.verify.metrics``: unbiased squared MMD with the median-bandwidth RBF mixture,
 exact W2 by POT's network simplex) — one implementation of each, shared with ``admc verify``.
 """
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from admc.bundle import Bundle
-from admc.driver import build
-from admc.metrics import mmd, wasserstein2
+from admc.bundle.store import Bundle
+from admc.compiler.driver import build
 from admc.passes.loop_budget import bundle_loop_budget
-from admc.reference import ReferenceResult, run_reference
+from admc.runtime.reference import ReferenceResult, run_reference
 from admc.targets.aoc.twin import AocTwin
+from admc.verify.metrics import mmd, wasserstein2
 
 
 @dataclass

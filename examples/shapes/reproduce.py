@@ -6,7 +6,7 @@
 For each shape's shipped model (``models/<shape>.onnx``, from ``train.py``): build for the target (implicit
 Euler, 16 steps by default), run the bundle on the digital twin with its non-idealities and loop budget, run
 the source model on the reference executor (float64, the same solver), and compare each sample set with
-ground-truth samples of the shape (squared MMD and exact W2, ``admc.metrics``) beside the paper's
+ground-truth samples of the shape (squared MMD and exact W2, ``admc.verify.metrics``) beside the paper's
 reference: a Gaussian with the mean and covariance of the shape's points. Also listed: the noise floor, two
 independent ground-truth sets against each other. Writes ``results.csv``, ``results.md``, ``samples.png``
 (ground truth above twin, the paper's Fig. 2a order) and ``metrics.png`` (MMD and W2 bars, Fig. 2b-c).
@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from pipeline import build_bundle, distances, reference_samples, twin_samples  # noqa: E402
 from shapes import SHAPES, sample  # noqa: E402
 
-from admc.metrics import gaussian_baseline  # noqa: E402
+from admc.verify.metrics import gaussian_baseline  # noqa: E402
 
 MODELS = HERE / "models"
 # Seeds of the independent draws: noise fed to the samplers, the ground truth scored against, the points the

@@ -6,7 +6,7 @@ reference executor and on the aoc-48 twin (the paper's Fig. 4a and Extended Data
     python examples/steps/steps.py -o out/steps --shapes heart --quick   # seconds-to-minutes smoke run
     python examples/steps/steps.py -o out/steps --model NAME PATH.onnx TRUTH.npy   # any ADM ONNX model
 
-For each model and configuration: W2 (exact, ``admc.metrics``) of the samples against ground-truth samples
+For each model and configuration: W2 (exact, ``admc.verify.metrics``) of the samples against ground-truth samples
 (a shape's sampler, or the rows of TRUTH.npy for ``--model``), network evaluations per sample (the reference
 executor's batched calls of f: the explicit warm start counts as the first fixed-point iteration, the
 paper's counting) and, on the twin, loop iterations per sample (every phase of every step, as the bundle's
@@ -39,7 +39,7 @@ sys.path.insert(0, str(SHAPES_DIR))
 from pipeline import build_bundle, distances, reference_samples, twin_samples  # noqa: E402
 from shapes import SHAPES, sample  # noqa: E402
 
-from admc.errors import AdmcError  # noqa: E402
+from admc.core.errors import AdmcError  # noqa: E402
 
 STEPS = (2, 4, 8, 16, 32, 64)
 TWIN_STEPS = (2, 4, 8, 16)

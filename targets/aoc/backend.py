@@ -1,4 +1,4 @@
-"""AOC backend: lower a spine program to what an analog optical computer loads (DESIGN.md §4).
+"""AOC backend: lower a spine program to what an analog optical computer loads (docs/design.md §4).
 
 Pipeline (each step a pure function of the previous): state scaling (voltages within range) → tiling and
 placement on modules → α and β per tile row → Δt placement (gains, or one image set per distinct step
@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.ir.program import CLOSED, FEEDBACK, FIXED, STEP
 from admc.passes.alpha_selection import AlphaCapabilities, select_alpha
 from admc.passes.routing import check_routing, routing_graph
@@ -49,7 +49,7 @@ class ImageSet:
 
 def scale_states(compiled, target):
     voltage_limit = min(abs(target.state.voltage_min), abs(target.state.voltage_max))
-    from admc.conditional_build import calibration_drive  # conditional programs: conditions in the peaks
+    from admc.compiler.conditional_build import calibration_drive  # conditional programs: conditions in the peaks
 
     state_peak, drive_peak = measure_peaks(compiled.program, compiled.schedule, compiled.alpha,
                                            extra_drive=calibration_drive(compiled))

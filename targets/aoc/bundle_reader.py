@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from admc.bundle import Bundle
-from admc.errors import AdmcError
+from admc.bundle.store import Bundle
+from admc.core.errors import AdmcError
 from admc.targets.aoc.slm import realised_weight
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from admc.bundle import npy_bytes
-from admc.errors import AdmcError
+from admc.bundle.store import npy_bytes
+from admc.core.errors import AdmcError
 from admc.ir.adm import is_activation
 from admc.targets.aoc.backend import (
     ImageSet,
@@ -64,7 +64,7 @@ def channel_operating_points(compiled, scaled, machine) -> OperatingPoints:
 
     The states are recorded on the unscaled program (with a conditional program's conditioning drive) and
     multiplied by each group's voltage scale: ``scale_states`` is exact, so these are the scaled voltages."""
-    from admc.conditional_build import calibration_drive
+    from admc.compiler.conditional_build import calibration_drive
 
     sigma_gain, tanh, shiftable = np.ones(scaled.size), np.zeros(scaled.size, bool), np.zeros(scaled.size, bool)
     voltage_scale = np.ones(scaled.size)

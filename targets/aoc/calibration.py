@@ -1,4 +1,4 @@
-"""Reader and summary of measured AOC calibrations (the microsoft/aoc YAML format, see FIELDS.md).
+"""Reader and summary of measured AOC calibrations (the microsoft/aoc YAML format, see calibrations/FIELDS.md).
 
 Requires: a calibration YAML of either machine generation: the 48-variable format (per-channel PBS leakage,
 output correction, closed-loop offset and scale) or the 16-variable format (PBS polynomials).
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from admc import limits
-from admc.errors import AdmcError
-from admc.safe_files import read_text
+from admc.core import limits
+from admc.core.errors import AdmcError
+from admc.core.safe_files import read_text
 from admc.targets.description_schema import read_yaml_mapping
 
 CALIBRATIONS_FOLDER = Path(__file__).parent / "calibrations"
@@ -30,7 +30,7 @@ SHIPPED_CALIBRATIONS = {
 """The makers' published calibrations by name (microsoft/aoc, MIT: ``calibrations/LICENSE-microsoft-aoc.txt``)."""
 
 DEFAULT_SCALE = 18.6
-"""The calibration model's default gain scale (FIELDS.md §2 'Gain'); the per-weight gain is scale / N."""
+"""The calibration model's default gain scale (calibrations/FIELDS.md §2 'Gain'); the per-weight gain is scale / N."""
 
 DEAD_EFFICIENCY = 1e-6
 """A source whose fan-in efficiency is below this on either path transmits nothing: a dead channel."""
@@ -121,7 +121,7 @@ def calibration_path(name_or_path: str | Path) -> Path:
 
 
 def read_calibration(path: str | Path) -> Calibration:
-    """Read and check a calibration file (FIELDS.md §2 keys), or a shipped one by name (``hw48``, ``hw16``)."""
+    """Read and check a calibration file (calibrations/FIELDS.md §2), or a shipped one by name (``hw48``, ``hw16``)."""
     path = calibration_path(path)
     label = str(path)
     text = read_text(path, limits.TEXT_FILE_BYTES, "calibration file")  # regular, bounded, UTF-8
@@ -135,7 +135,7 @@ def read_calibration(path: str | Path) -> Calibration:
     if sigmoid.shape[0] not in (5, 6):
         raise AdmcError(f"{label}: key 'tanh_sigmoid_coeffs': expected 5 or 6 values, got {sigmoid.shape[0]}")
     if sigmoid.shape[0] == 5:
-        sigmoid = np.append(sigmoid, 0.0)  # the 16-variable format omits the linear term g (FIELDS.md)
+        sigmoid = np.append(sigmoid, 0.0)  # the 16-variable format omits the linear term g (calibrations/FIELDS.md)
 
     per_channel_pbs = read.has("pbs_crosstalk.negative_to_positive")
     if not per_channel_pbs and not read.has("pbs_crosstalk.poly_coeffs_positive_row12"):
@@ -246,7 +246,7 @@ def summarise(calibration: Calibration) -> dict:
         summary["pbs_leakage_range"] = [float(leakage.min()), float(leakage.max())]
     if calibration.closed_loop_scaling is not None:
         kappa = calibration.closed_loop_scaling
-        # FIELDS.md §2: g <- (g + r (δ + s λ)) κ at gain s; the offset the state sees is r (δ + s λ) κ.
+        # calibrations/FIELDS.md §2: g <- (g + r (δ + s λ)) κ at gain s; the offset the state sees is r (δ + s λ) κ.
         net_offset = calibration.solution_to_adc_ratio * (
             calibration.closed_loop_dc_offset + DEFAULT_SCALE * calibration.closed_loop_linear_offset
         )

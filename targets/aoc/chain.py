@@ -1,4 +1,4 @@
-"""The AOC's optical chain in the machine's own units (FIELDS.md §1-2), nominal and measured.
+"""The AOC's optical chain in the machine's own units (calibrations/FIELDS.md §1-2), nominal and measured.
 
 On the machine a detector's loop term is not β·T·σ but, per output port p (one module of N ports),
   g_p = κ_p [ (s_p/N) (η⁺_p Σ_q w̃⁺_pq ρ⁺_q P⁺(S(z_q)) − η⁻_p Σ_q w̃⁻_pq ρ⁻_q P⁻(S(z_q))) + r (δ_p + s_p λ_p) ]
@@ -9,7 +9,7 @@ with s_p the machine's gain setting (the makers' ``beta``), S the measured sigmo
 Requires: numpy arrays or torch tensors as documented per function; a ``Calibration`` for the measured chain.
 Guarantees:
   * :class:`ChainSpec` (the preset's nominal figures) gives the normalised gain per unit setting
-    G = d·C̄·FS·ρ̄·η̄·κ̄ / N, so the compiler's normalised β equals G·s: DESIGN.md's identities hold for
+    G = d·C̄·FS·ρ̄·η̄·κ̄ / N, so the compiler's normalised β equals G·s: docs/design.md's identities hold for
     β = G·s, T = the normalised transmission and σ = the program's tanh of the fixed input gain a.
   * :func:`path_matrices` folds everything between the LED light and the gain into two matrices per module
     (the coefficients of l⁺ and of l⁻ on y⁺ − y⁻) plus a constant; every step is affine in the light, so
@@ -30,7 +30,7 @@ from admc.targets.aoc.calibration import DEAD_EFFICIENCY, Calibration
 from admc.targets.aoc.nonidealities import NonIdealities
 from admc.targets.aoc.slm import realised_weight
 
-# The 16-variable machine's hard-coded values (FIELDS.md §2): output gains and PBS polynomial normalisations.
+# The 16-variable machine's hard-coded values (calibrations/FIELDS.md §2): output gains, PBS polynomial normalisations.
 OUTPUT_GAIN_16 = (0.65, 1.0)
 PBS_16_NORMALISATION = {"positive_to_negative": 0.06, "negative_to_positive": 0.04}
 
@@ -127,7 +127,7 @@ def measured_chain(calibration: Calibration, ports: int) -> MeasuredChain:
         output_gain = {"positive": np.full(ports, OUTPUT_GAIN_16[0]), "negative": np.full(ports, OUTPUT_GAIN_16[1])}
     pbs_leak = None
     if cal.pbs_negative_to_positive is not None:
-        # FIELDS.md: the positive path pairs with the negative_to_positive list.
+        # calibrations/FIELDS.md: the positive path pairs with the negative_to_positive list.
         pbs_leak = {"positive": per_port(cal.pbs_negative_to_positive),
                     "negative": per_port(cal.pbs_positive_to_negative)}
     pbs_polynomial = None
@@ -210,7 +210,7 @@ class PathMatrices:
 
 def path_matrices(drive: dict[str, np.ndarray], responses: dict[str, Sequence[float]], chain: MeasuredChain,
                   nominal: ChainSpec, nonidealities: NonIdealities) -> PathMatrices:
-    """Fold fan-in, SLM transfer, darkness, η, PBS leakage and PD crosstalk of every module (FIELDS.md §1).
+    """Fold fan-in, SLM transfer, darkness, η, PBS leakage and PD crosstalk of every module (calibrations/FIELDS.md §1).
 
     ``drive``: the SLM drive u in [0, 1] per path, [M, P_out, P_in]; ``responses``: the target's nominal
     response per path (used when ``slm_transfer`` is off: FS·w(u), w the darkness-free normalised
@@ -249,7 +249,7 @@ def path_matrices(drive: dict[str, np.ndarray], responses: dict[str, Sequence[fl
             for light in ("positive", "negative"):
                 rows[(path, light)] = np.einsum("pk,mkq->mpq", matrix, rows[(path, light)])
             if dark and chain.native:  # the makers subtract the column's darkness c before the spill
-                # (FIELDS.md §2), on the calibrated size only
+                # (calibrations/FIELDS.md §2), on the calibrated size only
                 darkness = chain.transfer[path][:, 2]
                 spill = (matrix - np.eye(ports)) @ darkness
                 constant[path] = constant[path] - spill[None, :]

@@ -1,4 +1,4 @@
-"""Gain and skip-fraction selection for tiles (DESIGN.md §4, "Range").
+"""Gain and skip-fraction selection for tiles (docs/design.md §4, "Range").
 
 Requires: tiles of (state-scaled) weight blocks, each row feeding one state channel, and the target's β and
 α ranges. Guarantees: for every tile row i feeding channel ch, β_i·T_i = (1 − α_ch)·W_i with T_i in [−1, 1]
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 
 @dataclass

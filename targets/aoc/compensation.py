@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.targets.aoc.chain import MeasuredChain, path_matrices
 from admc.targets.aoc.nonidealities import NonIdealities
 

@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import ClassVar
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.ir.adm import algebraic_sigmoid
 from admc.targets.aoc.chain import ChainSpec
 from admc.targets.aoc.nonidealities import MEASURED_CHAIN_EFFECTS, NonIdealities

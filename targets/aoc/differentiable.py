@@ -1,4 +1,4 @@
-"""A differentiable AOC twin for hardware-aware fine-tuning of ADM-form models (DESIGN.md §6, paper Eq. 7).
+"""A differentiable AOC twin for hardware-aware fine-tuning of ADM-form models (docs/design.md §6, paper Eq. 7).
 
 The bundle twin (:mod:`admc.targets.aoc.twin`) executes a built program in float64 without gradients. This
 module runs the *source* ADM-form network the way the AOC would compute it, in torch with autograd, so a
@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from admc.bundle import Bundle
-from admc.errors import AdmcError
+from admc.bundle.store import Bundle
+from admc.core.errors import AdmcError
 from admc.targets.aoc.physics import NonIdealities, activation
 from admc.targets.aoc.slm import grey_level_weights
 from admc.targets.loader import load_target

@@ -1,4 +1,4 @@
-"""Δt placement (DESIGN.md §4): in the gains, or in the images.
+"""Δt placement (docs/design.md §4): in the gains, or in the images.
 
 With per-channel gains every phase's step scale multiplies the β of its step-class (and, in closed phases,
 feedback-class) tiles, so one image set serves every step of any schedule. Without them, the scale class

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from admc.bundle import Bundle
+from admc.bundle.store import Bundle
 from admc.targets.aoc.bundle_reader import realised_transmissions
 from admc.targets.aoc.calibration import Calibration
 from admc.targets.aoc.chain import (

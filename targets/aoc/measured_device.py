@@ -1,6 +1,6 @@
 """A measured machine for the twin: static device errors taken from a calibration file, not drawn at random.
 
-Requires: a ``Calibration`` (``calibration.read_calibration``: the makers' format, FIELDS.md), the twin's
+Requires: a ``Calibration`` (``calibration.read_calibration``: the makers' format, calibrations/FIELDS.md), the twin's
 non-idealities, and the bundle's module count and ports. Guarantees: every module gets the calibrated
 machine's per-channel figures — input efficiency (``row_profiles``, dead channels included), darkness floor
 per column c/(a+b+c) (``column_wise_weights_distortion``), photodiode crosstalk ratios (mean of both paths),
@@ -66,7 +66,7 @@ def measured_static_errors(calibration: Calibration, nonidealities: NonIdealitie
                                          + calibration.ratio_to_later_negative) / 2, modules, ports, dtype),
     }
     if calibration.pbs_negative_to_positive is not None:
-        # FIELDS.md: the code pairs the positive path with the negative_to_positive list.
+        # calibrations/FIELDS.md: the code pairs the positive path with the negative_to_positive list.
         measured["pbs_leakage_positive"] = _per_port(calibration.pbs_negative_to_positive, modules, ports, dtype)
         measured["pbs_leakage_negative"] = _per_port(calibration.pbs_positive_to_negative, modules, ports, dtype)
     if calibration.closed_loop_scaling is not None:

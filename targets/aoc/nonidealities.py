@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 
 @dataclass(frozen=True)

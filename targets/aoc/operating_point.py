@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from admc.executor import IdealExecutor
 from admc.ir.adm import TANH, activate
+from admc.runtime.executor import IdealExecutor
 from admc.targets.aoc.chain import MeasuredChain, led_light, sigmoid_output
 from admc.targets.aoc.nonidealities import NonIdealities
 

@@ -12,15 +12,15 @@ Guarantees:
     order, so a seed fixes every draw and switching one effect on or off never changes the others' values;
   * randomness comes only from the ``torch.Generator`` passed in.
 
-Physical model of the optical part (order as in the 48-variable machine, FIELDS.md section 1):
+Physical model of the optical part (order as in the 48-variable machine, calibrations/FIELDS.md section 1):
   1. LED drive d_i (already through the sigmoid), fan-in efficiency per path: x+-_i = rho+-_i d_i.
   2. Finite contrast: a pixel set to T transmits floor_j + (1 - floor_j) T, with floor_j the darkness of
-     output column j on that path (FIELDS.md: one darkness constant per column and path).
+     output column j on that path (calibrations/FIELDS.md: one darkness constant per column and path).
   3. Static weight error: the realised transmission is multiplied per pixel by (1 + epsilon), clipped to
      [0, 1].
   4. Optical product y+-_j = sum_i tau+-_ji x+-_i.
   5. PBS leakage: unmodulated source light of the same path reaches the index-aligned detector,
-     y+-_j += p+-_j x+-_j (FIELDS.md, 48-variable machine).
+     y+-_j += p+-_j x+-_j (calibrations/FIELDS.md, 48-variable machine).
   6. Differential detection g = y+ - y-, then photodiode neighbour crosstalk as the tridiagonal matrix
      g_j <- g_j + E_{j+1} g_{j+1} + L_{j-1} g_{j-1} on the tile's output ports (spill out of the tile is
      lost).
@@ -44,7 +44,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.targets.aoc.nonidealities import (  # noqa: F401 (re-exported: the physics' vocabulary)
     GainError,
     InjectionClip,
@@ -96,7 +96,7 @@ class StaticErrors:
 def _efficiency_profile(
     settings: InputEfficiency, modules: int, ports: int, generator: torch.Generator, dtype: torch.dtype
 ) -> torch.Tensor:
-    # Measured fan-in efficiency is low at both array edges and peaks mid-array (FIELDS.md section 5); a half
+    # Measured fan-in efficiency is low at both array edges and peaks mid-array (calibrations/FIELDS.md §5); a half
     # sine with a small random centre shift per module reproduces that smoothly between minimum and maximum.
     shift = (torch.rand(modules, 1, generator=generator, dtype=dtype) - 0.5) * 0.1
     position = (torch.arange(ports, dtype=dtype) + 0.5) / ports
@@ -111,7 +111,7 @@ def _efficiency_profile(
 def _crosstalk_profile(
     settings: PdCrosstalk, modules: int, ports: int, generator: torch.Generator, dtype: torch.dtype
 ) -> torch.Tensor:
-    # Crosstalk is ~0.2-0.3 at the array ends and a few percent mid-array (FIELDS.md); decay over ~ports/16.
+    # Crosstalk is ~0.2-0.3 at the array ends and a few percent mid-array (calibrations/FIELDS.md); decay ~ports/16.
     index = torch.arange(ports, dtype=dtype)
     distance_to_end = torch.minimum(index, ports - 1 - index)
     width = max(ports / 16.0, 1.0)
@@ -143,7 +143,7 @@ def sample_static_errors(
     weight_std = settings.weight_error.relative_std
     weight_factor_positive = 1.0 + weight_std * normal(modules, ports, ports)
     weight_factor_negative = 1.0 + weight_std * normal(modules, ports, ports)
-    # Per-column darkness spreads about x0.5-x1.5 around its mean in the measured machine (FIELDS.md).
+    # Per-column darkness spreads about x0.5-x1.5 around its mean in the measured machine (calibrations/FIELDS.md).
     floor = settings.slm_darkness.floor
     darkness_positive = floor * uniform(0.5, 1.5, modules, ports)
     darkness_negative = floor * uniform(0.5, 1.5, modules, ports)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 COMPRESSION_LEVEL = 9
 MAX_PIXELS = 4096 * 4096  # the largest SLM a description allows (module.ports ≤ 4096)

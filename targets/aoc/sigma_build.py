@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from admc.bundle import npy_bytes
+from admc.bundle.store import npy_bytes
 from admc.targets.aoc.operating_point import RECORD_SAMPLES, RECORD_SEED, record_states
 from admc.targets.aoc.sigma_shape import (
     PAYLOAD,
@@ -37,7 +37,7 @@ def fit(compiled, scaled, target, alpha: np.ndarray) -> OutputScales | None:
     exponent = declared_exponent(target)
     if exponent is None:
         return None
-    from admc.conditional_build import calibration_drive
+    from admc.compiler.conditional_build import calibration_drive
 
     sigma_gain, voltage_scale = np.ones(scaled.size), np.ones(scaled.size)
     tanh = np.zeros(scaled.size, dtype=bool)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 Response = Sequence[float]
 

@@ -25,7 +25,7 @@ def read_calibration(path):
 
 
 def read_program(bundle):
-    from admc.program_io import read_program as read_spine
+    from admc.bundle.program_io import read_program as read_spine
     from admc.targets.aoc.bundle_reader import phase_blocks, realised_blocks
 
     program, schedule, alpha = read_spine(bundle, realised_blocks(bundle))

@@ -1,5 +1,5 @@
 """The AOC digital twin: executes an AOC bundle — its images, gains, α, routing and phases — with the
-hardware's non-idealities (DESIGN.md §6).
+hardware's non-idealities (docs/design.md §6).
 
 Requires: a verified AOC ``Bundle`` and a ``NonIdealities`` (default: the bundle target's own section).
 Guarantees:
@@ -34,11 +34,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from admc.bundle import Bundle
-from admc.errors import ConvergenceError
+from admc.bundle.program_io import read_program
+from admc.bundle.store import Bundle
+from admc.core.errors import ConvergenceError
 from admc.ir.adm import activate, is_activation, sigmoid_exponent
 from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, Phase, block_scale, phase_vectors
-from admc.program_io import read_program
 from admc.targets.aoc.bundle_reader import (
     input_port_channels,
     realised_blocks,
@@ -99,7 +99,7 @@ class AocTwin:
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
                  record_residuals: bool = False, operator: str = "auto", calibration: Calibration | None = None,
                  switch_on_calibrated: bool = True):
-        """``calibration``: a measured machine (FIELDS.md format): the loop runs the measured chain in the
+        """``calibration``: a measured machine (calibrations/FIELDS.md format): the loop runs the measured chain in the
         machine's units (``machine_chain``) with its per-port figures, and, unless ``switch_on_calibrated``
         is False (the given switches are then used as they are), every calibrated effect switched on."""
         if operator not in OPERATORS:
@@ -306,7 +306,7 @@ class AocTwin:
         if self.chain is not None and self.chain.cancellation is not None:
             class_factor = np.asarray(self._phase_factors(phase))[self.port_class.cpu().numpy()]
             drive = drive + self._per_channel(self._tensor(self.chain.cancellation_at(class_factor)))
-        # The machine adds clip(v) after the relaxation's (1 − α) share (FIELDS.md §1, step 12).
+        # The machine adds clip(v) after the relaxation's (1 − α) share (calibrations/FIELDS.md §1, step 12).
         return clip_injection(drive, self.nonidealities) + self.loop_operator(phase).constant
 
     def _buffer(self, name: str, like: torch.Tensor) -> torch.Tensor:

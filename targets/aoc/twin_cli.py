@@ -1,4 +1,4 @@
-"""``admc simulate BUNDLE`` without ``--ideal``: run the AOC digital twin on a bundle (DESIGN.md §6).
+"""``admc simulate BUNDLE`` without ``--ideal``: run the AOC digital twin on a bundle (docs/design.md §6).
 
 Requires: an AOC bundle, noise [B, d] in float64, and parsed arguments with ``seed`` (int),
 ``loop_iterations`` (int or None) and optionally ``calibration`` (a calibration file of a measured machine).
@@ -13,9 +13,9 @@ import argparse
 
 import numpy as np
 
-from admc.bundle import Bundle
-from admc.bundle_program import check_loaded_files
-from admc.errors import AdmcError
+from admc.bundle.program import check_loaded_files
+from admc.bundle.store import Bundle
+from admc.core.errors import AdmcError
 from admc.targets.aoc.calibration import read_calibration
 from admc.targets.aoc.twin import AocTwin
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from admc.bundle import Bundle
-from admc.errors import AdmcError
-from admc.program_io import read_program as read_spine
+from admc.bundle.program_io import read_program as read_spine
+from admc.bundle.store import Bundle
+from admc.core.errors import AdmcError
 from admc.targets.rram.conductance import realised_blocks
 
 

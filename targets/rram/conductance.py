@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 
 MICROSIEMENS = 1e-6
 

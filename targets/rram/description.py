@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import ClassVar
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.targets.description_schema import Field
 from admc.targets.estimate_spec import EstimateSpec, estimate_schema
 

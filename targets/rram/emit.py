@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from admc.bundle import npy_bytes
+from admc.bundle.store import npy_bytes
 from admc.passes.routing import routing_to_json
 
 SIDES = ("positive", "negative")

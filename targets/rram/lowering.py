@@ -20,16 +20,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from admc.continuous import run_program_continuous
-from admc.metrics import per_step_nrmse
 from admc.passes.routing import check_routing, routing_graph
 from admc.passes.tiling import MatrixBlock as TilingBlock
 from admc.passes.tiling import StateGroup as TilingGroup
 from admc.passes.tiling import place_blocks
+from admc.runtime.continuous import run_program_continuous
 from admc.targets.rram.conductance import map_conductances, realised_blocks, tile_entries
 from admc.targets.rram.converters import dac_times, dac_waveforms
 from admc.targets.rram.emit import attach_rram_program
 from admc.targets.rram.timing import calibrate, choose_time_scale
+from admc.verify.metrics import per_step_nrmse
 
 # Voltages stay within this fraction of their limit on the calibration samples.
 HEADROOM = 0.8

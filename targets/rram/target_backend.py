@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.targets.backends import TargetBackend, TwinRun
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admc.continuous import ProgramVelocity
-from admc.errors import AdmcError
+from admc.core.errors import AdmcError
 from admc.ir.program import BlockProgram
+from admc.runtime.continuous import ProgramVelocity
 
 CALIBRATION_SAMPLES = 64
 CALIBRATION_STEPS = 32

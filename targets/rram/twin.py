@@ -26,10 +26,10 @@ import argparse
 
 import numpy as np
 
-from admc.bundle import Bundle
-from admc.continuous import ProgramVelocity
-from admc.errors import AdmcError
+from admc.bundle.store import Bundle
+from admc.core.errors import AdmcError
 from admc.ir.adm import is_activation
+from admc.runtime.continuous import ProgramVelocity
 from admc.targets.rram.bundle_reader import block_shapes, conductances, read_program, section
 from admc.targets.rram.conductance import variance_blocks
 from admc.targets.rram.converters import dac_values, quantise_adc, quantise_dac

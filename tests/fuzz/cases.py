@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-import admc.bundle
+import admc.bundle.store
 
 FAMILIES = ("manifest_value", "manifest_structure", "payload", "containment", "onnx_model", "target_yaml",
             "noise", "command_line")
@@ -76,7 +76,7 @@ def make_base(directory: Path) -> Base:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from models import gemm_model
 
-    from admc.driver import build
+    from admc.compiler.driver import build
 
     directory.mkdir(parents=True, exist_ok=True)
     model = gemm_model(directory / "model.onnx", "transB", hidden=8, seed=5)
@@ -120,7 +120,7 @@ def set_path(data, path, value):
 
 
 def redigest(manifest: dict) -> None:
-    manifest[admc.bundle.DIGEST_FIELD] = admc.bundle.sha256(admc.bundle.canonical_bytes(manifest))
+    manifest[admc.bundle.store.DIGEST_FIELD] = admc.bundle.store.sha256(admc.bundle.store.canonical_bytes(manifest))
 
 
 def copy_bundle(base: Base, rng: random.Random, directory: Path) -> tuple[Path, str]:
@@ -147,7 +147,7 @@ def bundle_command(rng: random.Random, bundle: Path, base: Base, directory: Path
 def manifest_value(base: Base, rng: random.Random, directory: Path) -> Case:
     bundle, _ = copy_bundle(base, rng, directory)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    paths = [path for path in json_paths(manifest) if path and path[0] != admc.bundle.DIGEST_FIELD]
+    paths = [path for path in json_paths(manifest) if path and path[0] != admc.bundle.store.DIGEST_FIELD]
     path = rng.choice(paths)
     value = nasty_value(rng)
     original = manifest
@@ -232,12 +232,12 @@ def payload(base: Base, rng: random.Random, directory: Path) -> Case:
             array = rng.choice([np.zeros((2, 3, 4)), np.zeros(1, dtype=np.complex128), np.array(["a"]),
                                 np.zeros(0), np.full(3, np.nan), np.zeros((10 ** 3,), dtype=np.int8)])
             if name.endswith(".npy"):
-                new = admc.bundle.npy_bytes(array)
+                new = admc.bundle.store.npy_bytes(array)
             else:
                 new = b"\x00" * 16
                 must_refuse = False  # a rehashed source model is a new bundle; it may still be refused later
         (bundle / name).write_bytes(new)
-        manifest["payloads"][name] = admc.bundle.sha256(new)
+        manifest["payloads"][name] = admc.bundle.store.sha256(new)
         redigest(manifest)
         (bundle / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return Case("payload", 0, bundle_command(rng, bundle, base, directory), directory, must_refuse=must_refuse,
@@ -253,7 +253,7 @@ def containment(base: Base, rng: random.Random, directory: Path) -> Case:
         decoy = base.decoy / ("model.onnx" if choice == "source_outside" else "alpha.npy")
         relative = os.path.relpath(decoy, bundle)
         name = str(decoy) if choice == "absolute" else relative
-        manifest["payloads"][name] = admc.bundle.sha256(decoy.read_bytes())
+        manifest["payloads"][name] = admc.bundle.store.sha256(decoy.read_bytes())
         if choice == "source_outside":
             manifest["source"]["payload"] = name
         else:

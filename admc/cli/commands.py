@@ -1,0 +1,390 @@
+"""The ``admc`` command line: build, inspect, estimate, reference, simulate, verify.
+
+Exit status: 0 success (verify: passed), 1 verify failed, 2 bad input (one line on stderr naming what is
+wrong and where; no traceback; nothing half-written), 70 internal error (one line naming a saved traceback);
+see ``admc.cli.errors``. Options are validated while parsing (``admc.cli.options``), before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from admc.cli import options as option
+from admc.cli.errors import OneLineParser, banners_to_stderr, run
+from admc.core import limits
+from admc.core.errors import AdmcError
+
+
+def _load_noise(path: str) -> np.ndarray:
+    from admc.core.array_files import read_npy
+
+    return read_npy(path, "noise array", dimensions=2)
+
+
+def _write_atomically(path: str | Path, content: bytes) -> None:
+    """Write via a temporary sibling and rename, so a failure leaves no partial output."""
+    target = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or ".")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(content)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _save_array(path: str, array: np.ndarray) -> None:
+    from admc.bundle.store import npy_bytes
+
+    _write_atomically(path, npy_bytes(array))
+
+
+def _require_run_memory(batch: int, steps: int, channels: int, repeats: int = 1, what: str = "the run") -> None:
+    """Trajectories of every executor ([steps + 1, batch, channels] float64, a few of them) and the twin's
+    repeated state must fit the memory limit; refused before they are allocated."""
+    trajectories = 8.0 * (steps + 1) * batch * channels * 4
+    repeated = 8.0 * batch * channels * repeats * 8
+    limits.require_memory(trajectories + repeated, f"{what} ({batch} samples × {steps} steps × {channels} "
+                          f"channels × {repeats} repeats)")
+
+
+def _grid_arguments(parser: argparse.ArgumentParser) -> None:
+    from admc.passes.solvers import SOLVER_ALIASES, SOLVERS
+
+    parser.add_argument("--solver", default=None,
+                        help=f"{' | '.join(SOLVERS)} (aliases: {', '.join(SOLVER_ALIASES)}; default: the "
+                             "target's; implicit-euler for the reference)")
+    parser.add_argument("--steps", type=option.STEPS, default=16, help="uniform grid t_n = n/T (default 16)")
+    parser.add_argument("--grid", help="a .npy or .txt file of time points (overrides --steps)")
+    parser.add_argument("--fp-iterations", type=option.FP_ITERATIONS,
+                        help="fixed-point iterations per implicit step, the "
+                        "explicit-Euler warm start counted as the first")
+    parser.add_argument("--time-input", help="name of the model's time input")
+
+
+def _grid(arguments: argparse.Namespace):
+    from admc.core.schedule import load_grid
+
+    return load_grid(arguments.grid) if arguments.grid else None
+
+
+def command_build(arguments: argparse.Namespace) -> int:
+    from admc.compiler.driver import build
+    from admc.passes.manager import PassManager
+
+    grid = _grid(arguments)
+    steps = len(grid) - 1 if grid is not None else arguments.steps
+    if steps * ((arguments.fp_iterations or 1) + 1) > limits.PHASES:
+        raise AdmcError(f"--steps × --fp-iterations: {steps} steps of up to {(arguments.fp_iterations or 1) + 1} "
+                        f"phases exceed the limit of {limits.PHASES} phases per program")
+    passes = PassManager(verify=arguments.verify_passes, dump_directory=arguments.dump_ir)
+    with banners_to_stderr():
+        path = build(arguments.model, arguments.output, target=arguments.target, solver=arguments.solver,
+                     steps=arguments.steps, grid=grid, time_input=arguments.time_input,
+                     fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes,
+                     calibration=arguments.calibration, condition_inputs=arguments.condition or (),
+                     guidance=arguments.guidance, null_conditions=arguments.null_condition,
+                     distributions=arguments.condition_distribution, alpha=arguments.alpha,
+                     force=arguments.force)
+    if arguments.timings or arguments.verify_passes:
+        print(passes.table(), file=sys.stderr)
+    print(f"wrote {path}")
+    return 0
+
+
+def command_inspect(arguments: argparse.Namespace) -> int:
+    from admc.bundle.program import check_loaded_files
+    from admc.bundle.store import Bundle
+    from admc.bundle.summary import describe, summary
+
+    bundle = Bundle(arguments.bundle)
+    check_loaded_files(bundle)
+    if arguments.json:
+        print(json.dumps(summary(bundle), indent=1, sort_keys=True))
+    else:
+        print(describe(bundle))
+    return 0
+
+
+def command_estimate(arguments: argparse.Namespace) -> int:
+    from admc.bundle.program import check_loaded_files
+    from admc.bundle.store import Bundle
+    from admc.estimate.cost import assert_finite, estimate
+    from admc.estimate.report import describe
+
+    bundle = Bundle(arguments.bundle)
+    check_loaded_files(bundle)
+    target = None
+    if arguments.target:
+        from admc.targets.loader import load_target
+
+        target = load_target(arguments.target)
+    result = estimate(bundle, target, arguments.iterations, arguments.loop_iterations, arguments.baseline_steps)
+    assert_finite(result)
+    print(json.dumps(result, indent=1, sort_keys=True, allow_nan=False) if arguments.json else describe(result))
+    return 0
+
+
+def command_reference(arguments: argparse.Namespace) -> int:
+    from admc.core.schedule import time_grid
+    from admc.runtime.reference import integrate
+    from admc.runtime.source_model import make_velocity
+
+    noise = _load_noise(arguments.noise)
+    grid = _grid(arguments)
+    times = time_grid(steps=None if grid is not None else arguments.steps, grid=grid)
+    _require_run_memory(noise.shape[0], len(times) - 1, noise.shape[1], what="the reference run")
+    solver = arguments.solver or "implicit-euler"
+    if arguments.condition or arguments.guidance is not None or arguments.null_condition:
+        from admc.runtime.conditional_run import load_condition_files, reference
+
+        result = reference(arguments.model, noise, solver, times, arguments.fp_iterations,
+                           load_condition_files(arguments.condition or []), arguments.guidance,
+                           arguments.null_condition, arguments.time_input)
+    else:
+        velocity = make_velocity(arguments.model, time_input=arguments.time_input)
+        result = integrate(velocity, noise, solver, times, arguments.fp_iterations)
+    _save_array(arguments.output, result.samples)
+    residual = float(np.max(result.residuals, initial=0.0))
+    print(f"{result.solver}: {len(times) - 1} steps, {result.function_evaluations} batched evaluations, "
+          f"max implicit residual {residual:.3e}; wrote {arguments.output}")
+    return 0
+
+
+def command_simulate(arguments: argparse.Namespace) -> int:
+    from admc.bundle.program import bundle_program
+    from admc.bundle.store import Bundle
+    from admc.passes.loop_budget import bundle_loop_budget
+    from admc.runtime.execute import run_ideal
+    from admc.targets.backends import backend_of_manifest
+
+    bundle = Bundle(arguments.bundle)
+    noise = _load_noise(arguments.noise)
+    _require_run_memory(noise.shape[0], len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
+                        getattr(getattr(bundle.target, "timing", None), "repeats", 1),
+                        "the simulation")
+    if arguments.loop_iterations is None and not arguments.ideal:
+        # The twin runs the program's loop budget; the ideal executor iterates to its exact tolerance.
+        arguments.loop_iterations = bundle_loop_budget(bundle.manifest)
+    if bundle.manifest.get("conditions") or arguments.condition or arguments.guidance is not None:
+        from admc.runtime.conditional_run import load_condition_files, simulate
+        from admc.targets.aoc.calibration import read_calibration
+
+        calibration = read_calibration(arguments.calibration) if arguments.calibration else None
+        samples = simulate(bundle, noise, load_condition_files(arguments.condition or []), arguments.guidance,
+                           arguments.ideal, arguments.seed, arguments.loop_iterations, calibration)
+        _save_array(arguments.output, samples)
+        print(f"wrote {arguments.output}")
+        return 0
+    if arguments.ideal:
+        program, schedule, alpha = bundle_program(bundle)
+        if noise.shape[1] != program.state_dimension:
+            raise AdmcError(f"{arguments.noise}: noise has {noise.shape[1]} features, the program's state "
+                            f"has {program.state_dimension}")
+        result = run_ideal(program, schedule, alpha, noise, loop_iterations=arguments.loop_iterations)
+        samples = result.trajectory[-1]
+        iterations = [sum(phases) for phases in result.iterations] or [0]
+        print(f"ideal: {len(schedule.steps)} steps, loop iterations per step {min(iterations)}–"
+              f"{max(iterations)}")
+    else:
+        backend = backend_of_manifest(bundle.manifest, str(bundle.path))
+        if backend is None or backend.simulate is None:
+            raise AdmcError(f"{bundle.path}: target {bundle.manifest['target'].get('name')!r} has no digital "
+                            "twin (use --ideal)")
+        samples = backend.simulate(bundle, noise, arguments)
+    _save_array(arguments.output, samples)
+    print(f"wrote {arguments.output}")
+    return 0
+
+
+def command_verify(arguments: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from admc.bundle.program import check_loaded_files
+    from admc.bundle.store import Bundle
+    from admc.passes.loop_budget import bundle_loop_budget
+    from admc.verify.chain import verify_bundle
+    from admc.verify.report import write_report
+
+    bundle = Bundle(arguments.bundle)
+    check_loaded_files(bundle)
+    # Repeated readouts multiply the twin's memory on targets that declare them.
+    repeats = arguments.repeats or getattr(getattr(bundle.target, "timing", None), "repeats", 1)
+    _require_run_memory(arguments.samples, len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
+                        repeats, "verification")
+    loop_iterations = arguments.loop_iterations
+    if loop_iterations is None:
+        loop_iterations = bundle_loop_budget(bundle.manifest)
+    twin_options = {"mode": arguments.twin_mode, "loop_iterations": loop_iterations,
+                    "repeats": arguments.repeats}
+    if arguments.calibration:
+        from admc.targets.aoc.calibration import read_calibration
+
+        twin_options["calibration"] = read_calibration(arguments.calibration)
+
+    # A status line on a terminal only (tqdm disables itself when stderr is not a TTY), cleared when done.
+    status = tqdm(desc="admc verify", bar_format="{desc}: {postfix}", file=sys.stderr, disable=None, leave=False)
+    try:
+        report = verify_bundle(bundle, arguments.samples, arguments.seed, arguments.tolerance,
+                               twin=not arguments.no_twin, twin_options=twin_options,
+                               twin_ratio=arguments.twin_ratio, twin_nrmse=arguments.twin_nrmse,
+                               progress=status.set_postfix_str)
+    finally:
+        status.close()
+    samples, histories = report.pop("_samples"), report.pop("_histories")
+    for key in [key for key in report if key.startswith("_")]:
+        report.pop(key)
+    for link in report["links"]:
+        status = "PASS" if link["passed"] else "FAIL"
+        if link["tolerance"] is None:
+            status, bound = "INFO", "informative"
+        else:
+            bound = f"tolerance {link['tolerance']:.1e}"
+        print(f"{status}  {link['link']}: {link['criterion'].replace('_', ' ')} {link['measured']:.3e} "
+              f"({bound}), max abs error {link['max_abs_error']:.3e}")
+    for name, values in report.get("distributions", {}).items():
+        print(f"      {name}: MMD² {values['mmd']:.3e}, W2 {values['wasserstein2']:.4f}")
+    for row in report.get("per_class", []):
+        twin = f", twin W2 ratio {row['twin_w2_ratio']:.3f}" if "twin_w2_ratio" in row else ""
+        print(f"{'PASS' if row['passed'] else 'FAIL'}  class {row['class']} ({row['samples']} samples): ideal "
+              f"relative error {row['ideal_relative_error']:.3e}{twin}")
+    if arguments.json:
+        _write_atomically(arguments.json, (json.dumps(report, indent=1, sort_keys=True, allow_nan=False)
+                                           + "\n").encode("utf-8"))
+    if arguments.report:
+        write_report(arguments.report, report, samples, histories)
+        print(f"wrote {arguments.report}/ (verify.json, report.md, samples.png, nrmse.png, residuals.png)")
+    print("verification " + ("passed" if report["passed"] else "FAILED"))
+    return 0 if report["passed"] else 1
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="admc", description=__doc__.splitlines()[0])
+    parser.add_argument("--max-memory", type=option.memory_size, default=limits.default_max_memory(),
+                        help="refuse work estimated to need more memory than this, e.g. 8G (default: ¾ of "
+                        "physical memory, at most 16G)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="compile a model into a program bundle")
+    build.add_argument("model", help="an .onnx or .pt2 file")
+    build.add_argument("-o", "--output", required=True, type=option.output_bundle,
+                       help="bundle directory to write")
+    build.add_argument("--target", default="aoc-48", help="ideal | aoc | aoc-48 | aoc-16 | rram | rram-128 | "
+                       "FILE.yaml")
+    build.add_argument("--layout", default="auto", choices=["packed", "ring", "auto"])
+    build.add_argument("--calibration", help="compile for this measured AOC machine (its calibration file, the "
+                       "makers' format): dead ports avoided, transfer/efficiency/gain compensated, offsets cancelled")
+    build.add_argument("--timings", action="store_true", help="print each pass's time")
+    build.add_argument("--verify-passes", action="store_true",
+                       help="check after each pass that the semantics survived (within the pass's bound)")
+    build.add_argument("--dump-ir", metavar="DIR", type=option.new_directory,
+                       help="write a JSON summary of the IR after each pass")
+    build.add_argument("--alpha", default="auto", metavar="auto|global|min|FILE",
+                       help="skip fractions α: auto (channel-wise convex program, default), global (one α per "
+                       "phase), min (smallest α the gain range allows), or a .npy table [n] (or [phases, n])")
+    build.add_argument("--force", action="store_true",
+                       help="build even when no α in range makes a closed loop contract")
+    _grid_arguments(build)
+    build.add_argument("--condition", action="append", metavar="NAME",
+                       help="a condition input (class index, condition vector, guidance scale); repeatable")
+    build.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight: the loop "
+                       "runs (1 + W)·f(x, t, c) − W·f(x, t, ∅)")
+    build.add_argument("--null-condition", action="append", metavar="NAME=VALUE",
+                       help="the unconditional input for --guidance (a class index or 'zeros'); repeatable")
+    build.add_argument("--condition-distribution", action="append", metavar="NAME=SPEC",
+                       help="how verify draws a condition: uniform:K (class index), one-hot:K or normal")
+    build.set_defaults(handler=command_build)
+
+    inspect = commands.add_parser("inspect", help="describe a bundle")
+    inspect.add_argument("bundle")
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(handler=command_inspect)
+
+    estimate = commands.add_parser("estimate", help="latency and energy per sample beside a digital baseline")
+    estimate.add_argument("bundle")
+    estimate.add_argument("--target", help="take the figures from this description (preset or YAML of the same "
+                          "kind, e.g. an override with `inherits:`) instead of the bundle's")
+    estimate.add_argument("--iterations", default="budget", choices=["budget", "measured", "certified"],
+                          help="closed-phase iterations: the loop budget the twin runs (default), the measured "
+                          "or the certified counts of the manifest's convergence section")
+    estimate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
+                          help="fixed iterations per closed phase (overrides --iterations)")
+    estimate.add_argument("--baseline-steps", type=option.STEPS,
+                          help="explicit-Euler steps of the digital baseline (default: the program's steps)")
+    estimate.add_argument("--json", action="store_true")
+    estimate.set_defaults(handler=command_estimate)
+
+    reference = commands.add_parser("reference", help="run the source model with a solver (float64)")
+    reference.add_argument("model")
+    reference.add_argument("--noise", required=True, help=".npy [B, d] initial samples")
+    reference.add_argument("-o", "--output", required=True, type=option.output_file)
+    _grid_arguments(reference)
+    reference.add_argument("--condition", action="append", metavar="NAME=FILE.npy",
+                           help="per-sample values of a condition input; repeatable")
+    reference.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance weight")
+    reference.add_argument("--null-condition", action="append", metavar="NAME=VALUE",
+                           help="the unconditional input for --guidance (a class index or 'zeros')")
+    reference.set_defaults(handler=command_reference)
+
+    simulate = commands.add_parser("simulate", help="execute a bundle")
+    simulate.add_argument("bundle")
+    simulate.add_argument("--noise", required=True)
+    simulate.add_argument("-o", "--output", required=True, type=option.output_file)
+    simulate.add_argument("--ideal", action="store_true", help="exact float64 execution of the program")
+    simulate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
+                          help="fixed loop-iteration budget per closed phase (default: the bundle's loop budget)")
+    simulate.add_argument("--seed", type=option.SEED, default=0)
+    simulate.add_argument("--calibration", help="a measured machine for the twin's device figures: "
+                          "hw48, hw16 or a calibration file (the makers' format)")
+    simulate.add_argument("--condition", action="append", metavar="NAME=FILE.npy",
+                          help="per-sample values of a condition input; repeatable")
+    simulate.add_argument("--guidance", type=float, metavar="W",
+                          help="run-time guidance weight (bundles whose W is in the gains)")
+    simulate.set_defaults(handler=command_simulate)
+
+    verify = commands.add_parser("verify", help="compare a bundle against its source model")
+    verify.add_argument("bundle")
+    verify.add_argument("--samples", type=option.SAMPLES, default=256)
+    verify.add_argument("--seed", type=option.SEED, default=0)
+    verify.add_argument("--tolerance", type=option.positive_float(), help="relative tolerance of the program link")
+    verify.add_argument("--json", type=option.output_file, help="write the report as JSON")
+    verify.add_argument("--report", type=option.output_report,
+                        help="directory for verify.json, report.md and PNG plots")
+    verify.add_argument("--no-twin", action="store_true", help="check only source ≡ canonical ≡ ideal program")
+    verify.add_argument("--twin-mode", default="discrete", choices=["discrete", "continuous"])
+    verify.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
+                        help="twin loop iterations per closed phase (default: the bundle's loop budget)")
+    verify.add_argument("--repeats", type=option.REPEATS, help="twin repeats averaged per readout (default: target's)")
+    verify.add_argument("--twin-ratio", type=option.positive_float(), default=0.5,
+                        help="pass if W2(twin, reference) ≤ this × W2(Gaussian fit, reference) (default 0.5)")
+    verify.add_argument("--twin-nrmse", type=option.positive_float(),
+                        help="also require the twin's per-step NRMSE ≤ this")
+    verify.add_argument("--calibration", help="a measured machine for the twin's device figures: "
+                        "hw48, hw16 or a calibration file (the makers' format)")
+    verify.set_defaults(handler=command_verify)
+
+    from admc.sweep.cli import add_parser as add_sweep_parser
+
+    add_sweep_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    def command() -> int:
+        arguments = make_parser().parse_args(argv)
+        limits.set_max_memory(arguments.max_memory)
+        return arguments.handler(arguments)
+
+    return run(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

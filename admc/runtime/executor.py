@@ -1,0 +1,256 @@
+"""The ideal executor: runs a block program's phases exactly, in float64 (the semantics of admc.ir.program).
+
+Requires: a ``BlockProgram``, a ``Schedule`` and per-channel α (default 0): one vector [n] for every phase, or
+a table [phases, n] with one row per phase of the schedule in order (step-major; ``passes.alpha_table``).
+Guarantees: open phases run
+the feed-forward pass (``open_iterations`` applications; longer when α > 0, until settled); closed phases
+iterate to a fixed point (relative change ≤ ``tolerance``) or exactly ``loop_iterations`` times when a
+budget is given. A loop that does not settle raises ``ConvergenceError`` naming the step, the phase and
+the residual. Only the stored blocks are multiplied: cost is proportional to the non-zero blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from admc.core.errors import ConvergenceError
+from admc.ir.adm import activate, is_activation
+from admc.ir.program import (
+    CLOSED,
+    INJECT,
+    SCALE_CLASSES,
+    BlockProgram,
+    Phase,
+    Schedule,
+    block_scale,
+    phase_vectors,
+)
+
+DEFAULT_TOLERANCE = 1e-13
+DEFAULT_MAX_ITERATIONS = 100_000
+# A state this large has left any physical range: the loop is diverging (caught long before overflow).
+DIVERGENCE_BOUND = 1e8
+
+
+@dataclass
+class ExecutionResult:
+    trajectory: np.ndarray  # [T + 1, B, d]
+    iterations: list[list[int]] = field(default_factory=list)  # per step, per phase
+    residuals: list[list[float]] = field(default_factory=list)
+    residual_history: list[np.ndarray] = field(default_factory=list)  # per closed phase of step 0: [k, B]
+
+
+class _CompiledPhase:
+    """A phase with its block scales and static vector resolved once."""
+
+    def __init__(self, program: BlockProgram, phase: Phase):
+        self.phase = phase
+        groups = {group.name: group for group in program.groups}
+        factors = {name: block_scale(name, phase.step_scale, phase.loop) for name in SCALE_CLASSES}
+        in_images = None
+        if program.phase_blocks is not None:
+            in_images = program.phase_blocks[tuple(factors[name] for name in SCALE_CLASSES)]
+        self.blocks = []
+        for index, block in enumerate(program.blocks):
+            factor = factors[block.scale_class]
+            if factor != 0.0:
+                row, column = groups[block.row_group], groups[block.column_group]
+                # With image sets the factor is already in the realised weights of this phase's set.
+                matrix = factor * block.matrix if in_images is None else in_images[index]
+                self.blocks.append((slice(row.offset, row.stop), slice(column.offset, column.stop), matrix.T))
+        if program.static_table is None:
+            raise ValueError("the program's static injection table is not built (tabulate_static_injection)")
+        self.static = program.static_table.vector(phase.step_scale, phase.time, phase.loop)
+
+
+class IdealExecutor:
+    def __init__(self, program: BlockProgram, alpha: np.ndarray | None = None,
+                 tolerance: float = DEFAULT_TOLERANCE, max_iterations: int = DEFAULT_MAX_ITERATIONS,
+                 loop_iterations: int | None = None, record_residuals: bool = False,
+                 record_peaks: bool = False):
+        self.program = program
+        alpha = np.zeros(program.size) if alpha is None else np.asarray(alpha, dtype=np.float64)
+        # A table holds one row per phase (targets that set α per phase); its rows are selected in run_step.
+        self.alpha_table = alpha if alpha.ndim == 2 else None
+        self.alpha = alpha[0] if alpha.ndim == 2 else alpha
+        self._phase_row = 0
+        self.tolerance = tolerance
+        self.max_iterations = max_iterations
+        self.loop_iterations = loop_iterations
+        self.record_residuals = record_residuals
+        self.activations = [(slice(group.offset, group.stop), group.activation, group.sigma_gain)
+                            for group in program.groups]
+        self.held = [(slice(group.offset, group.stop), group.voltage_scale)
+                     for group in program.groups if group.held]
+        self._select_alpha(self.alpha)
+        self.initialised = [(slice(group.offset, group.stop), group.voltage_scale) for group in program.groups
+                            if group.role in ("state", "readout")]
+        readout = program.group(program.readout_group)
+        self.readout = slice(readout.offset, readout.stop)
+        self.readout_scale = readout.voltage_scale
+        self.injections = [(slice(program.group(part.group).offset, program.group(part.group).stop),
+                            part.matrix.T, part.kind) for part in program.injections]
+        self._cache: dict[Phase, _CompiledPhase] = {}
+        self.extra_drive: Callable[[Phase], np.ndarray] | None = None
+        # Per-channel peaks of |state| over every iteration and of |injected drive| over every phase,
+        # for choosing voltage scalings (record_peaks).
+        self.state_peak = np.zeros(program.size) if record_peaks else None
+        self.drive_peak = np.zeros(program.size) if record_peaks else None
+
+    def _select_alpha(self, alpha: np.ndarray) -> None:
+        self.alpha = alpha
+        self.open_alpha = alpha.copy()
+        for channels, _ in self.held:
+            self.open_alpha[channels] = 0.0
+
+    def _compiled(self, phase: Phase) -> _CompiledPhase:
+        if phase not in self._cache:
+            self._cache[phase] = _CompiledPhase(self.program, phase)
+        return self._cache[phase]
+
+    def _activated(self, state: np.ndarray) -> np.ndarray:
+        activated = state.copy()
+        for channels, activation, gain in self.activations:
+            if is_activation(activation):
+                activated[:, channels] = activate(activation, gain * state[:, channels])
+            elif gain != 1.0:
+                activated[:, channels] = gain * state[:, channels]
+        return activated
+
+    def _apply(self, compiled: _CompiledPhase, state: np.ndarray, drive: np.ndarray) -> np.ndarray:
+        """One loop application: relaxed operator on ``state`` with precomputed per-phase ``drive``.
+
+        In open phases held channels are driven by the hold vector, so their relaxation has nothing to
+        relax: their α is taken as 0 and their output is the operator's (the explicit step's readout).
+        """
+        activated = self._activated(state)
+        result = np.broadcast_to(drive, state.shape).copy()
+        for rows, columns, matrix_transposed in compiled.blocks:
+            result[:, rows] += activated[:, columns] @ matrix_transposed
+        alpha = self.alpha if compiled.phase.loop == CLOSED else self.open_alpha
+        updated = alpha * state + (1.0 - alpha) * result
+        if self.state_peak is not None and updated.size:
+            np.maximum(self.state_peak, np.max(np.abs(updated), axis=0), out=self.state_peak)
+        return updated
+
+    def _drive(self, compiled: _CompiledPhase, inject: np.ndarray, hold: np.ndarray | None) -> np.ndarray:
+        """Static vector plus injections; feedback-kind parts read the hold vector in open phases."""
+        drive = np.broadcast_to(compiled.static, (inject.shape[0], compiled.static.size)).copy()
+        if self.extra_drive is not None:  # per-sample injections (the conditioning interface)
+            drive += self.extra_drive(compiled.phase)
+        for rows, matrix_transposed, kind in self.injections:
+            source = inject if (kind == INJECT or compiled.phase.loop == CLOSED) else hold
+            drive[:, rows] += source @ matrix_transposed
+        if self.drive_peak is not None and drive.size:
+            np.maximum(self.drive_peak, np.max(np.abs(drive), axis=0), out=self.drive_peak)
+        return drive
+
+    def run_step(self, step: int, phases: list[Phase], x: np.ndarray, state: np.ndarray,
+                 result: ExecutionResult) -> tuple[np.ndarray, np.ndarray]:
+        outputs: dict[str, np.ndarray] = {"x": x}
+        iterations, residuals = [], []
+        for index, phase in enumerate(phases):
+            if self.alpha_table is not None:
+                self._select_alpha(self.alpha_table[self._phase_row])
+            self._phase_row += 1
+            compiled = self._compiled(phase)
+            inject, hold, initial = phase_vectors(phase, outputs)
+            if initial is not None:
+                for channels, scale in self.initialised:
+                    state[:, channels] = scale * initial
+            drive = self._drive(compiled, inject, hold)
+            if phase.loop == CLOSED:
+                state, count, residual = self._closed(step, index, compiled, drive, state, result)
+                readout = state[:, self.readout] / self.readout_scale
+            else:
+                state, readout, count, residual = self._open(step, index, compiled, drive, hold, state)
+            outputs[f"phase:{index}"] = readout
+            iterations.append(count)
+            residuals.append(residual)
+        result.iterations.append(iterations)
+        result.residuals.append(residuals)
+        return outputs[f"phase:{len(phases) - 1}"], state
+
+    def _hold(self, state: np.ndarray, hold: np.ndarray | None) -> np.ndarray:
+        for channels, scale in self.held:
+            state[:, channels] = scale * hold
+        return state
+
+    def _open(self, step: int, index: int, compiled: _CompiledPhase, drive: np.ndarray,
+              hold: np.ndarray | None, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, float]:
+        state = self._hold(state.copy(), hold)
+        settle = bool(np.any(self.open_alpha))
+        count, residual = 0, 0.0
+        while True:
+            updated = self._apply(compiled, state, drive)
+            count += 1
+            readout = updated[:, self.readout] / self.readout_scale
+            updated = self._hold(updated, hold)
+            residual = _relative_change(updated, state)
+            state = updated
+            if count >= self.program.open_iterations and (not settle or residual <= self.tolerance):
+                return state, readout, count, residual
+            _check_progress(step, index, "open", count, residual, self.max_iterations, state)
+
+    def _closed(self, step: int, index: int, compiled: _CompiledPhase, drive: np.ndarray,
+                state: np.ndarray, result: ExecutionResult) -> tuple[np.ndarray, int, float]:
+        history = []
+        count, residual = 0, np.inf
+        while True:
+            updated = self._apply(compiled, state, drive)
+            count += 1
+            change = np.max(np.abs(updated - state), axis=1) / np.maximum(1.0, np.max(np.abs(updated), axis=1))
+            residual = float(np.max(change)) if change.size else 0.0
+            state = updated
+            if self.record_residuals and step == 0:
+                history.append(change)
+            if self.loop_iterations is not None:
+                if count >= self.loop_iterations:
+                    break
+            elif residual <= self.tolerance:
+                break
+            _check_progress(step, index, "closed", count, residual, self.max_iterations, state)
+        if history:
+            result.residual_history.append(np.stack(history))
+        return state, count, residual
+
+    def run(self, schedule: Schedule, noise: np.ndarray,
+            extra_drive: Callable[[Phase], np.ndarray] | None = None) -> ExecutionResult:
+        """``extra_drive(phase)``: a per-sample [B, n] vector added to each phase's injection (conditions)."""
+        self.extra_drive = extra_drive
+        x = np.asarray(noise, dtype=np.float64)
+        state = np.zeros((x.shape[0], self.program.size))
+        for channels, scale in self.initialised:
+            state[:, channels] = scale * x
+        self._phase_row = 0
+        if self.alpha_table is not None and len(self.alpha_table) != sum(len(phases) for phases in schedule.steps):
+            raise ValueError(f"α table has {len(self.alpha_table)} rows, the schedule has "
+                             f"{sum(len(phases) for phases in schedule.steps)} phases")
+        result = ExecutionResult(np.empty((len(schedule.steps) + 1, *x.shape)))
+        result.trajectory[0] = x
+        for step, phases in enumerate(schedule.steps):
+            x, state = self.run_step(step, phases, x, state, result)
+            result.trajectory[step + 1] = x
+        return result
+
+
+def _relative_change(updated: np.ndarray, previous: np.ndarray) -> float:
+    if updated.size == 0:
+        return 0.0
+    scale = np.maximum(1.0, np.max(np.abs(updated), axis=1))
+    return float(np.max(np.max(np.abs(updated - previous), axis=1) / scale))
+
+
+def _check_progress(step: int, phase: int, loop: str, count: int, residual: float, limit: int,
+                    state: np.ndarray) -> None:
+    peak = float(np.max(np.abs(state), initial=0.0))
+    if not np.isfinite(residual) or not np.isfinite(peak) or peak > DIVERGENCE_BOUND:
+        raise ConvergenceError(f"step {step}, phase {phase} ({loop} loop): the loop diverged after {count} "
+                               f"iterations (|state| reached {peak:.3e}, relative change {residual:.3e})")
+    if count >= limit:
+        raise ConvergenceError(f"step {step}, phase {phase} ({loop} loop): not settled after {count} "
+                               f"iterations (relative change {residual:.3e}); the step may be too large "
+                               "for the fixed point to contract")
