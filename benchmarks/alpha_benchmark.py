@@ -48,7 +48,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from block_programs import random_cycle_program  # noqa: E402  (the tests' generator: same networks)
 
-from admc.compiler.driver import compile_source, load_source, pack_for_target  # noqa: E402
+from admc.compiler.driver import BuildOptions, compile_source, load_source, pack_for_target  # noqa: E402
 from admc.core.errors import ConvergenceError  # noqa: E402
 from admc.core.schedule import time_grid  # noqa: E402
 from admc.ir.program import (  # noqa: E402
@@ -259,7 +259,8 @@ def source_rows(network: str, target_name: str, steps_list: list[int], noise: np
         floor, reference, realised, held = None, None, None, {}
         for mode in MODES:
             try:
-                compiled = compile_source(source, target, "implicit-euler", steps, alpha=mode, force=True)
+                compiled = compile_source(source, target, BuildOptions(solver="implicit-euler", steps=steps,
+                                                                       alpha=mode, force=True))
             except Exception as error:  # noqa: BLE001
                 row[mode] = f"error: {error}"
                 continue

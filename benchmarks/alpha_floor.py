@@ -29,7 +29,7 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 from alpha_benchmark import MAX_ITERATIONS, SOURCES, TOLERANCE, source_of, spine  # noqa: E402
 
-from admc.compiler.driver import compile_source  # noqa: E402
+from admc.compiler.driver import BuildOptions, compile_source  # noqa: E402
 from admc.ir.program import CLOSED  # noqa: E402
 from admc.passes.alpha_cycle import block_cycle, blockwise_radius, search_blockwise  # noqa: E402
 from admc.passes.alpha_probe import ProbeRecorder, probe_iterations  # noqa: E402
@@ -44,7 +44,8 @@ CHUNK = 600  # candidates per batch (memory)
 
 def program_at_min(network: str, steps: int):
     if network in SOURCES:
-        compiled = compile_source(source_of(network), load_target("ideal"), "implicit-euler", steps, alpha="min")
+        compiled = compile_source(source_of(network), load_target("ideal"),
+                                  BuildOptions(solver="implicit-euler", steps=steps, alpha="min"))
         return compiled.program, compiled.schedule
     return spine(network, steps)
 

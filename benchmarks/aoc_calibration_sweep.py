@@ -48,17 +48,10 @@ from pathlib import Path
 
 import torch
 
-from admc.targets.aoc.physics import (
-    Acquisition,
-    NonIdealities,
-    StaticErrors,
-    activation,
-    clip_injection,
-    continuous_time_solve,
-    optical_outputs,
-    relaxed_operator,
-    sample_static_errors,
-)
+from admc.targets.aoc.nonidealities import NonIdealities
+from admc.targets.aoc.physics import activation, clip_injection, optical_outputs
+from admc.targets.aoc.single_module import Acquisition, continuous_time_solve, relaxed_operator
+from admc.targets.aoc.static_errors import StaticErrors, sample_static_errors
 from admc.targets.loader import load_target
 
 PORTS = 48

@@ -152,8 +152,8 @@ def main() -> int:
                                              if key.startswith(("sigma_error", "channels", "largest"))}
             if not arguments.quick and name != "pre-chain preset":
                 verdict = verify_bundle(bundle, 64, 0, twin_options={"calibration": calibration, "repeats": 1})
-                entry["verify_passed"] = bool(verdict["passed"])
-                entry["verify_links"] = {link["link"]: link["passed"] for link in verdict["links"]}
+                entry["verify_passed"] = bool(verdict.passed)
+                entry["verify_links"] = {link.name: link.passed for link in verdict.links}
         report["two_moons"] = example
         print(json.dumps(example, indent=1, default=str), flush=True)
         models = {kind: make() for kind, make in HOLD_OUT.items()}
@@ -179,8 +179,8 @@ def main() -> int:
                 if not arguments.quick and label == "calibrated":
                     verdict = verify_bundle(bundle, samples.shape[0], 0,
                                             twin_options={"calibration": calibration, "repeats": 1})
-                    entry["verify_passed"] = bool(verdict["passed"])
-                    entry["verify_links"] = {link["link"]: link["passed"] for link in verdict["links"]}
+                    entry["verify_passed"] = bool(verdict.passed)
+                    entry["verify_links"] = {link.name: link.passed for link in verdict.links}
             report[kind] = entry
             print(f"{kind:16s} {entry}", flush=True)
         report["seconds"] = time.perf_counter() - started

@@ -105,7 +105,7 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def two_moons_rows(steps_list: list[int], targets: list[str]) -> list[dict]:
-    from admc.compiler.driver import compile_source, load_source
+    from admc.compiler.driver import BuildOptions, compile_source, load_source
     from admc.passes import loop_budget
     from admc.passes import sdp_certificate as sdp_module
     from admc.passes.alpha_selection import closed_phases
@@ -116,10 +116,11 @@ def two_moons_rows(steps_list: list[int], targets: list[str]) -> list[dict]:
     rows = []
     for target in targets:
         for steps in steps_list:
-            compiled = compile_source(load_source(example), load_target(target), "implicit-euler", steps)
+            compiled = compile_source(load_source(example), load_target(target),
+                                      BuildOptions(solver="implicit-euler", steps=steps))
             program = compiled.realised_program or compiled.program
             flat = [phase for phases in compiled.schedule.steps for phase in phases]
-            measured = compiled.extra_sections["convergence"]["phases"]
+            measured = compiled.convergence["phases"]
             seen = set()
             for (step, _, row), entry in zip(closed_phases(compiled.schedule), measured, strict=True):
                 alpha = compiled.alpha[row] if compiled.alpha.ndim == 2 else compiled.alpha

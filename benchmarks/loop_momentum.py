@@ -22,7 +22,7 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 from alpha_benchmark import MAX_ITERATIONS, TOLERANCE, source_of  # noqa: E402
 
-from admc.compiler.driver import compile_source  # noqa: E402
+from admc.compiler.driver import BuildOptions, compile_source  # noqa: E402
 from admc.passes.alpha_probe import PhaseProbe, ProbeRecorder  # noqa: E402
 from admc.runtime.executor import DIVERGENCE_BOUND  # noqa: E402
 from admc.targets.loader import load_target  # noqa: E402
@@ -53,8 +53,8 @@ def main() -> None:
     noise = np.random.default_rng(0).standard_normal((32, 2))
     for network in arguments.networks:
         for steps in arguments.steps:
-            compiled = compile_source(source_of(network), load_target("ideal"), "implicit-euler", steps,
-                                      alpha="min")
+            compiled = compile_source(source_of(network), load_target("ideal"),
+                                      BuildOptions(solver="implicit-euler", steps=steps, alpha="min"))
             executor = ProbeRecorder(compiled.program, compiled.alpha, tolerance=1e-13,
                                      max_iterations=MAX_ITERATIONS)
             executor.run(compiled.schedule, noise)

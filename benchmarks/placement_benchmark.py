@@ -17,7 +17,8 @@ import json
 import time
 from pathlib import Path
 
-from admc.passes.tiling import MatrixBlock, place_blocks
+from admc.passes.tile_cuts import BlockShape
+from admc.passes.tiling import place_blocks
 
 SUITE: list[tuple[int, list[int]]] = [
     (2, [16, 16]),
@@ -33,13 +34,13 @@ SUITE: list[tuple[int, list[int]]] = [
 ]
 
 
-def adm_chain_blocks(state: int, hidden: list[int]) -> list[MatrixBlock]:
+def adm_chain_blocks(state: int, hidden: list[int]) -> list[BlockShape]:
     """The non-zero blocks of the cyclic ADM matrix (docs/design.md §1, Eq. 6)."""
     widths = [state, *hidden]
     names = ["x"] + [f"h{i + 1}" for i in range(len(hidden))]
-    blocks = [MatrixBlock(f"W{i + 1}", names[i + 1], names[i], hidden[i], widths[i], i + 1)
+    blocks = [BlockShape(f"W{i + 1}", names[i + 1], names[i], hidden[i], widths[i], i + 1)
               for i in range(len(hidden))]
-    blocks.append(MatrixBlock(f"W{len(hidden) + 1}", "x", names[-1], state, hidden[-1], len(hidden) + 1))
+    blocks.append(BlockShape(f"W{len(hidden) + 1}", "x", names[-1], state, hidden[-1], len(hidden) + 1))
     return blocks
 
 

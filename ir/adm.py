@@ -187,7 +187,7 @@ class AdmNetwork:
         times = np.broadcast_to(np.asarray(times, dtype=np.float64).reshape(-1), (state.shape[0],))
         values = {STATE: state}
         if self.conditions:
-            from admc.ir.condition import ConditionContext
+            from admc.ir.condition import ConditionContext  # here: ir.condition → ir.evaluate → this module
 
             context, cache = ConditionContext(np.array(times), dict(conditions or {})), {}
             values.update({name: value.columns(context, cache) for name, value in self.conditions.items()})

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from admc.ir.affine import TimeValue
 from admc.ir.evaluate import evaluate_op
 from admc.ir.graph import Op
 
@@ -91,7 +92,6 @@ class ConditionValue:
     @staticmethod
     def from_op(op: Op, arguments: list, trial: ConditionContext) -> ConditionValue:
         """Apply ``op`` to condition values, time values (``TimeValue``) and constants."""
-        from admc.ir.affine import TimeValue
 
         def compute(context: ConditionContext, cache: dict) -> np.ndarray:
             values = []

@@ -36,6 +36,8 @@ CLOSED = "closed"
 
 @dataclass(frozen=True)
 class StateGroup:
+    """A contiguous range of state channels, ``offset .. stop - 1``, with its activation and role."""
+
     name: str
     offset: int
     size: int
@@ -54,11 +56,24 @@ class StateGroup:
 
 @dataclass
 class MatrixBlock:
+    """A stored non-zero block of the loop matrix: row_group channels ← matrix · σ(column_group channels)."""
+
     row_group: str
     column_group: str
     matrix: np.ndarray
     scale_class: str = FIXED
     layer: int = 0
+
+
+def block_name(index: int) -> str:
+    """The name of a program's block ``index`` in placements and bundles (``block_0003``); the one place it is
+    formatted. Code that needs the index back looks it up (:func:`block_indices`), never parses the name."""
+    return f"block_{index:04d}"
+
+
+def block_indices(count: int) -> dict[str, int]:
+    """Each block name of a program with ``count`` blocks → the block's index."""
+    return {block_name(index): index for index in range(count)}
 
 
 @dataclass

@@ -199,18 +199,8 @@ def _select_alpha(program: BlockProgram, schedule: Schedule, capabilities: Alpha
     # (a loop's count is its slowest sample's, so a few probes miss the slow ones).
     recorded = int(np.clip(LINEARISATION_WORK // max(size, 1), samples, PROBE_SAMPLES))
     noise = np.random.default_rng(LINEARISATION_SEED).standard_normal((recorded, program.state_dimension))
-    # Record with the first α, else with min (its loop may settle where the zero-state estimate says not).
-    recorder = None
-    for u_by_row in (first[0], {row: upper for _, _, row in closed}):
-        attempt = ProbeRecorder(program, _alpha_table(schedule, size, capabilities.per_phase, u_by_row)
-                                if capabilities.per_phase else 1.0 - u_by_row[closed[0][2]],
-                                tolerance=LINEARISATION_TOLERANCE, max_iterations=LINEARISATION_MAX_ITERATIONS)
-        try:
-            attempt.run(schedule, noise)
-        except ConvergenceError:
-            continue
-        recorder = attempt
-        break
+    recorder = _record_probes(program, schedule, capabilities, closed, noise,
+                              (first[0], {row: upper for _, _, row in closed}))
     judge = None
     if recorder is not None:
         for (_, _, row), probe in zip(closed, recorder.probes, strict=True):
@@ -223,13 +213,36 @@ def _select_alpha(program: BlockProgram, schedule: Schedule, capabilities: Alpha
     choices = [PhaseChoice(step, index, row, contraction[row]) for step, index, row in closed]
     worst = max(choices, key=lambda choice: choice.contraction)
     if worst.contraction >= 1.0 and not force:
-        steps = smallest_contracting_steps(program, schedule, linearisations[worst.row], worst.row, lower, upper)
-        raise AdmcError(
-            f"step {worst.step}, phase {worst.phase} (closed loop): no α in [{capabilities.alpha_min:g}, "
-            f"{capabilities.alpha_max:g}] makes the loop contract (best contraction factor {worst.contraction:.4f} "
-            f"≥ 1 at the fixed points of calibration samples); {steps} uniform steps would work"
-            " (T_min estimate); use more steps, or --force to build anyway")
+        _refuse(program, schedule, capabilities, worst, linearisations[worst.row], lower, upper)
     return AlphaSelection(_alpha_table(schedule, size, capabilities.per_phase, u_by_row), mode, choices, candidates)
+
+
+def _record_probes(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, closed,
+                   noise: np.ndarray, attempts) -> ProbeRecorder | None:
+    """The probe run of the first α that settles, trying each u per row of ``attempts`` in turn (the first
+    α, else min: its loop may settle where the zero-state estimate says not); None when none settles."""
+    size = program.size
+    for u_by_row in attempts:
+        attempt = ProbeRecorder(program, _alpha_table(schedule, size, capabilities.per_phase, u_by_row)
+                                if capabilities.per_phase else 1.0 - u_by_row[closed[0][2]],
+                                tolerance=LINEARISATION_TOLERANCE, max_iterations=LINEARISATION_MAX_ITERATIONS)
+        try:
+            attempt.run(schedule, noise)
+        except ConvergenceError:
+            continue
+        return attempt
+    return None
+
+
+def _refuse(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, worst: PhaseChoice,
+            linearisation: Linearisation, lower: np.ndarray, upper: np.ndarray) -> None:
+    """Refuse a phase that no α in range makes contract, naming it and the T_min estimate."""
+    steps = smallest_contracting_steps(program, schedule, linearisation, worst.row, lower, upper)
+    raise AdmcError(
+        f"step {worst.step}, phase {worst.phase} (closed loop): no α in [{capabilities.alpha_min:g}, "
+        f"{capabilities.alpha_max:g}] makes the loop contract (best contraction factor {worst.contraction:.4f} "
+        f"≥ 1 at the fixed points of calibration samples); {steps} uniform steps would work"
+        " (T_min estimate); use more steps, or --force to build anyway")
 
 
 def _cycle(program: BlockProgram, flat_phases, linearisations: dict[int, Linearisation], rows: list[int]
@@ -296,21 +309,7 @@ def _choose(program: BlockProgram, flat_phases, linearisations: dict[int, Linear
             single = _global_on_cycle(cycle, low, high, capabilities)
         else:
             single = solve_global(parts, low, high, capabilities.noise_weight, capabilities.noise_model)
-        options = {"min": upper, "global": np.full(lower.size, single)}
-        if mode == "auto":
-            start = options["global"]
-            if cycle is not None:
-                group_u = search_blockwise(cycle, np.array([np.max(lower[part]) for part in cycle.slices]),
-                                           np.array([max(np.min(upper[part]), np.max(lower[part]))
-                                                     for part in cycle.slices]),
-                                           np.full(len(cycle.groups), single))
-                start = start.copy()
-                for part, value in zip(cycle.slices, group_u, strict=True):
-                    start[part] = value
-                options["blockwise"] = np.clip(start, lower, upper)
-            if cycle is None:
-                options["auto"] = solve_channelwise(parts, lower, upper, capabilities.noise_weight,
-                                                    capabilities.noise_model, start=start)
+        options = _spectral_options(cycle, parts, single, lower, upper, capabilities, mode)
 
         factors = {name: _radius(cycle, parts, u) for name, u in options.items()}
         for name, factor in factors.items():
@@ -334,6 +333,29 @@ def _choose(program: BlockProgram, flat_phases, linearisations: dict[int, Linear
         candidates["probe_iterations"] = {name: float(value) if np.isfinite(value) else None
                                           for name, value in judge.measured.items()}
     return u_by_row, contraction, candidates
+
+
+def _spectral_options(cycle: BlockCycle | None, parts: list[Linearisation], single: float, lower: np.ndarray,
+                      upper: np.ndarray, capabilities: AlphaCapabilities, mode: str) -> dict[str, np.ndarray]:
+    """The candidates judged by the spectral radius: min, the single α and (``auto``) the block-wise search on a
+    cycle or the channel-wise program elsewhere."""
+    options = {"min": upper, "global": np.full(lower.size, single)}
+    if mode != "auto":
+        return options
+    start = options["global"]
+    if cycle is not None:
+        group_u = search_blockwise(cycle, np.array([np.max(lower[part]) for part in cycle.slices]),
+                                   np.array([max(np.min(upper[part]), np.max(lower[part]))
+                                             for part in cycle.slices]),
+                                   np.full(len(cycle.groups), single))
+        start = start.copy()
+        for part, value in zip(cycle.slices, group_u, strict=True):
+            start[part] = value
+        options["blockwise"] = np.clip(start, lower, upper)
+    if cycle is None:
+        options["auto"] = solve_channelwise(parts, lower, upper, capabilities.noise_weight,
+                                            capabilities.noise_model, start=start)
+    return options
 
 
 def smallest_contracting_steps(program: BlockProgram, schedule: Schedule, linearisation: Linearisation,

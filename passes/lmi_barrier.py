@@ -100,9 +100,8 @@ def _feasible_t(matrix: np.ndarray, bound_matrix: np.ndarray) -> float | None:
     return None
 
 
-def minimise_lmi_bound(basis: sparse.csc_matrix, cores: np.ndarray, start: np.ndarray,
-                                normalised: np.ndarray, scale: np.ndarray, gap: float = 5e-4,
-                                weight: float | None = None) -> BarrierResult | None:
+def minimise_lmi_bound(basis: sparse.csc_matrix, cores: np.ndarray, start: np.ndarray, normalised: np.ndarray,
+                       scale: np.ndarray, gap: float = 5e-4, weight: float | None = None) -> BarrierResult | None:
     """Approximately minimise t with Σ_k x_k U_k D_k U_kᵀ ⪯ t diag(``scale``) over x > 0, Σ_{normalised} x fixed.
 
     Stops when the duality-gap bound is below max(``gap``, ``RELATIVE_GAP`` |t|) or proves min t > 0. None when
@@ -114,8 +113,7 @@ def minimise_lmi_bound(basis: sparse.csc_matrix, cores: np.ndarray, start: np.nd
     core_matrix = block_diagonal(cores)
     constraint = np.concatenate([normalised.astype(float), [0.0]])
     degree = dimension + size  # barrier parameter: log det (N) and one log per x
-    bound_diagonal = scale.astype(float)
-    bound_matrix = np.diag(bound_diagonal)
+    bound_diagonal, bound_matrix = scale.astype(float), np.diag(scale.astype(float))
     x = start.astype(float).copy()
     linear = term_matrix(basis, cores)
 
@@ -141,46 +139,19 @@ def minimise_lmi_bound(basis: sparse.csc_matrix, cores: np.ndarray, start: np.nd
             factor = _cholesky(t * bound_matrix - assembled(x))
             if factor is None:
                 break
-            inverse = _inverse(factor[0])  # S⁻¹
-            projected = np.asarray(transposed @ inverse).T  # S⁻¹ U, [N, 2m]
-            gram = np.asarray(transposed @ projected)  # Uᵀ S⁻¹ U, [2m, 2m]
-            weighted = np.asarray(core_matrix @ gram)  # blockdiag(D) G
-            diagonal_blocks = gram.reshape(size, 2, size, 2)[np.arange(size), :, np.arange(size), :]
-            squared = np.einsum("rka,rkb->kab", projected.reshape(dimension, size, 2),
-                                (bound_diagonal[:, None] * projected).reshape(dimension, size, 2))
-            inverse_bound = inverse * bound_diagonal[None, :]  # S⁻¹ B
-            hessian = np.empty((size + 1, size + 1))
-            product = weighted * weighted.T
-            rows_summed = product[0::2] + product[1::2]  # the 2 × 2 block sums, as strided adds
-            hessian[:size, :size] = (rows_summed[:, 0::2] + rows_summed[:, 1::2]
-                                     + np.diag(1.0 / x ** 2))  # tr(D_k G_kl D_l G_lk) + 1/x²
-            hessian[:size, size] = hessian[size, :size] = -np.einsum("kab,kba->k", cores, squared)
-            hessian[size, size] = float(np.sum(inverse_bound * inverse_bound.T))  # tr(S⁻¹ B S⁻¹ B)
-            gradient = np.concatenate([np.einsum("kab,kba->k", cores, diagonal_blocks) - 1.0 / x,
-                                       [weight - float(np.trace(inverse_bound))]])
-            # Jacobi scaling before the factorisation: x spans orders of magnitude (p ~ 1, some λ ≪ 1)
-            jacobi = 1.0 / np.sqrt(np.diag(hessian))
-            newton_factor = _cholesky(jacobi[:, None] * hessian * jacobi[None, :])
-            if newton_factor is None:
+            found = _newton_step(factor[0], transposed, core_matrix, cores, bound_diagonal, x, weight,
+                                 constraint, size, dimension)
+            if found is None:
                 break
-            solved_gradient = jacobi * linalg.cho_solve(newton_factor, jacobi * gradient, check_finite=False)
-            solved_constraint = jacobi * linalg.cho_solve(newton_factor, jacobi * constraint, check_finite=False)
-            multiplier = -(constraint @ solved_gradient) / (constraint @ solved_constraint)
-            direction = -(solved_gradient + multiplier * solved_constraint)
+            gradient, direction = found
             decrement = -float(gradient @ direction)
             steps += 1
             if decrement / 2.0 < CENTRED:
                 break
-            current, step = objective(x, t), 1.0
-            while step > SMALLEST_STEP:
-                candidate_x, candidate_t = x + step * direction[:size], t + step * direction[size]
-                value = objective(candidate_x, candidate_t)
-                if value is not None and current is not None and value <= current - ARMIJO * step * decrement:
-                    break
-                step *= 0.5
-            else:
+            accepted = _line_search(objective, x, t, direction, decrement)
+            if accepted is None:
                 break
-            x, t = candidate_x, candidate_t
+            x, t = accepted
         bound = degree / weight  # on the central path t − min t ≤ degree / weight
         if t - bound > 0.0:
             return BarrierResult(x, t, True, steps, weight)
@@ -188,3 +159,51 @@ def minimise_lmi_bound(basis: sparse.csc_matrix, cores: np.ndarray, start: np.nd
             break
         weight *= GROWTH
     return BarrierResult(x, t, False, steps, weight)
+
+
+def _newton_step(factor: np.ndarray, transposed: sparse.csr_matrix, core_matrix, cores: np.ndarray,
+             bound_diagonal: np.ndarray, x: np.ndarray, weight: float, constraint: np.ndarray, size: int,
+             dimension: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The barrier's gradient and its Newton direction under the normalisation constraint at (x, t), from the
+    Cholesky factor of the slack S = t B − Σ x_k U_k D_k U_kᵀ; None when the Hessian is not positive definite."""
+    inverse = _inverse(factor)  # S⁻¹
+    projected = np.asarray(transposed @ inverse).T  # S⁻¹ U, [N, 2m]
+    gram = np.asarray(transposed @ projected)  # Uᵀ S⁻¹ U, [2m, 2m]
+    weighted = np.asarray(core_matrix @ gram)  # blockdiag(D) G
+    diagonal_blocks = gram.reshape(size, 2, size, 2)[np.arange(size), :, np.arange(size), :]
+    squared = np.einsum("rka,rkb->kab", projected.reshape(dimension, size, 2),
+                        (bound_diagonal[:, None] * projected).reshape(dimension, size, 2))
+    inverse_bound = inverse * bound_diagonal[None, :]  # S⁻¹ B
+    hessian = np.empty((size + 1, size + 1))
+    product = weighted * weighted.T
+    rows_summed = product[0::2] + product[1::2]  # the 2 × 2 block sums, as strided adds
+    hessian[:size, :size] = (rows_summed[:, 0::2] + rows_summed[:, 1::2]
+                             + np.diag(1.0 / x ** 2))  # tr(D_k G_kl D_l G_lk) + 1/x²
+    hessian[:size, size] = hessian[size, :size] = -np.einsum("kab,kba->k", cores, squared)
+    hessian[size, size] = float(np.sum(inverse_bound * inverse_bound.T))  # tr(S⁻¹ B S⁻¹ B)
+    gradient = np.concatenate([np.einsum("kab,kba->k", cores, diagonal_blocks) - 1.0 / x,
+                               [weight - float(np.trace(inverse_bound))]])
+    # Jacobi scaling before the factorisation: x spans orders of magnitude (p ~ 1, some λ ≪ 1)
+    jacobi = 1.0 / np.sqrt(np.diag(hessian))
+    newton_factor = _cholesky(jacobi[:, None] * hessian * jacobi[None, :])
+    if newton_factor is None:
+        return None
+    solved_gradient = jacobi * linalg.cho_solve(newton_factor, jacobi * gradient, check_finite=False)
+    solved_constraint = jacobi * linalg.cho_solve(newton_factor, jacobi * constraint, check_finite=False)
+    multiplier = -(constraint @ solved_gradient) / (constraint @ solved_constraint)
+    direction = -(solved_gradient + multiplier * solved_constraint)
+    return gradient, direction
+
+
+def _line_search(objective, x: np.ndarray, t: float, direction: np.ndarray, decrement: float
+                 ) -> tuple[np.ndarray, float] | None:
+    """Backtracking (Armijo) along the Newton direction; None when no step above ``SMALLEST_STEP`` decreases."""
+    size = x.size
+    current, step = objective(x, t), 1.0
+    while step > SMALLEST_STEP:
+        candidate_x, candidate_t = x + step * direction[:size], t + step * direction[size]
+        value = objective(candidate_x, candidate_t)
+        if value is not None and current is not None and value <= current - ARMIJO * step * decrement:
+            return candidate_x, candidate_t
+        step *= 0.5
+    return None

@@ -5,12 +5,16 @@ and in verify mode checks that each stage kept the semantics within the error it
 Requires: each stage as ``(name, function, check)`` where ``check(result) -> (error, bound)`` compares the
 stage's result with an independent computation. Guarantees: a check that fails raises ``AdmcError``
 naming the pass, the error and the bound, before anything is written; ``records`` holds every stage's
-name, seconds and checked error.
+name, seconds and checked error. A target's lowering is a :class:`Lowering`: a first state and named
+:class:`BackendPass` es, each taking the state to a new one (``run_lowering`` runs them one by one, so each
+has its own record, check and dump; the last returns the lowered program).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +26,8 @@ import numpy as np
 from admc.core.errors import AdmcError
 
 Check = Callable[[Any], tuple[float, float]]
+# The Greek letters pass names use, spelled out in IR dump file names (which are ASCII).
+SPELLED = {"α": "alpha", "β": "beta", "σ": "sigma", "Δ": "delta"}
 
 
 @dataclass
@@ -54,16 +60,18 @@ class PassManager:
 
     def _dump(self, index: int, name: str, result: Any) -> None:
         self.dump_directory.mkdir(parents=True, exist_ok=True)
-        slug = "".join(character if character.isascii() and character.isalnum() else "_" for character in name)
+        spelled = "".join(SPELLED.get(character, character) for character in name)
+        slug = "".join(character if character.isascii() and character.isalnum() else "_" for character in spelled)
         path = self.dump_directory / f"{index:02d}_{slug.strip('_')}.json"
         path.write_text(json.dumps(describe_ir(result), indent=1, sort_keys=True, default=str) + "\n")
 
     def table(self) -> str:
-        lines = [f"{'pass':<28} {'seconds':>9} {'checked error':>14} {'bound':>8}"]
+        width = max([28, *(len(record.name) for record in self.records)])
+        lines = [f"{'pass':<{width}} {'seconds':>9} {'checked error':>14} {'bound':>9}"]
         for record in self.records:
             error = "" if record.error is None else f"{record.error:14.2e}"
-            bound = "" if record.bound is None else f"{record.bound:8.0e}"
-            lines.append(f"{record.name:<28} {record.seconds:9.3f} {error:>14} {bound:>8}")
+            bound = "" if record.bound is None else f"{record.bound:9.2e}"
+            lines.append(f"{record.name:<{width}} {record.seconds:9.3f} {error:>14} {bound:>9}")
         return "\n".join(lines)
 
 
@@ -89,4 +97,88 @@ def describe_ir(result: Any) -> dict:
                             "max_abs": float(np.max(np.abs(block.matrix), initial=0.0))}
                            for block in program.blocks],
                 "open_iterations": program.open_iterations, "notes": program.notes}
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return {"kind": type(result).__name__, **_describe_fields(result, depth=0)}
     return {"kind": type(result).__name__}
+
+
+# A dataclass field marked with this metadata is an input the state carries along, not part of its IR dump.
+NOT_IR = {"ir": False}
+DESCRIBE_DEPTH = 4
+DESCRIBE_ITEMS = 8
+
+
+def _describe_fields(value: Any, depth: int) -> dict:
+    return {field.name: _summary(getattr(value, field.name), depth + 1) for field in dataclasses.fields(value)
+            if field.metadata.get("ir", True) and getattr(value, field.name) is not None}
+
+
+def _summary(value: Any, depth: int) -> Any:
+    """A short JSON-able account of one field of a lowering state: arrays by shape and size, programs by
+    their block-program description, collections by their first items, nested records by their fields."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.ndarray):
+        numeric = value.dtype.kind in "biuf" and value.size > 0
+        return {"shape": list(value.shape), "dtype": str(value.dtype),
+                **({"min": float(np.min(value)), "max": float(np.max(value))} if numeric else {})}
+    if hasattr(value, "groups") and hasattr(value, "blocks"):
+        return describe_ir(value)
+    if hasattr(value, "number_of_nodes"):  # a graph (routing)
+        return {"nodes": value.number_of_nodes(), "edges": value.number_of_edges()}
+    if isinstance(value, dict):
+        items = list(value.items())
+        return {**{str(key): _summary(item, depth + 1) for key, item in items[:DESCRIBE_ITEMS]},
+                **({"…": f"{len(items)} entries"} if len(items) > DESCRIBE_ITEMS else {})}
+    if isinstance(value, (list, tuple)):
+        return {"length": len(value), "first": [_summary(item, depth + 1) for item in value[:DESCRIBE_ITEMS]]}
+    if dataclasses.is_dataclass(value) and depth < DESCRIBE_DEPTH:
+        return {"kind": type(value).__name__, **_describe_fields(value, depth)}
+    return {"kind": type(value).__name__}
+
+
+@dataclass(frozen=True)
+class BackendPass:
+    """One named step of a target's lowering: ``run(state)`` returns a new state (never changes its
+    argument); ``check(new state) -> (error, bound)``, where an independent check of the step can be stated."""
+
+    name: str
+    run: Callable[[Any], Any]
+    check: Check | None = None
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """A target's lowering of one compiled program: its first state and its passes in order (the last one
+    returns the lowered program)."""
+
+    state: Any
+    passes: tuple[BackendPass, ...]
+
+
+def run_lowering(lowering: Lowering, manager: PassManager | None = None, final_check: Check | None = None) -> Any:
+    """Run ``lowering``'s passes one by one under ``manager`` (a plain one when None); ``final_check`` (the
+    lowered program against the spine) is checked after the last pass, beside that pass's own check."""
+    manager = manager or PassManager()
+    state, last = lowering.state, len(lowering.passes) - 1
+    for index, step in enumerate(lowering.passes):
+        check = both_checks(step.check, final_check) if index == last else step.check
+        state = manager.run(step.name, step.run, state, check=check)
+    return state
+
+
+def both_checks(first: Check | None, second: Check | None) -> Check | None:
+    """One check running both: it reports the pair nearest to (or furthest beyond) its bound."""
+    if first is None or second is None:
+        return first or second
+
+    def check(result: Any) -> tuple[float, float]:
+        return max((first(result), second(result)), key=_bound_use)
+    return check
+
+
+def _bound_use(pair: tuple[float, float]) -> float:
+    error, bound = (float(value) for value in pair)
+    if not error <= bound:
+        return math.inf
+    return error / bound if bound > 0 else 0.0

@@ -1,7 +1,8 @@
 """Routing: which state channel drives which LED, and which photodetectors sum into which channel.
 
-Requires: a ``Placement`` from ``admc.passes.tiling`` whose tiles refer to the given blocks, blocks whose row
-and column counts equal the sizes of their row and column groups, and state groups with unique names.
+Requires: a ``Placement`` from ``admc.passes.tiling`` whose tiles refer to the given blocks (``BlockShape``),
+blocks whose row and column counts equal the sizes of their row and column groups, and the program's state
+groups (``ir.program.StateGroup``) with unique names.
 
 Guarantees: ``routing_graph`` is a ``networkx.DiGraph`` with nodes
   ("channel", group, index)      every state channel, attribute ``channel`` (absolute index),
@@ -24,7 +25,9 @@ from typing import Any
 import networkx as nx
 
 from admc.core.errors import AdmcError
-from admc.passes.tiling import MatrixBlock, Placement, StateGroup, check_placement
+from admc.ir.program import StateGroup
+from admc.passes.tile_cuts import BlockShape
+from admc.passes.tiling import Placement, check_placement
 
 NODE_KINDS = ("channel", "input_port", "output_port", "sum")
 # The only edge kinds a routing graph may have, as (source kind, target kind).
@@ -33,8 +36,8 @@ ROUTING_FORMAT = "admc-routing"
 ROUTING_VERSION = 1
 
 
-def _index_inputs(blocks: Sequence[MatrixBlock],
-                  groups: Sequence[StateGroup]) -> tuple[dict[str, MatrixBlock], dict[str, StateGroup]]:
+def _index_inputs(blocks: Sequence[BlockShape],
+                  groups: Sequence[StateGroup]) -> tuple[dict[str, BlockShape], dict[str, StateGroup]]:
     """Look-up tables, after checking that groups tile the state and blocks match their groups."""
     group_by_name: dict[str, StateGroup] = {}
     offset = 0
@@ -46,7 +49,7 @@ def _index_inputs(blocks: Sequence[MatrixBlock],
                             f"expected offset {offset} and size ≥ 1 (groups are contiguous from 0)")
         group_by_name[group.name] = group
         offset += group.size
-    block_by_name: dict[str, MatrixBlock] = {}
+    block_by_name: dict[str, BlockShape] = {}
     for block in blocks:
         for role, name, count in (("row", block.row_group, block.rows),
                                   ("column", block.column_group, block.columns)):
@@ -60,7 +63,7 @@ def _index_inputs(blocks: Sequence[MatrixBlock],
     return block_by_name, group_by_name
 
 
-def routing_graph(placement: Placement, blocks: Sequence[MatrixBlock],
+def routing_graph(placement: Placement, blocks: Sequence[BlockShape],
                   groups: Sequence[StateGroup]) -> nx.DiGraph:
     """Build the routing graph of ``placement`` (see the module docstring for its nodes and edges)."""
     block_by_name, _ = _index_inputs(blocks, groups)
@@ -98,7 +101,7 @@ def _add_tile(graph: nx.DiGraph, node: tuple, tile_index: int) -> None:
         graph.add_node(node, tiles=[tile_index])
 
 
-def check_routing(graph: nx.DiGraph, placement: Placement, blocks: Sequence[MatrixBlock],
+def check_routing(graph: nx.DiGraph, placement: Placement, blocks: Sequence[BlockShape],
                   groups: Sequence[StateGroup]) -> None:
     """Raise AdmcError unless ``graph`` routes ``placement`` correctly.
 

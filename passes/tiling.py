@@ -1,100 +1,49 @@
 """Tiling and module placement: cut the non-zero weight blocks into tiles and pack the tiles onto modules.
 
-Requires: blocks (``MatrixBlock``) with positive row and column counts and unique names; a module size
-``ports`` (each module has ``ports`` LED inputs, ``ports`` photodetector outputs and a ports × ports SLM).
+Requires: blocks (``BlockShape``, e.g. ``block_shapes(program.blocks)``) with positive row and column counts and
+unique names; a module size ``ports`` (each module has ``ports`` LED inputs, ``ports`` photodetector outputs and a
+ports × ports SLM).
 
 Guarantees: every entry of every block is covered by exactly one tile; every tile is at most
 ports × ports; the tiles placed on one module sit block-diagonally on its SLM (disjoint output-port ranges and
 disjoint input-port ranges), so a module never receives more than ``ports`` rows or columns; in the ``ring``
-layout no module holds tiles of two layers. The same input always gives the same placement.
+layout no module holds tiles of two layers. The same input always gives the same placement, which lists the
+placed blocks' names in their given order (``Placement.block_index`` looks a tile's block up there).
+``check_placement`` raises AdmcError on the first broken guarantee.
 
-The packing is 2-D vector bin packing: a tile of r rows and c columns uses r output ports and c input ports.
-Small instances are solved exactly as an integer program (cvxpy + HiGHS, with a deterministic node limit);
-larger ones use first-fit-decreasing. The ``solver`` field of the placement says which one produced it.
+Cutting is ``tile_cuts``; packing the tiles onto modules (first-fit-decreasing, or an exact integer program on
+small instances) is ``tile_packing``. The ``solver`` field of the placement says which packing produced it.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from admc.core.errors import AdmcError
-from admc.core.native_output import native_stdout_silenced
+from admc.ir.program import MatrixBlock, block_name
+from admc.passes.tile_cuts import SPLIT_POLICIES, BlockShape, TileExtent, check_block, check_ports, split_into_tiles
+from admc.passes.tile_packing import pack_first_fit_decreasing, pack_items
 
 LAYOUTS = ("packed", "ring", "auto")
-# Beyond this many tiles in one packing problem the integer program is replaced by first-fit-decreasing:
-# x[item, bin] has items × bins binaries, and HiGHS stays well below a second up to about this size.
-EXACT_ITEM_LIMIT = 40
-# A node limit (not only a time limit) keeps the exact solver deterministic: the same input explores the
-# same branch-and-bound tree whatever the machine's speed. The time limit is only a safety net.
-EXACT_NODE_LIMIT = 2000
-EXACT_TIME_LIMIT_SECONDS = 30.0
+
+
+def block_shapes(blocks: Sequence[MatrixBlock]) -> list[BlockShape]:
+    """The placement view of a program's blocks, each named by its index (``ir.program.block_name``)."""
+    return [BlockShape(block_name(index), block.row_group, block.column_group, block.matrix.shape[0],
+                       block.matrix.shape[1], block.layer) for index, block in enumerate(blocks)]
 
 
 @dataclass(frozen=True)
-class StateGroup:
-    """A contiguous range of state channels: channels ``offset .. offset + size - 1``."""
-
-    name: str
-    offset: int
-    size: int
-
-
-@dataclass(frozen=True)
-class MatrixBlock:
-    """A non-zero block of the weight matrix: row_group channels ← W · σ(column_group channels)."""
-
-    name: str
-    row_group: str
-    column_group: str
-    rows: int
-    columns: int
-    layer: int
-
-
-@dataclass(frozen=True)
-class TileExtent:
-    """A rectangle of one block, before it has a module: block rows [row_start, row_stop) × columns."""
-
-    block: str
-    row_start: int
-    row_stop: int
-    column_start: int
-    column_stop: int
-
-    @property
-    def rows(self) -> int:
-        return self.row_stop - self.row_start
-
-    @property
-    def columns(self) -> int:
-        return self.column_stop - self.column_start
-
-
-@dataclass(frozen=True)
-class Tile:
+class Tile(TileExtent):
     """A placed tile: block rows [row_start, row_stop) on output ports from ``output_port_start`` of
     ``module``, block columns [column_start, column_stop) on input ports from ``input_port_start``."""
 
-    block: str
-    row_start: int
-    row_stop: int
-    column_start: int
-    column_stop: int
     module: int
     output_port_start: int
     input_port_start: int
-
-    @property
-    def rows(self) -> int:
-        return self.row_stop - self.row_start
-
-    @property
-    def columns(self) -> int:
-        return self.column_stop - self.column_start
 
     @property
     def output_port_stop(self) -> int:
@@ -117,6 +66,16 @@ class Placement:
     solver: str
     ports: int
     tile_lower_bound: int = 0
+    # The placed blocks' names in the order they were given: where a tile's block is looked up by name (never
+    # parsed from it). Not part of what a placement is: ``to_dict`` and equality leave it out.
+    block_names: tuple[str, ...] = field(default=(), compare=False)
+
+    def block_index(self, tile: Tile) -> int:
+        """The position of ``tile``'s block among the blocks that were placed."""
+        try:
+            return self.block_names.index(tile.block)
+        except ValueError:
+            raise AdmcError(f"tile refers to block '{tile.block}', which is not among the placed blocks") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,24 +101,24 @@ class Placement:
 # --------------------------------------------------------------------------------------------- bounds
 
 
-def lower_bound(blocks: Sequence[MatrixBlock], ports: int) -> int:
+def lower_bound(blocks: Sequence[BlockShape], ports: int) -> int:
     """⌈max(Σ rows, Σ columns) / ports⌉ over all blocks.
 
     Valid with tiling too: every block row lands on at least one output port (a tile of a column split
     repeats the row, which only uses more ports) and a module has ``ports`` output ports, so the modules
     together need Σ rows ≤ modules · ports; the same holds for columns and input ports.
     """
-    _check_ports(ports)
+    check_ports(ports)
     if not blocks:
         return 0
     return math.ceil(max(sum(b.rows for b in blocks), sum(b.columns for b in blocks)) / ports)
 
 
-def tile_lower_bound(blocks: Sequence[MatrixBlock], ports: int) -> int:
+def tile_lower_bound(blocks: Sequence[BlockShape], ports: int) -> int:
     """A tighter valid bound: a block row with c columns appears in at least ⌈c/ports⌉ tiles (a tile has at
     most ``ports`` columns), each using one output port; likewise for columns. It implies the area bound
     ⌈Σ rows·cols / ports²⌉ and the plain ``lower_bound``. Assumes no port sharing between tiles."""
-    _check_ports(ports)
+    check_ports(ports)
     if not blocks:
         return 0
     output_ports = sum(b.rows * math.ceil(b.columns / ports) for b in blocks)
@@ -167,210 +126,11 @@ def tile_lower_bound(blocks: Sequence[MatrixBlock], ports: int) -> int:
     return math.ceil(max(output_ports, input_ports) / ports)
 
 
-# ---------------------------------------------------------------------------------------------- tiling
-
-
-def _greedy_parts(length: int, cap: int) -> list[int]:
-    """Full parts of ``cap`` then the remainder: full tiles fill a module side exactly."""
-    parts = [cap] * (length // cap)
-    if length % cap:
-        parts.append(length % cap)
-    return parts
-
-
-def _balanced_parts(length: int, cap: int) -> list[int]:
-    """⌈length/cap⌉ parts differing by at most one, larger first."""
-    count = math.ceil(length / cap)
-    base, extra = divmod(length, count)
-    return [base + 1] * extra + [base] * (count - extra)
-
-
-def _ranges(parts: Sequence[int], start: int = 0) -> list[tuple[int, int]]:
-    ranges = []
-    for part in parts:
-        ranges.append((start, start + part))
-        start += part
-    return ranges
-
-
-def _grid(block: MatrixBlock, row_parts: Sequence[int], column_parts: Sequence[int],
-          row_start: int = 0, column_start: int = 0) -> list[TileExtent]:
-    return [TileExtent(block.name, r0, r1, c0, c1)
-            for r0, r1 in _ranges(row_parts, row_start) for c0, c1 in _ranges(column_parts, column_start)]
-
-
-def _split_strip(block: MatrixBlock, ports: int, parts: Callable[[int, int], list[int]]) -> list[TileExtent]:
-    """Full ports × ports tiles, and remainder strips cut so that a strip tile of the right edge and one of
-    the bottom edge fill a module together: the right strip (s_c columns wide) is cut into row parts of at
-    most ports − s_r, the bottom strip (s_r rows high) into column parts of at most ports − s_c."""
-    full_rows, remainder_rows = divmod(block.rows, ports)
-    full_columns, remainder_columns = divmod(block.columns, ports)
-    tiles = _grid(block, [ports] * full_rows, [ports] * full_columns)
-    if remainder_columns and full_rows:
-        cap = ports - remainder_rows if remainder_rows else ports
-        tiles += _grid(block, parts(full_rows * ports, cap), [remainder_columns],
-                       column_start=full_columns * ports)
-    if remainder_rows and full_columns:
-        cap = ports - remainder_columns if remainder_columns else ports
-        tiles += _grid(block, [remainder_rows], parts(full_columns * ports, cap),
-                       row_start=full_rows * ports)
-    if remainder_rows and remainder_columns:
-        tiles += _grid(block, [remainder_rows], [remainder_columns],
-                       row_start=full_rows * ports, column_start=full_columns * ports)
-    return tiles
-
-
-def _split_complement(block: MatrixBlock, ports: int,
-                      parts: Callable[[int, int], list[int]]) -> list[TileExtent]:
-    """For a thin block (one side at most ports/2), cut the long side into parts of at most
-    ports − short side, so each tile leaves room for a thin tile of the transposed shape (in an ADM chain
-    the first block is hidden × d and the closing block d × hidden: their tiles pair up on one module)."""
-    if block.rows <= ports and block.columns <= ports:
-        return _grid(block, [block.rows], [block.columns])
-    if block.columns * 2 <= ports:
-        return _grid(block, parts(block.rows, ports - block.columns), [block.columns])
-    if block.rows * 2 <= ports:
-        return _grid(block, [block.rows], parts(block.columns, ports - block.rows))
-    return _split_strip(block, ports, parts)
-
-
-SPLIT_POLICIES: dict[str, Callable[[MatrixBlock, int], list[TileExtent]]] = {
-    "full": lambda block, ports: _grid(block, _greedy_parts(block.rows, ports),
-                                       _greedy_parts(block.columns, ports)),
-    "balanced": lambda block, ports: _grid(block, _balanced_parts(block.rows, ports),
-                                           _balanced_parts(block.columns, ports)),
-    # Greedy strip cuts leave one short remainder per strip, and remainders of several strips fill a module
-    # together; balanced cuts make all strip tiles alike. Which wins depends on the shapes, so both exist.
-    "strip": lambda block, ports: _split_strip(block, ports, _greedy_parts),
-    "strip-balanced": lambda block, ports: _split_strip(block, ports, _balanced_parts),
-    "complement": lambda block, ports: _split_complement(block, ports, _greedy_parts),
-    "complement-balanced": lambda block, ports: _split_complement(block, ports, _balanced_parts),
-}
-
-
-def split_into_tiles(block: MatrixBlock, ports: int, policy: str = "full") -> list[TileExtent]:
-    """Cut ``block`` into tiles of at most ports × ports that cover it exactly once.
-
-    The default ``full`` policy cuts at multiples of ``ports`` (100 rows on 48 ports → 48 + 48 + 4), not
-    into balanced parts (34 + 33 + 33): a full-height tile fills a module's output side exactly and wastes
-    nothing, and the small remainder fits beside other tiles, whereas two balanced thirds never share a
-    module (34 + 33 > 48). Other policies (``balanced``, ``strip``, ``complement`` and variants) exist
-    because the best cut depends on what the tile will share a module with; ``place_blocks`` tries them
-    and keeps the best.
-    """
-    _check_ports(ports)
-    _check_block(block)
-    if policy not in SPLIT_POLICIES:
-        raise AdmcError(f"unknown tiling policy '{policy}' (expected one of {', '.join(SPLIT_POLICIES)})")
-    return SPLIT_POLICIES[policy](block, ports)
-
-
-# --------------------------------------------------------------------------------------------- packing
-
-
-def pack_first_fit_decreasing(items: Sequence[tuple[int, int]], ports: int) -> list[int]:
-    """Bin index per item. Items sorted by max(rows, cols), then rows + cols, both decreasing, then by
-    index (a stable, deterministic order); each goes into the first open bin with room on both sides."""
-    order = sorted(range(len(items)), key=lambda i: (-max(items[i]), -sum(items[i]), i))
-    used_rows: list[int] = []
-    used_columns: list[int] = []
-    # Bins with a full side can take nothing more; scanning only the others keeps this near-linear when
-    # most tiles are full ports × ports tiles.
-    open_bins: list[int] = []
-    assignment = [-1] * len(items)
-    for index in order:
-        rows, columns = items[index]
-        for bin_index in open_bins:
-            if used_rows[bin_index] + rows <= ports and used_columns[bin_index] + columns <= ports:
-                break
-        else:
-            bin_index = len(used_rows)
-            used_rows.append(0)
-            used_columns.append(0)
-            open_bins.append(bin_index)
-        used_rows[bin_index] += rows
-        used_columns[bin_index] += columns
-        assignment[index] = bin_index
-        if used_rows[bin_index] == ports or used_columns[bin_index] == ports:
-            open_bins.remove(bin_index)
-    return assignment
-
-
-def pack_exact(items: Sequence[tuple[int, int]], ports: int, bins: int | None = None,
-               minimum_bins: int = 0) -> tuple[list[int], bool]:
-    """Minimum-bin assignment by an integer program; returns (bin per item, proven optimal).
-
-    ``bins`` caps the number of bins (default: one per item); ``minimum_bins`` is a known lower bound.
-    Symmetry breaking: item i may only use bins 0..i (relabel bins by their first item), and used bins
-    form a prefix (bin_used[b] ≥ bin_used[b+1]).
-    """
-    import cvxpy as cp  # imported here: cvxpy is slow to import and only small instances need it
-    import numpy as np
-
-    count = len(items)
-    if count == 0:
-        return [], True
-    bins = count if bins is None else min(bins, count)
-    assign = cp.Variable((count, bins), boolean=True)
-    used = cp.Variable(bins, boolean=True)
-    rows = np.array([item[0] for item in items], dtype=float)
-    columns = np.array([item[1] for item in items], dtype=float)
-    allowed = np.tri(count, bins)  # allowed[i, b] = 1 exactly when b <= i
-    constraints = [
-        cp.sum(assign, axis=1) == 1,
-        assign <= allowed,
-        rows @ assign <= ports * used,
-        columns @ assign <= ports * used,
-        cp.sum(used) >= minimum_bins,
-    ]
-    if bins > 1:
-        constraints.append(used[:-1] >= used[1:])
-    problem = cp.Problem(cp.Minimize(cp.sum(used)), constraints)
-    try:
-        with warnings.catch_warnings():
-            # cvxpy warns "solution may be inaccurate" when the node limit stops the search; the status
-            # returned below already says so, and the caller keeps the incumbent only if it is no worse.
-            warnings.simplefilter("ignore", UserWarning)
-            with native_stdout_silenced():
-                problem.solve(solver=cp.HIGHS, time_limit=EXACT_TIME_LIMIT_SECONDS,
-                              mip_max_nodes=EXACT_NODE_LIMIT, threads=1, random_seed=0)
-    except cp.error.SolverError as error:
-        raise AdmcError(f"the packing integer program failed: {error}") from error
-    if assign.value is None:
-        raise AdmcError(f"the packing integer program found no assignment (status {problem.status})")
-    assignment = [int(max(range(bins), key=lambda b, i=i: (assign.value[i, b], -b))) for i in range(count)]
-    return _relabel(assignment), problem.status == cp.OPTIMAL
-
-
-def _relabel(assignment: Sequence[int]) -> list[int]:
-    """Number bins by their first item so equal packings compare equal."""
-    labels: dict[int, int] = {}
-    return [labels.setdefault(bin_index, len(labels)) for bin_index in assignment]
-
-
-def pack_items(items: Sequence[tuple[int, int]], ports: int, bound: int = 0) -> tuple[list[int], str]:
-    """Pack (rows, columns) items into as few bins as possible; returns (bin per item, solver name).
-
-    First-fit-decreasing always runs; if it does not meet ``bound`` and there are at most
-    ``EXACT_ITEM_LIMIT`` items, the integer program searches for fewer bins than FFD found.
-    """
-    for rows, columns in items:
-        if not (0 < rows <= ports and 0 < columns <= ports):
-            raise AdmcError(f"item of {rows} × {columns} does not fit a {ports} × {ports} module")
-    greedy = _relabel(pack_first_fit_decreasing(items, ports))
-    greedy_bins = max(greedy, default=-1) + 1
-    if greedy_bins <= bound or len(items) > EXACT_ITEM_LIMIT:
-        return greedy, "first-fit-decreasing"
-    exact, optimal = pack_exact(items, ports, bins=greedy_bins, minimum_bins=bound)
-    if max(exact) + 1 > greedy_bins:
-        return greedy, "first-fit-decreasing"
-    return exact, "milp-highs" if optimal else "milp-highs (node limit)"
-
 
 # ------------------------------------------------------------------------------------------- placement
 
 
-def _tiling_for(blocks: Sequence[MatrixBlock], ports: int, policies: Sequence[str]) -> list[TileExtent]:
+def _tiling_for(blocks: Sequence[BlockShape], ports: int, policies: Sequence[str]) -> list[TileExtent]:
     return [extent for block, policy in zip(blocks, policies, strict=True)
             for extent in split_into_tiles(block, ports, policy)]
 
@@ -379,7 +139,7 @@ def _greedy_bins(extents: Sequence[TileExtent], ports: int) -> int:
     return max(pack_first_fit_decreasing([(e.rows, e.columns) for e in extents], ports), default=-1) + 1
 
 
-def choose_tiling(blocks: Sequence[MatrixBlock], ports: int) -> list[TileExtent]:
+def choose_tiling(blocks: Sequence[BlockShape], ports: int) -> list[TileExtent]:
     """The tiling that first-fit-decreasing packs into the fewest modules: each uniform policy, then
     block-by-block changes of policy that strictly reduce the count (first policy wins ties)."""
     names = list(SPLIT_POLICIES)
@@ -399,7 +159,7 @@ def choose_tiling(blocks: Sequence[MatrixBlock], ports: int) -> list[TileExtent]
     return _tiling_for(blocks, ports, best_policies)
 
 
-def _place_group(blocks: Sequence[MatrixBlock], ports: int, first_module: int) -> tuple[list[Tile], int, str]:
+def _place_group(blocks: Sequence[BlockShape], ports: int, first_module: int) -> tuple[list[Tile], int, str]:
     """Tile and pack one set of blocks onto modules first_module, first_module + 1, ..."""
     extents = choose_tiling(blocks, ports)
     bound = tile_lower_bound(blocks, ports)
@@ -421,7 +181,7 @@ def _combine_solvers(solvers: Sequence[str]) -> str:
     return " + ".join(sorted(set(solvers))) if solvers else "none"
 
 
-def _place_layout(blocks: Sequence[MatrixBlock], ports: int, layout: str) -> tuple[list[Tile], int, str]:
+def _place_layout(blocks: Sequence[BlockShape], ports: int, layout: str) -> tuple[list[Tile], int, str]:
     if layout == "packed":
         tiles, modules, solver = _place_group(blocks, ports, 0)
         return tiles, modules, solver
@@ -435,7 +195,7 @@ def _place_layout(blocks: Sequence[MatrixBlock], ports: int, layout: str) -> tup
     return tiles, modules, _combine_solvers(solvers)
 
 
-def place_blocks(blocks: Sequence[MatrixBlock], ports: int, layout: str = "auto",
+def place_blocks(blocks: Sequence[BlockShape], ports: int, layout: str = "auto",
                  modules_available: int | None = None) -> Placement:
     """Tile the blocks and place the tiles on modules.
 
@@ -443,7 +203,7 @@ def place_blocks(blocks: Sequence[MatrixBlock], ports: int, layout: str = "auto"
     Fig. 1a). ``auto``: whichever uses fewer modules, ``packed`` on a tie. Raises AdmcError when more than
     ``modules_available`` modules would be needed (None: unlimited).
     """
-    _check_ports(ports)
+    check_ports(ports)
     if layout not in LAYOUTS:
         raise AdmcError(f"unknown layout '{layout}' (expected one of {', '.join(LAYOUTS)})")
     names = [block.name for block in blocks]
@@ -451,7 +211,7 @@ def place_blocks(blocks: Sequence[MatrixBlock], ports: int, layout: str = "auto"
         duplicates = sorted({name for name in names if names.count(name) > 1})
         raise AdmcError(f"block names must be unique; repeated: {', '.join(duplicates)}")
     for block in blocks:
-        _check_block(block)
+        check_block(block)
     if layout == "auto":
         packed = _place_layout(blocks, ports, "packed")
         ring = _place_layout(blocks, ports, "ring")
@@ -462,13 +222,15 @@ def place_blocks(blocks: Sequence[MatrixBlock], ports: int, layout: str = "auto"
     if modules_available is not None and modules > modules_available:
         raise AdmcError(f"the {chosen} layout needs {modules} modules but only {modules_available} are "
                         f"available (lower bound {bound})")
-    return Placement(tuple(tiles), modules, bound, chosen, solver, ports, tile_lower_bound(blocks, ports))
+    return Placement(tuple(tiles), modules, bound, chosen, solver, ports, tile_lower_bound(blocks, ports),
+                     tuple(names))
+
 
 
 # ------------------------------------------------------------------------------------------ validation
 
 
-def check_placement(placement: Placement, blocks: Sequence[MatrixBlock]) -> None:
+def check_placement(placement: Placement, blocks: Sequence[BlockShape]) -> None:
     """Raise AdmcError unless the tiles cover every block entry exactly once, fit the module, and sit on
     disjoint port ranges of their module (and, for ``ring``, never mix layers on one module)."""
     by_name = {block.name: block for block in blocks}
@@ -527,15 +289,6 @@ def _check_disjoint(rectangles: Sequence[tuple[int, int, int, int]], message: st
                 raise AdmcError(message)
 
 
-def _check_ports(ports: int) -> None:
-    if not isinstance(ports, int) or isinstance(ports, bool) or ports < 1:
-        raise AdmcError(f"module ports must be a positive integer, got {ports!r}")
-
-
-def _check_block(block: MatrixBlock) -> None:
-    if block.rows < 1 or block.columns < 1:
-        raise AdmcError(f"block '{block.name}' has {block.rows} × {block.columns} entries; both must be ≥ 1")
-
 
 # ----------------------------------------------------------------------------------------- dead ports
 
@@ -551,7 +304,7 @@ def live_segment(ports: int, unusable: Sequence[int]) -> tuple[int, int]:
     return best
 
 
-def place_blocks_avoiding(blocks: Sequence[MatrixBlock], ports: int, layout: str = "auto",
+def place_blocks_avoiding(blocks: Sequence[BlockShape], ports: int, layout: str = "auto",
                           modules_available: int | None = None, unusable_inputs: Sequence[int] = (),
                           unusable_outputs: Sequence[int] = ()) -> Placement:
     """:func:`place_blocks` that never puts a weight on an unusable port (a dead LED or detector).

@@ -32,16 +32,17 @@ class TwinRun:
 class TargetBackend:
     """The target-specific steps. ``lower(compiled, layout)`` returns the lowered ``CompiledProgram``;
     ``read_program(bundle)`` the realised (program, schedule, α) a bundle asks the hardware to run;
-    ``run_twin(bundle, noise, options, progress)`` a :class:`TwinRun`; ``simulate(bundle, noise, arguments)``
-    the twin's samples for ``admc simulate``; ``describe(manifest)`` extra ``admc inspect`` data and lines;
-    ``check_files(bundle)`` refuses a bundle whose machine-loaded files (images, routing) disagree with its
-    arrays."""
+    ``run_twin(bundle, noise, options, progress)`` a :class:`TwinRun`; ``simulate(bundle, noise, options)``
+    the twin's final samples and a one-line account of the run for ``admc simulate`` (``options``: an
+    ``admc.runtime.simulate.SimulateOptions``, the run's conditions and guidance included);
+    ``describe(manifest)`` extra ``admc inspect`` data and lines; ``check_files(bundle)`` refuses a bundle
+    whose machine-loaded files (images, routing) disagree with its arrays."""
 
     name: str
     lower: Callable[[Any, str], Any]
     read_program: Callable[[Any], tuple] | None = None
     run_twin: Callable[..., TwinRun] | None = None
-    simulate: Callable[..., np.ndarray] | None = None
+    simulate: Callable[..., tuple[np.ndarray, str]] | None = None
     describe: Callable[[dict], tuple[dict, list[str]]] | None = None
     check_files: Callable[[Any], None] | None = None  # refuses emitted files that disagree with the arrays
     # (criterion, bound) of the program link, from the validated description and program, never the manifest's
@@ -49,6 +50,17 @@ class TargetBackend:
     verify_bound: Callable[[Any], tuple[str, float]] | None = None
     # reads a measured machine's calibration file for ``build --calibration``; None: the target takes none
     read_calibration: Callable[[Any], Any] | None = None
+    # (compiled, layout) -> the lowering as named passes (``admc.passes.manager.Lowering``) the build runs
+    # under the pass manager; ``lower`` runs the same passes without one. None: ``lower`` is one pass.
+    lowering: Callable[[Any, str], Any] | None = None
+    # the model of the target's own manifest section, ``manifest[kind]`` (an admc.bundle.manifest_types
+    # .TargetSection); None: the target writes none (its bundle is the program itself)
+    manifest_section: type | None = None
+    # (bundle, non-ideality overrides, seed, options) -> the twin of one chip of a sweep: the bundle's own
+    # non-idealities with the overrides merged in (nested mapping, like a description's ``inherits:``);
+    # options are the twin's mode, loop_iterations and repeats. Its ``run(noise)`` returns the trajectory and
+    # the loop iterations, its ``repeats`` the readouts averaged. None: the target has no twin to sweep.
+    make_twin: Callable[..., Any] | None = None
 
 
 def resolve_backend(module_path: str | None, named_by: str) -> TargetBackend | None:
@@ -72,8 +84,8 @@ def backend_of(target: Any) -> TargetBackend | None:
 
 def backend_of_manifest(manifest: dict, label: str) -> TargetBackend | None:
     """The backend of the target a bundle's manifest was built for (its ``target.kind``)."""
-    from admc.targets.loader import target_kind
+    from admc.targets.loader import description_of_kind
 
     kind = manifest.get("target", {}).get("kind")
-    description = target_kind(str(kind), f"{label}: manifest 'target'").description
+    description = description_of_kind(str(kind), f"{label}: manifest 'target'")
     return resolve_backend(description.backend, f"{label}: target kind {kind!r}")

@@ -1,47 +1,22 @@
-"""Generic machinery for YAML target descriptions: reading, ``inherits:`` resolution and schema validation.
+"""Generic machinery for YAML target descriptions: reading, ``inherits:`` resolution and validation.
 
-Requires: description files are YAML mappings (read with ``yaml.safe_load`` only); a schema is a nested dict
-whose leaves are :class:`Field` specs and whose inner dicts are sections.
+Requires: description files are YAML mappings (read with ``yaml.safe_load`` only); a description is a pydantic
+model declared with ``admc.targets.description_models`` (one per target kind).
 Guarantees: every problem raises :class:`admc.core.errors.AdmcError` with a one-line message naming the file and
-the dotted field path; :func:`validate` returns plain data with defaults filled in and nothing the schema
-does not describe; inheritance cycles are detected rather than recursed into.
+the dotted field path; :func:`validate` returns the frozen model of a complete description, and with
+``complete=False`` checks only what a file sets; inheritance cycles are detected rather than recursed into.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from admc.core.errors import AdmcError
-
-REQUIRED = object()
-"""Marker for a field without a default: a complete description must set it."""
-
-FIELD_TYPES = ("int", "float", "bool", "str", "float_list", "int_list")
-
-
-@dataclass(frozen=True)
-class Field:
-    """One leaf of a schema: its type, allowed range, default and a line of documentation."""
-
-    type: str
-    doc: str
-    default: Any = REQUIRED
-    minimum: float | None = None
-    maximum: float | None = None
-    length: int | None = None
-    choices: tuple[str, ...] | None = None
-    nullable: bool = False
-
-    def __post_init__(self) -> None:
-        if self.type not in FIELD_TYPES:
-            raise ValueError(f"schema field type {self.type!r} is not one of {FIELD_TYPES}")
-
-
-Schema = Mapping[str, Union[Field, "Schema"]]
+from admc.targets.description_models import describe, describe_error
 
 ReferenceOpener = Callable[[str, str], tuple[str, dict]]
 """Given (reference written after ``inherits:``, label of the file that wrote it), return (label, mapping)."""
@@ -124,56 +99,29 @@ def inheritance_chain(label: str, mapping: dict, open_reference: ReferenceOpener
     return chain
 
 
-def describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def validate(data: Any, model: type[BaseModel], label: str, complete: bool = True) -> BaseModel | None:
+    """Check ``data`` against ``model``; return the model's (frozen) instance, defaults filled in.
 
-
-def looks_numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def range_text(spec: Field) -> str:
-    if spec.minimum is not None and spec.maximum is not None:
-        return f" in [{spec.minimum:g}, {spec.maximum:g}]"
-    if spec.minimum is not None:
-        return f" >= {spec.minimum:g}"
-    if spec.maximum is not None:
-        return f" <= {spec.maximum:g}"
-    return ""
-
-
-def validate(data: Mapping, schema: Schema, label: str, complete: bool = True, prefix: str = "") -> dict:
-    """Check ``data`` against ``schema``; return it with leaves normalised (and defaults, if ``complete``).
-
-    The checking is pydantic's, on models generated from the schema (``admc.targets.description_models``).
-    With ``complete=False`` only what is present is checked (unknown keys, types, ranges): used on each file
-    of an inheritance chain before merging, so that an error names the file that wrote the bad field.
+    With ``complete=False`` only what is present is checked (unknown keys, types, ranges) and None is
+    returned: used on each file of an inheritance chain before merging, so that an error names the file that
+    wrote the bad field.
     """
-    from pydantic import ValidationError
-
-    from admc.targets.description_models import describe_error, description_model
-
     if not isinstance(data, Mapping):
-        raise AdmcError(f"{label}: field '{prefix.rstrip('.') or '(top level)'}': expected a section (mapping), "
-                        f"got {describe(data)}")
+        raise AdmcError(f"{label}: field '(top level)': expected a section (mapping), got {describe(data)}")
     try:
-        instance = description_model(schema, complete).model_validate(dict(data))
+        instance = model.model_validate(dict(data))
     except ValidationError as error:
-        raise describe_error(error.errors()[0], schema, label, prefix) from None
-    return instance.model_dump(exclude_unset=not complete)
+        problems = [problem for problem in error.errors() if complete or problem["type"] != "missing"]
+        if problems:
+            raise describe_error(problems[0], model, label) from None
+        return None
+    return instance if complete else None
 
 
-def resolve_and_validate(
-    label: str, mapping: dict, open_reference: ReferenceOpener, schema_for_kind: Callable[[str, str], Schema]
-) -> tuple[str, dict]:
-    """Resolve a description's inheritance, validate every file in the chain, return (kind, merged data).
-
-    ``schema_for_kind(kind, label)`` returns the schema of a kind or raises naming the file.
+def resolve_inheritance(label: str, mapping: dict, open_reference: ReferenceOpener,
+                        model_for_kind: Callable[[str, str], type[BaseModel]]) -> tuple[type[BaseModel], dict]:
+    """Resolve a description's inheritance and check every file in the chain; return (the model of its kind,
+    the merged mapping). ``model_for_kind(kind, label)`` returns the model of a kind or raises naming the file.
     """
     chain = inheritance_chain(label, mapping, open_reference)
     kind, kind_label = None, label
@@ -190,9 +138,9 @@ def resolve_and_validate(
         kind, kind_label = own["kind"], file_label
     if kind is None:
         raise AdmcError(f"{label}: field 'kind': required field is missing (set it or use 'inherits:')")
-    schema = schema_for_kind(kind, kind_label)
+    model = model_for_kind(kind, kind_label)
     merged: dict = {}
     for file_label, own in chain:
-        validate(own, schema, file_label, complete=False)
+        validate(own, model, file_label, complete=False)
         merged = deep_merge(merged, own)
-    return kind, validate(merged, schema, label, complete=True)
+    return model, merged

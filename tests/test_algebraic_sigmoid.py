@@ -22,8 +22,9 @@ from admc.core.errors import AdmcError
 from admc.ir.adm import accepts, activate, activation_slope, algebraic_sigmoid, sigmoid_exponents
 from admc.passes.canonicalize import canonicalize
 from admc.passes.loop_jacobian import slope_bounds, slopes
-from admc.runtime.conditional_run import reference, simulate
 from admc.runtime.executor import IdealExecutor
+from admc.runtime.reference import run_reference
+from admc.runtime.simulate import simulate
 from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS
 from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
 from admc.targets.loader import load_target
@@ -110,7 +111,7 @@ def test_ideal_programs_equal_the_reference(tmp_path: Path, solver: str) -> None
     path = write(seeded(SigmoidAdm(), 3), tmp_path / "m", "onnx")
     noise = np.random.default_rng(2).standard_normal((8, STATE_SIZE))
     bundle = build(path, tmp_path / "b", target="ideal", solver=solver, steps=4)
-    expected = reference(path, noise, solver, np.linspace(0, 1, 5), None).samples
+    expected = run_reference(path, noise, solver, np.linspace(0, 1, 5)).samples
     samples = simulate(bundle, noise, None, ideal=True)
     assert np.max(np.abs(samples - expected)) / np.sqrt(np.mean(expected ** 2)) <= 1e-6
 
@@ -139,7 +140,8 @@ def test_the_guided_copy_keeps_each_nodes_activation(tmp_path: Path) -> None:
     null = {"label": np.asarray(4)}
     bundle = build(path, tmp_path / "b", target="ideal", solver="crank-nicolson", steps=4, guidance=3.0,
                    null_conditions=null)
-    expected = reference(path, noise, "crank-nicolson", np.linspace(0, 1, 5), None, conditions, 3.0, null).samples
+    expected = run_reference(path, noise, "crank-nicolson", np.linspace(0, 1, 5), conditions=conditions, guidance=3.0,
+                             null_conditions=null).samples
     samples = simulate(bundle, noise, conditions, ideal=True)
     assert np.max(np.abs(samples - expected)) / np.sqrt(np.mean(expected ** 2)) <= 1e-6
 

@@ -24,5 +24,5 @@ def test_two_moons_builds_and_verifies(tmp_path: Path, target: str, solver: str,
     assert budget is not None and budget > 0
     report = verify_bundle(bundle, samples=64, seed=0, twin=target != "ideal",
                            twin_options={"loop_iterations": budget})
-    failed = [link["link"] for link in report["links"] if not link["passed"]]
-    assert report["passed"], failed
+    failed = [link.name for link in report.links if not link.passed]
+    assert report.passed, failed

@@ -10,7 +10,7 @@ from block_programs import random_cycle_program
 from models import AdmForm, export_onnx, seeded
 
 from admc.cli import main
-from admc.compiler.driver import compile_source, load_source
+from admc.compiler.driver import BuildOptions, compile_source, load_source
 from admc.core.errors import AdmcError
 from admc.ir.program import CLOSED, BlockProgram, MatrixBlock, Phase
 from admc.passes.alpha_problem import Linearisation, solve_global, spectral_radius
@@ -77,7 +77,8 @@ def test_spectral_radius_matches_dense_eigenvalues() -> None:
 
 def _compiled(tmp_path: Path, target: str, steps: int, alpha: str = "auto", solver: str = "implicit-euler",
               force: bool = False, model: Path = EXAMPLE):
-    return compile_source(load_source(model), load_target(target), solver, steps, alpha=alpha, force=force)
+    return compile_source(load_source(model), load_target(target),
+                          BuildOptions(solver=solver, steps=steps, alpha=alpha, force=force))
 
 
 @pytest.mark.parametrize("mode", ["auto", "global", "min"])
@@ -100,7 +101,7 @@ def test_auto_converges_where_min_does_not(tmp_path: Path) -> None:
 
     with pytest.raises(ConvergenceError):
         IdealExecutor(minimal.program, minimal.alpha, max_iterations=20_000).run(minimal.schedule, noise)
-    section = compiled.extra_sections["convergence"]
+    section = compiled.convergence
     assert section["loop_budget"] is not None and section["loop_budget"] > 0
     candidates = section["alpha"]["candidates"]
     assert candidates["blockwise"] <= candidates["global"] <= candidates["min"] and candidates["global"] < 1.0

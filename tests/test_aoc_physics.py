@@ -17,17 +17,10 @@ import pytest
 import torch
 
 from admc.core.errors import AdmcError
-from admc.targets.aoc.physics import (
-    Acquisition,
-    NonIdealities,
-    activation,
-    continuous_time_solve,
-    loop_iteration,
-    module_matrices,
-    optical_outputs,
-    relaxed_operator,
-    sample_static_errors,
-)
+from admc.targets.aoc.nonidealities import NonIdealities
+from admc.targets.aoc.physics import activation, module_matrices, optical_outputs
+from admc.targets.aoc.single_module import Acquisition, continuous_time_solve, loop_iteration, relaxed_operator
+from admc.targets.aoc.static_errors import sample_static_errors
 
 DTYPE = torch.float64
 ENTRIES = [

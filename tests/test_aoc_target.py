@@ -21,15 +21,17 @@ from models import AdmForm, StandardMlp, example_inputs, export_onnx, seeded
 from torch import nn
 
 from admc.bundle.program import bundle_program
+from admc.bundle.program_io import layout_groups
 from admc.bundle.store import Bundle
 from admc.cli import main
 from admc.compiler.driver import build, load_source, pack_for_target
+from admc.ir.program import StateGroup, block_name
 from admc.passes.canonicalize import canonicalize
 from admc.passes.routing import check_routing, routing_from_json
-from admc.passes.tiling import MatrixBlock as TilingBlock
+from admc.passes.tile_cuts import BlockShape
 from admc.passes.tiling import Placement, Tile
-from admc.passes.tiling import StateGroup as TilingGroup
 from admc.runtime.executor import IdealExecutor
+from admc.targets.aoc.bundle_reader import tile_block_index
 from admc.targets.aoc.png import read_png
 from admc.targets.loader import load_target
 
@@ -149,7 +151,7 @@ def _reconstruct(bundle: Path, manifest: dict, bits: int) -> tuple[list[np.ndarr
     compensation = section.get("sigma_compensation")
     output_scale = None if compensation is None else np.load(bundle / compensation["output_scale"])
     for tile in section["tiles"]:
-        index = int(tile["block"].split("_")[1])
+        index = tile_block_index(manifest["layout"], tile)
         rows, columns = tile["row_stop"] - tile["row_start"], tile["column_stop"] - tile["column_start"]
         module = tile["module"]
         outputs = slice(tile["output_port_start"], tile["output_port_start"] + rows)
@@ -215,7 +217,7 @@ def test_images_gains_and_alpha_realise_the_scaled_weights(models, bundles, name
         window = (module, slice(tile["input_port_start"], tile["input_port_start"] + columns),
                   slice(tile["output_port_start"], tile["output_port_start"] + rows))
         peak = np.maximum(grey["positive"][window], grey["negative"][window]).max(axis=0)
-        block = targets[int(tile["block"].split("_")[1])]
+        block = targets[tile_block_index(manifest["layout"], tile)]
         nonzero = np.any(block[tile["row_start"]:tile["row_stop"], tile["column_start"]:tile["column_stop"]],
                          axis=1)
         assert np.all(peak[nonzero] == 255)
@@ -224,15 +226,15 @@ def test_images_gains_and_alpha_realise_the_scaled_weights(models, bundles, name
 # ---------------------------------------------------------------- 2. tiling and routing
 
 
-def _tiling_inputs(manifest: dict) -> tuple[Placement, list[TilingBlock], list[TilingGroup]]:
+def _tiling_inputs(manifest: dict) -> tuple[Placement, list[BlockShape], list[StateGroup]]:
     placement_data = dict(manifest["aoc"]["placement"])
     fields = Tile.__dataclass_fields__
     placement_data["tiles"] = [{key: tile[key] for key in fields} for tile in manifest["aoc"]["tiles"]]
     placement = Placement.from_dict(placement_data)
-    blocks = [TilingBlock(f"block_{index:04d}", entry["row_group"], entry["column_group"], entry["rows"],
-                          entry["columns"], entry["layer"])
+    blocks = [BlockShape(block_name(index), entry["row_group"], entry["column_group"], entry["rows"],
+                         entry["columns"], entry["layer"])
               for index, entry in enumerate(manifest["layout"]["blocks"])]
-    groups = [TilingGroup(group["name"], group["offset"], group["size"]) for group in manifest["layout"]["groups"]]
+    groups = layout_groups(manifest["layout"])
     return placement, blocks, groups
 
 
@@ -251,7 +253,7 @@ def test_every_weight_in_exactly_one_tile_and_no_port_used_twice(models, bundles
         assert 0 <= tile["module"] < modules
         assert tile["output_port_start"] >= 0 and tile["output_port_start"] + rows <= PORTS
         assert tile["input_port_start"] >= 0 and tile["input_port_start"] + columns <= PORTS
-        cover[int(tile["block"].split("_")[1])][tile["row_start"]:tile["row_stop"],
+        cover[tile_block_index(manifest["layout"], tile)][tile["row_start"]:tile["row_stop"],
                                                 tile["column_start"]:tile["column_stop"]] += 1
         outputs_used[tile["module"], tile["output_port_start"]:tile["output_port_start"] + rows] += 1
         inputs_used[tile["module"], tile["input_port_start"]:tile["input_port_start"] + columns] += 1
@@ -304,7 +306,7 @@ def test_routing_graph_is_consistent(models, bundles, name):
     # Every tile input is driven by exactly its column channel; every tile output feeds its row's sum node.
     tiles = manifest["aoc"]["tiles"]
     for tile in tiles:
-        entry = entries[int(tile["block"].split("_")[1])]
+        entry = entries[tile_block_index(manifest["layout"], tile)]
         for offset in range(tile["column_stop"] - tile["column_start"]):
             port = ("input_port", tile["module"], tile["input_port_start"] + offset)
             assert predecessors[port] == [("channel", entry["column_group"], tile["column_start"] + offset)]
@@ -321,7 +323,7 @@ def test_routing_graph_is_consistent(models, bundles, name):
            for port in node_ids if port[0] == "input_port"}
     detector: dict[tuple, float] = {}
     for tile_index, tile in enumerate(tiles):
-        block = targets[int(tile["block"].split("_")[1])]
+        block = targets[tile_block_index(manifest["layout"], tile)]
         assert tile_index in attributes[("input_port", tile["module"], tile["input_port_start"])]["tiles"]
         columns = tile["column_stop"] - tile["column_start"]
         values = np.array([led[("input_port", tile["module"], tile["input_port_start"] + c)]
@@ -374,6 +376,34 @@ def _program_link(report: dict) -> dict:
     return link
 
 
+AOC_PASSES = ("state scaling", "tiling and placement", "routing", "α in range", "gain floors",
+              "gains and transmissions", "σ fit and fold", "quantisation", "realised program", "emission")
+CHECKED_PASSES = {"state scaling", "tiling and placement", "routing", "α in range", "gains and transmissions",
+                  "σ fit and fold", "quantisation", "emission"}
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_each_lowering_pass_is_timed_checked_and_dumped(models, tmp_path, capsys, per_channel):
+    """``--timings --verify-passes --dump-ir``: a row, a check and an IR file per lowering pass, Δt in the gains
+    (one image set) or in the images (one per step factor)."""
+    target = _target_file(tmp_path, "gains", f"gain: {{per_channel: {str(per_channel).lower()}}}\n")
+    assert main(["build", str(models["multi"]), "-o", str(tmp_path / "bundle"), "--target", str(target),
+                 "--solver", "crank-nicolson", "--steps", "4", "--timings", "--verify-passes",
+                 "--dump-ir", str(tmp_path / "ir")]) == 0
+    table = capsys.readouterr().err.splitlines()
+    rows = {name: line[len(name):].split() for line in table for name in AOC_PASSES if line.startswith(name + " ")}
+    assert set(rows) == set(AOC_PASSES)
+    for name, (seconds, *checked) in rows.items():
+        assert float(seconds) >= 0
+        assert (len(checked) == 2 and float(checked[0]) <= float(checked[1])) == (name in CHECKED_PASSES), name
+    dumps = {path.stem.split("_", 1)[1]: json.loads(path.read_text()) for path in (tmp_path / "ir").iterdir()}
+    quantised = dumps["quantisation"]
+    assert quantised["kind"] == "AocLowering" and "spine" not in quantised
+    sets = _manifest(tmp_path / "bundle")["aoc"]["summary"]["image_sets"]
+    assert quantised["image_sets"]["length"] == sets and (sets == 1) == per_channel  # one per step factor
+    assert dumps["routing"]["routing"]["edges"] > 0 and dumps["emission"]["kind"] == "block program"
+
+
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_small_model_verifies_on_one_module(models, tmp_path, solver):
     bundle = build(models["small"], tmp_path / "bundle", target="aoc-48", solver=solver, steps=8)
@@ -411,7 +441,7 @@ def test_float_weight_target_matches_the_reference(models, tmp_path):
     targets = _target_blocks(models["multi"], manifest)
     offsets = _group_offsets(manifest)
     for tile in manifest["aoc"]["tiles"]:
-        index = int(tile["block"].split("_")[1])
+        index = tile_block_index(manifest["layout"], tile)
         entry = manifest["layout"]["blocks"][index]
         rows, columns = tile["row_stop"] - tile["row_start"], tile["column_stop"] - tile["column_start"]
         outputs = slice(tile["output_port_start"], tile["output_port_start"] + rows)
@@ -473,7 +503,7 @@ def test_inspect_shows_modules_bounds_utilisation_tiles_dt_and_weight_error(bund
     utilisation = used / (modules * PORTS * PORTS)
     counts: dict[int, int] = {}
     for tile in tiles:
-        layer = entries[int(tile["block"].split("_")[1])]["layer"]
+        layer = entries[tile_block_index(manifest["layout"], tile)]["layer"]
         counts[layer] = counts.get(layer, 0) + 1
     per_layer = {str(layer): counts[layer] for layer in sorted(counts)}
     assert len(per_layer) == len(entries)  # the multi model has one block per layer
@@ -494,7 +524,7 @@ def test_inspect_shows_modules_bounds_utilisation_tiles_dt_and_weight_error(bund
     assert f"tiles       per layer {per_layer}" in text
     assert re.search(r"^Δt\s+gains", text, re.MULTILINE)
     for index, entry in enumerate(entries):
-        match = re.search(rf"block_{index:04d}\s+{entry['rows']} × {entry['columns']}\s+max (\S+)\s+rms (\S+)", text)
+        match = re.search(rf"{block_name(index)}\s+{entry['rows']} × {entry['columns']}\s+max (\S+)\s+rms (\S+)", text)
         assert match, f"no weight-error line for block {index}"
         assert float(match.group(1)) > 0 and float(match.group(2)) > 0
 

@@ -16,7 +16,7 @@ from models import ResidualMlp, StandardMlp, export_onnx, export_pt2, seeded
 import admc.bundle.store
 from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.compiler.driver import build, compile_source, load_source
+from admc.compiler.driver import BuildOptions, build, compile_source, load_source
 from admc.core.errors import AdmcError
 from admc.targets.loader import load_target
 from admc.verify.chain import verify_ideal_chain
@@ -191,7 +191,8 @@ def test_inspect_json_lists_groups_blocks_and_phases(tmp_path, sources, capsys, 
     status, out, err = cli(capsys, "inspect", bundle, "--json")
     assert status == 0, err
     summary = json.loads(out)
-    compiled = compile_source(load_source(sources["onnx"]), load_target(target_spec), "crank-nicolson", 5)
+    compiled = compile_source(load_source(sources["onnx"]), load_target(target_spec),
+                              BuildOptions(solver="crank-nicolson", steps=5))
     program = compiled.program
     assert [group["name"] for group in summary["groups"]] == [group.name for group in program.groups]
     assert [group["size"] for group in summary["groups"]] == [group.size for group in program.groups]
@@ -234,7 +235,7 @@ def test_reference_and_simulate_agree_with_verify(tmp_path, sources, capsys, sol
     assert status == 0, err
     reference, simulated = np.load(tmp_path / "reference.npy"), np.load(tmp_path / "simulated.npy")
     assert reference.shape == simulated.shape == (samples, 2)
-    chain = verify_ideal_chain(Bundle(bundle), samples, seed)["_trajectories"]
+    chain = verify_ideal_chain(Bundle(bundle), samples, seed).trajectories
     np.testing.assert_allclose(reference, chain["reference"][-1], rtol=0, atol=1e-12)
     np.testing.assert_allclose(simulated, chain["ideal"][-1], rtol=0, atol=1e-12)
     report = json.loads((tmp_path / "report.json").read_text())

@@ -13,7 +13,9 @@ from models import AdmForm, export_onnx, seeded
 
 from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.compiler.driver import build, compile_source, load_source
+from admc.compiler.driver import BuildOptions, build, compile_source, load_source
+from admc.ir.program import block_indices
+from admc.passes.manager import PassManager
 from admc.targets.aoc.calibration import SHIPPED_CALIBRATIONS, read_calibration
 from admc.targets.aoc.chain import measured_chain
 from admc.targets.aoc.compensation import small_signal
@@ -32,11 +34,29 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def bundles(model, tmp_path_factory):
+def calibrated_passes():
+    """The calibrated build's pass records, every pass checked (verify mode changes nothing in the bundle)."""
+    return PassManager(verify=True)
+
+
+@pytest.fixture(scope="module")
+def bundles(model, tmp_path_factory, calibrated_passes):
     directory = tmp_path_factory.mktemp("bundles")
     plain = Bundle(build(model, directory / "plain", solver="implicit-euler", steps=2))
-    calibrated = Bundle(build(model, directory / "calibrated", solver="implicit-euler", steps=2, calibration=HW48))
+    calibrated = Bundle(build(model, directory / "calibrated", solver="implicit-euler", steps=2, calibration=HW48,
+                              passes=calibrated_passes))
     return plain, calibrated
+
+
+def test_the_calibrated_lowering_runs_as_named_passes_checked_where_they_can_be(bundles, calibrated_passes):
+    names = [record.name for record in calibrated_passes.records]
+    assert names[names.index("measured chain"):names.index("emission") + 1] == [
+        "measured chain", "state scaling", "tiling and placement", "routing", "operating points", "α in range",
+        "gain floors", "compensation", "operating-point shift", "realised program", "emission"]
+    checked = {record.name: record for record in calibrated_passes.records if record.error is not None}
+    assert {"state scaling", "tiling and placement", "routing", "α in range", "emission"} <= set(checked)
+    assert all(record.error <= record.bound for record in checked.values())
+    assert 0 < checked["emission"].error  # the machine's remainder: the whole lowering's check is not vacuous
 
 
 def covers(tile: dict, port: int) -> bool:
@@ -81,7 +101,8 @@ def test_compensated_weights_match_the_intended_within_half_a_grey_level(model):
     intended one up to half a grey level of its own pixel and of the neighbours whose light spills into it."""
     target = load_target("aoc-48")
     calibration = read_calibration(HW48)
-    compiled = compile_source(load_source(model), target, "implicit-euler", 2, calibration=calibration)
+    compiled = compile_source(load_source(model), target,
+                              BuildOptions(solver="implicit-euler", steps=2, calibration=calibration))
     data = yaml.safe_load(HW48.read_text())
     machine = measured_chain(calibration, 48)
     chain = target.chain
@@ -91,7 +112,7 @@ def test_compensated_weights_match_the_intended_within_half_a_grey_level(model):
     modules = np.load(io.BytesIO(compiled.extra_payloads["aoc/beta.npy"])).shape[0]
     slope = {path: np.full((modules, 48), default[path]) for path in ("positive", "negative")}
     for tile in compiled.extra_sections["aoc"]["tiles"]:
-        block = compiled.program.blocks[int(tile["block"].split("_")[1])]
+        block = compiled.program.blocks[block_indices(len(compiled.program.blocks))[tile["block"]]]
         offset = next(g.offset for g in compiled.program.groups if g.name == block.column_group)
         ports = slice(tile["input_port_start"], tile["input_port_start"] + tile["column_stop"] - tile["column_start"])
         for row, path in enumerate(("positive", "negative")):
@@ -125,7 +146,7 @@ def test_compensated_weights_match_the_intended_within_half_a_grey_level(model):
     bound[:, 1:] += later[:-1, None] * step[:, :-1]
     bound *= kappa[None, :, None]
     for tile in compiled.extra_sections["aoc"]["tiles"]:
-        index = int(tile["block"].split("_")[1])
+        index = block_indices(len(compiled.program.blocks))[tile["block"]]
         intended = compiled.program.blocks[index].matrix[tile["row_start"]:tile["row_stop"],
                                                          tile["column_start"]:tile["column_stop"]]
         realised = compiled.realised_program.blocks[index].matrix[tile["row_start"]:tile["row_stop"],

@@ -19,7 +19,8 @@ from admc.cli import main
 from admc.compiler.driver import build, load_source
 from admc.core.errors import AdmcError
 from admc.passes.canonicalize import canonicalize
-from admc.runtime.conditional_run import reference, simulate
+from admc.runtime.reference import run_reference
+from admc.runtime.simulate import simulate
 
 SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson")
 KINDS = ("embedding", "dense", "concat")
@@ -76,12 +77,13 @@ def test_compiled_conditional_and_guided_programs_equal_the_reference(model_file
             bundle = build(path, tmp_path / f"{solver}-{guidance}", target="ideal", solver=solver, steps=STEPS,
                            guidance=guidance, null_conditions=null)
             samples = simulate(bundle, noise, conditions, ideal=True)
-            expected = reference(path, noise, solver, np.linspace(0, 1, STEPS + 1), None, conditions, guidance,
-                                 null).samples
+            expected = run_reference(path, noise, solver, np.linspace(0, 1, STEPS + 1), conditions=conditions,
+                                     guidance=guidance, null_conditions=null).samples
             assert relative(samples, expected) <= 1e-6, (solver, guidance)
     # Guidance must change the samples (else the test above could not tell the copies apart).
-    unguided = reference(path, noise, "heun", np.linspace(0, 1, STEPS + 1), None, conditions).samples
-    guided = reference(path, noise, "heun", np.linspace(0, 1, STEPS + 1), None, conditions, 3.0, null_value(kind))
+    unguided = run_reference(path, noise, "heun", np.linspace(0, 1, STEPS + 1), conditions=conditions).samples
+    guided = run_reference(path, noise, "heun", np.linspace(0, 1, STEPS + 1), conditions=conditions, guidance=3.0,
+                           null_conditions=null_value(kind))
     assert relative(guided.samples, unguided) > 1e-3
 
 
@@ -97,8 +99,8 @@ def test_reference_combines_two_runs_of_the_source_model(model_files) -> None:
     times = np.zeros(6)
     module_output["c"] = velocity(noise, times, {"label": labels})
     module_output["null"] = velocity(noise, times, {"label": np.full(6, CLASSES)})
-    step = reference(path, noise, "explicit-euler", np.array([0.0, 0.5]), None, {"label": labels}, 2.0,
-                     {"label": np.asarray(CLASSES)}).samples
+    step = run_reference(path, noise, "explicit-euler", np.array([0.0, 0.5]), conditions={"label": labels},
+                         guidance=2.0, null_conditions={"label": np.asarray(CLASSES)}).samples
     np.testing.assert_allclose(step, noise + 0.5 * (3.0 * module_output["c"] - 2.0 * module_output["null"]),
                                rtol=0, atol=1e-14)
 
@@ -113,8 +115,8 @@ def test_guidance_changes_per_run_without_rebuilding(model_files, tmp_path: Path
     assert section["runtime_adjustable"] and section["weight"] == 3.0
     for weight in (0.0, 1.0, 5.0):
         samples = simulate(bundle, noise, conditions, guidance=weight)
-        expected = reference(path, noise, "crank-nicolson", np.linspace(0, 1, STEPS + 1), None, conditions, weight,
-                             ["cond=zeros"]).samples
+        expected = run_reference(path, noise, "crank-nicolson", np.linspace(0, 1, STEPS + 1), conditions=conditions,
+                                 guidance=weight, null_conditions=["cond=zeros"]).samples
         assert relative(samples, expected) <= 1e-6
     zero = build(path, tmp_path / "w0", target="ideal", steps=STEPS, guidance=0.0, null_conditions=["cond=zeros"])
     with pytest.raises(AdmcError, match="built with --guidance 0"):
@@ -219,13 +221,13 @@ def test_aoc_conditional_guided_bundle_verifies_per_class(model_files, tmp_path:
     path = build(model_files["embedding", "onnx"], tmp_path / "aoc", target="aoc-48", steps=8, guidance=2.0,
                  null_conditions={"label": CLASSES})
     report = verify_bundle(Bundle(path), samples=64, seed=0)
-    assert report["passed"], report["links"]
-    assert len(report["per_class"]) == CLASSES and all(row["passed"] for row in report["per_class"])
+    assert report.passed, report.links
+    assert len(report.per_class) == CLASSES and all(row["passed"] for row in report.per_class)
     # Run-time guidance on the twin (gains rescaled) tracks the reference at that weight.
     noise = np.random.default_rng(1).standard_normal((32, STATE_SIZE))
     labels = {"label": np.arange(32) % CLASSES}
-    expected = reference(model_files["embedding", "onnx"], noise, "implicit-euler", np.linspace(0, 1, 9), None,
-                         labels, 0.5, {"label": CLASSES}).samples
+    expected = run_reference(model_files["embedding", "onnx"], noise, "implicit-euler", np.linspace(0, 1, 9),
+                             conditions=labels, guidance=0.5, null_conditions={"label": CLASSES}).samples
     twin = simulate(path, noise, labels, guidance=0.5, ideal=False)
     built = simulate(path, noise, labels, ideal=False)
     assert relative(twin, expected) < 0.1 < relative(built, expected)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from admc.compiler.driver import build
-from admc.runtime.conditional_run import simulate
+from admc.runtime.simulate import simulate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "conditional"
 CLASSES, RADIUS = 8, 1.5  # train_eight_gaussians.py
@@ -43,8 +43,8 @@ def test_the_example_trained_with_the_machines_sigma_verifies_per_class(tmp_path
                           guidance=0.0, null_conditions={"label": CLASSES}))
     assert "sigma_compensation" not in bundle.manifest["aoc"]
     report = verify_bundle(bundle, samples=256, seed=0)
-    assert len(report["per_class"]) == CLASSES and report["passed"], [
-        (row["class"], row.get("twin_w2_ratio")) for row in report["per_class"]]
+    assert len(report.per_class) == CLASSES and report.passed, [
+        (row["class"], row.get("twin_w2_ratio")) for row in report.per_class]
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from models import ResidualMlp, SinusoidalTime, StandardMlp, export_onnx, seeded
 from scipy.linalg import expm
 
 from admc.cli import main
-from admc.compiler.driver import build, compile_source, load_source
+from admc.compiler.driver import BuildOptions, build, compile_source, load_source
 from admc.ir.adm import RELU, TANH
 from admc.passes.canonicalize import canonicalize
 from admc.runtime.continuous import ProgramVelocity, integrate_continuous
@@ -77,7 +77,7 @@ def test_program_velocity_equals_the_network(tmp_path: Path, target: str, no_lin
     network = canonicalize(source.graph)
     assert [node.activation for node in network.nodes] == [RELU, TANH]
     description = load_target("ideal" if target == "ideal" else no_linear_target)
-    compiled = compile_source(source, description, solver="continuous", steps=4)
+    compiled = compile_source(source, description, BuildOptions(solver="continuous", steps=4))
     assert compiled.program.layout == ("direct" if target == "ideal" else "folded-input")
     velocity = ProgramVelocity(compiled.program)
     rng = np.random.default_rng(1)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from admc.passes.tiling import MatrixBlock, live_segment, place_blocks, place_blocks_avoiding
+from admc.passes.tile_cuts import BlockShape
+from admc.passes.tiling import live_segment, place_blocks, place_blocks_avoiding
 
-BLOCKS = [MatrixBlock("block_0000", "h1", "x", 32, 2, 1), MatrixBlock("block_0001", "h2", "h1", 32, 32, 2),
-          MatrixBlock("block_0002", "x", "h2", 2, 32, 3)]
+BLOCKS = [BlockShape("block_0000", "h1", "x", 32, 2, 1), BlockShape("block_0001", "h2", "h1", 32, 32, 2),
+          BlockShape("block_0002", "x", "h2", 2, 32, 3)]
 
 
 def test_live_segment() -> None:

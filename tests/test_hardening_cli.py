@@ -90,12 +90,12 @@ def test_simulate_output_directory_refused(capsys, sources, tmp_path):
 
 
 def test_simulate_crash_leaves_no_partial_file(capsys, sources, tmp_path, monkeypatch):
-    import admc.cli
+    import admc.core.atomic
 
     def fail(*_):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(admc.cli.commands.os, "replace", fail)
+    monkeypatch.setattr(admc.core.atomic.os, "replace", fail)
     status, _, err = cli(capsys, "simulate", sources["bundle"], "--noise", sources["noise"], "-o",
                          tmp_path / "out.npy", "--ideal")
     assert status == 2 and "No space left on device" in err and "\n" not in err.strip(), err
@@ -239,9 +239,16 @@ def test_target_inherits_dev_zero_refused(capsys, sources, tmp_path):
 
 
 def test_calibration_fifo_refused(capsys, sources, tmp_path):
+    """The target's backend reads the calibration (aoc-48's, before the model); a FIFO is refused unread."""
     os.mkfifo(tmp_path / "calibration.yaml")
-    refused(capsys, "verify", sources["bundle"], "--calibration", tmp_path / "calibration.yaml",
+    refused(capsys, "build", sources["model"], "-o", tmp_path / "b", "--calibration", tmp_path / "calibration.yaml",
             fragments=("FIFO",))
+    assert not (tmp_path / "b").exists()
+
+
+def test_calibration_for_a_target_that_takes_none_refused(capsys, sources, tmp_path):
+    refused(capsys, "verify", sources["bundle"], "--calibration", tmp_path / "calibration.yaml",
+            fragments=("target 'ideal' takes no calibration file",))
 
 
 # ---------------------------------------------------------------- messages

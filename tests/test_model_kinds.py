@@ -172,7 +172,7 @@ def test_both_layouts_give_the_same_samples(model_files, tmp_path, no_linear_tar
     trajectories = []
     for name, target in (("direct", "ideal"), ("folded", no_linear_target)):
         build(model_files[kind]["onnx"], tmp_path / name, target=str(target), solver="crank-nicolson", steps=8)
-        trajectories.append(verify_ideal_chain(Bundle(tmp_path / name), 32, 5)["_trajectories"]["ideal"])
+        trajectories.append(verify_ideal_chain(Bundle(tmp_path / name), 32, 5).trajectories["ideal"])
     np.testing.assert_allclose(trajectories[0], trajectories[1], rtol=0, atol=1e-10)
 
 

@@ -19,8 +19,10 @@ from admc.core.errors import AdmcError, ConvergenceError
 from admc.core.schedule import load_grid, time_grid
 from admc.frontends.signature import identify_signature
 from admc.ir.graph import GraphInput
+from admc.runtime.onnx_velocity import OnnxVelocity, onnx_to_float64
 from admc.runtime.reference import canonical_solver, run_reference
-from admc.runtime.source_model import OnnxVelocity, TorchVelocity, make_velocity, onnx_to_float64
+from admc.runtime.source_model import make_velocity
+from admc.runtime.torch_velocity import TorchVelocity
 
 # --------------------------------------------------------------------------- analytic velocities
 

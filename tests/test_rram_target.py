@@ -21,9 +21,11 @@ from PIL import Image
 from admc.bundle.program import bundle_program
 from admc.bundle.store import Bundle
 from admc.cli import main
-from admc.compiler.driver import build, compile_source, load_source
+from admc.compiler.driver import BuildOptions, build, compile_source, load_source
 from admc.core.errors import AdmcError
-from admc.runtime.execute import run_ideal
+from admc.passes.manager import PassManager
+from admc.runtime.executor import run_ideal
+from admc.targets.backends import backend_of
 from admc.targets.loader import load_target
 from admc.targets.rram.description import RramTarget
 from admc.targets.rram.twin import RramTwin
@@ -113,7 +115,7 @@ def test_devices_in_range_and_weights_within_half_a_level(bundles) -> None:
         assert levels.max() <= target.conductance.levels - 1
         np.testing.assert_allclose(values, g_min + levels * step, rtol=0, atol=1e-12)
     # Intended weights from an independent compile of the same source, realised ones from the bundle.
-    compiled = compile_source(load_source(EXAMPLE), target, steps=8)
+    compiled = compile_source(load_source(EXAMPLE), target, BuildOptions(steps=8))
     realised, _, _ = bundle_program(bundle)
     scale = bundle.array(section["column_scale"])
     checked = 0
@@ -128,6 +130,35 @@ def test_devices_in_range_and_weights_within_half_a_level(bundles) -> None:
         assert np.all(error <= half_level * (1 + 1e-9)), tile["block"]
         checked += error.size
     assert checked == sum(block.matrix.size for block in compiled.program.blocks)
+
+
+def test_the_lowering_passes_leave_the_spine_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    """Each pass returns a new state: the spine program the lowering started from is unchanged, and lowering it
+    again without a pass manager (``TargetBackend.lower``) gives the same payloads."""
+    import admc.targets.rram.lowering as lowering
+
+    seen = {}
+    original = lowering.rram_lowering
+
+    def recording(compiled, layout):
+        seen.update(spine=compiled, layout=layout, report=dict(compiled.report), program=compiled.program,
+                    sections=dict(compiled.extra_sections))
+        return original(compiled, layout)
+
+    monkeypatch.setattr(lowering, "rram_lowering", recording)
+    passes = PassManager(verify=True)
+    bundle = Bundle(build(EXAMPLE, tmp_path / "bundle", target="rram", steps=8, passes=passes))
+    spine = seen["spine"]
+    assert spine.report == seen["report"] and spine.program is seen["program"]
+    assert spine.extra_sections == seen["sections"] and "rram" not in spine.extra_sections
+    assert spine.realised_program is None and "crossbars_used" in bundle.manifest["report"]
+    records = {record.name: record for record in passes.records}
+    assert records["conductance mapping"].error <= records["conductance mapping"].bound == 0.5 + 1e-9
+    again = backend_of(spine.target).lower(spine, seen["layout"])
+    assert again.extra_payloads.keys() == {name for name in bundle.manifest["payloads"]
+                                           if name.startswith("rram/")}
+    for name, content in again.extra_payloads.items():
+        assert (bundle.path / name).read_bytes() == content, name
 
 
 def test_a_column_beyond_the_transimpedance_range_is_refused(tmp_path: Path) -> None:

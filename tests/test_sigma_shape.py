@@ -19,7 +19,8 @@ from admc.core.errors import AdmcError
 from admc.runtime.executor import IdealExecutor
 from admc.targets.aoc import sigma_build
 from admc.targets.aoc.bundle_reader import image_sets
-from admc.targets.aoc.physics import NonIdealities, Nonlinearity, activation
+from admc.targets.aoc.nonidealities import NonIdealities, Nonlinearity
+from admc.targets.aoc.physics import activation
 from admc.targets.aoc.sigma_shape import declared_exponent, fit_output_scales, fold_into_rows, port_scales
 from admc.targets.aoc.slm import realised_weight
 from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
@@ -83,8 +84,9 @@ def test_only_a_declared_sigma_shape_is_compensated():
     for name in ("ideal", "rram-128"):
         assert declared_exponent(load_target(name)) is None
     aoc = load_target("aoc-48")
-    tanh_machine = replace(aoc, nonidealities=replace(aoc.nonidealities, nonlinearity=replace(
-        aoc.nonidealities.nonlinearity, enabled=False)))
+    effects = aoc.nonidealities  # the description is a frozen pydantic model: copied with updates
+    tanh_machine = aoc.model_copy(update={"nonidealities": effects.model_copy(update={
+        "nonlinearity": effects.nonlinearity.model_copy(update={"enabled": False})})})
     assert declared_exponent(tanh_machine) is None
 
 
@@ -188,11 +190,12 @@ def test_the_fit_sees_the_loop_the_machine_runs():
     fit used to record with the source-level α of the mode, which moved weights by up to 1.5e-3.)"""
     from pathlib import Path
 
-    from admc.compiler.driver import compile_source, load_source
+    from admc.compiler.driver import BuildOptions, compile_source, load_source
 
     source = load_source(Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx")
     target = load_target("aoc-48")
-    built = {mode: compile_source(source, target, "implicit-euler", 4, alpha=mode) for mode in ("min", "auto")}
+    built = {mode: compile_source(source, target, BuildOptions(solver="implicit-euler", steps=4, alpha=mode))
+             for mode in ("min", "auto")}
     assert np.array_equal(built["min"].alpha, built["auto"].alpha), "premise: auto keeps min's α on this program"
     assert "sigma_compensation" in built["auto"].extra_sections["aoc"], "premise: the build compensates σ"
     for mine, theirs in zip(built["min"].realised_program.blocks, built["auto"].realised_program.blocks,

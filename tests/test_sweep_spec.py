@@ -79,12 +79,12 @@ def test_missing_model_and_both_sources(tmp_path: Path) -> None:
 
 
 def test_alpha_axis_only_where_the_build_takes_it(tmp_path: Path) -> None:
-    import inspect
+    import dataclasses
 
-    from admc.compiler.driver import build
+    from admc.compiler.build_options import BuildOptions
 
     for text, field in (("axes:\n  alpha: [auto]\n", "axes.alpha"), ("build:\n  alpha: auto\n", "build.alpha")):
-        if "alpha" in inspect.signature(build).parameters:
+        if "alpha" in {entry.name for entry in dataclasses.fields(BuildOptions)}:
             load_spec(write_spec(tmp_path, text))
         else:
             with pytest.raises(AdmcError, match=f"{field}.*no 'alpha' option"):
@@ -187,7 +187,7 @@ def test_chip_row_matches_admc_verify(tmp_path: Path) -> None:
     from admc.compiler.driver import build
     from admc.sweep.build_cache import build_point, materialise_bundle
     from admc.sweep.chip import run_chip
-    from admc.sweep.twins import chip_nonidealities
+    from admc.targets.aoc.sweep_twin import chip_nonidealities
     from admc.verify.chain import verify_bundle
 
     bundle_path = build(MODEL, tmp_path / "bundle", target="aoc-48", steps=4)
@@ -203,12 +203,12 @@ def test_chip_row_matches_admc_verify(tmp_path: Path) -> None:
     report = verify_bundle(bundle, 16, 3, twin_options={"seed": 12345, "loop_iterations": 60,
                                                         "nonidealities": chip_nonidealities(bundle, overrides)},
                            twin_ratio=0.5, twin_nrmse=0.2)
-    links = {link["criterion"]: link for link in report["links"] if link["tolerance"] is not None}
+    links = {link.criterion: link for link in report.links if link.tolerance is not None}
     assert row["status"] == "ok"
-    assert row["w2_ratio"] == pytest.approx(links["w2_ratio_to_gaussian"]["measured"], rel=1e-12)
-    assert row["nrmse_max_step"] == pytest.approx(links["per_step_nrmse"]["measured"], rel=1e-12)
-    assert row["w2"] == pytest.approx(report["distributions"]["twin"]["wasserstein2"], rel=1e-12)
-    assert row["passed"] == report["passed"]
+    assert row["w2_ratio"] == pytest.approx(links["w2_ratio_to_gaussian"].measured, rel=1e-12)
+    assert row["nrmse_max_step"] == pytest.approx(links["per_step_nrmse"].measured, rel=1e-12)
+    assert row["w2"] == pytest.approx(report.distributions["twin"]["wasserstein2"], rel=1e-12)
+    assert row["passed"] == report.passed
 
 
 # -- statistics -----------------------------------------------------------------------------------------

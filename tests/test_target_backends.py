@@ -1,9 +1,11 @@
 """Targets declare their needs and name their backends; shared passes read the declarations (issue 11).
 
-- no shared pass (passes/), nor the driver, verify, bundle reader or executors, branches on a target's kind
-  or imports a target's package;
+- no module of the shared code (every .py file under admc/, passes/ and ir/) imports a target's package,
+  compares a target's kind or keys a table or a manifest section by a target's kind: it reads what a target
+  description or its backend declares;
 - every kind in the loader's one table names a backend module that resolves to a ``TargetBackend`` of that
-  name (or none, for the ideal target); a backend that cannot be imported is an error naming it;
+  name (or none, for the ideal target), which declares its manifest section and its sweep twin where it has
+  them; a backend that cannot be imported is an error naming it;
 - the passes both targets run: the same spine records (canonicalise, pack, solver phases, static table)
   and the same tiling function, then each target's own lowering.
 """
@@ -11,13 +13,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 
 import admc.passes.tiling as tiling
+from admc.bundle.manifest_types import TargetSection
 from admc.compiler.driver import build
 from admc.core.errors import AdmcError
 from admc.passes.manager import PassManager
@@ -26,32 +30,69 @@ from admc.targets.loader import KINDS, load_target
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 EXAMPLE = REPOSITORY / "examples" / "two_moons.onnx"
-SHARED_FILES = [*sorted((REPOSITORY / "passes").glob("*.py")),
-                *(REPOSITORY / "admc" / name for name in ("compiler/driver.py", "verify/chain.py", "bundle/program.py",
-                                                          "runtime/execute.py", "runtime/executor.py",
-                                                          "runtime/continuous.py", "bundle/summary.py",
-                                                          "runtime/reference.py"))]
-# target.kind == ..., manifest["target"]["kind"] == ..., .get("kind") == ..., == "aoc", or a target's package.
-TARGET_BRANCH = re.compile(r"""(target\w*\.kind|["']kind["']\]|["']kind["']\))\s*[!=]="""
-                           r"""|[!=]=\s*["'](aoc|rram|ideal)["']|targets\.(aoc|rram)\b""")
-SHARED_SPINE = ["canonicalise", "pack", "solver phases and Δt", "static injection table"]
+SHARED_FILES = sorted(path for folder in ("admc", "passes", "ir") for path in (REPOSITORY / folder).rglob("*.py"))
+# Every kind the loader knows (a new target is covered without editing this test).
+KINDS_ALTERNATIVES = "|".join(map(re.escape, KINDS))
+KIND = rf"""["'](?:{KINDS_ALTERNATIVES})["']"""
+TARGET_PACKAGE = rf"admc\.targets\.(?:{KINDS_ALTERNATIVES})\b"
+TARGET_BRANCH = re.compile("|".join([
+    rf"^\s*(?:from|import)\s+{TARGET_PACKAGE}", rf"^\s*from\s+admc\.targets\s+import\s+.*\b(?:{KINDS_ALTERNATIVES})\b",
+    rf"""["']{TARGET_PACKAGE}""",  # a module path handed to importlib
+    r"""target\w*(?:\.kind|\[["']kind["']\]|\.get\(["']kind["']\))\s*[!=]=""",  # target.kind == ...
+    r"""[!=]=\s*target\w*(?:\.kind|\[["']kind["']\])""",
+    r"""\[["']target["']\]\s*(?:\[["']kind["']\]|\.get\(["']kind["']\))\s*[!=]=""",  # manifest["target"]["kind"]
+    r"""\.get\(["']target["'][^)]*\)\.get\(["']kind["']\)\s*[!=]=""",
+    rf"[!=]=\s*{KIND}", rf"{KIND}\s*[!=]=", rf"\bin\s*[(\[{{][^)\]}}]*{KIND}",  # == "aoc", in ("aoc", ...)
+    # a table or a manifest section keyed by a target with code of its own: ["aoc"], .get("aoc"), {"aoc": ...}
+    r"""\[["'](?:{0})["']\]|\.get\(["'](?:{0})["']|["'](?:{0})["']\s*:""".format(
+        "|".join(re.escape(kind) for kind, description in KINDS.items() if description.backend is not None)),
+]))
 
 
-@pytest.mark.parametrize("path", SHARED_FILES, ids=lambda path: path.name)
+SHARED_SPINE = ["canonicalise", "condition interface and guidance", "pack", "solver phases and Δt",
+                "static injection table"]
+AOC_LOWERING = ["state scaling", "tiling and placement", "routing", "α in range", "gain floors",
+                "gains and transmissions", "σ fit and fold", "quantisation", "realised program", "emission"]
+RRAM_LOWERING = ["calibration run", "time scale", "voltage scales", "tiling and placement", "routing",
+                 "conductance mapping", "dac waveforms", "quantisation bound", "emission"]
+
+
+@pytest.mark.parametrize("path", SHARED_FILES, ids=lambda path: str(path.relative_to(REPOSITORY)))
 def test_shared_code_has_no_target_specific_branch(path: Path) -> None:
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        assert not TARGET_BRANCH.search(line), f"{path.name}:{number}: {line.strip()}"
+    offenders = [f"{path.relative_to(REPOSITORY)}:{number}: {line.strip()}"
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+                 if TARGET_BRANCH.search(line)]
+    assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("line", [
+    "from admc.targets.aoc.twin import AocTwin", "import admc.targets.rram.lowering as lowering",
+    "from admc.targets import aoc", '    "aoc": ("admc.targets.aoc.twin", "AocTwin"),',
+    "if target.kind == 'aoc':", 'if kind != "rram":', 'if manifest["target"]["kind"] == kind:',
+    'elif manifest.target.get("kind") == "ideal" and blocks:', "if target_kind in ('aoc', 'rram'):",
+    'section = manifest["aoc"]', 'section = manifest.get("rram", {})'])
+def test_the_rule_catches_what_it_forbids(line: str) -> None:
+    assert TARGET_BRANCH.search(line), line
+
+
+@pytest.mark.parametrize("line", [
+    'if row["kind"] == SENSITIVITY:', 'if condition.kind == "index":', 'trajectories["ideal"][-1]',
+    "backend = backend_of(target)", "from admc.targets.loader import KINDS", 'if kind == "uniform":'])
+def test_the_rule_lets_generic_code_through(line: str) -> None:
+    assert not TARGET_BRANCH.search(line), line
 
 
 def test_every_kind_names_a_backend_that_resolves() -> None:
     assert set(KINDS) == {"ideal", "aoc", "rram"}
-    for kind, entry in KINDS.items():
-        backend = resolve_backend(entry.description.backend, kind)
+    for kind, description in KINDS.items():
+        backend = resolve_backend(description.backend, kind)
         if kind == "ideal":
             assert backend is None
         else:
             assert isinstance(backend, TargetBackend) and backend.name == kind
             assert backend.lower is not None and backend.read_program is not None and backend.run_twin is not None
+            assert issubclass(backend.manifest_section, TargetSection)
+            assert (backend.make_twin is not None) == (kind == "aoc")  # the RRAM twin runs no sweep chips yet
 
 
 def test_a_backend_module_that_cannot_be_imported_is_named() -> None:
@@ -90,11 +131,40 @@ def test_both_targets_share_the_spine_and_the_tiling_pass(tmp_path: Path, monkey
         build(EXAMPLE, tmp_path / target, target=target, solver=solver, steps=8, passes=passes)
         records[target] = [record.name for record in passes.records]
     # Discrete-time loops get the α pass before lowering and their certificates after; a continuous-time
-    # program has no loop to relax.
-    assert records["aoc-48"] == [*SHARED_SPINE, "α selection", "lower to AOC",
+    # program has no loop to relax. Each backend's lowering is its own named passes.
+    assert records["aoc-48"] == [*SHARED_SPINE, "α selection", *AOC_LOWERING,
                                  "convergence certificates and loop budget"]
-    assert records["rram-128"] == [*SHARED_SPINE, "lower to RRAM"]
+    assert records["rram-128"] == [*SHARED_SPINE, *RRAM_LOWERING]
     assert calls == [48, 128]
+
+
+@pytest.mark.parametrize(("function", "broken_pass"), [("quantise_set", "quantisation"),
+                                                       ("gains_and_transmissions", "gains and transmissions"),
+                                                       ("route", "routing")])
+def test_verify_passes_names_the_backend_pass_that_breaks_its_promise(tmp_path: Path, monkeypatch, function: str,
+                                                                      broken_pass: str) -> None:
+    import admc.targets.aoc.lowering as aoc_lowering
+
+    original = getattr(aoc_lowering, function)
+
+    def broken(*arguments):
+        result = original(*arguments)
+        if function == "quantise_set":  # the brightest pixel 5 % dimmer than its grey level
+            realised = {path: values.copy() for path, values in result.realised.items()}
+            brightest = np.unravel_index(np.argmax(realised["positive"]), realised["positive"].shape)
+            realised["positive"][brightest] -= 0.05
+            return replace(result, realised=realised)
+        if function == "gains_and_transmissions":  # a 0.1 % gain error
+            beta, transmissions = result
+            return beta * 1.001, transmissions
+        result.remove_edge(*next(iter(result.in_edges(next(node for node in result if node[0] == "input_port")))))
+        return result  # a LED no channel drives
+
+    monkeypatch.setattr(aoc_lowering, function, broken)
+    with pytest.raises(AdmcError, match=f"pass '{broken_pass}' changed the program's semantics"):
+        build(EXAMPLE, tmp_path / "bundle", target="aoc-48", solver="implicit-euler", steps=8,
+              passes=PassManager(verify=True))
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_a_target_refuses_a_solver_of_the_other_kind() -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import pytest
 
 from admc.core.errors import AdmcError
 from admc.targets.aoc.description import AocTarget
-from admc.targets.description_schema import Field, deep_merge, validate
+from admc.targets.description_models import Section, leaf, section
+from admc.targets.description_schema import deep_merge, validate
 from admc.targets.ideal.description import IdealTarget
 from admc.targets.loader import list_presets, load_target
 
@@ -133,6 +135,14 @@ def test_user_ideal_without_linear_channels(tmp_path: Path) -> None:
         ("name: x\n", "kind", "required"),
         ("kind: quantum\n", "kind", "unknown target kind"),
         ("inherits: nowhere\n", "inherits", "aoc-48"),
+        # Sections whose YAML name differs from the attribute's are named as the YAML writes them.
+        ("kind: rram\nname: x\nlinear_channels: true\n", "activations.relu", "required"),
+        ("inherits: rram-128\nactivations:\n  sigmoid: true\n", "activations.sigmoid", "known here: relu, tanh"),
+        ("inherits: rram-128\nactivations_computed: {relu: true}\n", "activations_computed", "unknown field"),
+        ("inherits: aoc-48\nchain:\n  sigmoid: [1, 2]\n", "chain.sigmoid", "6 entries"),
+        ("inherits: aoc-48\nchain:\n  led_positive: [0, 0, 1, 2000]\n", "chain.led_positive[3]", "[-1000, 1000]"),
+        ("inherits: aoc-48\nestimate:\n  phase_window_s: -1\n", "estimate.phase_window_s", "[0, 1e+18]"),
+        ("inherits: ideal\nloop:\n  settle_tolerance: 0.9\n", "loop.settle_tolerance", "[1e-15, 0.5]"),
     ],
 )
 def test_bad_fields_name_file_and_field(tmp_path: Path, text: str, field: str, detail: str) -> None:
@@ -191,14 +201,52 @@ def test_kind_conflict_is_an_error(tmp_path: Path) -> None:
         load_target(path)
 
 
+def test_a_description_is_one_frozen_model() -> None:
+    """The loaded target is the description's pydantic model itself: frozen, and equal to its own round trip."""
+    from pydantic import ValidationError
+
+    target = load_target("aoc-48")
+    assert isinstance(target, Section)
+    with pytest.raises(ValidationError):
+        target.name = "changed"
+    assert target.to_dict() == target.model_dump(by_alias=True)
+    assert target.chain.gain_per_setting > 0 and target.activations[0] == "tanh"
+    assert load_target("rram").activations == ("relu", "tanh")
+    for name in ("ideal", "aoc-48", "rram-128"):  # descriptions travel to worker processes
+        assert pickle.loads(pickle.dumps(load_target(name))) == load_target(name)
+
+
+def test_the_description_and_the_twin_name_the_same_effects() -> None:
+    """The twin's NonIdealities reads the description's section: both name the same entries and parameters."""
+    from dataclasses import fields
+
+    from admc.targets.aoc.description_nonidealities import NonIdealitiesSection
+    from admc.targets.aoc.nonidealities import NonIdealities
+
+    twin = {item.name: {entry.name for entry in fields(item.default_factory)} for item in fields(NonIdealities)
+            if item.name != "seed"}
+    description = {name: set(info.annotation.model_fields) for name, info in NonIdealitiesSection.model_fields.items()
+                   if name != "seed"}
+    assert twin == description == NONIDEALITY_ENTRIES
+
+
+class Inner(Section):
+    b: float = leaf("b")
+
+
+class Outer(Section):
+    a: int = leaf("a", 3, minimum=0)
+    s: Inner = section()
+
+
 def test_schema_machinery_directly() -> None:
-    schema = {"a": Field("int", "a", default=3, minimum=0), "s": {"b": Field("float", "b")}}
-    assert validate({"s": {"b": 2}}, schema, "x.yaml") == {"a": 3, "s": {"b": 2.0}}
+    assert validate({"s": {"b": 2}}, Outer, "x.yaml").model_dump() == {"a": 3, "s": {"b": 2.0}}
     with pytest.raises(AdmcError, match=r"x\.yaml: field 's\.b': required"):
-        validate({}, schema, "x.yaml")
+        validate({}, Outer, "x.yaml")
+    assert validate({}, Outer, "x.yaml", complete=False) is None  # a partial file: only what it sets is checked
     with pytest.raises(AdmcError, match=r"x\.yaml: field 'a': expected an integer >= 0, got -1"):
-        validate({"a": -1, "s": {"b": 1}}, schema, "x.yaml")
+        validate({"a": -1}, Outer, "x.yaml", complete=False)
     with pytest.raises(AdmcError, match="got True"):
-        validate({"a": True, "s": {"b": 1}}, schema, "x.yaml")
+        validate({"a": True, "s": {"b": 1}}, Outer, "x.yaml")
     merged = deep_merge({"s": {"b": 1, "c": [1, 2]}, "a": 1}, {"s": {"c": [3]}})
     assert merged == {"s": {"b": 1, "c": [3]}, "a": 1}

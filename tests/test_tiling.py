@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,45 +14,42 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from admc.core.errors import AdmcError
+from admc.ir.program import MatrixBlock, StateGroup, block_indices, block_name
 from admc.passes.routing import check_routing, routing_from_json, routing_graph, routing_to_json
+from admc.passes.tile_cuts import SPLIT_POLICIES, BlockShape, split_into_tiles
+from admc.passes.tile_packing import pack_exact, pack_first_fit_decreasing, pack_items
 from admc.passes.tiling import (
-    SPLIT_POLICIES,
-    MatrixBlock,
     Placement,
-    StateGroup,
+    block_shapes,
     check_placement,
     lower_bound,
-    pack_exact,
-    pack_first_fit_decreasing,
-    pack_items,
     place_blocks,
-    split_into_tiles,
     tile_lower_bound,
 )
 
 PORTS = 48
 
 
-def adm_chain(state: int, hidden: list[int]) -> tuple[list[MatrixBlock], list[StateGroup]]:
+def adm_chain(state: int, hidden: list[int]) -> tuple[list[BlockShape], list[StateGroup]]:
     widths = [state, *hidden]
     names = ["x"] + [f"h{i + 1}" for i in range(len(hidden))]
     groups, offset = [], 0
     for name, width in zip(names, widths, strict=True):
-        groups.append(StateGroup(name, offset, width))
+        groups.append(StateGroup(name, offset, width, "tanh"))
         offset += width
-    blocks = [MatrixBlock(f"W{i + 1}", names[i + 1], names[i], hidden[i], widths[i], i + 1)
+    blocks = [BlockShape(f"W{i + 1}", names[i + 1], names[i], hidden[i], widths[i], i + 1)
               for i in range(len(hidden))]
-    blocks.append(MatrixBlock(f"W{len(hidden) + 1}", "x", names[-1], state, hidden[-1], len(hidden) + 1))
+    blocks.append(BlockShape(f"W{len(hidden) + 1}", "x", names[-1], state, hidden[-1], len(hidden) + 1))
     return blocks, groups
 
 
-def random_blocks(seed: int, count: int, largest: int, layers: int) -> list[MatrixBlock]:
+def random_blocks(seed: int, count: int, largest: int, layers: int) -> list[BlockShape]:
     generator = random.Random(seed)
-    return [MatrixBlock(f"B{i}", f"r{i}", f"c{i}", generator.randint(1, largest), generator.randint(1, largest),
+    return [BlockShape(f"B{i}", f"r{i}", f"c{i}", generator.randint(1, largest), generator.randint(1, largest),
                         generator.randint(1, layers)) for i in range(count)]
 
 
-def assert_valid(placement: Placement, blocks: list[MatrixBlock]) -> None:
+def assert_valid(placement: Placement, blocks: list[BlockShape]) -> None:
     """Independent re-check of what check_placement promises, with explicit coverage counters."""
     by_name = {block.name: block for block in blocks}
     coverage = {block.name: np.zeros((block.rows, block.columns), dtype=int) for block in blocks}
@@ -86,7 +85,7 @@ def assert_valid(placement: Placement, blocks: list[MatrixBlock]) -> None:
 @pytest.mark.parametrize("policy", sorted(SPLIT_POLICIES))
 @pytest.mark.parametrize("shape", [(1, 1), (48, 48), (49, 48), (100, 100), (256, 16), (16, 256), (97, 300)])
 def test_every_policy_covers_the_block_exactly_once(policy: str, shape: tuple[int, int]) -> None:
-    block = MatrixBlock("B", "r", "c", *shape, 1)
+    block = BlockShape("B", "r", "c", *shape, 1)
     counter = np.zeros(shape, dtype=int)
     for extent in split_into_tiles(block, PORTS, policy):
         assert 1 <= extent.rows <= PORTS and 1 <= extent.columns <= PORTS
@@ -95,9 +94,9 @@ def test_every_policy_covers_the_block_exactly_once(policy: str, shape: tuple[in
 
 
 def test_default_split_cuts_at_multiples_of_the_module() -> None:
-    extents = split_into_tiles(MatrixBlock("B", "r", "c", 100, 10, 1), PORTS)
+    extents = split_into_tiles(BlockShape("B", "r", "c", 100, 10, 1), PORTS)
     assert [extent.rows for extent in extents] == [48, 48, 4]
-    balanced = split_into_tiles(MatrixBlock("B", "r", "c", 100, 10, 1), PORTS, "balanced")
+    balanced = split_into_tiles(BlockShape("B", "r", "c", 100, 10, 1), PORTS, "balanced")
     assert [extent.rows for extent in balanced] == [34, 33, 33]
 
 
@@ -113,9 +112,9 @@ def test_complement_tiles_of_an_adm_chain_pair_up() -> None:
 
 
 def test_lower_bounds() -> None:
-    blocks = [MatrixBlock("A", "r", "c", 100, 10, 1), MatrixBlock("B", "c", "r", 10, 100, 2)]
+    blocks = [BlockShape("A", "r", "c", 100, 10, 1), BlockShape("B", "c", "r", 10, 100, 2)]
     assert lower_bound(blocks, PORTS) == 3  # ⌈110 / 48⌉
-    dense = [MatrixBlock("D", "r", "c", 100, 100, 1)]
+    dense = [BlockShape("D", "r", "c", 100, 100, 1)]
     assert lower_bound(dense, PORTS) == 3
     assert tile_lower_bound(dense, PORTS) == 7  # each row needs ⌈100/48⌉ = 3 output ports: ⌈300/48⌉
     assert lower_bound([], PORTS) == 0 == tile_lower_bound([], PORTS)
@@ -239,9 +238,9 @@ def test_too_few_modules_is_an_error_naming_the_numbers() -> None:
 @pytest.mark.parametrize("call,message", [
     (lambda: place_blocks([], 0), "ports"),
     (lambda: place_blocks([], PORTS, "spiral"), "layout 'spiral'"),
-    (lambda: place_blocks([MatrixBlock("A", "r", "c", 1, 1, 1)] * 2, PORTS), "repeated: A"),
-    (lambda: place_blocks([MatrixBlock("A", "r", "c", 0, 3, 1)], PORTS), "block 'A'"),
-    (lambda: split_into_tiles(MatrixBlock("A", "r", "c", 3, 3, 1), PORTS, "diagonal"), "policy 'diagonal'"),
+    (lambda: place_blocks([BlockShape("A", "r", "c", 1, 1, 1)] * 2, PORTS), "repeated: A"),
+    (lambda: place_blocks([BlockShape("A", "r", "c", 0, 3, 1)], PORTS), "block 'A'"),
+    (lambda: split_into_tiles(BlockShape("A", "r", "c", 3, 3, 1), PORTS, "diagonal"), "policy 'diagonal'"),
 ])
 def test_bad_input_is_refused(call, message: str) -> None:
     with pytest.raises(AdmcError, match=message):
@@ -255,6 +254,38 @@ def test_placement_is_deterministic_and_round_trips() -> None:
     assert first == second
     assert json.dumps(first.to_dict()) == json.dumps(second.to_dict())
     assert Placement.from_dict(json.loads(json.dumps(first.to_dict()))) == first
+
+
+def test_program_blocks_are_placed_by_index_and_found_by_name() -> None:
+    rng = np.random.default_rng(3)
+    program_blocks = [MatrixBlock("h1", "x", rng.standard_normal((60, 8)), layer=1),
+                      MatrixBlock("h2", "h1", rng.standard_normal((50, 60)), layer=2),
+                      MatrixBlock("x", "h2", rng.standard_normal((8, 50)), layer=3)]
+    shapes = block_shapes(program_blocks)
+    assert [shape.name for shape in shapes] == [block_name(index) for index in range(3)] == \
+        ["block_0000", "block_0001", "block_0002"]
+    assert [(shape.rows, shape.columns, shape.layer) for shape in shapes] == [(60, 8, 1), (50, 60, 2), (8, 50, 3)]
+    placement = place_blocks(list(reversed(shapes)), PORTS, "packed")  # the given order is what counts
+    for tile in placement.tiles:
+        index = placement.block_index(tile)
+        assert shapes[2 - index].name == tile.block
+    assert block_indices(3) == {"block_0000": 0, "block_0001": 1, "block_0002": 2}
+    stranger = type(placement.tiles[0])(**{**placement.tiles[0].__dict__, "block": "block_0009"})
+    with pytest.raises(AdmcError, match="'block_0009', which is not among the placed blocks"):
+        placement.block_index(stranger)
+
+
+def test_state_groups_and_matrix_blocks_are_defined_once() -> None:
+    """Placement reads the program's own state groups; it has a shape of its own for blocks, not a second
+    ``MatrixBlock``."""
+    repository = Path(__file__).resolve().parent.parent
+    definitions = {name: [] for name in ("StateGroup", "MatrixBlock")}
+    for folder in ("admc", "ir", "passes", "targets"):
+        for path in (repository / folder).rglob("*.py"):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.ClassDef) and node.name in definitions:
+                    definitions[node.name].append(path.relative_to(repository).as_posix())
+    assert definitions == {"StateGroup": ["ir/program.py"], "MatrixBlock": ["ir/program.py"]}
 
 
 def test_check_placement_catches_overlapping_ports() -> None:
@@ -333,7 +364,7 @@ def test_check_routing_catches_a_stray_port() -> None:
 def test_routing_refuses_blocks_that_do_not_match_their_groups() -> None:
     blocks, groups = adm_chain(8, [100, 60])
     placement = place_blocks(blocks, PORTS, "packed")
-    wrong = [StateGroup("x", 0, 8), StateGroup("h1", 8, 99), StateGroup("h2", 107, 60)]
+    wrong = [StateGroup("x", 0, 8, "tanh"), StateGroup("h1", 8, 99, "tanh"), StateGroup("h2", 107, 60, "tanh")]
     with pytest.raises(AdmcError, match="block 'W1' has 100 rows but its row group 'h1' has 99"):
         routing_graph(placement, blocks, wrong)
 

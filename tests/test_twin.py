@@ -22,9 +22,9 @@ from admc.cli import main
 from admc.compiler.driver import build
 from admc.core.errors import ConvergenceError
 from admc.ir.program import CLOSED, block_scale
-from admc.runtime.executor import IdealExecutor
-from admc.targets.aoc.bundle_reader import realised_transmissions, tile_channels
-from admc.targets.aoc.physics import NonIdealities
+from admc.runtime.executor import IdealExecutor, run_ideal
+from admc.targets.aoc.bundle_reader import realised_transmissions, tile_block, tile_channels
+from admc.targets.aoc.nonidealities import NonIdealities
 from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
 
 SOLVERS = ("explicit-euler", "heun", "implicit-euler", "crank-nicolson")
@@ -72,7 +72,7 @@ def module_routing(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     classes = np.full((modules, ports), "fixed", dtype=object)
     groups = {group["name"]: group for group in manifest["layout"]["groups"]}
     for tile in manifest["aoc"]["tiles"]:
-        block = manifest["layout"]["blocks"][int(tile["block"].split("_")[1])]
+        block = tile_block(manifest["layout"], tile)
         first = groups[block["column_group"]]["offset"]
         for offset, column in enumerate(range(tile["column_start"], tile["column_stop"])):
             inputs[tile["module"], tile["input_port_start"] + offset] = first + column
@@ -417,7 +417,6 @@ def test_open_phases_run_held_rows_unrelaxed_when_alpha_is_positive(tmp_path: Pa
     effect off the twin equals the ideal executor (held rows run at gain β/(1 − α), α = 0, in open phases)."""
     import dataclasses
 
-    from admc.runtime.execute import run_ideal
 
     bundle_path = build(Path(__file__).parents[1] / "examples" / "two_moons.onnx", tmp_path / "heun",
                         target="aoc-48", solver="heun", steps=2)

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from admc.targets.aoc.twin import SETTLE_TOLERANCE, AocTwin
+from admc.targets.aoc.twin import AocTwin
+from admc.targets.aoc.twin_phases import SETTLE_TOLERANCE
 
 REPEATS, BATCH, DIMENSION, WINDOW = 5, 32, 2, 80
 

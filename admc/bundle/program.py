@@ -19,7 +19,8 @@ from admc.bundle.program_io import read_program
 from admc.bundle.store import Bundle
 from admc.core.errors import AdmcError
 from admc.ir.program import BlockProgram, Schedule
-from admc.runtime.source_model import Velocity, make_velocity
+from admc.runtime.source_model import make_velocity
+from admc.runtime.velocity import Velocity
 from admc.targets.backends import backend_of_manifest
 
 

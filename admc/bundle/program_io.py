@@ -19,6 +19,7 @@ from admc.ir.program import (
     Schedule,
     StateGroup,
     StaticInjection,
+    block_name,
 )
 from admc.passes.continuous_time import DISCRETE, solver_kind
 
@@ -37,7 +38,7 @@ def program_sections(program: BlockProgram, schedule: Schedule, alpha: np.ndarra
                  "scale_class": block.scale_class, "layer": block.layer,
                  "rows": int(block.matrix.shape[0]), "columns": int(block.matrix.shape[1])}
         if block_arrays:
-            entry["payload"] = f"weights/block_{index:04d}.npy"
+            entry["payload"] = f"weights/{block_name(index)}.npy"
             payloads[entry["payload"]] = npy_bytes(block.matrix)
         blocks.append(entry)
     injections = []
@@ -80,15 +81,20 @@ def program_sections(program: BlockProgram, schedule: Schedule, alpha: np.ndarra
     return sections, payloads
 
 
+def layout_groups(layout: dict) -> list[StateGroup]:
+    """The state groups of a manifest's ``layout`` section (KeyError, TypeError or ValueError when malformed)."""
+    return [StateGroup(entry["name"], int(entry["offset"]), int(entry["size"]), entry["activation"],
+                       bool(entry["held"]), entry["role"], float(entry.get("voltage_scale", 1.0)),
+                       float(entry.get("sigma_gain", 1.0))) for entry in layout["groups"]]
+
+
 def read_program(bundle: Bundle, block_matrices: list[np.ndarray] | None = None
                  ) -> tuple[BlockProgram, Schedule, np.ndarray]:
     """Rebuild the program from a verified bundle (``block_matrices`` overrides the stored blocks)."""
     manifest = bundle.manifest
     try:
         layout = manifest["layout"]
-        groups = [StateGroup(entry["name"], int(entry["offset"]), int(entry["size"]), entry["activation"],
-                             bool(entry["held"]), entry["role"], float(entry.get("voltage_scale", 1.0)),
-                             float(entry.get("sigma_gain", 1.0))) for entry in layout["groups"]]
+        groups = layout_groups(layout)
         blocks = []
         for index, entry in enumerate(layout["blocks"]):
             matrix = block_matrices[index] if block_matrices is not None else bundle.array(entry["payload"])

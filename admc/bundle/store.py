@@ -20,13 +20,13 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from admc.bundle.manifest_schema import check_manifest, expected_arrays
 from admc.core import limits
+from admc.core.atomic import staged_directory
 from admc.core.errors import AdmcError
 from admc.core.safe_files import decode_text, open_directory, read_member
 
@@ -62,29 +62,17 @@ def write_bundle(path: str | Path, manifest: dict, payloads: dict[str, bytes]) -
     path = Path(path)
     if path.exists() and not (path.is_dir() and (path / MANIFEST).is_file()):
         raise AdmcError(f"{path}: exists and is not an admc bundle; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     manifest = dict(manifest)
     manifest["format"] = BUNDLE_FORMAT
     manifest["format_version"] = BUNDLE_VERSION
     manifest["payloads"] = {name: sha256(content) for name, content in sorted(payloads.items())}
     manifest[DIGEST_FIELD] = sha256(canonical_bytes(manifest))
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staged_directory(path) as staging:
         for name, content in payloads.items():
             target = staging / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         (staging / MANIFEST).write_bytes(manifest_bytes(manifest))
-        if path.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, retired / "bundle")
-            os.replace(staging, path)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 
@@ -153,8 +141,6 @@ class Bundle:
     """A verified bundle: its checked manifest and hash-checked, shape-checked payload access."""
 
     def __init__(self, path: str | Path):
-        from admc.bundle.manifest_schema import check_manifest, expected_arrays
-
         self.path = Path(path)
         label = str(self.path / MANIFEST)
         root = open_directory(self.path)

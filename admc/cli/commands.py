@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from admc.cli import options as option
 from admc.cli.errors import OneLineParser, banners_to_stderr, run
 from admc.core import limits
+from admc.core.atomic import write_file_atomically
 from admc.core.errors import AdmcError
 
 
@@ -28,23 +26,10 @@ def _load_noise(path: str) -> np.ndarray:
     return read_npy(path, "noise array", dimensions=2)
 
 
-def _write_atomically(path: str | Path, content: bytes) -> None:
-    """Write via a temporary sibling and rename, so a failure leaves no partial output."""
-    target = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or ".")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(content)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _save_array(path: str, array: np.ndarray) -> None:
     from admc.bundle.store import npy_bytes
 
-    _write_atomically(path, npy_bytes(array))
+    write_file_atomically(path, npy_bytes(array))
 
 
 def _require_run_memory(batch: int, steps: int, channels: int, repeats: int = 1, what: str = "the run") -> None:
@@ -101,16 +86,10 @@ def command_build(arguments: argparse.Namespace) -> int:
 
 
 def command_inspect(arguments: argparse.Namespace) -> int:
-    from admc.bundle.program import check_loaded_files
-    from admc.bundle.store import Bundle
-    from admc.bundle.summary import describe, summary
+    from admc.api.bundle_handle import load
 
-    bundle = Bundle(arguments.bundle)
-    check_loaded_files(bundle)
-    if arguments.json:
-        print(json.dumps(summary(bundle), indent=1, sort_keys=True))
-    else:
-        print(describe(bundle))
+    bundle = load(arguments.bundle)
+    print(json.dumps(bundle.inspect(), indent=1, sort_keys=True) if arguments.json else bundle.describe())
     return 0
 
 
@@ -135,23 +114,17 @@ def command_estimate(arguments: argparse.Namespace) -> int:
 
 def command_reference(arguments: argparse.Namespace) -> int:
     from admc.core.schedule import time_grid
-    from admc.runtime.reference import integrate
-    from admc.runtime.source_model import make_velocity
+    from admc.runtime.condition_options import load_condition_files
+    from admc.runtime.reference import run_reference
 
     noise = _load_noise(arguments.noise)
     grid = _grid(arguments)
     times = time_grid(steps=None if grid is not None else arguments.steps, grid=grid)
     _require_run_memory(noise.shape[0], len(times) - 1, noise.shape[1], what="the reference run")
-    solver = arguments.solver or "implicit-euler"
-    if arguments.condition or arguments.guidance is not None or arguments.null_condition:
-        from admc.runtime.conditional_run import load_condition_files, reference
-
-        result = reference(arguments.model, noise, solver, times, arguments.fp_iterations,
+    result = run_reference(arguments.model, noise, arguments.solver or "implicit-euler", times,
+                           arguments.fp_iterations, arguments.time_input,
                            load_condition_files(arguments.condition or []), arguments.guidance,
-                           arguments.null_condition, arguments.time_input)
-    else:
-        velocity = make_velocity(arguments.model, time_input=arguments.time_input)
-        result = integrate(velocity, noise, solver, times, arguments.fp_iterations)
+                           arguments.null_condition)
     _save_array(arguments.output, result.samples)
     residual = float(np.max(result.residuals, initial=0.0))
     print(f"{result.solver}: {len(times) - 1} steps, {result.function_evaluations} batched evaluations, "
@@ -160,88 +133,23 @@ def command_reference(arguments: argparse.Namespace) -> int:
 
 
 def command_simulate(arguments: argparse.Namespace) -> int:
-    from admc.bundle.program import bundle_program
-    from admc.bundle.store import Bundle
-    from admc.passes.loop_budget import bundle_loop_budget
-    from admc.runtime.execute import run_ideal
-    from admc.targets.backends import backend_of_manifest
+    from admc.api.bundle_handle import load
+    from admc.runtime.condition_options import load_condition_files
 
-    bundle = Bundle(arguments.bundle)
+    bundle = load(arguments.bundle)
     noise = _load_noise(arguments.noise)
-    _require_run_memory(noise.shape[0], len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
-                        getattr(getattr(bundle.target, "timing", None), "repeats", 1),
-                        "the simulation")
-    if arguments.loop_iterations is None and not arguments.ideal:
-        # The twin runs the program's loop budget; the ideal executor iterates to its exact tolerance.
-        arguments.loop_iterations = bundle_loop_budget(bundle.manifest)
-    if bundle.manifest.get("conditions") or arguments.condition or arguments.guidance is not None:
-        from admc.runtime.conditional_run import load_condition_files, simulate
-        from admc.targets.aoc.calibration import read_calibration
-
-        calibration = read_calibration(arguments.calibration) if arguments.calibration else None
-        samples = simulate(bundle, noise, load_condition_files(arguments.condition or []), arguments.guidance,
-                           arguments.ideal, arguments.seed, arguments.loop_iterations, calibration)
-        _save_array(arguments.output, samples)
-        print(f"wrote {arguments.output}")
-        return 0
-    if arguments.ideal:
-        program, schedule, alpha = bundle_program(bundle)
-        if noise.shape[1] != program.state_dimension:
-            raise AdmcError(f"{arguments.noise}: noise has {noise.shape[1]} features, the program's state "
-                            f"has {program.state_dimension}")
-        result = run_ideal(program, schedule, alpha, noise, loop_iterations=arguments.loop_iterations)
-        samples = result.trajectory[-1]
-        iterations = [sum(phases) for phases in result.iterations] or [0]
-        print(f"ideal: {len(schedule.steps)} steps, loop iterations per step {min(iterations)}–"
-              f"{max(iterations)}")
-    else:
-        backend = backend_of_manifest(bundle.manifest, str(bundle.path))
-        if backend is None or backend.simulate is None:
-            raise AdmcError(f"{bundle.path}: target {bundle.manifest['target'].get('name')!r} has no digital "
-                            "twin (use --ideal)")
-        samples = backend.simulate(bundle, noise, arguments)
-    _save_array(arguments.output, samples)
+    manifest = bundle.manifest
+    _require_run_memory(noise.shape[0], len(manifest["phases"]), manifest["layout"]["size"],
+                        getattr(getattr(bundle.target, "timing", None), "repeats", 1), "the simulation")
+    run = bundle.run(noise, load_condition_files(arguments.condition or []), arguments.ideal,
+                     arguments.calibration, arguments.seed, arguments.guidance, arguments.loop_iterations)
+    print(run.description)
+    _save_array(arguments.output, run.samples)
     print(f"wrote {arguments.output}")
     return 0
 
 
-def command_verify(arguments: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from admc.bundle.program import check_loaded_files
-    from admc.bundle.store import Bundle
-    from admc.passes.loop_budget import bundle_loop_budget
-    from admc.verify.chain import verify_bundle
-    from admc.verify.report import write_report
-
-    bundle = Bundle(arguments.bundle)
-    check_loaded_files(bundle)
-    # Repeated readouts multiply the twin's memory on targets that declare them.
-    repeats = arguments.repeats or getattr(getattr(bundle.target, "timing", None), "repeats", 1)
-    _require_run_memory(arguments.samples, len(bundle.manifest["phases"]), bundle.manifest["layout"]["size"],
-                        repeats, "verification")
-    loop_iterations = arguments.loop_iterations
-    if loop_iterations is None:
-        loop_iterations = bundle_loop_budget(bundle.manifest)
-    twin_options = {"mode": arguments.twin_mode, "loop_iterations": loop_iterations,
-                    "repeats": arguments.repeats}
-    if arguments.calibration:
-        from admc.targets.aoc.calibration import read_calibration
-
-        twin_options["calibration"] = read_calibration(arguments.calibration)
-
-    # A status line on a terminal only (tqdm disables itself when stderr is not a TTY), cleared when done.
-    status = tqdm(desc="admc verify", bar_format="{desc}: {postfix}", file=sys.stderr, disable=None, leave=False)
-    try:
-        report = verify_bundle(bundle, arguments.samples, arguments.seed, arguments.tolerance,
-                               twin=not arguments.no_twin, twin_options=twin_options,
-                               twin_ratio=arguments.twin_ratio, twin_nrmse=arguments.twin_nrmse,
-                               progress=status.set_postfix_str)
-    finally:
-        status.close()
-    samples, histories = report.pop("_samples"), report.pop("_histories")
-    for key in [key for key in report if key.startswith("_")]:
-        report.pop(key)
+def _print_verification(report: dict) -> None:
     for link in report["links"]:
         status = "PASS" if link["passed"] else "FAIL"
         if link["tolerance"] is None:
@@ -250,20 +158,45 @@ def command_verify(arguments: argparse.Namespace) -> int:
             bound = f"tolerance {link['tolerance']:.1e}"
         print(f"{status}  {link['link']}: {link['criterion'].replace('_', ' ')} {link['measured']:.3e} "
               f"({bound}), max abs error {link['max_abs_error']:.3e}")
-    for name, values in report.get("distributions", {}).items():
+    for name, values in report["distributions"].items():
         print(f"      {name}: MMD² {values['mmd']:.3e}, W2 {values['wasserstein2']:.4f}")
-    for row in report.get("per_class", []):
+    for row in report["per_class"]:
         twin = f", twin W2 ratio {row['twin_w2_ratio']:.3f}" if "twin_w2_ratio" in row else ""
         print(f"{'PASS' if row['passed'] else 'FAIL'}  class {row['class']} ({row['samples']} samples): ideal "
               f"relative error {row['ideal_relative_error']:.3e}{twin}")
+
+
+def command_verify(arguments: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from admc.api.bundle_handle import load
+    from admc.verify.report import write_report
+
+    bundle = load(arguments.bundle)
+    manifest = bundle.manifest
+    # Repeated readouts multiply the twin's memory on targets that declare them.
+    repeats = arguments.repeats or getattr(getattr(bundle.target, "timing", None), "repeats", 1)
+    _require_run_memory(arguments.samples, len(manifest["phases"]), manifest["layout"]["size"], repeats,
+                        "verification")
+    # A status line on a terminal only (tqdm disables itself when stderr is not a TTY), cleared when done.
+    status = tqdm(desc="admc verify", bar_format="{desc}: {postfix}", file=sys.stderr, disable=None, leave=False)
+    try:
+        result = bundle.verify(arguments.samples, arguments.seed, arguments.tolerance, not arguments.no_twin,
+                               arguments.calibration, arguments.loop_iterations, arguments.twin_mode,
+                               arguments.repeats, arguments.twin_ratio, arguments.twin_nrmse,
+                               progress=status.set_postfix_str)
+    finally:
+        status.close()
+    report = result.to_json()
+    _print_verification(report)
     if arguments.json:
-        _write_atomically(arguments.json, (json.dumps(report, indent=1, sort_keys=True, allow_nan=False)
-                                           + "\n").encode("utf-8"))
+        write_file_atomically(arguments.json, (json.dumps(report, indent=1, sort_keys=True, allow_nan=False)
+                                               + "\n").encode("utf-8"))
     if arguments.report:
-        write_report(arguments.report, report, samples, histories)
+        write_report(arguments.report, result)
         print(f"wrote {arguments.report}/ (verify.json, report.md, samples.png, nrmse.png, residuals.png)")
-    print("verification " + ("passed" if report["passed"] else "FAILED"))
-    return 0 if report["passed"] else 1
+    print("verification " + ("passed" if result.passed else "FAILED"))
+    return 0 if result.passed else 1
 
 
 def make_parser() -> argparse.ArgumentParser:

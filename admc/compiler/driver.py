@@ -1,44 +1,48 @@
 """The compiler driver: source model → graph IR → canonical network → block program → target bundle.
 
 ``load_source`` imports and identifies the model's signature; ``compile_source`` runs the passes for a
-target; ``build`` writes the bundle. The spine (canonicalisation, packing, Δt/phases, time tables) is shared
-and reads only what the target declares (activations, linear channels, solver kinds); the backend the
-target's description names (``admc.targets.backends``) runs the target-specific passes.
+target; ``build`` writes the bundle. Every model runs the same passes: an unconditional model is a model
+with zero conditions (its conditioning interface is empty, its guidance pass the identity). The spine
+(canonicalisation, guidance, packing, Δt/phases, time tables, α) is shared and reads only what the target
+declares (activations, linear channels, solver kinds); the backend the target's description names
+(``admc.targets.backends``) runs the target-specific passes; the manifest's sections are gathered once,
+after every pass ran (``admc.compiler.sections``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from admc import __version__
-from admc.bundle.program_io import program_sections
 from admc.bundle.store import write_bundle
-from admc.compiler import conditional_pass_checks as conditional_checks
 from admc.compiler.backend_passes import run_backend_passes
-from admc.compiler.pass_checks import canonical_check, lowering_check, pack_check
+from admc.compiler.build_options import BuildOptions, target_machine
+from admc.compiler.conditions import build_interface, default_distribution, guide_network
+from admc.compiler.packing import pack_for_target
+from admc.compiler.pass_checks import Probe, canonical_check, guidance_check, lowering_check, pack_check
+from admc.compiler.sections import bundle_contents
 from admc.core.errors import AdmcError
 from admc.core.schedule import time_grid
-from admc.frontends.onnx_import import import_onnx, self_contained_bytes
+from admc.frontends.model_file import open_model
 from admc.frontends.signature import Signature, identify_signature
-from admc.frontends.torch_export import export_module, import_exported_program, load_pt2
-from admc.ir.adm import IDENTITY, AdmNetwork
+from admc.frontends.torch_export import export_module, import_exported_program
+from admc.ir.adm import AdmNetwork
 from admc.ir.graph import Graph
 from admc.ir.program import BlockProgram, Schedule, tabulate_static_injection
-from admc.passes.alpha_selection import AlphaCapabilities, select_alpha
+from admc.passes.alpha_selection import AlphaCapabilities, AlphaSelection, select_alpha
 from admc.passes.canonicalize import canonicalize
 from admc.passes.continuous_time import DISCRETE, solver_kind, tabulation_times
-from admc.passes.fold_input import pack_folded
 from admc.passes.loop_budget import convergence_section
 from admc.passes.manager import PassManager
-from admc.passes.pack import pack_direct
 from admc.passes.step_phases import build_schedule, solver_name
+from admc.runtime.condition_options import parse_condition_options
+from admc.runtime.conditioning import ConditioningInterface
 from admc.targets.backends import backend_of
 from admc.targets.loader import load_target
 
@@ -65,6 +69,7 @@ class CompiledProgram:
     schedule: Schedule
     alpha: np.ndarray
     report: dict = field(default_factory=dict)
+    # The backend's own manifest sections and payloads (its lowering owns them; ``compiler.sections`` gathers).
     extra_sections: dict = field(default_factory=dict)
     extra_payloads: dict[str, bytes] = field(default_factory=dict)
     block_arrays: bool = True
@@ -72,12 +77,17 @@ class CompiledProgram:
     realised_program: BlockProgram | None = None
     # A measured machine to compile for (its backend's calibration object), or None for the nominal target.
     calibration: Any = None
-    # Conditional models: the digital conditioning interface (admc.runtime.condition_drive) and its manifest section.
-    condition_interface: Any = None
+    # The digital conditioning interface (admc.runtime.conditioning) in the spine program's units: empty
+    # for an unconditional model; with the null conditions of guidance and the network before guidance.
+    condition_interface: ConditioningInterface = field(default_factory=ConditioningInterface)
+    null_conditions: dict | None = None
+    canonical_network: AdmNetwork | None = None
     # α selection: the mode (--alpha), whether to build a schedule that no α contracts (--force), the result.
     alpha_mode: str = "auto"
     force: bool = False
     alpha_selection: Any = None
+    # The loop budget and convergence certificates (discrete-time solvers; None for continuous time).
+    convergence: dict | None = None
 
 
 def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgram,
@@ -95,15 +105,8 @@ def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgr
         graph = import_exported_program(model, "<exported program>")
         content, file_format, name = _pt2_bytes(model), "pt2", "model.pt2"
     else:
-        path = Path(model)
-        if path.suffix == ".onnx":
-            graph, file_format = import_onnx(path), "onnx"
-        elif path.suffix == ".pt2":
-            graph, file_format = load_pt2(path), "pt2"
-        else:
-            raise AdmcError(f"{path}: unknown model format '{path.suffix}'; give an .onnx or a .pt2 file")
-        content = self_contained_bytes(path) if file_format == "onnx" else path.read_bytes()
-        name = path.name
+        opened = open_model(model)
+        graph, file_format, content, name = opened.graph, opened.format, opened.content, Path(model).name
     if len(graph.outputs) != 1:
         raise AdmcError(f"{graph.source}: expected 1 output (the velocity [B, d]), found {len(graph.outputs)}")
     signature = identify_signature(graph.inputs, graph.source, time_input, tuple(condition_inputs))
@@ -118,13 +121,6 @@ def _pt2_bytes(program: torch.export.ExportedProgram) -> bytes:
     return buffer.getvalue()
 
 
-def pack_for_target(network: AdmNetwork, linear_channels: bool) -> BlockProgram:
-    """Direct layout when the state can sit in the loop as it is read; the fold-input rewrite otherwise."""
-    if IDENTITY in network.state_activations() and not linear_channels:
-        return pack_folded(network)
-    return pack_direct(network)
-
-
 def check_solver(solver: str, target: Any) -> str:
     """The canonical solver name, if the target's machine runs that kind of solver (discrete or continuous)."""
     canonical = solver_name(solver)
@@ -134,80 +130,62 @@ def check_solver(solver: str, target: Any) -> str:
     return canonical
 
 
-def compile_source(source: SourceModel, target: Any, solver: str | None = None, steps: int | None = 16,
-                   grid: np.ndarray | None = None, fp_iterations: int | None = None,
-                   layout: str = "auto", passes: PassManager | None = None,
-                   calibration: Any = None, guidance: float | None = None,
-                   null_conditions: dict | None = None, distributions: dict | None = None,
-                   alpha: str = "auto", force: bool = False) -> CompiledProgram:
-    """Run the passes; ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them.
-    ``solver`` None takes the target's default; ``calibration``: a measured machine to compile for (read by
-    the target's backend). Conditional models: ``guidance`` W with ``null_conditions`` builds the
-    classifier-free-guided loop; ``distributions`` declares how ``verify`` draws conditions
-    (admc.compiler.conditional_build). ``alpha`` is the α mode (auto | global | min | path of a .npy table); ``force``
-    builds a schedule whose loops no α in range makes contract."""
+def _select_alpha(passes: PassManager, program: BlockProgram, schedule: Schedule, target: Any,
+                  options: BuildOptions) -> AlphaSelection | None:
+    """α for the loops of a discrete-time program (before anything runs them, state-scaling calibration
+    included); a continuous-time program has no loop to relax."""
+    if solver_kind(schedule.solver) != DISCRETE:
+        return None
+    return passes.run("α selection", select_alpha, program, schedule, AlphaCapabilities.of(target), options.alpha,
+                      None, None, options.force)
+
+
+def _convergence(passes: PassManager, compiled: CompiledProgram) -> dict | None:
+    if compiled.alpha_selection is None:
+        return None
+    timing = getattr(compiled.target, "timing", None)
+    return passes.run("convergence certificates and loop budget", convergence_section,
+                      compiled.realised_program or compiled.program, compiled.schedule, compiled.alpha,
+                      compiled.target.loop.settle_tolerance, getattr(timing, "loop_iteration_s", None),
+                      compiled.alpha_selection.report())
+
+
+def compile_source(source: SourceModel, target: Any, options: BuildOptions | None = None,
+                   passes: PassManager | None = None) -> CompiledProgram:
+    """Run the passes for ``target`` with ``options`` (``BuildOptions``; its source options are
+    ``load_source``'s); ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them."""
+    options = options or BuildOptions()
     passes = passes or PassManager()
-    solver = check_solver(target.default_solver if solver is None else solver, target)
-    backend = backend_of(target)
-    conditional = bool(source.signature.conditions)
-    probe = None
-    if conditional and passes.verify:
-        from admc.compiler.conditional_build import default_distribution
-        from admc.compiler.conditional_pass_checks import ConditionalProbe
-
-        probe = ConditionalProbe(source.graph, source.signature,
-                                 default_distribution(source.graph, source.signature, distributions or {},
-                                                      null_conditions), null_conditions)
-    canonical = conditional_checks.canonical_check(probe) if conditional else canonical_check(source.graph)
-    network = passes.run("canonicalise", canonicalize, source.graph, tuple(target.activations),
-                         f"target '{target.name}'", check=canonical)
-    unguided = network
-    if conditional or guidance is not None or null_conditions:
-        from admc.compiler.conditional_build import prepare_network
-
-        network = passes.run("condition interface and guidance", prepare_network, network, source.signature,
-                             guidance, null_conditions,
-                             check=conditional_checks.guidance_check(probe, guidance) if conditional else None)
+    solver = check_solver(target.default_solver if options.solver is None else options.solver, target)
+    null, declared = parse_condition_options(source.signature.conditions, options.null_conditions,
+                                             options.distributions)
+    distribution = default_distribution(source.graph, source.signature, declared or {}, null)
+    probe = Probe(source.graph, source.signature, distribution, null)
+    canonical = passes.run("canonicalise", canonicalize, source.graph, tuple(target.activations),
+                           f"target '{target.name}'", check=canonical_check(probe))
+    network = passes.run("condition interface and guidance", guide_network, canonical, source.signature,
+                         options.guidance, null, check=guidance_check(probe, options.guidance))
     program = passes.run("pack", pack_for_target, network, bool(target.linear_channels),
-                         check=conditional_checks.pack_check(probe, network, guidance) if conditional
-                         else pack_check(network))
-    times = time_grid(steps=None if grid is not None else steps, grid=grid)
-    schedule = passes.run("solver phases and Δt", build_schedule, solver, times, fp_iterations)
+                         check=pack_check(probe, network, options.guidance))
+    times = time_grid(steps=None if options.grid is not None else options.steps, grid=options.grid)
+    schedule = passes.run("solver phases and Δt", build_schedule, solver, times, options.fp_iterations)
     program.static_table = passes.run("static injection table", tabulate_static_injection, program,
                                       tabulation_times(schedule))
-    # Loops (discrete solvers) get α before anything runs them (state-scaling calibration included); a
-    # continuous-time program has no loop to relax.
-    discrete = solver_kind(schedule.solver) == DISCRETE
-    selection = None
-    if discrete:
-        selection = passes.run("α selection", select_alpha, program, schedule, AlphaCapabilities.of(target),
-                               alpha, None, None, force)
-    compiled = CompiledProgram(source, target, network, program, schedule,
-                               selection.alpha if selection is not None else np.zeros(program.size),
-                               alpha_mode=alpha, force=force, alpha_selection=selection)
+    selection = _select_alpha(passes, program, schedule, target, options)
+    compiled = CompiledProgram(
+        source, target, network, program, schedule,
+        selection.alpha if selection is not None else np.zeros(program.size),
+        calibration=target_machine(target, options.calibration),
+        condition_interface=build_interface(network, program, source.signature, options.guidance, distribution),
+        null_conditions=null, canonical_network=canonical, alpha_mode=options.alpha, force=options.force,
+        alpha_selection=selection)
     compiled.report = spine_report(compiled)
-    compiled.calibration = calibration
-    if conditional:
-        from admc.compiler.conditional_build import build_interface, default_distribution
-
-        distribution = default_distribution(source.graph, source.signature, distributions or {}, null_conditions)
-        compiled.condition_interface = build_interface(network, program, source.signature, guidance, distribution)
-        unguided_program = pack_for_target(unguided, bool(target.linear_channels)) if guidance is not None else None
+    backend = backend_of(target)
     if backend is not None:
-        check = (conditional_checks.lowering_check(probe, program, compiled.alpha, schedule,
-                                                   compiled.condition_interface) if conditional
-                 else lowering_check(program, compiled.alpha, schedule))
-        compiled = run_backend_passes(backend, compiled, layout, passes, check)
-    if conditional:
-        from admc.compiler.conditional_build import attach_conditions
-
-        attach_conditions(compiled, unguided_program, null_conditions)
-    if discrete:
-        timing = getattr(target, "timing", None)
-        compiled.extra_sections["convergence"] = passes.run(
-            "convergence certificates and loop budget", convergence_section,
-            compiled.realised_program or compiled.program, schedule, compiled.alpha, target.loop.settle_tolerance,
-            getattr(timing, "loop_iteration_s", None), compiled.alpha_selection.report())
+        compiled = run_backend_passes(backend, compiled, options.layout, passes,
+                                      lowering_check(probe, program, compiled.alpha, schedule,
+                                                     compiled.condition_interface))
+    compiled.convergence = _convergence(passes, compiled)
     return compiled
 
 
@@ -228,55 +206,20 @@ def spine_report(compiled: CompiledProgram) -> dict:
 
 
 def emit_bundle(compiled: CompiledProgram, output: str | Path) -> Path:
-    sections, payloads = program_sections(compiled.program, compiled.schedule, compiled.alpha,
-                                          block_arrays=compiled.block_arrays)
-    source_path = f"source/model.{compiled.source.format}"
-    payloads[source_path] = compiled.source.content
-    payloads.update(compiled.extra_payloads)
-    signature = compiled.source.signature
-    manifest = {
-        "admc_version": __version__,
-        "target": compiled.target.to_dict(),
-        "source": {"payload": source_path, "format": compiled.source.format, "name": compiled.source.name,
-                   "sha256": compiled.source.sha256, "state_input": signature.state_input,
-                   "time_input": signature.time_input, "state_dimension": signature.state_dimension},
-        "report": compiled.report,
-        **sections,
-        **compiled.extra_sections,
-    }
-    return write_bundle(output, manifest, payloads)
+    """Write the bundle of a compiled program (its sections gathered by ``compiler.sections``)."""
+    return write_bundle(output, *bundle_contents(compiled))
 
 
-def build(model: str | Path | torch.nn.Module, output: str | Path, target: str | Path = "aoc-48",
-          solver: str | None = None, steps: int | None = 16, grid: np.ndarray | None = None,
-          time_input: str | None = None, fp_iterations: int | None = None, layout: str = "auto",
-          example_inputs: tuple | None = None, passes: PassManager | None = None,
-          calibration: str | Path | None = None,
-          condition_inputs: tuple[str, ...] | list[str] = (), guidance: float | None = None,
-          null_conditions: dict | list[str] | None = None, distributions: dict | list[str] | None = None,
-          alpha: str = "auto", force: bool = False) -> Path:
-    """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path (``solver`` None:
-    the target's default). ``calibration``: a measured machine's calibration file to compile for, read by the
-    target's backend (the AOC's: the makers' format). ``alpha``: the α mode (auto | global | min | .npy table);
-    ``force``: build a schedule whose loops no α in range makes contract.
-
-    Conditional models: ``condition_inputs`` names inputs beyond x and t; ``guidance`` W with
-    ``null_conditions`` (``{name: value}`` or ``["NAME=VALUE", ...]``) builds classifier-free guidance;
-    ``distributions`` (``{name: {"kind": ...}}`` or ``["NAME=uniform:K", ...]``) declares verify's draws.
-    """
+def build(model: str | Path | torch.nn.Module, output: str | Path, target: str | Path = "aoc-48", *,
+          passes: PassManager | None = None, **options: Any) -> Path:
+    """Compile ``model`` for ``target`` and write the bundle at ``output``; returns its path. ``options``
+    are :class:`BuildOptions`' fields as keywords (``solver``, ``steps``, ``grid``, ``time_input``,
+    ``fp_iterations``, ``layout``, ``example_inputs``, ``calibration``, ``condition_inputs``, ``guidance``,
+    ``null_conditions``, ``distributions``, ``alpha``, ``force``; an unknown one is refused naming it);
+    ``passes`` records the passes' times and checks them in verify mode."""
+    settings = BuildOptions.of(options)
     target_description = load_target(target)
-    machine = None
-    if calibration is not None:
-        backend = backend_of(target_description)
-        if backend is None or backend.read_calibration is None:
-            raise AdmcError(f"--calibration {calibration}: target '{target_description.name}' takes no "
-                            "calibration file")
-        machine = backend.read_calibration(calibration)
-    source = load_source(model, example_inputs, time_input, condition_inputs)
-    if null_conditions is not None or distributions is not None:
-        from admc.compiler.conditional_build import parse_condition_options
-
-        null_conditions, distributions = parse_condition_options(source.signature, null_conditions, distributions)
-    compiled = compile_source(source, target_description, solver, steps, grid, fp_iterations, layout, passes,
-                              machine, guidance, null_conditions, distributions, alpha, force)
-    return emit_bundle(compiled, output)
+    # A calibration file is read (and refused) before the model is.
+    settings = replace(settings, calibration=target_machine(target_description, settings.calibration))
+    source = load_source(model, settings.example_inputs, settings.time_input, settings.condition_inputs)
+    return emit_bundle(compile_source(source, target_description, settings, passes), output)

@@ -4,7 +4,7 @@ Guarantees: :func:`one_line` turns any message into a single printable line — 
 tabs, escape sequences, other non-printables) are escaped as ``\\n``, ``\\x1b``…, any single word longer than
 :data:`LONGEST_WORD` characters (a 20,000-character node name) is shortened with an ellipsis in its middle,
 and the whole line is capped at :data:`LONGEST_MESSAGE` characters — so a hostile name cannot make a
-multi-line or screen-filling message.
+multi-line or screen-filling message. :func:`error_text` quotes a caught library error's message on one line.
 """
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ def shorten(text: str, limit: int) -> str:
     keep = max(limit - 1, 2)
     head = keep - keep // 3
     return f"{text[:head]}…{text[len(text) - (keep - head):]}"
+
+
+def error_text(error: BaseException) -> str:
+    """A caught library error's message with its whitespace collapsed onto one line (its type's name when the
+    message is empty), to quote in an AdmcError."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def one_line(message: object) -> str:

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from admc.core import limits
+from admc.core.array_files import read_npy
 from admc.core.errors import AdmcError
+from admc.core.safe_files import read_text
 
 
 def _validate_grid(values: np.ndarray, source: str) -> np.ndarray:
@@ -55,10 +58,6 @@ def time_grid(
 def load_grid(path: str | Path) -> np.ndarray:
     """Read a time grid from a .npy file (never pickled objects) or a whitespace/comma separated text file
     (regular files of bounded size only; see ``admc.core.safe_files``)."""
-    from admc.core import limits
-    from admc.core.array_files import read_npy
-    from admc.core.safe_files import read_text
-
     path = Path(path)
     if path.suffix == ".npy":
         values = read_npy(path, "time grid", dimensions=1)

@@ -25,8 +25,8 @@ ITERATION_SOURCES = ("budget", "measured", "certified")
 # Digital FLOPs of one network evaluation: 2 per weight (multiply-add) and 3 per channel (bias, time term, tanh).
 FLOPS_PER_WEIGHT = 2
 FLOPS_PER_CHANNEL = 3
-PAPER_STEP_SECONDS = (10e-6, 15e-6)  # seeds/002 Results: 10-15 µs per diffusion step on the prototype
-PAPER_PROJECTED_GAIN = 100.0  # seeds/002 Discussion: > 100× (100× per operation × 1-2× algorithmic)
+PAPER_STEP_SECONDS = (10e-6, 15e-6)  # the paper (docs/design.md, Sources): 10-15 µs per step on the prototype
+PAPER_PROJECTED_GAIN = 100.0  # the paper, Discussion: > 100× (100× per operation × 1-2× algorithmic)
 
 
 def _figure(target: Any, name: str, label: str) -> Any:
@@ -312,7 +312,7 @@ def paper_comparison(result: dict) -> list[str]:
 
 def _rram_paper_comparison(result: dict) -> list[str]:
     gain = result["gain"]
-    return [f"paper (seeds/000, RRAM solver): 69× / 116.5× faster and 31.5 % / 52 % less energy than its GPU "
+    return [f"paper (Yang et al. 2026, RRAM solver): 69× / 116.5× faster and 31.5 % / 52 % less energy than its GPU "
             f"baseline; this estimate: {gain['latency']:.3g}× latency, energy {gain['energy']:.3g}× (GPU at peak "
             f"FLOP efficiency) to {gain['energy_batch1']:.3g}× (batch-1 power × latency)",
             "  the figures here are assumptions (the seed gives only ratios); the program's time is the build's "

@@ -22,7 +22,7 @@ import onnx
 from onnx import external_data_helper, numpy_helper
 
 from admc.core import limits
-from admc.core.errors import AdmcError
+from admc.core.errors import AdmcError, error_text
 from admc.core.safe_files import check_regular
 from admc.ir.graph import Graph, GraphInput, Op
 
@@ -58,26 +58,18 @@ def _attributes(node: onnx.NodeProto) -> dict:
     return values
 
 
-_INTEGER_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
-
-
-def _input_shape(value_info: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
+def graph_input(value_info: onnx.ValueInfoProto) -> GraphInput:
+    """A graph input with its declared shape (a named dynamic size as its name, an unnamed one as None)."""
     tensor_type = value_info.type.tensor_type
-    if not tensor_type.HasField("shape"):
-        return ()
     shape: list[int | str | None] = []
-    for dimension in tensor_type.shape.dim:
+    for dimension in tensor_type.shape.dim if tensor_type.HasField("shape") else ():
         if dimension.HasField("dim_value"):
             shape.append(int(dimension.dim_value))
         elif dimension.HasField("dim_param"):
             shape.append(dimension.dim_param)
         else:
             shape.append(None)
-    return tuple(shape)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    return GraphInput(value_info.name, tuple(shape), tensor_type.elem_type in INTEGER_TYPES)
 
 
 def load_onnx_model(path: str | Path) -> onnx.ModelProto:
@@ -89,13 +81,13 @@ def load_onnx_model(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except Exception as error:  # onnx raises several unrelated types for damaged files
-        raise AdmcError(f"{path}: not a readable ONNX model ({_one_line(error)})") from None
+        raise AdmcError(f"{path}: not a readable ONNX model ({error_text(error)})") from None
     check_graph(model.graph, path)  # first: its messages name the initializer or node admc objects to
     try:
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as error:
-        raise AdmcError(f"{path}: not a valid ONNX model ({_one_line(error)})") from None
+        raise AdmcError(f"{path}: not a valid ONNX model ({error_text(error)})") from None
     return model
 
 
@@ -173,8 +165,5 @@ def import_onnx(path: str | Path) -> Graph:
         if node.domain not in ("", "ai.onnx"):
             raise AdmcError(f"{path}: node '{name}' op {node.domain}.{node.op_type}: custom operator domain")
         ops.append(Op(name, node.op_type, tuple(node.input), tuple(node.output), attributes, node.op_type))
-    inputs = [
-        GraphInput(value.name, _input_shape(value), value.type.tensor_type.elem_type in _INTEGER_TYPES)
-        for value in graph.input if value.name not in constants
-    ]
+    inputs = [graph_input(value) for value in graph.input if value.name not in constants]
     return Graph(ops, inputs, [value.name for value in graph.output], constants, str(path))

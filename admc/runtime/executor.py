@@ -7,6 +7,9 @@ the feed-forward pass (``open_iterations`` applications; longer when α > 0, unt
 iterate to a fixed point (relative change ≤ ``tolerance``) or exactly ``loop_iterations`` times when a
 budget is given. A loop that does not settle raises ``ConvergenceError`` naming the step, the phase and
 the residual. Only the stored blocks are multiplied: cost is proportional to the non-zero blocks.
+``run_ideal`` runs a program for its schedule on the executor its solver needs: discrete solvers on this loop
+executor, the ``continuous`` solver on the adaptive continuous-time integration (``admc.runtime.continuous``);
+either way the ``ExecutionResult``'s trajectory holds the state at the schedule's grid points.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from admc.core.errors import ConvergenceError
+from admc.core.errors import AdmcError, ConvergenceError
 from admc.ir.adm import activate, is_activation
 from admc.ir.program import (
     CLOSED,
@@ -28,6 +31,8 @@ from admc.ir.program import (
     block_scale,
     phase_vectors,
 )
+from admc.passes.continuous_time import CONTINUOUS, solver_kind
+from admc.runtime.continuous import run_program_continuous
 
 DEFAULT_TOLERANCE = 1e-13
 DEFAULT_MAX_ITERATIONS = 100_000
@@ -254,3 +259,16 @@ def _check_progress(step: int, phase: int, loop: str, count: int, residual: floa
         raise ConvergenceError(f"step {step}, phase {phase} ({loop} loop): not settled after {count} "
                                f"iterations (relative change {residual:.3e}); the step may be too large "
                                "for the fixed point to contract")
+
+
+def run_ideal(program: BlockProgram, schedule: Schedule, alpha: np.ndarray | None, noise: np.ndarray,
+              drive=None, **options) -> ExecutionResult:
+    """The ideal execution of ``program`` for ``schedule`` on noise [B, d]. ``drive``: a conditional program's
+    per-sample injection (``phase -> [B, n]``), or None; ``options`` are the loop executor's (tolerance,
+    loop_iterations, record_residuals...)."""
+    if solver_kind(schedule.solver) == CONTINUOUS:
+        if drive is not None:
+            raise AdmcError("conditional programs run on discrete-time solvers only (the continuous executor "
+                            "has no per-sample condition drive)")
+        return ExecutionResult(run_program_continuous(program, schedule.grid, noise))
+    return IdealExecutor(program, alpha, **options).run(schedule, noise, drive)

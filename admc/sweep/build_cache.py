@@ -17,12 +17,11 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import inspect
 import io
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import yaml
 
 from admc import __version__
+from admc.core.atomic import staged_directory
 from admc.core.errors import AdmcError, ConvergenceError
 from admc.sweep.spec import canonical_json
 
@@ -56,21 +56,21 @@ def point_reference(bundle, samples: int, seed: int) -> dict:
     from admc.verify.metrics import gaussian_baseline, wasserstein2
 
     chain = verify_ideal_chain(bundle, samples, seed)
-    reference = chain["_trajectories"]["reference"]
+    reference = chain.trajectories["reference"]
     gaussian = gaussian_baseline(reference[-1], reference.shape[1], seed + 1)
     report = bundle.manifest.get("report", {})
     timing = bundle.manifest["target"].get("timing", {})
     return {
-        "noise": chain["_noise"],
+        "noise": chain.noise,
         "reference": reference,
-        "ideal": chain["_trajectories"]["ideal"],
+        "ideal": chain.trajectories["ideal"],
         "summary": {
-            "ideal_passed": bool(chain["passed"]),
-            "ideal_failures": [link["link"] for link in chain["links"] if not link["passed"]],
+            "ideal_passed": bool(chain.passed),
+            "ideal_failures": [link.name for link in chain.links if not link.passed],
             "w2_gaussian": float(wasserstein2(gaussian, reference[-1])),
             "modules_used": int(report.get("modules_used", 0)),
             "state_channels": int(report.get("state_channels", 0)),
-            "steps": len(chain["_trajectories"]["reference"]) - 1,
+            "steps": len(chain.trajectories["reference"]) - 1,
             "loop_iteration_s": float(timing.get("loop_iteration_s", 0.0)),
             "latency_s": report.get("latency_s"),  # a build's own estimate, where the target gives one
             "energy_j": report.get("energy_j"),
@@ -84,7 +84,7 @@ def build_point(source_bytes: bytes | None, source_name: str, target: dict | Non
     import torch
 
     from admc.bundle.store import Bundle
-    from admc.compiler.driver import build
+    from admc.compiler.driver import BuildOptions, build
 
     torch.set_num_threads(1)  # one task per CPU; also keeps reductions identical wherever it runs
     with tempfile.TemporaryDirectory(prefix="admc-sweep-build-") as directory:
@@ -96,7 +96,7 @@ def build_point(source_bytes: bytes | None, source_name: str, target: dict | Non
                 model.write_bytes(source_bytes)
                 target_file = work / "target.yaml"
                 target_file.write_text(yaml.safe_dump(target, sort_keys=False), encoding="utf-8")
-                accepted = inspect.signature(build).parameters
+                accepted = {entry.name for entry in dataclasses.fields(BuildOptions)}
                 keywords = {name: options[name] for name in BUILD_OPTIONS if name in options and name in accepted}
                 build(model, work / "bundle", target=target_file, **keywords)
                 files = _bundle_files(work / "bundle")
@@ -128,9 +128,7 @@ def store(directory: Path, key: str, outcome: dict) -> None:
     final = directory / key
     if final.exists():
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=directory))
-    try:
+    with staged_directory(final, keep_existing=True) as staging:
         if outcome["status"] == OK:
             for name, content in outcome["files"].items():
                 (staging / "bundle" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -140,10 +138,6 @@ def store(directory: Path, key: str, outcome: dict) -> None:
             (staging / "reference.npz").write_bytes(buffer.getvalue())
         record = {"status": outcome["status"], "reason": outcome["reason"], "summary": outcome.get("summary")}
         (staging / "point.json").write_text(json.dumps(record, sort_keys=True, indent=1) + "\n")
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def load(directory: Path, key: str) -> dict | None:
@@ -168,16 +162,8 @@ def materialise_bundle(key: str, files: dict[str, bytes]) -> Path:
     final = root / f"{key[:32]}-{hashlib.sha256(files['manifest.json']).hexdigest()[:16]}"
     if (final / "manifest.json").is_file():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=root))
-    try:
+    with staged_directory(final, keep_existing=True) as staging:
         for name, content in files.items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(content)
-        os.replace(staging, final)
-    except OSError:
-        if not (final / "manifest.json").is_file():  # not "another worker installed it first"
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return final

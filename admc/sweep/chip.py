@@ -1,7 +1,8 @@
 """One chip of one point: its twin run, judged by the verify links, as one row of the results table.
 
 Requires: the point's bundle directory and reference data (``build_cache.point_reference``), the chip's
-non-idealities overrides and seed, the twin options and the pass criterion.
+non-idealities overrides and seed, the twin options and the pass criterion; the bundle's target backend
+declares a twin for a chip (``TargetBackend.make_twin``: ``check_points`` refuses a target without one).
 Guarantees: :func:`run_chip` returns the metric columns of :data:`admc.sweep.results.COLUMNS` for the chip.
 The pass decision is ``admc verify``'s: the ideal chain's links pass, W2(twin, reference) is at most
 ``twin_ratio`` × W2(Gaussian fit, reference), and, when ``twin_nrmse`` is set, the twin's worst per-step
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from admc.core.errors import AdmcError, ConvergenceError
+from admc.targets.backends import backend_of_manifest
 
 OK, DIVERGED, ERROR = "ok", "diverged", "error"
 NAN = float("nan")
@@ -34,13 +36,15 @@ def run_chip(bundle_directory: Path, reference: dict, overrides: dict, seed: int
     import torch
 
     from admc.bundle.store import Bundle
-    from admc.sweep.twins import run_twin
     from admc.verify.metrics import mmd, nrmse, per_step_nrmse, wasserstein2
 
     torch.set_num_threads(1)
     summary = reference["summary"]
     try:
-        twin, result = run_twin(Bundle(bundle_directory), reference["noise"], overrides, seed, twin_options)
+        bundle = Bundle(bundle_directory)
+        backend = backend_of_manifest(bundle.manifest, str(bundle.path))
+        twin = backend.make_twin(bundle, overrides, seed, twin_options)
+        result = twin.run(reference["noise"])
         samples = result.trajectory[-1]
         target = reference["reference"]
         if not np.all(np.isfinite(samples)):

@@ -15,8 +15,8 @@ Guarantees:
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import sys
 import time
 from collections import deque
@@ -24,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from admc.core.atomic import write_file_atomically
 from admc.core.errors import AdmcError
+from admc.frontends.model_file import model_content, model_format
 from admc.sweep import build_cache
 from admc.sweep.chip import failed_metrics, run_chip
 from admc.sweep.cluster import cluster_cpus, ray_session
@@ -70,22 +72,16 @@ def _prepare_directory(spec: SweepSpec, directory: Path, file_format: str) -> No
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise AdmcError(f"{directory}: exists and is not a sweep's results directory; give a new directory")
     directory.mkdir(parents=True, exist_ok=True)
-    temporary = directory / f".{SPEC_RECORD}.partial"
-    temporary.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    os.replace(temporary, record_path)
+    write_file_atomically(record_path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def _source(spec: SweepSpec) -> tuple[bytes | None, dict | None, str, str]:
     """(model bytes, bundle files, name, sha256 of the source)."""
-    import hashlib
-
     if spec.is_bundle:
         files = {str(path.relative_to(spec.source)): path.read_bytes()
                  for path in sorted(spec.source.rglob("*")) if path.is_file()}
         return None, files, spec.source.name, hashlib.sha256(files["manifest.json"]).hexdigest()
-    from admc.frontends.onnx_import import self_contained_bytes
-
-    content = self_contained_bytes(spec.source) if spec.source.suffix == ".onnx" else spec.source.read_bytes()
+    content = model_content(spec.source, model_format(spec.source))
     return content, None, spec.source.name, hashlib.sha256(content).hexdigest()
 
 
@@ -101,20 +97,40 @@ def _warn(message: str) -> None:
     print(f"admc sweep: {message}", file=sys.stderr, flush=True)
 
 
-class _Progress:
-    def __init__(self, total: int, initial: int, enabled: bool):
+class _Rows:
+    """Where finished rows go: counted, shown on the progress bar, flushed as part files every ``flush_rows`` rows
+    or ``flush_seconds`` (and on :meth:`close`), and handed to ``on_row``."""
+
+    def __init__(self, directory: Path, total: int, initial: int, progress: bool, flush_rows: int,
+                 flush_seconds: float, on_row: Callable[[dict], None] | None):
+        self.writer = PartWriter(directory)
+        self.buffer: list[dict] = []
+        self.last_flush = time.monotonic()
+        self.flush_rows, self.flush_seconds, self.on_row = flush_rows, flush_seconds, on_row
+        self.run = self.passed = self.failed = 0
         self.bar = None
-        if enabled:
+        if progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, unit="chip", file=sys.stderr, dynamic_ncols=True)
 
-    def update(self, passed: int, failed: int) -> None:
+    def emit(self, row: dict) -> None:
+        self.buffer.append(row)
+        self.run += 1
+        self.passed += bool(row["passed"])
+        self.failed += not row["passed"]
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(passed=passed, failed=failed, refresh=False)
+            self.bar.set_postfix(passed=self.passed, failed=self.failed, refresh=False)
+        if len(self.buffer) >= self.flush_rows or time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.writer.write(self.buffer)
+            self.buffer.clear()
+            self.last_flush = time.monotonic()
+        if self.on_row is not None:
+            self.on_row(row)
 
     def close(self) -> None:
+        self.writer.write(self.buffer)
         if self.bar is not None:
             self.bar.close()
 
@@ -134,94 +150,16 @@ def run_sweep(spec: SweepSpec, directory: str | Path, *, workers: int | None = N
     todo = {index: chips for index, chips in todo.items() if chips}
     rows_run = passed = lost = 0
     if todo:
-        source_bytes, bundle_files, name, digest = _source(spec)
-        keys: dict[str, list[Point]] = {}
-        targets: dict[str, dict | None] = {}
-        for point in points:
-            if point.index not in todo:
-                continue
-            target = None if spec.is_bundle else build_target(spec, point)
-            key = build_cache.build_key(digest, name, target, point.build, spec.raw.samples, spec.raw.seed)
-            keys.setdefault(key, []).append(point)
-            targets[key] = target
-        writer = PartWriter(directory)
-        buffer: list[dict] = []
-        last_flush = time.monotonic()
-        bar = _Progress(total, total - sum(len(chips) for chips in todo.values()), progress)
-        failed = 0
-
-        def emit(row: dict) -> None:
-            nonlocal last_flush, rows_run, passed, failed
-            buffer.append(row)
-            rows_run += 1
-            passed += bool(row["passed"])
-            failed += not row["passed"]
-            bar.update(passed, failed)
-            if len(buffer) >= flush_rows or time.monotonic() - last_flush >= flush_seconds:
-                writer.write(buffer)
-                buffer.clear()
-                last_flush = time.monotonic()
-            if on_row is not None:
-                on_row(row)
-
-        builds_directory = directory / BUILDS
+        source = _source(spec)
+        keys, targets = _builds(spec, points, todo, source)
+        rows = _Rows(directory, total, total - sum(len(chips) for chips in todo.values()), progress, flush_rows,
+                     flush_seconds, on_row)
         try:
             with ray_session(workers, address) as ray:
-                remote_build = ray.remote(num_cpus=1)(build_cache.build_point)
-                remote_chip = ray.remote(num_cpus=1)(chip_task)
-                source_ref = ray.put(source_bytes) if source_bytes is not None else None
-                bundle_ref = ray.put(bundle_files) if bundle_files is not None else None
-                pending_builds: dict = {}
-                ready_builds: list[tuple[str, dict]] = []
-                for key in keys:
-                    cached = build_cache.load(builds_directory, key)
-                    if cached is not None:
-                        ready_builds.append((key, cached))
-                    else:
-                        reference = keys[key][0]
-                        task = remote_build.remote(source_ref, name, targets[key], reference.build,
-                                                   spec.raw.samples, spec.raw.seed, bundle_ref)
-                        pending_builds[task] = key
-                queue: deque = deque()
-                in_flight: dict = {}
-                limit = 2 * cluster_cpus(ray)
-                while pending_builds or ready_builds or queue or in_flight:
-                    for key, outcome in ready_builds:
-                        build_cache.store(builds_directory, key, outcome)
-                        queue.extend(_chips(spec, keys[key], todo, key, outcome, ray))
-                    ready_builds.clear()
-                    while queue and len(in_flight) < limit:
-                        item = queue.popleft()
-                        if item[0] == "row":
-                            emit(item[1])
-                            continue
-                        _, point, chip, seed, drawn, key, arguments, summary = item
-                        in_flight[remote_chip.remote(*arguments)] = (point, chip, seed, drawn, key, summary)
-                    waiting = list(pending_builds) + list(in_flight)
-                    if not waiting:
-                        continue
-                    ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
-                    for reference in ready:
-                        if reference in pending_builds:
-                            key = pending_builds.pop(reference)
-                            try:
-                                ready_builds.append((key, ray.get(reference)))
-                            except ray.exceptions.RayError as error:  # a lost worker, not the build's answer
-                                lost += sum(len(todo[point.index]) for point in keys[key])
-                                _warn(f"build {key[:12]} lost ({type(error).__name__}); its chips are not run")
-                            continue
-                        point, chip, seed, drawn, key, summary = in_flight.pop(reference)
-                        try:
-                            metrics = ray.get(reference)
-                        except ray.exceptions.RayError as error:
-                            # Not the chip's result (a worker died, a node left): no row, so a resume retries it.
-                            lost += 1
-                            _warn(f"point {point.index} chip {chip} lost ({type(error).__name__})")
-                            continue
-                        emit(_row(point, chip, seed, drawn, key, metrics, summary))
+                lost = _run_on_ray(ray, spec, source, keys, targets, todo, rows, directory / BUILDS)
         finally:
-            writer.write(buffer)
-            bar.close()
+            rows.close()
+        rows_run, passed = rows.run, rows.passed
     results = consolidate(directory, file_format) if (todo or not final_path(directory, file_format).is_file()) \
         else final_path(directory, file_format)
     wall = time.perf_counter() - started
@@ -229,6 +167,90 @@ def run_sweep(spec: SweepSpec, directory: str | Path, *, workers: int | None = N
         log.write(json.dumps({"wall_s": round(wall, 3), "rows_run": rows_run, "workers": workers,
                               "address": address}) + "\n")
     return SweepSummary(results, total, rows_run, passed, wall, lost)
+
+
+def _builds(spec: SweepSpec, points: list[Point], todo: dict, source: tuple) -> tuple[dict, dict]:
+    """({build key: the unfinished points it serves}, {build key: the point's resolved target or None})."""
+    _, _, name, digest = source
+    keys: dict[str, list[Point]] = {}
+    targets: dict[str, dict | None] = {}
+    for point in points:
+        if point.index not in todo:
+            continue
+        target = None if spec.is_bundle else build_target(spec, point)
+        key = build_cache.build_key(digest, name, target, point.build, spec.raw.samples, spec.raw.seed)
+        keys.setdefault(key, []).append(point)
+        targets[key] = target
+    return keys, targets
+
+
+def _run_on_ray(ray, spec: SweepSpec, source: tuple, keys: dict, targets: dict, todo: dict, rows: _Rows,
+                builds_directory: Path) -> int:
+    """Build (or read from the cache) every build key's bundle, then run its points' unfinished chips; return how
+    many chips Ray lost. Builds and chips run as tasks; at most two chips per CPU are in flight."""
+    source_bytes, bundle_files, name, _ = source
+    remote_build = ray.remote(num_cpus=1)(build_cache.build_point)
+    remote_chip = ray.remote(num_cpus=1)(chip_task)
+    source_ref = ray.put(source_bytes) if source_bytes is not None else None
+    bundle_ref = ray.put(bundle_files) if bundle_files is not None else None
+    pending_builds: dict = {}
+    ready_builds: list[tuple[str, dict]] = []
+    for key in keys:
+        cached = build_cache.load(builds_directory, key)
+        if cached is not None:
+            ready_builds.append((key, cached))
+        else:
+            task = remote_build.remote(source_ref, name, targets[key], keys[key][0].build, spec.raw.samples,
+                                       spec.raw.seed, bundle_ref)
+            pending_builds[task] = key
+    queue: deque = deque()
+    in_flight: dict = {}
+    limit, lost = 2 * cluster_cpus(ray), 0
+    while pending_builds or ready_builds or queue or in_flight:
+        for key, outcome in ready_builds:
+            build_cache.store(builds_directory, key, outcome)
+            queue.extend(_chips(spec, keys[key], todo, key, outcome, ray))
+        ready_builds.clear()
+        while queue and len(in_flight) < limit:
+            item = queue.popleft()
+            if item[0] == "row":
+                rows.emit(item[1])
+                continue
+            _, point, chip, seed, drawn, key, arguments, summary = item
+            in_flight[remote_chip.remote(*arguments)] = (point, chip, seed, drawn, key, summary)
+        waiting = list(pending_builds) + list(in_flight)
+        if not waiting:
+            continue
+        ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+        for reference in ready:
+            if reference in pending_builds:
+                lost += _finish_build(ray, reference, pending_builds.pop(reference), keys, todo, ready_builds)
+            else:
+                lost += _finish_chip(ray, reference, in_flight.pop(reference), rows)
+    return lost
+
+
+def _finish_build(ray, reference, key: str, keys: dict, todo: dict, ready_builds: list) -> int:
+    """Queue a finished build's outcome; a build Ray lost loses all its chips (returned)."""
+    try:
+        ready_builds.append((key, ray.get(reference)))
+    except ray.exceptions.RayError as error:  # a lost worker, not the build's answer
+        _warn(f"build {key[:12]} lost ({type(error).__name__}); its chips are not run")
+        return sum(len(todo[point.index]) for point in keys[key])
+    return 0
+
+
+def _finish_chip(ray, reference, task: tuple, rows: _Rows) -> int:
+    """Emit a finished chip's row; a chip Ray lost gives no row (so a resume retries it) and counts 1."""
+    point, chip, seed, drawn, key, summary = task
+    try:
+        metrics = ray.get(reference)
+    except ray.exceptions.RayError as error:
+        # Not the chip's result (a worker died, a node left): no row, so a resume retries it.
+        _warn(f"point {point.index} chip {chip} lost ({type(error).__name__})")
+        return 1
+    rows.emit(_row(point, chip, seed, drawn, key, metrics, summary))
+    return 0
 
 
 def _chips(spec: SweepSpec, points: list[Point], todo: dict, key: str, outcome: dict, ray) -> list[tuple]:

@@ -36,7 +36,9 @@ from admc.sweep.spec import (
     grid,
     resolve_target_reference,
 )
+from admc.targets.backends import backend_of
 from admc.targets.description_schema import deep_merge as description_deep_merge
+from admc.targets.loader import description_of_kind, load_target
 
 GRID, SENSITIVITY = "grid", "sensitivity"
 BASELINE = "baseline"  # the sensitivity point with every effect off
@@ -113,10 +115,13 @@ def declared_effects(target_mapping: dict) -> list[str]:
 
 def calibration_only_effects(target_mapping: dict) -> tuple[str, ...]:
     """The effects the description's kind lets act only with a calibration file, which a sweep cannot give."""
-    from admc.targets.loader import target_kind
+    return tuple(description_of_kind(str(target_mapping.get("kind")), "sweep target").calibration_only_effects)
 
-    kind = target_kind(str(target_mapping.get("kind")), "sweep target")
-    return tuple(kind.description.calibration_only_effects)
+
+def has_twin(target: Any) -> bool:
+    """Whether the backend of a loaded target description declares a twin a sweep can run chips on."""
+    backend = backend_of(target)
+    return backend is not None and backend.make_twin is not None
 
 
 def sweepable_effects(target_mapping: dict) -> list[str]:
@@ -143,8 +148,6 @@ def expand_points(spec: SweepSpec, base_target: dict | None = None) -> list[Poin
 # -- targets --------------------------------------------------------------------------------------------
 def _load_mapping(mapping: dict, label: str) -> Any:
     """Validate a complete target description through ``load_target``; errors carry ``label``."""
-    from admc.targets.loader import load_target
-
     with tempfile.TemporaryDirectory(prefix="admc-sweep-target-") as directory:
         file = Path(directory) / "target.yaml"
         file.write_text(yaml.safe_dump(mapping, sort_keys=False), encoding="utf-8")
@@ -159,8 +162,6 @@ _TARGET_CACHE: dict[str, dict] = {}
 
 def _reference_mapping(reference: str) -> dict:
     if reference not in _TARGET_CACHE:
-        from admc.targets.loader import load_target
-
         _TARGET_CACHE[reference] = load_target(reference).to_dict()
     return copy.deepcopy(_TARGET_CACHE[reference])
 
@@ -188,7 +189,6 @@ def check_points(spec: SweepSpec) -> None:
     """Every point's target (and schedule) is valid; raises AdmcError naming the spec, point and field."""
     from admc.core.schedule import time_grid
     from admc.passes.step_phases import build_schedule
-    from admc.sweep.twins import has_twin
 
     grid_points = [_point(spec, index, parameters) for index, parameters in enumerate(grid(spec.axes))]
     checked: set[str] = set()
@@ -209,7 +209,7 @@ def check_points(spec: SweepSpec) -> None:
             if key not in checked:
                 target = _load_mapping(candidate, _describe(spec, point))
                 checked.add(key)
-                if not has_twin(target.kind):
+                if not has_twin(target):
                     raise AdmcError(f"{_describe(spec, point)}: field 'build.target': target kind "
                                     f"{target.kind!r} has no digital twin to sweep")
         if not spec.is_bundle:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from admc.core.atomic import write_file_atomically
 from admc.core.errors import AdmcError
 from admc.sweep.points import BASELINE, GRID, SENSITIVITY
 from admc.sweep.results import read_rows
@@ -236,7 +236,5 @@ def write_report(directory: Path) -> str:
     analysis["plots"] = _plots(analysis, output)
     summary = json.dumps(_strict(analysis), indent=1, sort_keys=True, allow_nan=False) + "\n"
     for name, content in (("summary.json", summary), ("report.md", text)):
-        temporary = output / f".{name}.partial"
-        temporary.write_text(content, encoding="utf-8")
-        os.replace(temporary, output / name)
+        write_file_atomically(output / name, content.encode("utf-8"))
     return text + f"\nwrote {output}/ (report.md, summary.json, {', '.join(analysis['plots'])})"

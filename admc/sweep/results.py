@@ -12,13 +12,13 @@ Guarantees:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from admc.core.atomic import staged_file
 from admc.core.errors import AdmcError
 
 COLUMNS = pa.schema([
@@ -70,9 +70,8 @@ class PartWriter:
         if not rows:
             return
         path = self.directory / f"part-{self.next:06d}.parquet"
-        temporary = self.directory / f".part-{self.next:06d}.partial"
-        pq.write_table(_table(rows), temporary)
-        os.replace(temporary, path)
+        with staged_file(path) as temporary:
+            pq.write_table(_table(rows), temporary)
         self.next += 1
 
 
@@ -118,12 +117,11 @@ def consolidate(directory: Path, file_format: str) -> Path:
     sources = _sources(directory, file_format)
     table = _table(read_rows(directory, file_format))
     final = final_path(directory, file_format)
-    temporary = directory / f".{final.name}.partial"
-    if file_format == "csv":
-        pa_csv.write_csv(table, temporary)
-    else:
-        pq.write_table(table, temporary)
-    os.replace(temporary, final)
+    with staged_file(final) as temporary:
+        if file_format == "csv":
+            pa_csv.write_csv(table, temporary)
+        else:
+            pq.write_table(table, temporary)
     for source in sources:
         if source != final:
             source.unlink()

@@ -11,7 +11,7 @@ Nothing is written to disk.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import itertools
 import json
 import math
@@ -198,9 +198,9 @@ def resolve_target_reference(target: str, path: Path, field: str) -> str:
 
 
 def _build_accepts(keyword: str) -> bool:
-    from admc.compiler.driver import build
+    from admc.compiler.build_options import BuildOptions
 
-    return keyword in inspect.signature(build).parameters
+    return keyword in {entry.name for entry in dataclasses.fields(BuildOptions)}
 
 
 def _expand_axes(raw: RawSpec, path: Path) -> tuple[dict[str, list], dict[str, dict]]:

@@ -1,17 +1,15 @@
 """Write a verification report: ``verify.json``, ``report.md`` and PNG plots (matplotlib, Agg backend).
 
-Plots: samples of the reference, the ideal program and the twin (2-D scatter, or the first two principal
-components of the reference for d > 2); per-step NRMSE of every link; the loop's relative change per
-iteration for the first step's closed phases (ideal and twin), for a few samples. Files are written to a
-temporary directory and renamed into place, so a failed report leaves nothing half-written.
+Requires: a :class:`admc.verify.result.VerifyReport`. Plots: samples of the reference, the ideal program and
+the twin (2-D scatter, or the first two principal components of the reference for d > 2); per-step NRMSE of
+every link; the loop's relative change per iteration for the first step's closed phases (ideal and twin),
+for a few samples. Files are written to a temporary directory and renamed into place, so a failed report
+leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from admc.core.atomic import staged_directory
+from admc.verify.result import VerifyReport  # noqa: E402
 
 SAMPLE_COLOURS = {"reference": "#1f77b4", "ideal": "#2ca02c", "twin": "#d62728", "gaussian": "#7f7f7f"}
 
@@ -104,21 +105,15 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(directory: str | Path, report: dict, samples: dict[str, np.ndarray],
-                 histories: dict[str, list[np.ndarray]]) -> Path:
+def write_report(directory: str | Path, result: VerifyReport) -> Path:
+    """``verify.json`` (``result.to_json()``), ``report.md`` and the plots of ``result`` in ``directory``."""
+    report = result.to_json()
+    samples, histories = result.final_samples, result.histories
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:
         (staging / "verify.json").write_text(json.dumps(report, indent=1, sort_keys=True, allow_nan=False) + "\n")
         (staging / "report.md").write_text(markdown(report))
         plot_samples(staging / "samples.png", samples)
         plot_nrmse(staging / "nrmse.png", report["links"])
         plot_residuals(staging / "residuals.png", histories)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory

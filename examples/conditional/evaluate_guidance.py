@@ -25,7 +25,7 @@ from class_figures import class_figures  # noqa: E402
 from exact_flow import sample as exact_sample  # noqa: E402
 from train_eight_gaussians import CLASSES  # noqa: E402
 
-from admc.runtime.conditional_run import simulate  # noqa: E402
+from admc.runtime.simulate import simulate  # noqa: E402
 
 
 def describe(figures: dict[str, float]) -> str:

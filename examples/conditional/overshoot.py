@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_eight_gaussians import CLASSES  # noqa: E402
 
-from admc.runtime.conditional_run import simulate  # noqa: E402
+from admc.runtime.simulate import simulate  # noqa: E402
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ sys.path.insert(0, str(HERE))
 from class_figures import class_figures  # noqa: E402
 from train_eight_gaussians import CLASSES  # noqa: E402
 
-from admc.compiler.conditional_build import calibration_drive, parse_condition_options  # noqa: E402
-from admc.compiler.driver import compile_source, load_source  # noqa: E402
+from admc.compiler.calibration_drive import calibration_drive  # noqa: E402
+from admc.compiler.driver import BuildOptions, compile_source, load_source  # noqa: E402
 from admc.runtime.executor import IdealExecutor  # noqa: E402
 from admc.targets.aoc.operating_point import record_states  # noqa: E402
 from admc.targets.aoc.sigma_shape import algebraic_sigmoid, fit_output_scales  # noqa: E402
@@ -83,9 +83,8 @@ def per_class_ratios(samples: np.ndarray, program: np.ndarray, labels: np.ndarra
 
 def study(guidance: float, samples: int, seed: int, exponent: float) -> None:
     source = load_source(HERE / "eight_gaussians.onnx", None, None, ())
-    null, distributions = parse_condition_options(source.signature, ["label=8"], None)
-    compiled = compile_source(source, load_target("ideal"), "crank-nicolson", 16, guidance=guidance,
-                              null_conditions=null, distributions=distributions)
+    compiled = compile_source(source, load_target("ideal"), BuildOptions(
+        solver="crank-nicolson", steps=16, guidance=guidance, null_conditions=["label=8"]))
     program = compiled.program
     tanh = np.concatenate([np.arange(group.offset, group.stop) for group in program.groups
                            if group.activation == "tanh"])

@@ -24,18 +24,13 @@ from class_figures import class_figures  # noqa: E402
 from train_eight_gaussians import CLASSES  # noqa: E402
 
 from admc.bundle.store import Bundle  # noqa: E402
-from admc.runtime.conditional_run import _interface_for, simulate  # noqa: E402
-from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of  # noqa: E402
+from admc.runtime.simulate import simulate  # noqa: E402
+from admc.targets.aoc.twin import all_off, nonidealities_of  # noqa: E402
 from admc.verify.metrics import gaussian_baseline, wasserstein2  # noqa: E402
 
 
 def twin_samples(bundle: Bundle, noise: np.ndarray, labels: np.ndarray, weight: float, effects) -> np.ndarray:
-    from admc.compiler.conditional_build import rescale_twin_gains
-
-    interface, checked = _interface_for(bundle, noise, {"label": labels}, weight)
-    twin = AocTwin(bundle, effects)
-    rescale_twin_gains(twin, bundle, interface, weight)
-    return twin.run(noise, extra_drive=interface.drive_function(twin.program, checked, weight)).trajectory[-1]
+    return simulate(bundle, noise, {"label": labels}, guidance=weight, ideal=False, seed=None, nonidealities=effects)
 
 
 def class_ratios(samples: np.ndarray, expected: np.ndarray, labels: np.ndarray, seed: int = 0) -> list[float]:

@@ -41,7 +41,7 @@ def sample_codes(bundle_path: Path, noise: np.ndarray, progress: bool = True) ->
 
     from admc.bundle.program import bundle_program
     from admc.bundle.store import Bundle
-    from admc.runtime.execute import run_ideal
+    from admc.runtime.executor import run_ideal
     from admc.runtime.reference import integrate
     from admc.runtime.source_model import make_velocity
 

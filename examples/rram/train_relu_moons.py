@@ -1,5 +1,5 @@
 """Train the RRAM example: a ReLU flow-matching MLP with random Fourier time features on two moons, with and
-without multiplicative weight noise (the noise-aware training of Yang et al., seeds/000, in small).
+without multiplicative weight noise (the noise-aware training of Yang et al.; docs/design.md, Sources; in small).
 
     nice python examples/rram/train_relu_moons.py   # writes relu_moons_noise_aware.onnx and relu_moons_plain.onnx
 

@@ -1,13 +1,14 @@
-"""AOC backend: lower a spine program to what an analog optical computer loads (docs/design.md §4).
+"""AOC backend steps: what lowers a spine program to what an analog optical computer loads (docs/design.md §4).
 
-Pipeline (each step a pure function of the previous): state scaling (voltages within range) → tiling and
-placement on modules → α and β per tile row → Δt placement (gains, or one image set per distinct step
-factor when the target has no per-channel gains) → sign split and SLM quantisation through the response
-curve → module images, channel tables, routing (``emit.py``).
+The steps (each a pure function of the previous ones' results; ``lowering.py`` runs them as named passes):
+state scaling (voltages within range) → tiling and placement on modules → routing → α in range → gain
+floors → α and β per tile row → Δt placement (gains, or one image set per distinct step factor when the
+target has no per-channel gains) → sign split and SLM quantisation through the response curve → realised
+blocks and weight errors → module images, channel tables, routing (``emit.py``).
 
 Requires: a ``CompiledProgram`` from the spine for an ``AocTarget``. Guarantees: the bundle's realised
 program (``bundle_reader``) equals the scaled program up to SLM quantisation (≤ half a grey level per
-weight), exactly when the target has float weights.
+weight), exactly when the target has float weights; no step changes its arguments.
 """
 
 from __future__ import annotations
@@ -17,27 +18,19 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from admc.core.errors import AdmcError
-from admc.ir.program import CLOSED, FEEDBACK, FIXED, STEP
-from admc.passes.alpha_selection import AlphaCapabilities, select_alpha
+from admc.ir.program import CLOSED, FEEDBACK, FIXED, STEP, block_indices, block_name
+from admc.passes.alpha_selection import AlphaCapabilities, AlphaSelection, select_alpha
 from admc.passes.routing import check_routing, routing_graph
 from admc.passes.state_scaling import apply_scales, choose_scales, headroom_report, measure_peaks
-from admc.passes.tiling import MatrixBlock as TilingBlock
-from admc.passes.tiling import Placement, place_blocks, place_blocks_avoiding
-from admc.passes.tiling import StateGroup as TilingGroup
-from admc.targets.aoc import sigma_build
+from admc.passes.tiling import Placement, block_shapes, place_blocks, place_blocks_avoiding
 from admc.targets.aoc.channel_gains import TileRows, choose_alpha, tile_gains
-from admc.targets.aoc.emit import attach_aoc_program
-from admc.targets.aoc.image_sets import Factors, class_factor, image_set_factors
+from admc.targets.aoc.image_sets import Factors, class_factor
 from admc.targets.aoc.slm import quantise, sign_split
 
 PATHS = ("positive", "negative")
 
 
-def block_name(index: int) -> str:
-    return f"block_{index:04d}"
-
-
-@dataclass
+@dataclass(frozen=True)
 class ImageSet:
     """Grey levels and realised transmissions [modules, input port, output port] of one set of images."""
 
@@ -49,7 +42,7 @@ class ImageSet:
 
 def scale_states(compiled, target):
     voltage_limit = min(abs(target.state.voltage_min), abs(target.state.voltage_max))
-    from admc.compiler.conditional_build import calibration_drive  # conditional programs: conditions in the peaks
+    from admc.compiler.calibration_drive import calibration_drive  # conditional programs: conditions in the peaks
 
     state_peak, drive_peak = measure_peaks(compiled.program, compiled.schedule, compiled.alpha,
                                            extra_drive=calibration_drive(compiled))
@@ -60,25 +53,31 @@ def scale_states(compiled, target):
     return apply_scales(compiled.program, scales), headroom
 
 
-def place(program, target, layout: str, machine=None) -> tuple[Placement, object, list[TileRows]]:
-    groups = [TilingGroup(group.name, group.offset, group.size) for group in program.groups]
-    blocks = [TilingBlock(block_name(index), block.row_group, block.column_group, block.matrix.shape[0],
-                          block.matrix.shape[1], block.layer) for index, block in enumerate(program.blocks)]
+def place(program, target, layout: str, machine=None) -> tuple[Placement, tuple[TileRows, ...]]:
+    """Tiles on modules (on a measured ``machine``, never on a dead port) and each tile's weights and rows."""
+    blocks = block_shapes(program.blocks)
     if machine is None:
         placement = place_blocks(blocks, target.module.ports, layout, target.module.count)
     else:  # a measured machine: never a weight on a dead LED or detector
         placement = place_blocks_avoiding(blocks, target.module.ports, layout, target.module.count,
                                           machine.dead_input_ports, machine.dead_output_ports)
-    routing = routing_graph(placement, blocks, groups)
-    check_routing(routing, placement, blocks, groups)
+    indices = block_indices(len(program.blocks))
     tile_rows = []
     for tile in placement.tiles:
-        block = program.blocks[int(tile.block.split("_")[1])]
+        block = program.blocks[indices[tile.block]]
         offset = program.group(block.row_group).offset
         tile_rows.append(TileRows(tile.block, tile.row_start,
                                   block.matrix[tile.row_start:tile.row_stop, tile.column_start:tile.column_stop],
                                   np.arange(offset + tile.row_start, offset + tile.row_stop)))
-    return placement, routing, tile_rows
+    return placement, tuple(tile_rows)
+
+
+def route(program, placement: Placement):
+    """The routing graph of ``placement`` (channels → LEDs, detectors → sums → channels), checked."""
+    blocks = block_shapes(program.blocks)
+    routing = routing_graph(placement, blocks, program.groups)
+    check_routing(routing, placement, blocks, program.groups)
+    return routing
 
 
 def smallest_step_scales(schedule) -> dict[str, float]:
@@ -97,9 +96,10 @@ def gain_floors(program, placement: Placement, schedule, target) -> list[float]:
     if not target.gain.per_channel:
         return [target.gain.beta_min] * len(placement.tiles)
     smallest = smallest_step_scales(schedule)
+    indices = block_indices(len(program.blocks))
     floors = []
     for tile in placement.tiles:
-        scale_class = program.blocks[int(tile.block.split("_")[1])].scale_class
+        scale_class = program.blocks[indices[tile.block]].scale_class
         floor = target.gain.beta_min / smallest[scale_class]
         if floor > target.gain.beta_max:
             raise AdmcError(
@@ -136,8 +136,9 @@ def quantise_set(placement: Placement, program, transmissions: list[np.ndarray],
     dtype = np.uint16 if target.slm.bit_depth > 8 else np.uint8
     grey = {path: np.zeros((modules, ports, ports), dtype=dtype) for path in PATHS}
     realised = {path: np.zeros((modules, ports, ports)) for path in PATHS}
+    indices = block_indices(len(program.blocks))
     for tile, transmission in zip(placement.tiles, transmissions, strict=True):
-        scale_class = program.blocks[int(tile.block.split("_")[1])].scale_class
+        scale_class = program.blocks[indices[tile.block]].scale_class
         factor = 1.0 if factors is None else class_factor(factors, scale_class)
         window = (tile.module, slice(tile.input_port_start, tile.input_port_stop),
                   slice(tile.output_port_start, tile.output_port_stop))
@@ -154,16 +155,17 @@ def realised_blocks(program, placement: Placement, image_set: ImageSet, beta: np
                     ) -> list[np.ndarray]:
     """W̃ = β (T⁺ − T⁻) / (1 − α) per block, from the realised transmissions of one image set."""
     blocks = [np.zeros(block.matrix.shape) for block in program.blocks]
+    indices = block_indices(len(program.blocks))
     for tile in placement.tiles:
-        block = program.blocks[int(tile.block.split("_")[1])]
+        block = program.blocks[indices[tile.block]]
         channels = np.arange(tile.row_start, tile.row_stop) + program.group(block.row_group).offset
         ports_out = slice(tile.output_port_start, tile.output_port_stop)
         ports_in = slice(tile.input_port_start, tile.input_port_stop)
         signed = (image_set.realised["positive"][tile.module, ports_in, ports_out]
                   - image_set.realised["negative"][tile.module, ports_in, ports_out]).T
         gains = beta[tile.module, ports_out] / (1.0 - alpha[channels])
-        blocks[int(tile.block.split("_")[1])][tile.row_start:tile.row_stop,
-                                              tile.column_start:tile.column_stop] = gains[:, None] * signed
+        blocks[indices[tile.block]][tile.row_start:tile.row_stop,
+                                    tile.column_start:tile.column_stop] = gains[:, None] * signed
     return blocks
 
 
@@ -181,15 +183,15 @@ def weight_errors(program, achieved: list[np.ndarray], factors: Factors | None) 
     return errors
 
 
-def alpha_in_range(compiled, scaled, tile_rows: list[TileRows], target) -> np.ndarray:
-    """α for the scaled program: the α pass again with the gain-range constraint (1 − α_i) m_i ≤ β_max.
+def alpha_in_range(compiled, scaled, tile_rows, target) -> AlphaSelection:
+    """The α selection for the scaled program: the α pass again with the gain-range constraint
+    (1 − α_i) m_i ≤ β_max (``tile_rows``: the weights each channel's rows must bring within β_max).
 
     ``min`` is the old choice (the smallest α in range); every mode is floored by it, so the range holds.
     """
     floor = choose_alpha(tile_rows, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
     if compiled.alpha_mode == "min":
-        compiled.alpha_selection.alpha = floor
-        return floor
+        return replace(compiled.alpha_selection, alpha=floor)
     if compiled.alpha.ndim == 2:
         raise AdmcError("alpha.per_phase: the AOC program holds one α table for every phase; set it to false")
     row_peaks = np.zeros(scaled.size)
@@ -197,47 +199,4 @@ def alpha_in_range(compiled, scaled, tile_rows: list[TileRows], target) -> np.nd
         np.maximum.at(row_peaks, rows.channels, np.max(np.abs(rows.weights), axis=1, initial=0.0))
     selection = select_alpha(scaled, compiled.schedule, AlphaCapabilities.of(target), compiled.alpha_mode,
                              row_peaks, target.gain.beta_max, compiled.force)
-    selection.alpha = np.maximum(selection.alpha, floor)
-    compiled.alpha_selection = selection
-    return selection.alpha
-
-
-def lower_to_aoc(compiled, layout: str, calibration=None):
-    """``calibration``: a measured machine (``calibration.Calibration``) to compile for (``compensation.py``)."""
-    target = compiled.target
-    if calibration is not None:
-        return lower_to_measured_aoc(compiled, layout, calibration)
-    scaled, headroom = scale_states(compiled, target)
-    placement, routing, tile_rows = place(scaled, target, layout)
-    alpha = alpha_in_range(compiled, scaled, tile_rows, target)
-    floors = gain_floors(scaled, placement, compiled.schedule, target)
-    beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target, floors)
-    sigma_scales = sigma_build.fit(compiled, scaled, target, alpha)  # None: no σ shape declared
-    if sigma_scales is not None:
-        transmissions, beta = sigma_build.fold(sigma_scales, scaled, placement, transmissions, beta, floors,
-                                               target.gain.per_channel)
-    set_factors = [None] if target.gain.per_channel else image_set_factors(compiled.schedule)
-    image_sets = [quantise_set(placement, scaled, transmissions, factors, target) for factors in set_factors]
-    if sigma_scales is not None:
-        image_sets = [sigma_build.effective_image_set(image_set, sigma_scales, scaled, placement,
-                                                      target.module.ports) for image_set in image_sets]
-    achieved = {factors: realised_blocks(scaled, placement, image_set, beta, alpha)
-                for factors, image_set in zip(set_factors, image_sets, strict=True)}
-    if not target.gain.per_channel:
-        scaled = replace(scaled, phase_blocks=achieved)
-    errors = weight_errors(scaled, achieved[set_factors[0]], set_factors[0])
-    realised = replace(scaled, blocks=[replace(block, matrix=matrix) for block, matrix in
-                                       zip(scaled.blocks, achieved[set_factors[0]], strict=True)])
-    compiled = attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, errors,
-                                  realised)
-    if sigma_scales is not None:
-        sigma_build.record(compiled, sigma_scales, target)
-    return compiled
-
-
-def lower_to_measured_aoc(compiled, layout: str, calibration):
-    """The lowering for one calibrated machine: dead ports avoided, α from the reachable range of each
-    pixel, grey levels and gains compensated, static offsets cancelled (``compensation.py``)."""
-    from admc.targets.aoc.calibrated_build import lower_measured
-
-    return lower_measured(compiled, layout, calibration)
+    return replace(selection, alpha=np.maximum(selection.alpha, floor))

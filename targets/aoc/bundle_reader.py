@@ -8,10 +8,20 @@ targets. This is what the ideal executor runs and what the twin perturbs.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
+from admc.bundle.program_io import layout_groups
 from admc.bundle.store import Bundle
 from admc.core.errors import AdmcError
+from admc.ir.program import block_indices, block_name
+from admc.passes.routing import routing_graph, routing_to_json
+from admc.passes.tile_cuts import BlockShape
+from admc.passes.tiling import Placement, Tile
+from admc.targets.aoc.emit import image_payload_name
+from admc.targets.aoc.png import decode_png
+from admc.targets.aoc.sigma_shape import port_scales
 from admc.targets.aoc.slm import realised_weight
 
 
@@ -35,9 +45,20 @@ def realised_transmissions(bundle: Bundle, set_index: int = 0) -> dict[str, np.n
     return result
 
 
+def tile_block_index(layout: dict, tile: dict) -> int:
+    """The index, in the manifest's ``layout`` blocks, of the block a manifest tile belongs to (KeyError for a
+    name that is not one of them)."""
+    return block_indices(len(layout["blocks"]))[tile["block"]]
+
+
+def tile_block(layout: dict, tile: dict) -> dict:
+    """The manifest ``layout`` entry of the block a manifest tile belongs to."""
+    return layout["blocks"][tile_block_index(layout, tile)]
+
+
 def tile_channels(bundle: Bundle, tile: dict) -> np.ndarray:
     layout = bundle.manifest["layout"]
-    block = layout["blocks"][int(tile["block"].split("_")[1])]
+    block = tile_block(layout, tile)
     group = next(entry for entry in layout["groups"] if entry["name"] == block["row_group"])
     return np.arange(group["offset"] + tile["row_start"], group["offset"] + tile["row_stop"])
 
@@ -65,7 +86,7 @@ def realised_blocks(bundle: Bundle, set_index: int = 0) -> list[np.ndarray]:
         transmissions = realised_transmissions(bundle, set_index)
         blocks = [np.zeros((entry["rows"], entry["columns"])) for entry in layout["blocks"]]
         for tile in section["tiles"]:
-            index = int(tile["block"].split("_")[1])
+            index = tile_block_index(layout, tile)
             ports_out = slice(tile["output_port_start"],
                               tile["output_port_start"] + tile["row_stop"] - tile["row_start"])
             ports_in = slice(tile["input_port_start"],
@@ -85,13 +106,6 @@ def check_emitted_files(bundle: Bundle) -> None:
     """Refuse a bundle whose files the machine loads disagree with the arrays the twin and verify read:
     every module's PNG must decode to exactly its grey levels, and ``aoc/routing.json`` must equal the routing
     recomputed from the manifest's tiles and layout (so neither can be swapped with their hashes updated)."""
-    import json
-
-    from admc.passes.routing import routing_graph, routing_to_json
-    from admc.passes.tiling import MatrixBlock, Placement, StateGroup, Tile
-    from admc.targets.aoc.emit import image_payload_name
-    from admc.targets.aoc.png import decode_png
-
     section = bundle.manifest["aoc"]
     for set_index, entry in enumerate(image_sets(bundle)):
         for path, name in (entry.get("grey") or {}).items():
@@ -108,9 +122,9 @@ def check_emitted_files(bundle: Bundle) -> None:
     if section.get("sigma_compensation"):
         _check_compensated_transmissions(bundle)
     layout = bundle.manifest["layout"]
-    groups = [StateGroup(group["name"], group["offset"], group["size"]) for group in layout["groups"]]
-    blocks = [MatrixBlock(f"block_{index:04d}", block["row_group"], block["column_group"], block["rows"],
-                          block["columns"], block["layer"]) for index, block in enumerate(layout["blocks"])]
+    groups = layout_groups(layout)
+    blocks = [BlockShape(block_name(index), block["row_group"], block["column_group"], block["rows"],
+                         block["columns"], block["layer"]) for index, block in enumerate(layout["blocks"])]
     fields = ("block", "row_start", "row_stop", "column_start", "column_stop", "module", "output_port_start",
               "input_port_start")
     tiles = tuple(Tile(**{key: tile[key] for key in fields}) for tile in section["tiles"])
@@ -137,7 +151,7 @@ def input_port_channels(bundle: Bundle, modules: int, ports: int, unused: int = 
     channels = np.full((modules, ports), unused, dtype=np.int64)
     groups = {group["name"]: group for group in manifest["layout"]["groups"]}
     for tile in tiles:
-        block = manifest["layout"]["blocks"][int(tile["block"].split("_")[1])]
+        block = tile_block(manifest["layout"], tile)
         offset = groups[block["column_group"]]["offset"]
         start = tile["input_port_start"]
         channels[tile["module"], start:start + tile["column_stop"] - tile["column_start"]] = np.arange(
@@ -147,8 +161,6 @@ def input_port_channels(bundle: Bundle, modules: int, ports: int, unused: int = 
 
 def _check_compensated_transmissions(bundle: Bundle) -> None:
     """The images must hold the stored transmissions T times each input port's σ-shape scale k."""
-    from admc.targets.aoc.sigma_shape import port_scales
-
     compensation = bundle.manifest["aoc"]["sigma_compensation"]
     tiles = bundle.manifest["aoc"]["tiles"]
     modules = 1 + max(tile["module"] for tile in tiles)

@@ -9,34 +9,38 @@ on hidden channels, a light scale per path in the grey levels, a rest light in t
 levels, gains and cancelling injections come from ``compensation.compensate``; the bundle records the
 calibration's sha256, what was compensated and the remainder under the manifest's top-level ``calibration``
 key, and the realised (effective) normalised transmissions beside the grey levels, so the ideal executor runs
-what this machine realises.
+what this machine realises. The lowering is a sequence of named passes over a :class:`CalibratedLowering`
+(the nominal lowering's state and, where they are the same, its passes: ``lowering.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from admc.bundle.store import npy_bytes
 from admc.core.errors import AdmcError
 from admc.ir.adm import is_activation
-from admc.targets.aoc.backend import (
-    ImageSet,
-    alpha_in_range,
-    gain_floors,
-    gains_and_transmissions,
-    place,
-    realised_blocks,
-    scale_states,
-    weight_errors,
-)
+from admc.ir.program import block_indices
+from admc.passes.manager import NOT_IR, BackendPass, Lowering
+from admc.targets.aoc.backend import ImageSet, gains_and_transmissions, place, realised_blocks, weight_errors
 from admc.targets.aoc.calibration import Calibration
 from admc.targets.aoc.chain import measured_chain
 from admc.targets.aoc.channel_gains import TileRows
 from admc.targets.aoc.compensation import RANGE_MARGIN, PortLight, compensate, small_signal
-from admc.targets.aoc.emit import attach_aoc_program
+from admc.targets.aoc.lowering import (
+    GAIN_FLOORS,
+    ROUTING,
+    STATE_SCALING,
+    AocLowering,
+    choose_alpha_in_range,
+    lowered_program,
+    section_and_payloads,
+)
+from admc.targets.aoc.lowering_checks import alpha_range_check, placement_check
 from admc.targets.aoc.operating_point import (
     RECORD_SAMPLES,
     RECORD_SEED,
@@ -64,7 +68,7 @@ def channel_operating_points(compiled, scaled, machine) -> OperatingPoints:
 
     The states are recorded on the unscaled program (with a conditional program's conditioning drive) and
     multiplied by each group's voltage scale: ``scale_states`` is exact, so these are the scaled voltages."""
-    from admc.compiler.conditional_build import calibration_drive
+    from admc.compiler.calibration_drive import calibration_drive
 
     sigma_gain, tanh, shiftable = np.ones(scaled.size), np.zeros(scaled.size, bool), np.zeros(scaled.size, bool)
     voltage_scale = np.ones(scaled.size)
@@ -83,8 +87,9 @@ def channel_operating_points(compiled, scaled, machine) -> OperatingPoints:
 def input_port_channels(scaled, placement, ports: int) -> np.ndarray:
     """[M, P] the state channel each input port's LED is driven by (−1: unused)."""
     result = np.full((placement.modules_used, ports), -1, dtype=np.int64)
+    indices = block_indices(len(scaled.blocks))
     for tile in placement.tiles:
-        block = scaled.blocks[int(tile.block.split("_")[1])]
+        block = scaled.blocks[indices[tile.block]]
         offset = scaled.group(block.column_group).offset
         width = tile.column_stop - tile.column_start
         result[tile.module, tile.input_port_start:tile.input_port_start + width] = (
@@ -126,38 +131,69 @@ def operating_point_report(points: OperatingPoints) -> dict:
     }
 
 
-def lower_measured(compiled, layout: str, calibration: Calibration):
-    target = compiled.target
+@dataclass(frozen=True)
+class CalibratedLowering(AocLowering):
+    """The AOC lowering's state with what one measured machine adds (None: not computed yet)."""
+
+    calibration: Any = field(default=None, metadata=NOT_IR)  # the ``Calibration`` read from its file
+    machine: Any = None  # its ``MeasuredChain`` for the target's module size
+    reach: dict | None = None  # per path, the largest normalised transmission of each pixel
+    points: Any = None  # each channel's ``OperatingPoints``
+    lights: Any = None  # each input port's ``PortLight``
+    compensated: Any = None  # grey levels, gains and cancelling injections (``compensation.Compensated``)
+
+
+def read_machine(state: CalibratedLowering) -> CalibratedLowering:
+    """The measured chain, for a target whose gains and SLM compensation can act on."""
+    target, calibration = state.target, state.calibration
     if not target.gain.per_channel:
         raise AdmcError(f"--calibration {calibration.path}: target {target.name} has no per-channel gains; "
                         "compensation needs them")
     if target.slm.float_weights:
         raise AdmcError(f"--calibration {calibration.path}: target {target.name} has float weights (no SLM)")
-    machine = measured_chain(calibration, target.module.ports)
-    scaled, headroom = scale_states(compiled, target)
-    placement, routing, tile_rows = place(scaled, target, layout, machine)
+    return replace(state, machine=measured_chain(calibration, target.module.ports))
+
+
+def place_on_live_ports(state: CalibratedLowering) -> CalibratedLowering:
+    placement, tile_rows = place(state.scaled, state.target, state.layout, state.machine)
+    return replace(state, placement=placement, tile_rows=tile_rows)
+
+
+def model_light(state: CalibratedLowering) -> CalibratedLowering:
+    """Each pixel's reach, each channel's operating point and each input port's light model."""
+    target, scaled, machine = state.target, state.scaled, state.machine
     reach = pixel_reach(machine, target)
-    points = channel_operating_points(compiled, scaled, machine)
-    lights = port_light(points, input_port_channels(scaled, placement, target.module.ports), target.chain, machine)
-    demanded = []
-    for tile, rows in zip(placement.tiles, tile_rows, strict=True):
+    points = channel_operating_points(state.spine, scaled, machine)
+    lights = port_light(points, input_port_channels(scaled, state.placement, target.module.ports), target.chain,
+                        machine)
+    return replace(state, reach=reach, points=points, lights=lights)
+
+
+def choose_alpha_for_reach(state: CalibratedLowering) -> CalibratedLowering:
+    """The α pass with the range of this machine's pixels: each weight over the reach of its pixel is the
+    demand α must bring within β_max (min mode: choose_alpha's floor, as before)."""
+    demand = []
+    for tile, rows in zip(state.placement.tiles, state.tile_rows, strict=True):
         window = (slice(tile.output_port_start, tile.output_port_stop),
                   slice(tile.input_port_start, tile.input_port_stop))
-        available = np.where(rows.weights >= 0, reach["positive"][window], reach["negative"][window])
-        demanded.append(TileRows(rows.block_name, rows.row_offset_in_block,
-                                 rows.weights / np.maximum(available * REACH_SHARE * RANGE_MARGIN, 1e-300),
-                                 rows.channels))
-    # The α pass with the range of this machine's pixels (min mode: choose_alpha's floor, as before).
-    alpha = alpha_in_range(compiled, scaled, demanded, target)
-    floors = gain_floors(scaled, placement, compiled.schedule, target)
+        available = np.where(rows.weights >= 0, state.reach["positive"][window], state.reach["negative"][window])
+        demand.append(TileRows(rows.block_name, rows.row_offset_in_block,
+                               rows.weights / np.maximum(available * REACH_SHARE * RANGE_MARGIN, 1e-300),
+                               rows.channels))
+    return choose_alpha_in_range(replace(state, alpha_demand=tuple(demand)))
+
+
+def compensate_machine(state: CalibratedLowering) -> CalibratedLowering:
+    """Gains and transmissions, then grey levels, gains and injections for this machine; a row the gain range
+    cannot serve (spill pre-compensation can need more than the pixel's reach) gets the α that scales its
+    demand into range, as choose_alpha would, for up to ALPHA_ROUNDS rounds; the rest is the remainder."""
+    target, placement, tile_rows, alpha = state.target, state.placement, state.tile_rows, state.alpha
     floor_ports = np.zeros((placement.modules_used, target.module.ports))
-    for tile, floor in zip(placement.tiles, floors, strict=True):
+    for tile, floor in zip(placement.tiles, state.floors, strict=True):
         floor_ports[tile.module, tile.output_port_start:tile.output_port_stop] = floor
     for _ in range(ALPHA_ROUNDS):
-        beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target, floors)
-        result = compensate(placement, transmissions, beta, floor_ports, target, machine, lights)
-        # A row the gain range cannot serve (spill pre-compensation can need more than the pixel's reach)
-        # gets the α that scales its demand into range, as choose_alpha would; the rest is the remainder.
+        beta, transmissions = gains_and_transmissions(placement, tile_rows, alpha, target, state.floors)
+        result = compensate(placement, transmissions, beta, floor_ports, target, state.machine, state.lights)
         raised = alpha.copy()
         for tile, rows in zip(placement.tiles, tile_rows, strict=True):
             row_excess = result.excess[tile.module, tile.output_port_start:tile.output_port_stop]
@@ -166,32 +202,53 @@ def lower_measured(compiled, layout: str, calibration: Calibration):
         if np.allclose(raised, alpha, rtol=0, atol=1e-12):
             break
         alpha = raised
-    # The operating-point shift: state z + δ on the machine means (1 − α) δ more drive (the relaxation's share),
-    # added once per channel on the first output port that writes it.
-    shifted_ports = set()
-    for tile, rows in zip(placement.tiles, tile_rows, strict=True):
+    return replace(state, alpha=alpha, beta=result.beta, transmissions=tuple(transmissions), compensated=result)
+
+
+def inject_operating_shifts(state: CalibratedLowering) -> CalibratedLowering:
+    """The operating-point shift: state z + δ on the machine means (1 − α) δ more drive (the relaxation's
+    share), added once per channel on the first output port that writes it."""
+    result, alpha, shift = state.compensated, state.alpha, state.points.shift
+    cancel_fixed = result.cancel_fixed.copy()
+    shifted_channels = set()
+    for tile, rows in zip(state.placement.tiles, state.tile_rows, strict=True):
         for index, channel in enumerate(rows.channels):
-            if channel in shifted_ports or points.shift[channel] == 0.0:
+            if channel in shifted_channels or shift[channel] == 0.0:
                 continue
-            shifted_ports.add(channel)
-            result.cancel_fixed[tile.module, tile.output_port_start + index] += (
-                (1.0 - alpha[channel]) * points.shift[channel])
+            shifted_channels.add(channel)
+            cancel_fixed[tile.module, tile.output_port_start + index] += (1.0 - alpha[channel]) * shift[channel]
+    return replace(state, compensated=replace(result, cancel_fixed=cancel_fixed))
+
+
+def realise_on_machine(state: CalibratedLowering) -> CalibratedLowering:
+    """The weights this machine realises: its effective transmissions with the compensated gains."""
+    result, scaled = state.compensated, state.scaled
     image_set = ImageSet(None, result.grey, result.effective, effective=True)
-    achieved = realised_blocks(scaled, placement, image_set, result.beta, alpha)
-    errors = weight_errors(scaled, achieved, None)
+    achieved = realised_blocks(scaled, state.placement, image_set, result.beta, state.alpha)
     realised = replace(scaled, blocks=[replace(block, matrix=matrix)
                                        for block, matrix in zip(scaled.blocks, achieved, strict=True)])
-    compiled = attach_aoc_program(compiled, scaled, alpha, placement, routing, result.beta, [image_set], headroom,
-                                  errors, realised)
-    compiled.extra_payloads["aoc/calibration/cancel_fixed.npy"] = npy_bytes(result.cancel_fixed)
-    compiled.extra_payloads["aoc/calibration/cancel_per_factor.npy"] = npy_bytes(result.cancel_per_factor)
-    compiled.extra_payloads["aoc/calibration/operating_shift.npy"] = npy_bytes(points.shift)
-    compiled.extra_payloads["aoc/calibration/operating_scale.npy"] = npy_bytes(
-        np.stack([points.scale["positive"], points.scale["negative"]]))
-    compiled.extra_payloads["aoc/calibration/operating_rest.npy"] = npy_bytes(
-        np.stack([points.rest["positive"], points.rest["negative"]]))
-    compiled.extra_sections["calibration"] = {
-        "file": Path(calibration.path).name,
+    return replace(state, image_sets=(image_set,), realised=realised,
+                   weight_errors=weight_errors(scaled, achieved, None))
+
+
+def emit_calibrated_program(state: CalibratedLowering) -> Any:
+    """The ``aoc`` section, the cancelling injections and operating points, and the ``calibration`` section."""
+    result, machine, calibration, points = state.compensated, state.machine, state.calibration, state.points
+    name = Path(calibration.path).name
+    line = (f"calibration {name} (sha256 {calibration.sha256[:12]}…): dead input ports "
+            f"{machine.dead_input_ports or 'none'}; clipped pixels {result.report['remainder']['clipped_pixels']}, "
+            f"rows at the gain limit {result.report['remainder']['rows_at_setting_max']}")
+    section, payloads = section_and_payloads(state, (line,))
+    payloads = {**payloads,
+                "aoc/calibration/cancel_fixed.npy": npy_bytes(result.cancel_fixed),
+                "aoc/calibration/cancel_per_factor.npy": npy_bytes(result.cancel_per_factor),
+                "aoc/calibration/operating_shift.npy": npy_bytes(points.shift),
+                "aoc/calibration/operating_scale.npy": npy_bytes(np.stack([points.scale["positive"],
+                                                                           points.scale["negative"]])),
+                "aoc/calibration/operating_rest.npy": npy_bytes(np.stack([points.rest["positive"],
+                                                                          points.rest["negative"]]))}
+    calibration_section = {
+        "file": name,
         "sha256": calibration.sha256,
         "channels": calibration.channels,
         "dead_input_ports": machine.dead_input_ports,
@@ -203,9 +260,25 @@ def lower_measured(compiled, layout: str, calibration: Calibration):
         **result.report,
         "operating_points": operating_point_report(points),
     }
-    summary = compiled.extra_sections["aoc"]["summary"]
-    summary["lines"].append(f"calibration {Path(calibration.path).name} (sha256 {calibration.sha256[:12]}…): "
-                            f"dead input ports {machine.dead_input_ports or 'none'}; clipped pixels "
-                            f"{result.report['remainder']['clipped_pixels']}, rows at the gain limit "
-                            f"{result.report['remainder']['rows_at_setting_max']}")
-    return compiled
+    return lowered_program(state, {"aoc": section, "calibration": calibration_section}, payloads)
+
+
+CALIBRATED_PASSES = (
+    BackendPass("measured chain", read_machine),
+    STATE_SCALING,
+    BackendPass("tiling and placement", place_on_live_ports, placement_check),
+    ROUTING,
+    BackendPass("operating points", model_light),
+    BackendPass("α in range", choose_alpha_for_reach, alpha_range_check),
+    GAIN_FLOORS,
+    BackendPass("compensation", compensate_machine),
+    BackendPass("operating-point shift", inject_operating_shifts),
+    BackendPass("realised program", realise_on_machine),
+    BackendPass("emission", emit_calibrated_program),  # the driver's check of the whole lowering follows it
+)
+
+
+def calibrated_lowering(compiled: Any, layout: str, calibration: Calibration) -> Lowering:
+    """The lowering for one calibrated machine: dead ports avoided, α from the reachable range of each
+    pixel, grey levels and gains compensated, static offsets cancelled (``compensation.py``)."""
+    return Lowering(CalibratedLowering(compiled, layout, calibration=calibration), CALIBRATED_PASSES)

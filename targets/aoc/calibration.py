@@ -120,6 +120,14 @@ def calibration_path(name_or_path: str | Path) -> Path:
     return Path(name_or_path)
 
 
+def _sigmoid_coefficients(read: _Reader, label: str) -> np.ndarray:
+    """[a, b, c, d, f, g]; the 16-variable format omits the linear term g (calibrations/FIELDS.md)."""
+    sigmoid = read.array("tanh_sigmoid_coeffs", (None,))
+    if sigmoid.shape[0] not in (5, 6):
+        raise AdmcError(f"{label}: key 'tanh_sigmoid_coeffs': expected 5 or 6 values, got {sigmoid.shape[0]}")
+    return np.append(sigmoid, 0.0) if sigmoid.shape[0] == 5 else sigmoid
+
+
 def read_calibration(path: str | Path) -> Calibration:
     """Read and check a calibration file (calibrations/FIELDS.md §2), or a shipped one by name (``hw48``, ``hw16``)."""
     path = calibration_path(path)
@@ -131,11 +139,7 @@ def read_calibration(path: str | Path) -> Calibration:
     distortion_positive = read.array("column_wise_weights_distortion.positive_row12", (None, 3))
     channels = distortion_positive.shape[0]
     per_channel = (channels,)
-    sigmoid = read.array("tanh_sigmoid_coeffs", (None,))
-    if sigmoid.shape[0] not in (5, 6):
-        raise AdmcError(f"{label}: key 'tanh_sigmoid_coeffs': expected 5 or 6 values, got {sigmoid.shape[0]}")
-    if sigmoid.shape[0] == 5:
-        sigmoid = np.append(sigmoid, 0.0)  # the 16-variable format omits the linear term g (calibrations/FIELDS.md)
+    sigmoid = _sigmoid_coefficients(read, label)
 
     per_channel_pbs = read.has("pbs_crosstalk.negative_to_positive")
     if not per_channel_pbs and not read.has("pbs_crosstalk.poly_coeffs_positive_row12"):

@@ -219,13 +219,33 @@ def path_matrices(drive: dict[str, np.ndarray], responses: dict[str, Sequence[fl
     """
     effects = nonidealities
     ports = chain.ports
-    rows: dict[tuple[str, str], np.ndarray] = {}  # (output path, light path) -> [M, P, P]
-    constant = {}
-    dark = effects.slm_darkness.enabled
     efficiency = {path: chain.efficiency[path] if effects.input_efficiency.enabled
                   else np.full(ports, nominal.input_efficiency) for path in ("positive", "negative")}
     gain = {path: chain.output_gain[path] if effects.output_gain.enabled
             else np.full(ports, nominal.output_gain) for path in ("positive", "negative")}
+    rows = _same_path_rows(drive, responses, chain, nominal, effects, efficiency, gain)
+    constant = {path: np.zeros(rows[(path, path)].shape[:2]) for path in ("positive", "negative")}
+    modules = rows[("positive", "positive")].shape[0]
+    for output, light in (("positive", "negative"), ("negative", "positive")):
+        rows[(output, light)] = np.zeros((modules, ports, ports))
+    if chain.pbs_polynomial is None:
+        _add_pbs_leakage(rows, drive, chain, effects, efficiency, gain)
+        _add_pd_crosstalk(rows, constant, chain, effects)
+    else:
+        _add_pd_crosstalk(rows, constant, chain, effects)
+        _add_pbs_leakage(rows, drive, chain, effects, efficiency, gain)
+    return PathMatrices(
+        positive=rows[("positive", "positive")] - rows[("negative", "positive")],
+        negative=rows[("positive", "negative")] - rows[("negative", "negative")],
+        constant=constant["positive"] - constant["negative"],
+    )
+
+
+def _same_path_rows(drive: dict[str, np.ndarray], responses: dict[str, Sequence[float]], chain: MeasuredChain,
+                    nominal: ChainSpec, effects: NonIdealities, efficiency: dict[str, np.ndarray],
+                    gain: dict[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
+    """(path, path) → [M, P, P]: each path's light through its own SLM transfer (darkness included) and η."""
+    rows = {}
     for path in ("positive", "negative"):
         a, b, c = (chain.transfer[path][:, index][None, :, None] for index in range(3))
         if effects.slm_transfer.enabled:
@@ -233,49 +253,40 @@ def path_matrices(drive: dict[str, np.ndarray], responses: dict[str, Sequence[fl
             transmitted = a * u * u + b * u
         else:
             transmitted = nominal.slm_full_scale * realised_weight(drive[path], responses[path])
-        if dark:
+        if effects.slm_darkness.enabled:
             transmitted = transmitted + c
         rows[(path, path)] = gain[path][None, :, None] * transmitted * efficiency[path][None, None, :]
-        constant[path] = np.zeros(rows[(path, path)].shape[:2])
-    modules = rows[("positive", "positive")].shape[0]
-    for output, light in (("positive", "negative"), ("negative", "positive")):
-        rows[(output, light)] = np.zeros((modules, ports, ports))
+    return rows
 
-    def crosstalk() -> None:
-        if not effects.pd_crosstalk.enabled:
-            return
+
+def _add_pd_crosstalk(rows: dict[tuple[str, str], np.ndarray], constant: dict[str, np.ndarray],
+                      chain: MeasuredChain, effects: NonIdealities) -> None:
+    """Photodiode neighbour spill on every (output path, light path) row, in place; on the calibrated size the
+    makers subtract the column's darkness c before the spill (calibrations/FIELDS.md §2)."""
+    if not effects.pd_crosstalk.enabled:
+        return
+    for path in ("positive", "negative"):
+        matrix = _crosstalk_matrix(chain.to_earlier[path], chain.to_later[path])
+        for light in ("positive", "negative"):
+            rows[(path, light)] = np.einsum("pk,mkq->mpq", matrix, rows[(path, light)])
+        if effects.slm_darkness.enabled and chain.native:
+            darkness = chain.transfer[path][:, 2]
+            spill = (matrix - np.eye(chain.ports)) @ darkness
+            constant[path] = constant[path] - spill[None, :]
+
+
+def _add_pbs_leakage(rows: dict[tuple[str, str], np.ndarray], drive: dict[str, np.ndarray], chain: MeasuredChain,
+                     effects: NonIdealities, efficiency: dict[str, np.ndarray], gain: dict[str, np.ndarray]) -> None:
+    """PBS leakage, in place: the 48-port format's index-aligned leak, or the 16-port format's polynomial."""
+    if not effects.pbs_crosstalk.enabled:
+        return
+    if chain.pbs_leak is not None:
+        diagonal = np.arange(chain.ports)
         for path in ("positive", "negative"):
-            matrix = _crosstalk_matrix(chain.to_earlier[path], chain.to_later[path])
-            for light in ("positive", "negative"):
-                rows[(path, light)] = np.einsum("pk,mkq->mpq", matrix, rows[(path, light)])
-            if dark and chain.native:  # the makers subtract the column's darkness c before the spill
-                # (calibrations/FIELDS.md §2), on the calibrated size only
-                darkness = chain.transfer[path][:, 2]
-                spill = (matrix - np.eye(ports)) @ darkness
-                constant[path] = constant[path] - spill[None, :]
-
-    def pbs() -> None:
-        if not effects.pbs_crosstalk.enabled:
-            return
-        if chain.pbs_leak is not None:
-            diagonal = np.arange(ports)
-            for path in ("positive", "negative"):
-                leak = chain.pbs_leak[path] * gain[path] * efficiency[path]
-                rows[(path, path)][:, diagonal, diagonal] += leak[None, :]
-        elif chain.pbs_polynomial is not None:
-            _pbs_16(rows, drive, chain, efficiency)
-
-    if chain.pbs_polynomial is None:
-        pbs()
-        crosstalk()
-    else:
-        crosstalk()
-        pbs()
-    return PathMatrices(
-        positive=rows[("positive", "positive")] - rows[("negative", "positive")],
-        negative=rows[("positive", "negative")] - rows[("negative", "negative")],
-        constant=constant["positive"] - constant["negative"],
-    )
+            leak = chain.pbs_leak[path] * gain[path] * efficiency[path]
+            rows[(path, path)][:, diagonal, diagonal] += leak[None, :]
+    elif chain.pbs_polynomial is not None:
+        _pbs_16(rows, drive, chain, efficiency)
 
 
 def _pbs_16(rows: dict, drive: dict[str, np.ndarray], chain: MeasuredChain, efficiency: dict) -> None:

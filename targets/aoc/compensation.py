@@ -25,6 +25,7 @@ at z = 0, or the channel's fitted operating point ``PortLight``; the rest of the
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -105,121 +106,53 @@ def small_signal_ports(chain: MeasuredChain, nominal, modules: int) -> PortLight
                      {path: np.full((modules, chain.ports), rest[path]) for path in PATHS})
 
 
-def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray, floors: np.ndarray,
-               target, chain: MeasuredChain, port_light: PortLight | None = None) -> Compensated:
-    """``port_light``: each input port's light model (``operating_point``); default the small-signal one."""
-    ports, modules, nominal = target.module.ports, placement.modules_used, target.chain
-    if port_light is None:
-        port_light = small_signal_ports(chain, nominal, modules)
-    bits = target.slm.bit_depth
+@dataclass(frozen=True)
+class _Machine:
+    """What every module's compensation reads: the chain and its light model, the nominal unit of normalised
+    transmission, each column's grey-level modulations and full scale per path, each path's spill."""
+
+    chain: MeasuredChain
+    target: Any
+    port_light: PortLight
+    unit: float
+    levels: dict[str, np.ndarray]  # path -> [P, levels]
+    full: dict[str, np.ndarray]  # path -> [P]
+    spill: dict[str, np.ndarray]  # path -> [P, P]
+    no_spill: NonIdealities
+
+
+def _machine(chain: MeasuredChain, target, port_light: PortLight) -> _Machine:
+    ports, nominal, bits = target.module.ports, target.chain, target.slm.bit_depth
     for path in PATHS:
         a, b = chain.transfer[path][:, 0], chain.transfer[path][:, 1]
         if np.any(b <= 0) or np.any(2 * a + b <= 0):
             raise AdmcError(f"calibration: column_wise_weights_distortion {path}: a transfer is not increasing")
     unit = nominal.slm_full_scale * nominal.input_efficiency * nominal.output_gain * nominal.loop_gain
     levels = {path: _levels(chain.transfer[path], bits) for path in PATHS}
-    full = {path: levels[path][:, -1] for path in PATHS}
-    per_setting = nominal.gain_per_setting
-    grey = {path: np.zeros((modules, ports, ports), dtype=np.uint8 if bits <= 8 else np.uint16) for path in PATHS}
-    effective = {path: np.zeros((modules, ports, ports)) for path in PATHS}
-    new_beta = beta.copy()
-    cancel_fixed, cancel_per_factor = np.zeros((modules, ports)), np.zeros((modules, ports))
-    clipped_pixels, worst_clip, capped_rows = 0, 0.0, 0
-    excess = np.zeros((modules, ports))
     spill = {path: np.eye(ports) + np.diag(chain.to_earlier[path][1:], 1) + np.diag(chain.to_later[path][:-1], -1)
              for path in PATHS}
     no_spill = replace(optical_effects_on(), pd_crosstalk=replace(optical_effects_on().pd_crosstalk, enabled=False))
-    zero = {path: np.zeros((1, ports, ports)) for path in PATHS}
-    unit_response = {path: (0.0, 1.0, 0.0) for path in PATHS}
+    return _Machine(chain, target, port_light, unit, levels, {path: levels[path][:, -1] for path in PATHS}, spill,
+                    no_spill)
+
+
+def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray, floors: np.ndarray,
+               target, chain: MeasuredChain, port_light: PortLight | None = None) -> Compensated:
+    """``port_light``: each input port's light model (``operating_point``); default the small-signal one."""
+    ports, modules, bits = target.module.ports, placement.modules_used, target.slm.bit_depth
+    if port_light is None:
+        port_light = small_signal_ports(chain, target.chain, modules)
+    machine = _machine(chain, target, port_light)
+    result = Compensated({path: np.zeros((modules, ports, ports), dtype=np.uint8 if bits <= 8 else np.uint16)
+                          for path in PATHS}, {path: np.zeros((modules, ports, ports)) for path in PATHS},
+                         beta.copy(), np.zeros((modules, ports)), np.zeros((modules, ports)),
+                         np.zeros((modules, ports)))
+    remainder = {"clipped_pixels": 0, "worst_clip_relative": 0.0, "rows_at_setting_max": 0}
     for module in range(modules):
-        slope = {path: port_light.slope[path][module] for path in PATHS}
-        # Modulation coefficient of each pixel per path (normalised, before κ): η_p ρ_q r_q / unit.
-        coefficient = {path: chain.output_gain[path][:, None] * chain.efficiency[path][None, :] * slope[path] / unit
-                       for path in PATHS}
         tiles = [(tile, transmission) for tile, transmission in zip(placement.tiles, tile_transmissions, strict=True)
                  if tile.module == module]
-        wanted = np.zeros((ports, ports))
-        used_out, used_in = np.zeros(ports, dtype=bool), np.zeros(ports, dtype=bool)
-        for tile, transmission in tiles:
-            rows = slice(tile.output_port_start, tile.output_port_stop)
-            columns = slice(tile.input_port_start, tile.input_port_stop)
-            wanted[rows, columns] = transmission
-            used_out[rows], used_in[columns] = True, True
-        out = np.flatnonzero(used_out)
-        if out.size == 0:
-            continue
-        # Light every pixel lit by a used source passes at u = 0 (darkness c; 48-port format: PBS leak),
-        # per path, through that path's spill: the constant C_R the modulation must absorb.
-        leak = path_matrices(zero, unit_response, chain, nominal, no_spill)
-        leak_paths = {"positive": leak.positive[0] * slope["positive"] / unit * used_in[None, :],
-                      "negative": -leak.negative[0] * slope["negative"] / unit * used_in[None, :]}
-        constant = (spill["positive"] @ leak_paths["positive"] - spill["negative"] @ leak_paths["negative"])[out]
-        mean_spill = 0.5 * (spill["positive"] + spill["negative"])[np.ix_(out, out)]
-        half_difference = 0.5 * (spill["positive"] - spill["negative"])[np.ix_(out, out)]
-        mean_inverse = np.linalg.inv(mean_spill)
-        factor = np.ones(ports)
-        row_floor = floors[module] / np.maximum(beta[module], 1e-300)
-        row_ceiling = target.gain.beta_max / np.maximum(beta[module], 1e-300)
-        mask = used_in[None, :]
-
-        def modulation(row_factor: np.ndarray, wanted=wanted, out=out, constant=constant, mask=mask,
-                       mean_inverse=mean_inverse, half_difference=half_difference) -> np.ndarray:
-            """D = A⁺ − A⁻ on the used detectors solving X⁺A⁺ − X⁻A⁻ + C = T/(f κ), i.e.
-            D = X̄⁻¹ (T/(f κ) − C − Δ|D|) with X± = X̄ ± Δ (a contraction: Δ is a few percent)."""
-            goal = wanted[out] / (row_factor[out, None] * chain.kappa[out, None]) - constant
-            result = mean_inverse @ goal * mask
-            for _ in range(ROW_ITERATIONS):
-                result = mean_inverse @ (goal - half_difference @ np.abs(result)) * mask
-            return result
-
-        for _ in range(ROW_ITERATIONS):
-            needed = modulation(factor)
-            reach = np.where(needed >= 0, coefficient["positive"][out] * full["positive"][out, None],
-                             coefficient["negative"][out] * full["negative"][out, None])
-            ratio = np.where(mask, np.abs(needed) / np.maximum(reach, 1e-300), 0.0)
-            worst = ratio.max(axis=1, initial=0.0)
-            has_weights = np.abs(wanted[out]).max(axis=1, initial=0.0) > 0
-            update = np.where(has_weights & (worst > 0), worst / RANGE_MARGIN, 1.0)
-            factor[out] = np.clip(factor[out] * update, row_floor[out], np.maximum(row_ceiling[out], row_floor[out]))
-        capped_rows += int(np.sum(np.isclose(factor[out], row_ceiling[out]) & (row_ceiling[out] > row_floor[out])))
-        needed = modulation(factor)
-        reach = np.where(needed >= 0, coefficient["positive"][out] * full["positive"][out, None],
-                         coefficient["negative"][out] * full["negative"][out, None])
-        excess[module, out] = np.where(mask, np.abs(needed) / np.maximum(reach, 1e-300), 0.0).max(axis=1)
-        for path, sign in (("positive", 1.0), ("negative", -1.0)):
-            share = np.maximum(sign * needed, 0.0) / np.maximum(coefficient[path][out], 1e-300)
-            overflow = share - full[path][out, None]
-            if np.any(overflow > 1e-12):
-                clipped_pixels += int(np.sum(overflow > 1e-12))
-                worst_clip = max(worst_clip, float(np.max(overflow / full[path][out, None])))
-            index = _nearest(levels[path][out], np.minimum(share, full[path][out, None]))
-            image = np.zeros((ports, ports), dtype=np.int64)
-            image[out] = index * used_in[None, :]
-            grey[path][module] = image.T
-        new_beta[module] = beta[module] * factor
-        # What the machine now realises, from the chain itself (every optical effect on).
-        drive = {path: (grey[path][module].T.astype(np.float64) / (2 ** bits - 1))[None] for path in PATHS}
-        matrices = path_matrices(drive, {path: (0.0, 1.0, 0.0) for path in PATHS}, chain, nominal,
-                                 optical_effects_on())
-        realised = chain.kappa[:, None] * (matrices.positive[0] * slope["positive"]
-                                           + matrices.negative[0] * slope["negative"]) / unit
-        for tile, _ in tiles:
-            rows = slice(tile.output_port_start, tile.output_port_stop)
-            columns = slice(tile.input_port_start, tile.input_port_stop)
-            window = realised[rows, columns]  # β' × this = β × the intended T
-            effective["positive"][module][columns, rows] = np.maximum(window, 0.0).T
-            effective["negative"][module][columns, rows] = np.maximum(-window, 0.0).T
-        # Static output at z = 0 (per unit gain factor and fixed), cancelled through the injection.
-        light = {path: port_light.rest[path][module] for path in PATHS}
-        settings = new_beta[module] / per_setting
-        dark_light = (matrices.positive[0] @ (light["positive"] * used_in) + matrices.negative[0]
-                      @ (light["negative"] * used_in) + matrices.constant[0])
-        per_factor = chain.kappa * settings / ports * dark_light + chain.kappa * chain.adc_ratio * settings \
-            * chain.linear_offset
-        fixed = chain.kappa * chain.adc_ratio * chain.dc_offset
-        cancel_per_factor[module] = -per_factor * used_out
-        cancel_fixed[module] = -fixed * used_out
-    report = {
+        _compensate_module(machine, module, tiles, beta[module], floors[module], result, remainder)
+    result.report = {
         "compensated": ["dead ports avoided by placement", "SLM transfer per column and path (quantised through it)",
                         "input efficiency ρ", "output gain η",
                         "path ratio and each channel's σ·LED light scale (its operating point)",
@@ -228,7 +161,135 @@ def compensate(placement, tile_transmissions: list[np.ndarray], beta: np.ndarray
                         "light (injected voltages)"],
         "not_compensated": ["the σ·LED curvature beyond each channel's affine match to tanh",
                             "the 16-port format's PBS polynomials"],
-        "remainder": {"clipped_pixels": clipped_pixels, "worst_clip_relative": worst_clip,
-                      "rows_at_setting_max": capped_rows},
+        "remainder": remainder,
     }
-    return Compensated(grey, effective, new_beta, cancel_fixed, cancel_per_factor, excess, report)
+    return result
+
+
+def _compensate_module(machine: _Machine, module: int, tiles: list, beta: np.ndarray, floors: np.ndarray,
+                       result: Compensated, remainder: dict) -> None:
+    """One module's grey levels, gain factors, realised transmissions and cancelling injections, written into
+    ``result`` (being built by :func:`compensate`); clipped pixels and capped rows counted in ``remainder``."""
+    chain, ports = machine.chain, machine.target.module.ports
+    slope = {path: machine.port_light.slope[path][module] for path in PATHS}
+    # Modulation coefficient of each pixel per path (normalised, before κ): η_p ρ_q r_q / unit.
+    coefficient = {path: chain.output_gain[path][:, None] * chain.efficiency[path][None, :] * slope[path]
+                   / machine.unit for path in PATHS}
+    wanted = np.zeros((ports, ports))
+    used_out, used_in = np.zeros(ports, dtype=bool), np.zeros(ports, dtype=bool)
+    for tile, transmission in tiles:
+        rows = slice(tile.output_port_start, tile.output_port_stop)
+        columns = slice(tile.input_port_start, tile.input_port_stop)
+        wanted[rows, columns] = transmission
+        used_out[rows], used_in[columns] = True, True
+    out = np.flatnonzero(used_out)
+    if out.size == 0:
+        return
+    modulation = _spill_inverse(machine, slope, wanted, out, used_in)
+    factor = _row_factors(machine, modulation, coefficient, wanted, out, used_in, beta, floors, remainder)
+    needed = modulation(factor)
+    reach = _reach(machine, coefficient, needed, out)
+    result.excess[module, out] = np.where(used_in[None, :], np.abs(needed) / np.maximum(reach, 1e-300),
+                                          0.0).max(axis=1)
+    _grey_levels(machine, coefficient, needed, out, used_in, result.grey, module, remainder)
+    result.beta[module] = beta * factor
+    matrices = _realise(machine, module, tiles, slope, result)
+    # Static output at z = 0 (per unit gain factor and fixed), cancelled through the injection.
+    light = {path: machine.port_light.rest[path][module] for path in PATHS}
+    settings = result.beta[module] / machine.target.chain.gain_per_setting
+    dark_light = (matrices.positive[0] @ (light["positive"] * used_in) + matrices.negative[0]
+                  @ (light["negative"] * used_in) + matrices.constant[0])
+    per_factor = chain.kappa * settings / ports * dark_light + chain.kappa * chain.adc_ratio * settings \
+        * chain.linear_offset
+    fixed = chain.kappa * chain.adc_ratio * chain.dc_offset
+    result.cancel_per_factor[module] = -per_factor * used_out
+    result.cancel_fixed[module] = -fixed * used_out
+
+
+def _spill_inverse(machine: _Machine, slope: dict, wanted: np.ndarray, out: np.ndarray, used_in: np.ndarray):
+    """The modulation D(f) one module's used detectors need for row gain factors f (see the closure)."""
+    chain, nominal, ports, unit, spill = machine.chain, machine.target.chain, machine.target.module.ports, \
+        machine.unit, machine.spill
+    # Light every pixel lit by a used source passes at u = 0 (darkness c; 48-port format: PBS leak),
+    # per path, through that path's spill: the constant C_R the modulation must absorb.
+    zero = {path: np.zeros((1, ports, ports)) for path in PATHS}
+    leak = path_matrices(zero, {path: (0.0, 1.0, 0.0) for path in PATHS}, chain, nominal, machine.no_spill)
+    leak_paths = {"positive": leak.positive[0] * slope["positive"] / unit * used_in[None, :],
+                  "negative": -leak.negative[0] * slope["negative"] / unit * used_in[None, :]}
+    constant = (spill["positive"] @ leak_paths["positive"] - spill["negative"] @ leak_paths["negative"])[out]
+    mean_spill = 0.5 * (spill["positive"] + spill["negative"])[np.ix_(out, out)]
+    half_difference = 0.5 * (spill["positive"] - spill["negative"])[np.ix_(out, out)]
+    mean_inverse = np.linalg.inv(mean_spill)
+    mask = used_in[None, :]
+
+    def modulation(row_factor: np.ndarray) -> np.ndarray:
+        """D = A⁺ − A⁻ on the used detectors solving X⁺A⁺ − X⁻A⁻ + C = T/(f κ), i.e.
+        D = X̄⁻¹ (T/(f κ) − C − Δ|D|) with X± = X̄ ± Δ (a contraction: Δ is a few percent)."""
+        goal = wanted[out] / (row_factor[out, None] * chain.kappa[out, None]) - constant
+        result = mean_inverse @ goal * mask
+        for _ in range(ROW_ITERATIONS):
+            result = mean_inverse @ (goal - half_difference @ np.abs(result)) * mask
+        return result
+
+    return modulation
+
+
+def _reach(machine: _Machine, coefficient: dict, needed: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The largest modulation each needed pixel's path can give on the used detectors."""
+    return np.where(needed >= 0, coefficient["positive"][out] * machine.full["positive"][out, None],
+                    coefficient["negative"][out] * machine.full["negative"][out, None])
+
+
+def _row_factors(machine: _Machine, modulation, coefficient: dict, wanted: np.ndarray, out: np.ndarray,
+                 used_in: np.ndarray, beta: np.ndarray, floors: np.ndarray, remainder: dict) -> np.ndarray:
+    """f per output port: each used row scaled to use RANGE_MARGIN of its reach, within the gain range."""
+    factor = np.ones(machine.target.module.ports)
+    row_floor = floors / np.maximum(beta, 1e-300)
+    row_ceiling = machine.target.gain.beta_max / np.maximum(beta, 1e-300)
+    mask = used_in[None, :]
+    for _ in range(ROW_ITERATIONS):
+        needed = modulation(factor)
+        reach = _reach(machine, coefficient, needed, out)
+        ratio = np.where(mask, np.abs(needed) / np.maximum(reach, 1e-300), 0.0)
+        worst = ratio.max(axis=1, initial=0.0)
+        has_weights = np.abs(wanted[out]).max(axis=1, initial=0.0) > 0
+        update = np.where(has_weights & (worst > 0), worst / RANGE_MARGIN, 1.0)
+        factor[out] = np.clip(factor[out] * update, row_floor[out], np.maximum(row_ceiling[out], row_floor[out]))
+    remainder["rows_at_setting_max"] += int(np.sum(np.isclose(factor[out], row_ceiling[out])
+                                                   & (row_ceiling[out] > row_floor[out])))
+    return factor
+
+
+def _grey_levels(machine: _Machine, coefficient: dict, needed: np.ndarray, out: np.ndarray, used_in: np.ndarray,
+                 grey: dict[str, np.ndarray], module: int, remainder: dict) -> None:
+    """Each path's nearest grey levels through its column's measured transfer (clipped at full scale)."""
+    levels, full, ports = machine.levels, machine.full, machine.target.module.ports
+    for path, sign in (("positive", 1.0), ("negative", -1.0)):
+        share = np.maximum(sign * needed, 0.0) / np.maximum(coefficient[path][out], 1e-300)
+        overflow = share - full[path][out, None]
+        if np.any(overflow > 1e-12):
+            remainder["clipped_pixels"] += int(np.sum(overflow > 1e-12))
+            remainder["worst_clip_relative"] = max(remainder["worst_clip_relative"],
+                                                   float(np.max(overflow / full[path][out, None])))
+        index = _nearest(levels[path][out], np.minimum(share, full[path][out, None]))
+        image = np.zeros((ports, ports), dtype=np.int64)
+        image[out] = index * used_in[None, :]
+        grey[path][module] = image.T
+
+
+def _realise(machine: _Machine, module: int, tiles: list, slope: dict, result: Compensated):
+    """What the machine now realises, from the chain itself (every optical effect on): each tile window's
+    effective transmissions into ``result``; returns the module's path matrices."""
+    chain, bits = machine.chain, machine.target.slm.bit_depth
+    drive = {path: (result.grey[path][module].T.astype(np.float64) / (2 ** bits - 1))[None] for path in PATHS}
+    matrices = path_matrices(drive, {path: (0.0, 1.0, 0.0) for path in PATHS}, chain, machine.target.chain,
+                             optical_effects_on())
+    realised = chain.kappa[:, None] * (matrices.positive[0] * slope["positive"]
+                                       + matrices.negative[0] * slope["negative"]) / machine.unit
+    for tile, _ in tiles:
+        rows = slice(tile.output_port_start, tile.output_port_stop)
+        columns = slice(tile.input_port_start, tile.input_port_stop)
+        window = realised[rows, columns]  # β' × this = β × the intended T
+        result.effective["positive"][module][columns, rows] = np.maximum(window, 0.0).T
+        result.effective["negative"][module][columns, rows] = np.maximum(-window, 0.0).T
+    return matrices

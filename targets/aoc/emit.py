@@ -1,7 +1,8 @@
 """Emit an AOC program: payloads (PNG images, exact arrays, gains, routing) and the manifest's ``aoc`` section.
 
 Requires: the lowered program (scaled groups and blocks, α, placement, routing, β, image sets, headroom and
-weight errors). Guarantees: every payload is listed by the bundle writer with its sha256; images are
+weight errors). Guarantees: nothing is changed in place (the lowering's emission pass attaches the section,
+payloads and report returned here); every payload is listed by the bundle writer with its sha256; images are
 ``image[input_port, output_port]`` (row = LED source, column = photodetector, the machine computes z·W),
 8-bit PNG or 16-bit beyond 8 bits; the first image set keeps the flat names ``aoc/grey_*.npy`` and
 ``aoc/images/module_MMMM_*.png``, further sets (Δt in the images) live under ``aoc/set_KK/``.
@@ -14,6 +15,7 @@ import json
 import numpy as np
 
 from admc.bundle.store import npy_bytes
+from admc.ir.program import block_indices
 from admc.passes.routing import routing_to_json
 from admc.targets.aoc.png import encode_png
 
@@ -109,9 +111,9 @@ def summary_lines(summary: dict, weight_errors: list[dict], headroom: list[dict]
     return lines
 
 
-def attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_sets, headroom, weight_errors,
-                       realised_program=None):
-    target = compiled.target
+def aoc_section(target, scaled, alpha, placement, routing, beta, image_sets, headroom, weight_errors,
+                extra_lines: tuple[str, ...] = ()) -> tuple[dict, dict[str, bytes]]:
+    """The manifest's ``aoc`` section and its payloads; ``extra_lines`` end the ``admc inspect`` summary."""
     per_setting = target.chain.gain_per_setting
     payloads: dict[str, bytes] = {"aoc/beta.npy": npy_bytes(beta),
                                   "aoc/gain_setting.npy": npy_bytes(beta / per_setting),
@@ -122,12 +124,11 @@ def attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_
                                                  target.slm.float_weights)
         sets.append(entry)
         payloads.update(set_payloads)
-    tiles = []
-    for tile in placement.tiles:
-        block = scaled.blocks[int(tile.block.split("_")[1])]
-        tiles.append({**tile.__dict__, "scale_class": block.scale_class, "layer": block.layer})
+    indices = block_indices(len(scaled.blocks))
+    tiles = [{**tile.__dict__, "scale_class": scaled.blocks[indices[tile.block]].scale_class,
+              "layer": scaled.blocks[indices[tile.block]].layer} for tile in placement.tiles]
     summary = summary_of(placement, alpha, image_sets, tiles, weight_errors, target.gain.per_channel)
-    summary["lines"] = summary_lines(summary, weight_errors, headroom)
+    summary["lines"] = [*summary_lines(summary, weight_errors, headroom), *extra_lines]
     section = {
         "image_orientation": "image[input_port, output_port]: row = LED source, column = photodetector "
                              "(the machine computes z·W)",
@@ -146,14 +147,12 @@ def attach_aoc_program(compiled, scaled, alpha, placement, routing, beta, image_
         "weight_error": weight_errors,
         "summary": summary,
     }
-    report = dict(compiled.report)
-    report["verify_criterion"], report["verify_tolerance"] = verify_bound(target)  # informative: verify recomputes
-    report["modules_used"] = placement.modules_used
-    compiled.program = scaled
-    compiled.alpha = alpha
-    compiled.report = report
-    compiled.extra_sections = {"aoc": section}
-    compiled.extra_payloads = payloads
-    compiled.block_arrays = False
-    compiled.realised_program = realised_program
-    return compiled
+    return section, payloads
+
+
+def lowered_report(report: dict, target, placement) -> dict:
+    """The spine's report with what verify holds the program to (informative: verify recomputes it) and the
+    modules the placement uses."""
+    criterion, tolerance = verify_bound(target)
+    return {**report, "verify_criterion": criterion, "verify_tolerance": tolerance,
+            "modules_used": placement.modules_used}

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from admc.targets.aoc.calibration import DEFAULT_SCALE, Calibration
-from admc.targets.aoc.nonidealities import MEASURED_CHAIN_EFFECTS
-from admc.targets.aoc.physics import NonIdealities, StaticErrors, sample_static_errors
+from admc.targets.aoc.nonidealities import MEASURED_CHAIN_EFFECTS, NonIdealities
+from admc.targets.aoc.static_errors import StaticErrors, sample_static_errors
 
 
 def _per_port(vector: np.ndarray, modules: int, ports: int, dtype: torch.dtype) -> torch.Tensor:

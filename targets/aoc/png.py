@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from admc.core.atomic import write_file_atomically
 from admc.core.errors import AdmcError
 
 COMPRESSION_LEVEL = 9
@@ -56,8 +57,8 @@ def encode_png(grey_levels: np.ndarray) -> bytes:
 
 
 def write_png(path: str | Path, grey_levels: np.ndarray) -> None:
-    """Write a 2-D uint8 / uint16 array as an 8-bit / 16-bit greyscale PNG."""
-    Path(path).write_bytes(encode_png(grey_levels))
+    """Write a 2-D uint8 / uint16 array as an 8-bit / 16-bit greyscale PNG (atomically: ``core.atomic``)."""
+    write_file_atomically(path, encode_png(grey_levels))
 
 
 def decode_png(content: bytes, label: str) -> np.ndarray:

@@ -5,8 +5,8 @@ tile's signed transmissions and β from ``gains_and_transmissions``. Guarantees:
 σ shape, or with no tanh channel to fit, nothing changes (``fit`` returns None); otherwise every tile column
 is scaled by its channel's k and the rows renormalised (``fold_into_rows``), and :func:`effective_image_set`
 turns the quantised images (T·k) back into the transmissions the program means (realised / k per input port),
-which the ideal executor reads; the manifest records k, the fit and its errors under
-``aoc.sigma_compensation``.
+which the ideal executor reads; :func:`record` gives what the manifest records (k, the fit and its errors
+under ``aoc.sigma_compensation``). Nothing is changed in place.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from admc.bundle.store import npy_bytes
+from admc.ir.program import block_indices
 from admc.targets.aoc.operating_point import RECORD_SAMPLES, RECORD_SEED, record_states
 from admc.targets.aoc.sigma_shape import (
     PAYLOAD,
@@ -37,7 +38,7 @@ def fit(compiled, scaled, target, alpha: np.ndarray) -> OutputScales | None:
     exponent = declared_exponent(target)
     if exponent is None:
         return None
-    from admc.compiler.conditional_build import calibration_drive
+    from admc.compiler.calibration_drive import calibration_drive
 
     sigma_gain, voltage_scale = np.ones(scaled.size), np.ones(scaled.size)
     tanh = np.zeros(scaled.size, dtype=bool)
@@ -55,7 +56,7 @@ def fit(compiled, scaled, target, alpha: np.ndarray) -> OutputScales | None:
 
 
 def column_channels(scaled, tile) -> np.ndarray:
-    block = scaled.blocks[int(tile.block.split("_")[1])]
+    block = scaled.blocks[block_indices(len(scaled.blocks))[tile.block]]
     return scaled.group(block.column_group).offset + np.arange(tile.column_start, tile.column_stop)
 
 
@@ -91,9 +92,7 @@ def effective_image_set(image_set, scales: OutputScales, scaled, placement, port
     return replace(image_set, realised=effective, effective=True)
 
 
-def record(compiled, scales: OutputScales, target) -> None:
-    """The manifest's ``aoc.sigma_compensation``, its payload and the inspect line."""
+def record(scales: OutputScales, target) -> tuple[dict, dict[str, bytes], str]:
+    """The manifest's ``aoc.sigma_compensation`` section, its payload and the ``admc inspect`` line."""
     section = report(scales, declared_exponent(target))
-    compiled.extra_payloads[PAYLOAD] = npy_bytes(scales.scale)
-    compiled.extra_sections["aoc"]["sigma_compensation"] = section
-    compiled.extra_sections["aoc"]["summary"]["lines"].append(summary_line(section))
+    return section, {PAYLOAD: npy_bytes(scales.scale)}, summary_line(section)

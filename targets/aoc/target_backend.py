@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from admc.targets.aoc.manifest_section import AocSection
+from admc.targets.aoc.sweep_twin import make_twin
 from admc.targets.backends import TargetBackend, TwinRun
 
 
-def lower(compiled, layout: str):
-    from admc.targets.aoc.backend import lower_to_aoc
+def lowering(compiled, layout: str):
+    """The nominal lowering's named passes, or those for the measured machine given (``--calibration``)."""
+    if compiled.calibration is not None:
+        from admc.targets.aoc.calibrated_build import calibrated_lowering
 
-    return lower_to_aoc(compiled, layout, compiled.calibration)
+        return calibrated_lowering(compiled, layout, compiled.calibration)
+    from admc.targets.aoc.lowering import nominal_lowering
+
+    return nominal_lowering(compiled, layout)
+
+
+def lower(compiled, layout: str):
+    from admc.passes.manager import run_lowering
+
+    return run_lowering(lowering(compiled, layout))
 
 
 def read_calibration(path):
@@ -33,24 +46,16 @@ def read_program(bundle):
     return program, schedule, alpha
 
 
-def run_twin(bundle, noise: np.ndarray, options: dict, progress=None) -> TwinRun:
-    from admc.targets.aoc.twin import AocTwin
+def run_twin(bundle, noise: np.ndarray, options, progress=None) -> TwinRun:
+    from admc.targets.aoc.twin_cli import run_twin as run_aoc_twin
 
-    options = dict(options)
-    conditioning = options.pop("conditioning", None)  # a conditional program's drawn conditions (verify)
-    twin = AocTwin(bundle, record_residuals=True, **options)
-    drive = None if conditioning is None else conditioning.interface.drive_function(twin.program,
-                                                                                     conditioning.conditions)
-    result = twin.run(noise, progress, drive)
-    return TwinRun(result.trajectory, result.residual_history,
-                   {"mode": options.get("mode", "discrete"), "iterations_step_1": result.iterations[0],
-                    "settle_residual_max": float(np.max(result.settle_residuals))})
+    return run_aoc_twin(bundle, noise, options, progress)
 
 
-def simulate(bundle, noise: np.ndarray, arguments) -> np.ndarray:
+def simulate(bundle, noise: np.ndarray, options) -> tuple[np.ndarray, str]:
     from admc.targets.aoc.twin_cli import simulate_twin
 
-    return simulate_twin(bundle, noise, arguments)
+    return simulate_twin(bundle, noise, options)
 
 
 def describe(manifest: dict) -> tuple[dict, list[str]]:
@@ -73,4 +78,5 @@ def verify_bound(bundle) -> tuple[str, float]:
 
 
 BACKEND = TargetBackend("aoc", lower, read_program, run_twin, simulate, describe, check_files, verify_bound,
-                        read_calibration)
+                        read_calibration, lowering=lowering, manifest_section=AocSection,
+                        make_twin=make_twin)

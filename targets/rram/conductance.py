@@ -1,7 +1,8 @@
 """Weights to differential conductance pairs on crossbars, and back.
 
-Requires: placed tiles (``passes/tiling.py``: rows = block outputs on crossbar columns, columns = block inputs
-on crossbar rows), the blocks, per-group voltage scales and the target. Guarantees: every crossbar column
+Requires: a ``Placement`` of the program's blocks (``passes/tiling.py``, from ``block_shapes``: rows = block
+outputs on crossbar columns, columns = block inputs on crossbar rows; ``Placement.block_index`` finds a tile's
+block), the blocks, per-group voltage scales and the target. Guarantees: every crossbar column
 (one output of one tile) gets its own scale s (model weight per µS), the smallest the transimpedance range
 allows, so its largest |weight| spans G_max − G_min; a weight w becomes G⁺ − G⁻ = w / s with the unused side
 at G_min, each side quantised to the nearest of the device's levels (exact with ``float_levels``). So every
@@ -33,13 +34,6 @@ class CrossbarArrays:
     tia_gain_ohm: np.ndarray  # [crossbars, columns] (0: unused column)
 
 
-def block_index(tile) -> int:
-    return int(tile.block.split("_")[1])
-
-
-def tile_matrix(program, tile) -> np.ndarray:
-    block = program.blocks[block_index(tile)]
-    return block.matrix[tile.row_start:tile.row_stop, tile.column_start:tile.column_stop]
 
 
 def map_conductances(program, placement, volts_per_unit: dict[str, float], target) -> CrossbarArrays:
@@ -55,8 +49,8 @@ def map_conductances(program, placement, volts_per_unit: dict[str, float], targe
     column_scale = np.zeros(shape[:2])
     tia = np.zeros(shape[:2])
     for tile_number, tile in enumerate(placement.tiles):
-        block = program.blocks[block_index(tile)]
-        matrix = tile_matrix(program, tile)  # [outputs, inputs]
+        block = program.blocks[placement.block_index(tile)]
+        matrix = block.matrix[tile.row_start:tile.row_stop, tile.column_start:tile.column_stop]  # [outputs, inputs]
         # R = s[Ω⁻¹ per µS → per S] · c_out / c_in converts the column's current into the next layer's volts.
         ohms_per_scale = volts_per_unit[block.row_group] / (volts_per_unit[block.column_group] * MICROSIEMENS)
         needed = np.max(np.abs(matrix), axis=1) / span
@@ -118,7 +112,7 @@ def variance_blocks(shapes: list[tuple[int, int]], tiles: list[dict], positive_u
 
 
 def tile_entries(placement) -> list[dict]:
-    return [{"block": tile.block, "block_index": block_index(tile), "module": tile.module,
+    return [{"block": tile.block, "block_index": placement.block_index(tile), "module": tile.module,
              "row_start": tile.row_start, "rows": tile.rows, "column_start": tile.column_start,
              "columns": tile.columns, "output_port_start": tile.output_port_start,
              "input_port_start": tile.input_port_start} for tile in placement.tiles]

@@ -1,212 +1,148 @@
-"""The resistive-memory (RRAM) crossbar target description: schema and frozen dataclasses.
+"""The resistive-memory (RRAM) crossbar target description: one frozen pydantic model.
 
-Requires: data already validated against :data:`SCHEMA` (``admc.targets.description_schema``).
-Guarantees: :meth:`RramTarget.from_mapping` adds the cross-field checks a schema cannot express (ordered
-ranges, an on/off ratio above 1) and raises AdmcError naming the file and field; ``to_dict()`` is plain
-JSON-able data and ``from_mapping(to_dict())`` rebuilds an equal target. The target declares what shared
-passes read: its activations, that it solves the flow in continuous time, and the module path of its backend.
+Requires: nothing. Guarantees: :class:`RramTarget` is the description's one declaration
+(``admc.targets.description_models``); :meth:`RramTarget.from_mapping` validates a complete description and
+adds the cross-field checks a field cannot express (ordered ranges, an on/off ratio above 1), raising
+AdmcError naming the file and field; ``to_dict()`` is plain JSON-able data and ``from_mapping(to_dict())``
+rebuilds an equal target. The target declares what shared passes read: its activations, that it solves the
+flow in continuous time, and the module path of its backend.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 from admc.core.errors import AdmcError
-from admc.targets.description_schema import Field
-from admc.targets.estimate_spec import EstimateSpec, estimate_schema
+from admc.targets.description_models import Section, leaf, section
+from admc.targets.description_schema import validate
+from admc.targets.estimate_spec import EstimateSpec
 
 
-def _switch(doc: str, **parameters: Field) -> dict:
-    return {"enabled": Field("bool", f"apply {doc} in the twin"), **parameters}
+def switch(effect: str) -> Any:
+    """The ``enabled`` field of a non-ideality section."""
+    return leaf(f"apply {effect} in the twin")
 
 
-SCHEMA = {
-    "kind": Field("str", "target kind", choices=("rram",)),
-    "name": Field("str", "target name"),
-    "description": Field("str", "one line for reports", default=""),
-    "linear_channels": Field("bool", "whether a channel may drive the crossbar rows without an activation"),
-    "activations": {
-        "relu": Field("bool", "the periphery computes ReLU"),
-        "tanh": Field("bool", "the periphery computes tanh"),
-    },
-    "crossbar": {
-        "size": Field("int", "rows = columns of one crossbar", minimum=1, maximum=4096),
-        "count": Field("int", "crossbars available", minimum=1, maximum=1_000_000),
-    },
-    "conductance": {
-        "g_min_us": Field("float", "lowest programmable conductance (µS)", minimum=0, maximum=1e6),
-        "g_max_us": Field("float", "highest programmable conductance (µS)", minimum=0, maximum=1e6),
-        "levels": Field("int", "programmable levels per device, G_min and G_max included", minimum=2,
-                        maximum=1_000_000),
-        "float_levels": Field("bool", "true: no quantisation (exact conductances, for tests)", default=False),
-    },
-    "periphery": {
-        "read_voltage_v": Field("float", "largest voltage driven onto a crossbar row (V)", minimum=0, maximum=10),
-        "tia_gain_min_ohm": Field("float", "smallest transimpedance of a column amplifier (Ω)", minimum=0,
-                                  maximum=1e12),
-        "tia_gain_max_ohm": Field("float", "largest transimpedance (Ω)", minimum=0, maximum=1e12),
-        "dac_bits": Field("int", "resolution of the DACs driving time and start inputs", minimum=1, maximum=32),
-        "dac_rate_hz": Field("float", "DAC update rate (samples/s)", minimum=0, maximum=1e12),
-        "adc_bits": Field("int", "resolution of the readout ADC", minimum=1, maximum=32),
-    },
-    "integrator": {
-        "time_constant_min_s": Field("float", "smallest integrator time constant R·C (s)", minimum=0, maximum=1e3),
-        "time_constant_max_s": Field("float", "largest integrator time constant R·C (s)", minimum=0, maximum=1e3),
-        "leakage_time_constant_s": Field("float", "time constant of the integrator's leak (s)", minimum=0,
-                                         maximum=1e9),
-    },
-    "timing": {
-        "layer_bandwidth_hz": Field("float", "-3 dB bandwidth of one crossbar layer with its periphery",
-                                    minimum=0, maximum=1e12),
-        "settling_margin": Field("float", "required ratio of the state's fastest time scale to the layers' "
-                                 "settling time", minimum=1, maximum=1e9),
-    },
-    "nonidealities": {
-        "seed": Field("int", "seed of the twin's chip and noise draws", minimum=0, maximum=2**63 - 1),
-        "programming_noise": _switch(
-            "static per-device programming error",
-            relative_std=Field("float", "std of the error / G_max", minimum=0, maximum=1)),
-        "read_noise": _switch(
-            "white read noise of every device",
-            relative_std=Field("float", "std of the current fluctuation / the device's current", minimum=0,
-                               maximum=1)),
-        "drift": _switch(
-            "power-law conductance drift G(t) = G (t / t0)^-ν",
-            exponent=Field("float", "drift exponent ν", minimum=0, maximum=1),
-            reference_time_s=Field("float", "t0, when the devices were read after programming (s)", minimum=0,
-                                   maximum=1e12),
-            time_after_programming_s=Field("float", "t, when the chip runs (s)", minimum=0, maximum=1e12)),
-        "bandwidth": _switch("each layer's finite bandwidth (first-order low pass)"),
-        "leakage": _switch("the integrator's leak"),
-        "dac_quantisation": _switch("DAC sampling and quantisation of the time and start inputs"),
-        "adc_quantisation": _switch("ADC quantisation of the readout"),
-        "relu_offset": _switch(
-            "static per-channel offset of the activation circuits",
-            std=Field("float", "std of the offset, in units of the channel's full scale", minimum=0, maximum=1)),
-    },
-    "twin": {
-        "steps": Field("int", "Euler-Maruyama steps of the twin over the unit of model time", minimum=1,
-                       maximum=10_000_000),
-    },
-    "estimate": estimate_schema(),
-}
+class Activations(Section):
+    relu: bool = leaf("the periphery computes ReLU")
+    tanh: bool = leaf("the periphery computes tanh")
 
 
-@dataclass(frozen=True)
-class Activations:
-    relu: bool
-    tanh: bool
+class Crossbar(Section):
+    size: int = leaf("rows = columns of one crossbar", minimum=1, maximum=4096)
+    count: int = leaf("crossbars available", minimum=1, maximum=1_000_000)
 
 
-@dataclass(frozen=True)
-class Crossbar:
-    size: int
-    count: int
-
-
-@dataclass(frozen=True)
-class Conductance:
-    g_min_us: float
-    g_max_us: float
-    levels: int
-    float_levels: bool = False
+class Conductance(Section):
+    g_min_us: float = leaf("lowest programmable conductance (µS)", minimum=0, maximum=1e6)
+    g_max_us: float = leaf("highest programmable conductance (µS)", minimum=0, maximum=1e6)
+    levels: int = leaf("programmable levels per device, G_min and G_max included", minimum=2, maximum=1_000_000)
+    float_levels: bool = leaf("true: no quantisation (exact conductances, for tests)", False)
 
     @property
     def level_step_us(self) -> float:
         return (self.g_max_us - self.g_min_us) / (self.levels - 1)
 
 
-@dataclass(frozen=True)
-class Periphery:
-    read_voltage_v: float
-    tia_gain_min_ohm: float
-    tia_gain_max_ohm: float
-    dac_bits: int
-    dac_rate_hz: float
-    adc_bits: int
+class Periphery(Section):
+    read_voltage_v: float = leaf("largest voltage driven onto a crossbar row (V)", minimum=0, maximum=10)
+    tia_gain_min_ohm: float = leaf("smallest transimpedance of a column amplifier (Ω)", minimum=0, maximum=1e12)
+    tia_gain_max_ohm: float = leaf("largest transimpedance (Ω)", minimum=0, maximum=1e12)
+    dac_bits: int = leaf("resolution of the DACs driving time and start inputs", minimum=1, maximum=32)
+    dac_rate_hz: float = leaf("DAC update rate (samples/s)", minimum=0, maximum=1e12)
+    adc_bits: int = leaf("resolution of the readout ADC", minimum=1, maximum=32)
 
 
-@dataclass(frozen=True)
-class Integrator:
-    time_constant_min_s: float
-    time_constant_max_s: float
-    leakage_time_constant_s: float
+class Integrator(Section):
+    time_constant_min_s: float = leaf("smallest integrator time constant R·C (s)", minimum=0, maximum=1e3)
+    time_constant_max_s: float = leaf("largest integrator time constant R·C (s)", minimum=0, maximum=1e3)
+    leakage_time_constant_s: float = leaf("time constant of the integrator's leak (s)", minimum=0, maximum=1e9)
 
 
-@dataclass(frozen=True)
-class Timing:
-    layer_bandwidth_hz: float
-    settling_margin: float
+class Timing(Section):
+    layer_bandwidth_hz: float = leaf("-3 dB bandwidth of one crossbar layer with its periphery", minimum=0,
+                                     maximum=1e12)
+    settling_margin: float = leaf("required ratio of the state's fastest time scale to the layers' settling time",
+                                  minimum=1, maximum=1e9)
 
 
-@dataclass(frozen=True)
-class Switch:
-    enabled: bool
+class ProgrammingNoise(Section):
+    enabled: bool = switch("static per-device programming error")
+    relative_std: float = leaf("std of the error / G_max", minimum=0, maximum=1)
 
 
-@dataclass(frozen=True)
-class RelativeNoise:
-    enabled: bool
-    relative_std: float
+class ReadNoise(Section):
+    enabled: bool = switch("white read noise of every device")
+    relative_std: float = leaf("std of the current fluctuation / the device's current", minimum=0, maximum=1)
 
 
-@dataclass(frozen=True)
-class Drift:
-    enabled: bool
-    exponent: float
-    reference_time_s: float
-    time_after_programming_s: float
+class Drift(Section):
+    enabled: bool = switch("power-law conductance drift G(t) = G (t / t0)^-ν")
+    exponent: float = leaf("drift exponent ν", minimum=0, maximum=1)
+    reference_time_s: float = leaf("t0, when the devices were read after programming (s)", minimum=0, maximum=1e12)
+    time_after_programming_s: float = leaf("t, when the chip runs (s)", minimum=0, maximum=1e12)
 
 
-@dataclass(frozen=True)
-class Offset:
-    enabled: bool
-    std: float
+class Bandwidth(Section):
+    enabled: bool = switch("each layer's finite bandwidth (first-order low pass)")
 
 
-@dataclass(frozen=True)
-class NonIdealities:
-    seed: int
-    programming_noise: RelativeNoise
-    read_noise: RelativeNoise
-    drift: Drift
-    bandwidth: Switch
-    leakage: Switch
-    dac_quantisation: Switch
-    adc_quantisation: Switch
-    relu_offset: Offset
+class Leakage(Section):
+    enabled: bool = switch("the integrator's leak")
 
 
-@dataclass(frozen=True)
-class TwinSettings:
-    steps: int
+class DacQuantisation(Section):
+    enabled: bool = switch("DAC sampling and quantisation of the time and start inputs")
 
 
-@dataclass(frozen=True)
-class RramTarget:
+class AdcQuantisation(Section):
+    enabled: bool = switch("ADC quantisation of the readout")
+
+
+class ReluOffset(Section):
+    enabled: bool = switch("static per-channel offset of the activation circuits")
+    std: float = leaf("std of the offset, in units of the channel's full scale", minimum=0, maximum=1)
+
+
+class NonIdealities(Section):
+    seed: int = leaf("seed of the twin's chip and noise draws", minimum=0, maximum=2**63 - 1)
+    programming_noise: ProgrammingNoise = section()
+    read_noise: ReadNoise = section()
+    drift: Drift = section()
+    bandwidth: Bandwidth = section()
+    leakage: Leakage = section()
+    dac_quantisation: DacQuantisation = section()
+    adc_quantisation: AdcQuantisation = section()
+    relu_offset: ReluOffset = section()
+
+
+class TwinSettings(Section):
+    steps: int = leaf("Euler-Maruyama steps of the twin over the unit of model time", minimum=1, maximum=10_000_000)
+
+
+class RramTarget(Section):
     """One RRAM chip: crossbars, devices, periphery, integrators, timing and the twin's non-idealities."""
 
-    kind: str
-    name: str
-    description: str
-    linear_channels: bool
-    activations_computed: Activations
-    crossbar: Crossbar
-    conductance: Conductance
-    periphery: Periphery
-    integrator: Integrator
-    timing: Timing
-    nonidealities: NonIdealities
-    twin: TwinSettings
-    estimate: EstimateSpec = EstimateSpec()
+    kind: Literal["rram"] = leaf("target kind")
+    name: str = leaf("target name")
+    description: str = leaf("one line for reports", "")
+    linear_channels: bool = leaf("whether a channel may drive the crossbar rows without an activation")
+    activations_computed: Activations = section("activations")
+    crossbar: Crossbar = section()
+    conductance: Conductance = section()
+    periphery: Periphery = section()
+    integrator: Integrator = section()
+    timing: Timing = section()
+    nonidealities: NonIdealities = section()
+    twin: TwinSettings = section()
+    estimate: EstimateSpec = section()
 
     backend: ClassVar[str] = "admc.targets.rram.target_backend"
     solver_kinds: ClassVar[frozenset[str]] = frozenset({"continuous"})
     default_solver: ClassVar[str] = "continuous"
     calibration_only_effects: ClassVar[tuple[str, ...]] = ()  # no effect needs a calibration file
+    presets: ClassVar[dict[str, str | None]] = {"rram-128": "presets/rram-128.yaml"}
+    aliases: ClassVar[dict[str, str]] = {"rram": "rram-128"}
 
     @property
     def activations(self) -> tuple[str, ...]:
@@ -215,29 +151,14 @@ class RramTarget:
 
     @classmethod
     def from_mapping(cls, data: dict, label: str = "<target>") -> RramTarget:
-        """Build from a validated description; ``label`` names the file in cross-field errors."""
-        values = dict(data)
-        values["activations_computed"] = values.pop("activations")
-        target = _build(cls, values)
+        """Validate a complete description; ``label`` names the file in errors."""
+        target = validate(data, cls, label)
         _check_consistency(target, label)
         return target
 
     def to_dict(self) -> dict:
         """The resolved description as plain data, in the YAML's field names."""
-        data = dataclasses.asdict(self)
-        data["activations"] = data.pop("activations_computed")
-        return data
-
-
-def _build(cls: type, data: dict) -> typing.Any:
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for field in dataclasses.fields(cls):
-        value = data[field.name]
-        if dataclasses.is_dataclass(hints[field.name]):
-            value = _build(hints[field.name], value)
-        values[field.name] = value
-    return cls(**values)
+        return self.model_dump(by_alias=True)
 
 
 def _check_consistency(target: RramTarget, label: str) -> None:

@@ -13,6 +13,8 @@ import io
 import json
 
 import numpy as np
+from matplotlib import colormaps
+from PIL import Image
 
 from admc.bundle.store import npy_bytes
 from admc.passes.routing import routing_to_json
@@ -25,9 +27,7 @@ def _json_bytes(data) -> bytes:
 
 
 def heat_map_png(conductance_us: np.ndarray, g_min: float, g_max: float) -> bytes:
-    from matplotlib import colormaps
-    from PIL import Image
-
+    """One crossbar side's conductances as an RGB PNG, [G_min, G_max] mapped onto viridis."""
     normalised = np.clip((conductance_us - g_min) / (g_max - g_min), 0.0, 1.0)
     rgb = (colormaps["viridis"](normalised)[..., :3] * 255).round().astype(np.uint8)
     buffer = io.BytesIO()

@@ -10,12 +10,19 @@ import numpy as np
 
 from admc.core.errors import AdmcError
 from admc.targets.backends import TargetBackend, TwinRun
+from admc.targets.rram.manifest_section import RramSection
+
+
+def lowering(compiled, layout: str):
+    from admc.targets.rram.lowering import rram_lowering
+
+    return rram_lowering(compiled, layout)
 
 
 def lower(compiled, layout: str):
-    from admc.targets.rram.lowering import lower_to_rram
+    from admc.passes.manager import run_lowering
 
-    return lower_to_rram(compiled, layout)
+    return run_lowering(lowering(compiled, layout))
 
 
 def read_program(bundle):
@@ -24,20 +31,25 @@ def read_program(bundle):
     return read_rram(bundle)
 
 
-def run_twin(bundle, noise: np.ndarray, options: dict, progress=None) -> TwinRun:
+def _refuse_conditions(bundle, options) -> None:
+    if options.conditions.interface.parts:
+        raise AdmcError(f"{bundle.path}: the rram twin runs unconditional programs only")
+
+
+def run_twin(bundle, noise: np.ndarray, options, progress=None) -> TwinRun:
     from admc.targets.rram.twin import RramTwin
 
-    if options.get("conditioning") is not None:
-        raise AdmcError(f"{bundle.path}: the rram twin runs unconditional programs only")
-    twin = RramTwin(bundle, seed=options.get("seed"))
+    _refuse_conditions(bundle, options)
+    twin = RramTwin(bundle, seed=options.seed)
     trajectory = twin.run(noise, progress)
     return TwinRun(trajectory, [], twin.summary())
 
 
-def simulate(bundle, noise: np.ndarray, arguments) -> np.ndarray:
+def simulate(bundle, noise: np.ndarray, options) -> tuple[np.ndarray, str]:
     from admc.targets.rram.twin import simulate_twin
 
-    return simulate_twin(bundle, noise, arguments)
+    _refuse_conditions(bundle, options)
+    return simulate_twin(bundle, noise, options)
 
 
 def describe(manifest: dict) -> tuple[dict, list[str]]:
@@ -60,4 +72,5 @@ def verify_bound(bundle) -> tuple[str, float]:
                                                 target.conductance.levels)
 
 
-BACKEND = TargetBackend("rram", lower, read_program, run_twin, simulate, describe, verify_bound=verify_bound)
+BACKEND = TargetBackend("rram", lower, read_program, run_twin, simulate, describe, verify_bound=verify_bound,
+                        lowering=lowering, manifest_section=RramSection)

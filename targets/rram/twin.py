@@ -22,8 +22,6 @@ correlation time 1 / (2B).
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from admc.bundle.store import Bundle
@@ -172,9 +170,10 @@ class RramTwin:
                 "effects": [name for name in EFFECTS if getattr(self.effects, name).enabled]}
 
 
-def simulate_twin(bundle: Bundle, noise: np.ndarray, arguments: argparse.Namespace) -> np.ndarray:
-    twin = RramTwin(bundle, seed=getattr(arguments, "seed", None))
+def simulate_twin(bundle: Bundle, noise: np.ndarray, options) -> tuple[np.ndarray, str]:
+    """Final samples and a one-line account of the run; ``options``: ``admc.runtime.simulate.SimulateOptions``."""
+    twin = RramTwin(bundle, seed=options.seed)
     trajectory = twin.run(noise)
-    print(f"twin (rram, seed {twin.seed}): {len(twin.schedule.grid) - 1} readouts, {twin.steps_per_unit} steps "
-          f"per unit model time, effects {', '.join(twin.summary()['effects']) or 'none'}")
-    return trajectory[-1]
+    return trajectory[-1], (f"twin (rram, seed {twin.seed}): {len(twin.schedule.grid) - 1} readouts, "
+                            f"{twin.steps_per_unit} steps per unit model time, effects "
+                            f"{', '.join(twin.summary()['effects']) or 'none'}")

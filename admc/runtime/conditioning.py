@@ -1,5 +1,9 @@
 """The digital conditioning interface at run time: per-sample condition values → per-phase injected vectors.
 
+Every program has one interface; an unconditional program's is empty (no inputs, no parts), and everything
+below reduces to nothing for it: ``check`` accepts exactly no conditions, ``sample_conditions`` draws none,
+``drive_function`` gives no drive.
+
 Requires: the boundary values (``ConditionValue`` per ``condition:k`` atom, from the canonical network) and
 the program's condition injection parts (``passes.condition_interface.ConditionPart``), and per-sample
 condition arrays checked against the declared condition inputs. Guarantees: ``drive(phase)`` is the [B, n]
@@ -21,12 +25,14 @@ from admc.ir.condition import ConditionContext, ConditionValue
 from admc.ir.program import BlockProgram, Phase, block_scale
 from admc.passes.condition_interface import ConditionPart, guidance_factors
 
+Drive = Callable[[Phase], np.ndarray]
+
 
 @dataclass
 class ConditioningInterface:
-    inputs: tuple[ConditionInput, ...]
-    boundaries: dict[str, ConditionValue]
-    parts: list[ConditionPart]
+    inputs: tuple[ConditionInput, ...] = ()
+    boundaries: dict[str, ConditionValue] = field(default_factory=dict)
+    parts: list[ConditionPart] = field(default_factory=list)
     guidance: float | None = None  # the guidance weight the program was built for (None: no guidance)
     guided_blocks: dict[str, list[int]] = field(default_factory=dict)
     distribution: dict[str, dict] = field(default_factory=dict)  # how verify draws conditions
@@ -44,35 +50,20 @@ class ConditioningInterface:
         if given != expected:
             missing, extra = sorted(expected - given), sorted(given - expected)
             detail = "; ".join(part for part in (
-                f"missing {', '.join(missing)}" if missing else "",
+                f"missing {', '.join(missing)} (give --condition NAME=FILE.npy)" if missing else "",
                 f"unknown {', '.join(extra)}" if extra else "") if part)
-            raise AdmcError(f"{prefix}condition inputs do not match the model's ({', '.join(sorted(expected))}): "
-                            f"{detail}")
-        checked = {}
-        for condition in self.inputs:
-            array = np.asarray(conditions[condition.name])
-            shapes = {(batch, *condition.shape)}
-            if condition.kind == "index" or condition.shape in ((), (1,)):
-                shapes |= {(batch,), (batch, 1)}
-            if array.shape not in shapes:
-                raise AdmcError(f"{prefix}condition '{condition.name}' has shape {list(array.shape)}; expected "
-                                f"{list((batch, *condition.shape))} (one value per sample of the {batch})")
-            if condition.kind == "index":
-                if not (np.issubdtype(array.dtype, np.integer) or np.all(array == np.round(array))):
-                    raise AdmcError(f"{prefix}condition '{condition.name}' is a class index: values must be "
-                                    "integers")
-                array = array.astype(np.int64)
-            else:
-                if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
-                    raise AdmcError(f"{prefix}condition '{condition.name}' must be finite numbers")
-                array = array.astype(np.float64)
-            checked[condition.name] = array.reshape((batch, *condition.shape))
-        return checked
+            raise AdmcError(f"{prefix}condition inputs do not match the model's "
+                            f"({', '.join(sorted(expected)) or 'it has none'}): {detail}")
+        return {condition.name: _checked(condition, np.asarray(conditions[condition.name]), batch, prefix)
+                for condition in self.inputs}
 
     def drive_function(self, program: BlockProgram, conditions: dict[str, np.ndarray],
-                       guidance: float | None = None) -> Callable[[Phase], np.ndarray]:
-        """``phase → [B, n]`` extra injected drive for these samples' conditions (and run-time guidance)."""
-        batch = next(iter(conditions.values())).shape[0] if conditions else 0
+                       guidance: float | None = None) -> Drive | None:
+        """``phase → [B, n]`` extra injected drive for these samples' conditions (and run-time guidance);
+        None when the interface injects nothing (the executors then add no drive at all)."""
+        if not self.parts:
+            return None
+        batch = max((len(values) for values in conditions.values()), default=0)
         factors = guidance_factors(self.guidance, guidance) if (
             guidance is not None and self.guidance is not None) else guidance_factors(0.0, 0.0)
         rows = {group.name: slice(group.offset, group.stop) for group in program.groups}
@@ -98,6 +89,39 @@ class ConditioningInterface:
             return vectors[key]
 
         return drive
+
+
+def _checked(condition: ConditionInput, array: np.ndarray, batch: int, prefix: str) -> np.ndarray:
+    shapes = {(batch, *condition.shape)}
+    if condition.kind == "index" or condition.shape in ((), (1,)):
+        shapes |= {(batch,), (batch, 1)}
+    if array.shape not in shapes:
+        raise AdmcError(f"{prefix}condition '{condition.name}' has shape {list(array.shape)}; expected "
+                        f"{list((batch, *condition.shape))} (one value per sample of the {batch})")
+    if condition.kind == "index":
+        if not (np.issubdtype(array.dtype, np.integer) or np.all(array == np.round(array))):
+            raise AdmcError(f"{prefix}condition '{condition.name}' is a class index: values must be integers")
+        array = array.astype(np.int64)
+    else:
+        if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+            raise AdmcError(f"{prefix}condition '{condition.name}' must be finite numbers")
+        array = array.astype(np.float64)
+    return array.reshape((batch, *condition.shape))
+
+
+@dataclass(frozen=True)
+class RunConditions:
+    """One run's conditioning: the bundle's interface, the samples' checked conditions and the run-time
+    guidance weight (None: the weight the program was built for). ``RunConditions()`` is an unconditional
+    run."""
+
+    interface: ConditioningInterface = field(default_factory=ConditioningInterface)
+    conditions: dict[str, np.ndarray] = field(default_factory=dict)
+    guidance: float | None = None
+
+    def drive(self, program: BlockProgram) -> Drive | None:
+        """The per-phase drive of these conditions on ``program`` (in that program's units)."""
+        return self.interface.drive_function(program, self.conditions, self.guidance)
 
 
 def sample_conditions(inputs: tuple[ConditionInput, ...], distribution: dict, samples: int,
@@ -126,45 +150,13 @@ def sample_conditions(inputs: tuple[ConditionInput, ...], distribution: dict, sa
 
 
 def condition_classes(inputs: tuple[ConditionInput, ...], distribution: dict,
-                      conditions: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Each sample's class (for per-class metrics): the first class-valued condition, else None."""
+                      conditions: dict[str, np.ndarray]) -> np.ndarray:
+    """Each sample's class (for per-class metrics) from the first class-valued condition; empty when no
+    condition is class-valued (then there are no classes to report)."""
     for condition in inputs:
         declared = distribution.get(condition.name, {})
         if declared.get("kind") == "uniform":
             return conditions[condition.name].reshape(-1).astype(np.int64)
         if declared.get("kind") == "one-hot":
             return np.argmax(conditions[condition.name].reshape(len(conditions[condition.name]), -1), axis=1)
-    return None
-
-
-def parse_distribution(text: str, inputs: tuple[ConditionInput, ...]) -> tuple[str, dict]:
-    """``NAME=uniform:K`` | ``NAME=one-hot:K`` | ``NAME=normal`` → (name, distribution)."""
-    name, _, value = text.partition("=")
-    names = [condition.name for condition in inputs]
-    if name not in names:
-        raise AdmcError(f"--condition-distribution '{text}': '{name}' is not a condition input "
-                        f"({', '.join(names) or 'the model has none'})")
-    kind, _, classes = value.partition(":")
-    if kind == "normal" and not classes:
-        return name, {"kind": "normal"}
-    if kind in ("uniform", "one-hot") and classes.isdigit() and int(classes) > 0:
-        return name, {"kind": kind, "classes": int(classes)}
-    raise AdmcError(f"--condition-distribution '{text}': expected NAME=uniform:K, NAME=one-hot:K or NAME=normal")
-
-
-def parse_null(text: str, inputs: tuple[ConditionInput, ...]) -> tuple[str, np.ndarray]:
-    """``NAME=VALUE`` (a class index) or ``NAME=zeros`` → (name, the null condition value)."""
-    name, _, value = text.partition("=")
-    condition = next((item for item in inputs if item.name == name), None)
-    if condition is None:
-        raise AdmcError(f"--null-condition '{text}': '{name}' is not a condition input "
-                        f"({', '.join(item.name for item in inputs) or 'the model has none'})")
-    if value == "zeros":
-        dtype = np.int64 if condition.kind == "index" else np.float64
-        return name, np.zeros(condition.shape, dtype=dtype)
-    try:
-        number = int(value) if condition.kind == "index" else float(value)
-    except ValueError:
-        raise AdmcError(f"--null-condition '{text}': VALUE must be a class index, a number or 'zeros'") from None
-    dtype = np.int64 if condition.kind == "index" else np.float64
-    return name, np.full(condition.shape, number, dtype=dtype)
+    return np.zeros(0, dtype=np.int64)

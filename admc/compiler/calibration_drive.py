@@ -1,0 +1,27 @@
+"""The conditions a target's calibration runs see: the hook a backend's state scaling (and σ fit) calls so
+that the voltage scales cover the injected conditions.
+
+Requires: a ``CompiledProgram`` with its conditioning interface (spine units; empty for an unconditional
+program). Guarantees: ``calibration_drive`` draws ``samples`` conditions with ``seed + 1`` from the
+declared distribution (standard normal for a vector condition without one) and returns their per-phase
+drive on the compiled program, or None when the interface injects nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from admc.runtime.conditioning import Drive, sample_conditions
+
+CALIBRATION_SAMPLES = 256
+CALIBRATION_SEED = 0
+
+
+def calibration_drive(compiled: Any, samples: int = CALIBRATION_SAMPLES, seed: int = CALIBRATION_SEED) -> Drive | None:
+    """The conditioning drive for a calibration run whose noise is ``samples`` seeded Gaussian draws."""
+    interface = compiled.condition_interface
+    declared = interface.distribution
+    distribution = {condition.name: declared.get(condition.name, {"kind": "normal"})
+                    for condition in interface.inputs}
+    conditions = sample_conditions(interface.inputs, distribution, samples, seed + 1)
+    return interface.drive_function(compiled.program, interface.check(conditions, samples))
