@@ -85,7 +85,7 @@ REFERENCE = Residuals(REFERENCE_STD, REFERENCE_STD, REFERENCE_STD)
 def preset_machine() -> NonIdealities:
     """The aoc-48 preset's figures (derived from the hw48 calibration), with every effect switched on: the
     calibrated ones are present in the machine and known to the calibrated model."""
-    preset = load_target("aoc-48").nonidealities
+    preset = NonIdealities.from_mapping(load_target("aoc-48").to_dict()["nonidealities"])
     switched_on = {name: replace(getattr(preset, name), enabled=True)
                    for name in preset.__dataclass_fields__ if name != "seed"}
     return replace(preset, seed=SEEDS["device"], **switched_on)

@@ -1,7 +1,7 @@
 """Programs for a measured machine: figures for issue 7 (the chain in machine units, `build --calibration`).
 
 Run: `nice .venv/bin/python benchmarks/calibrated_chain.py [--calibration FILE] [--quick] [--json OUT]`
-(needs the shared hw48 calibration; ~10 min on one core, --quick skips the d=16 network and verify).
+(the shipped hw48 calibration by default; ~10 min on one core, --quick skips the d=16 network and verify).
 
 For each model: built for aoc-48 without and with `--calibration`, run in the twin with that calibration and
 every effect on (discrete mode, noise included); final-sample NRMSE against each bundle's own ideal program.
@@ -46,7 +46,7 @@ from admc.targets.aoc.calibration import read_calibration  # noqa: E402
 from admc.targets.aoc.twin import AocTwin, all_off  # noqa: E402
 from admc.verify.chain import verify_bundle  # noqa: E402
 
-DEFAULT_CALIBRATION = ROOT.parent / "shared" / "reference" / "aoc" / "hw48_April2025_corrected_pd_3.yaml"
+DEFAULT_CALIBRATION = "hw48"  # the makers' published calibration, shipped with admc
 PRE_CHAIN = """inherits: aoc-48
 sigma:
   gain_min: 0.25

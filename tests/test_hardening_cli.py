@@ -313,12 +313,13 @@ def test_checker_message_keeps_node_name(capsys, tmp_path):
 
 
 def test_internal_error_exits_70_with_saved_traceback(capsys, sources, monkeypatch):
-    import admc.bundle.summary
+    import admc.api.bundle_handle
 
     def broken(bundle):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(admc.bundle.summary, "describe", broken)
+    # ``admc inspect`` goes through the public API's Bundle, which describes it.
+    monkeypatch.setattr(admc.api.bundle_handle, "describe", broken)
     status, out, err = cli(capsys, "inspect", sources["bundle"])
     assert status == 70
     line = err.strip()

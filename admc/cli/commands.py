@@ -139,6 +139,9 @@ def command_simulate(arguments: argparse.Namespace) -> int:
     bundle = load(arguments.bundle)
     noise = _load_noise(arguments.noise)
     manifest = bundle.manifest
+    if noise.shape[1] != manifest["source"]["state_dimension"]:
+        raise AdmcError(f"{arguments.noise}: noise has shape {list(noise.shape)}; the bundle's state has "
+                        f"{manifest['source']['state_dimension']} features")
     _require_run_memory(noise.shape[0], len(manifest["phases"]), manifest["layout"]["size"],
                         getattr(getattr(bundle.target, "timing", None), "repeats", 1), "the simulation")
     run = bundle.run(noise, load_condition_files(arguments.condition or []), arguments.ideal,
@@ -213,8 +216,9 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--target", default="aoc-48", help="ideal | aoc | aoc-48 | aoc-16 | rram | rram-128 | "
                        "FILE.yaml")
     build.add_argument("--layout", default="auto", choices=["packed", "ring", "auto"])
-    build.add_argument("--calibration", help="compile for this measured AOC machine (its calibration file, the "
-                       "makers' format): dead ports avoided, transfer/efficiency/gain compensated, offsets cancelled")
+    build.add_argument("--calibration", help="compile for this measured machine: hw48, hw16 or a calibration file "
+                       "(the makers' format): dead ports avoided, transfer/efficiency/gain compensated, offsets "
+                       "cancelled")
     build.add_argument("--timings", action="store_true", help="print each pass's time")
     build.add_argument("--verify-passes", action="store_true",
                        help="check after each pass that the semantics survived (within the pass's bound)")

@@ -2,15 +2,15 @@
 
     nice python examples/conditional/sigma_sensitivity.py --guidance 3 0 --samples 256
 
-Compiles the example for the ideal target, then runs its program with the ideal executor twice per variant:
-once as compiled (tanh) and once with σ replaced on every tanh channel, nothing else changed (no noise, no
-weight error, no quantisation). Variants: the machine's algebraic sigmoid s of aoc-48 uncompensated; k·s with
-the per-channel output scale k the AOC build fits (``sigma_shape.fit_output_scales``); k·s(g·u) with one input
-gain g per hidden group and k refitted at it (tried for the AOC build and not adopted: see the README); and
-tanh with every activation 1 % and 3 % too large or small, a yardstick for any analog gain error. For each it
-prints the mean, median and largest distance of a sample from the compiled program's sample of the same noise
-and class, and the per-class figure ``admc verify`` judges (W2 of the class against the program's samples over
-W2 of a Gaussian fit of the class), so the figures say which per-class fidelity σ errors of a given size allow.
+Compiles the example for the ideal target, then runs its program with the ideal executor twice per variant: once as
+compiled (tanh) and once with σ replaced on every tanh channel, nothing else changed (no noise, no weight error, no
+quantisation). Variants: the machine's algebraic sigmoid s of aoc-48 uncompensated; k·s with the per-channel output
+scale k the AOC build fits (``sigma_shape.fit_output_scales``); k·s(g·u) with one input gain g per hidden group and
+k refitted at it (tried for the AOC build and not adopted: see docs/conditioning-and-guidance.md); and tanh with
+every activation 1 % and 3 % too large or small, a yardstick for any analog gain error. For each it prints the mean,
+median and largest distance of a sample from the compiled program's sample of the same noise and class, and the per-
+class figure ``admc verify`` judges (W2 of the class against the program's samples over W2 of a Gaussian fit of the
+class), so the figures say which per-class fidelity σ errors of a given size allow.
 """
 
 from __future__ import annotations
