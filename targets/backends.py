@@ -30,7 +30,8 @@ class TwinRun:
 
 @dataclass(frozen=True)
 class TargetBackend:
-    """The target-specific steps. ``lower(compiled, layout)`` returns the lowered ``CompiledProgram``;
+    """The target-specific steps. ``lowering(compiled, layout)`` returns the lowering as named passes
+    (``admc.passes.manager.Lowering``) that the build runs under the pass manager;
     ``read_program(bundle)`` the realised (program, schedule, α) a bundle asks the hardware to run;
     ``run_twin(bundle, noise, options, progress)`` a :class:`TwinRun`; ``simulate(bundle, noise, options)``
     the twin's final samples and a one-line account of the run for ``admc simulate`` (``options``: an
@@ -39,7 +40,7 @@ class TargetBackend:
     whose machine-loaded files (images, routing) disagree with its arrays."""
 
     name: str
-    lower: Callable[[Any, str], Any]
+    lowering: Callable[[Any, str], Any]
     read_program: Callable[[Any], tuple] | None = None
     run_twin: Callable[..., TwinRun] | None = None
     simulate: Callable[..., tuple[np.ndarray, str]] | None = None
@@ -50,9 +51,6 @@ class TargetBackend:
     verify_bound: Callable[[Any], tuple[str, float]] | None = None
     # reads a measured machine's calibration file for ``build --calibration``; None: the target takes none
     read_calibration: Callable[[Any], Any] | None = None
-    # (compiled, layout) -> the lowering as named passes (``admc.passes.manager.Lowering``) the build runs
-    # under the pass manager; ``lower`` runs the same passes without one. None: ``lower`` is one pass.
-    lowering: Callable[[Any, str], Any] | None = None
     # the model of the target's own manifest section, ``manifest[kind]`` (an admc.bundle.manifest_types
     # .TargetSection); None: the target writes none (its bundle is the program itself)
     manifest_section: type | None = None

@@ -90,7 +90,7 @@ def test_every_kind_names_a_backend_that_resolves() -> None:
             assert backend is None
         else:
             assert isinstance(backend, TargetBackend) and backend.name == kind
-            assert backend.lower is not None and backend.read_program is not None and backend.run_twin is not None
+            assert backend.lowering is not None and backend.read_program is not None and backend.run_twin is not None
             assert issubclass(backend.manifest_section, TargetSection)
             assert (backend.make_twin is not None) == (kind == "aoc")  # the RRAM twin runs no sweep chips yet
 

@@ -25,12 +25,6 @@ def lowering(compiled, layout: str):
     return nominal_lowering(compiled, layout)
 
 
-def lower(compiled, layout: str):
-    from admc.passes.manager import run_lowering
-
-    return run_lowering(lowering(compiled, layout))
-
-
 def read_calibration(path):
     from admc.targets.aoc.calibration import read_calibration as read_file
 
@@ -77,6 +71,5 @@ def verify_bound(bundle) -> tuple[str, float]:
     return bound_for_target(bundle.target)
 
 
-BACKEND = TargetBackend("aoc", lower, read_program, run_twin, simulate, describe, check_files, verify_bound,
-                        read_calibration, lowering=lowering, manifest_section=AocSection,
-                        make_twin=make_twin)
+BACKEND = TargetBackend("aoc", lowering, read_program, run_twin, simulate, describe, check_files, verify_bound,
+                        read_calibration, manifest_section=AocSection, make_twin=make_twin)

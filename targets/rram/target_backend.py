@@ -19,12 +19,6 @@ def lowering(compiled, layout: str):
     return rram_lowering(compiled, layout)
 
 
-def lower(compiled, layout: str):
-    from admc.passes.manager import run_lowering
-
-    return run_lowering(lowering(compiled, layout))
-
-
 def read_program(bundle):
     from admc.targets.rram.bundle_reader import read_program as read_rram
 
@@ -72,5 +66,5 @@ def verify_bound(bundle) -> tuple[str, float]:
                                                 target.conductance.levels)
 
 
-BACKEND = TargetBackend("rram", lower, read_program, run_twin, simulate, describe, verify_bound=verify_bound,
-                        lowering=lowering, manifest_section=RramSection)
+BACKEND = TargetBackend("rram", lowering, read_program, run_twin, simulate, describe, verify_bound=verify_bound,
+                        manifest_section=RramSection)
