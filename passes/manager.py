@@ -7,7 +7,8 @@ stage's result with an independent computation. Guarantees: a check that fails r
 naming the pass, the error and the bound, before anything is written; ``records`` holds every stage's
 name, seconds and checked error. A target's lowering is a :class:`Lowering`: a first state and named
 :class:`BackendPass` es, each taking the state to a new one (``run_lowering`` runs them one by one, so each
-has its own record, check and dump; the last returns the lowered program).
+has its own record, check and dump; the last returns the lowered program). An optional
+:class:`PassObserver` (the CLI's progress line) is told when each pass starts and ends; it never changes a result.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,13 +39,26 @@ class PassRecord:
     bound: float | None = None
 
 
+class PassObserver(Protocol):
+    """Told as each pass starts and ends (e.g. to show progress); what it does cannot change the build."""
+
+    def pass_started(self, name: str, index: int) -> None: ...
+
+    def pass_finished(self, record: PassRecord) -> None: ...
+
+
 class PassManager:
-    def __init__(self, verify: bool = False, dump_directory: str | Path | None = None):
+    def __init__(self, verify: bool = False, dump_directory: str | Path | None = None,
+                 observer: PassObserver | None = None):
         self.verify = verify
         self.dump_directory = None if dump_directory is None else Path(dump_directory)
+        self.observer = observer
         self.records: list[PassRecord] = []
 
     def run(self, name: str, function: Callable[..., Any], *arguments: Any, check: Check | None = None) -> Any:
+        """Run one pass, ``function(*arguments)``: time it, check it in verify mode, dump its IR if asked."""
+        if self.observer is not None:
+            self.observer.pass_started(name, len(self.records))
         started = time.perf_counter()
         result = function(*arguments)
         record = PassRecord(name, time.perf_counter() - started)
@@ -56,6 +70,8 @@ class PassManager:
         if self.dump_directory is not None:
             self._dump(len(self.records), name, result)
         self.records.append(record)
+        if self.observer is not None:
+            self.observer.pass_finished(record)
         return result
 
     def _dump(self, index: int, name: str, result: Any) -> None:

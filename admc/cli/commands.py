@@ -47,12 +47,14 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", default=None,
                         help=f"{' | '.join(SOLVERS)} (aliases: {', '.join(SOLVER_ALIASES)}; default: the "
                              "target's; implicit-euler for the reference)")
-    parser.add_argument("--steps", type=option.STEPS, default=16, help="uniform grid t_n = n/T (default 16)")
-    parser.add_argument("--grid", help="a .npy or .txt file of time points (overrides --steps)")
-    parser.add_argument("--fp-iterations", type=option.FP_ITERATIONS,
+    parser.add_argument("--steps", type=option.STEPS, default=16, metavar="T",
+                        help="uniform grid t_n = n/T (default 16)")
+    parser.add_argument("--grid", metavar="FILE", help="a .npy or .txt file of time points (overrides --steps)")
+    parser.add_argument("--fp-iterations", type=option.FP_ITERATIONS, metavar="N",
                         help="fixed-point iterations per implicit step, the "
                         "explicit-Euler warm start counted as the first")
-    parser.add_argument("--time-input", help="name of the model's time input")
+    parser.add_argument("--time-input", metavar="NAME",
+                        help="name of the model's time input, when admc cannot tell which input is t")
 
 
 def _grid(arguments: argparse.Namespace):
@@ -62,7 +64,7 @@ def _grid(arguments: argparse.Namespace):
 
 
 def command_build(arguments: argparse.Namespace) -> int:
-    from admc.compiler.driver import build
+    from admc.cli.progress import BuildProgress
     from admc.passes.manager import PassManager
 
     grid = _grid(arguments)
@@ -70,8 +72,10 @@ def command_build(arguments: argparse.Namespace) -> int:
     if steps * ((arguments.fp_iterations or 1) + 1) > limits.PHASES:
         raise AdmcError(f"--steps × --fp-iterations: {steps} steps of up to {(arguments.fp_iterations or 1) + 1} "
                         f"phases exceed the limit of {limits.PHASES} phases per program")
-    passes = PassManager(verify=arguments.verify_passes, dump_directory=arguments.dump_ir)
-    with banners_to_stderr():
+    with BuildProgress(quiet=arguments.quiet) as progress, banners_to_stderr():
+        from admc.compiler.driver import build  # the compiler's imports, under the progress line
+
+        passes = PassManager(verify=arguments.verify_passes, dump_directory=arguments.dump_ir, observer=progress)
         path = build(arguments.model, arguments.output, target=arguments.target, solver=arguments.solver,
                      steps=arguments.steps, grid=grid, time_input=arguments.time_input,
                      fp_iterations=arguments.fp_iterations, layout=arguments.layout, passes=passes,
@@ -202,24 +206,35 @@ def command_verify(arguments: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+VERIFY_OUTPUT = ("Prints one line per link (PASS, FAIL, or INFO for a figure reported, not judged), then each sample "
+                 "set's distance to the reference samples: MMD² is the unbiased estimator of the squared maximum "
+                 "mean discrepancy, around zero and possibly negative when two sets are closer than sampling noise "
+                 "resolves; W2 is the exact Wasserstein-2 distance. Exit 0 when every link holds, 1 when one fails.")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="admc", description=__doc__.splitlines()[0])
-    parser.add_argument("--max-memory", type=option.memory_size, default=limits.default_max_memory(),
+    parser.add_argument("--max-memory", type=option.memory_size, metavar="SIZE", default=limits.default_max_memory(),
                         help="refuse work estimated to need more memory than this, e.g. 8G (default: ¾ of "
                         "physical memory, at most 16G)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="compile a model into a program bundle")
-    build.add_argument("model", help="an .onnx or .pt2 file")
-    build.add_argument("-o", "--output", required=True, type=option.output_bundle,
-                       help="bundle directory to write")
-    build.add_argument("--target", default="aoc-48", help="ideal | aoc | aoc-48 | aoc-16 | rram | rram-128 | "
+    build.add_argument("model", help="an .onnx or .pt2 file meeting the model contract (docs/models.md)")
+    build.add_argument("-o", "--output", required=True, type=option.output_bundle, metavar="BUNDLE",
+                       help="bundle directory to write (an existing bundle there is replaced atomically)")
+    build.add_argument("--target", default="aoc-48", metavar="TARGET",
+                       help="ideal | aoc | aoc-48 | aoc-16 | rram | rram-128 | "
                        "FILE.yaml")
-    build.add_argument("--layout", default="auto", choices=["packed", "ring", "auto"])
-    build.add_argument("--calibration", help="compile for this measured machine: hw48, hw16 or a calibration file "
+    build.add_argument("--layout", default="auto", choices=["packed", "ring", "auto"],
+                       help="how tiles are placed on an AOC's modules (default auto)")
+    build.add_argument("--calibration", metavar="hw48|hw16|FILE",
+                       help="compile for this measured machine: hw48, hw16 or a calibration file "
                        "(the makers' format): dead ports avoided, transfer/efficiency/gain compensated, offsets "
                        "cancelled")
     build.add_argument("--timings", action="store_true", help="print each pass's time")
+    build.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress line (it is shown only when stderr is a terminal)")
     build.add_argument("--verify-passes", action="store_true",
                        help="check after each pass that the semantics survived (within the pass's bound)")
     build.add_argument("--dump-ir", metavar="DIR", type=option.new_directory,
@@ -241,28 +256,30 @@ def make_parser() -> argparse.ArgumentParser:
     build.set_defaults(handler=command_build)
 
     inspect = commands.add_parser("inspect", help="describe a bundle")
-    inspect.add_argument("bundle")
-    inspect.add_argument("--json", action="store_true")
+    inspect.add_argument("bundle", help="a bundle directory")
+    inspect.add_argument("--json", action="store_true", help="print the summary as JSON (Bundle.inspect() in Python)")
     inspect.set_defaults(handler=command_inspect)
 
     estimate = commands.add_parser("estimate", help="latency and energy per sample beside a digital baseline")
-    estimate.add_argument("bundle")
-    estimate.add_argument("--target", help="take the figures from this description (preset or YAML of the same "
+    estimate.add_argument("bundle", help="a bundle directory")
+    estimate.add_argument("--target", metavar="TARGET",
+                          help="take the figures from this description (preset or YAML of the same "
                           "kind, e.g. an override with `inherits:`) instead of the bundle's")
     estimate.add_argument("--iterations", default="budget", choices=["budget", "measured", "certified"],
                           help="closed-phase iterations: the loop budget the twin runs (default), the measured "
                           "or the certified counts of the manifest's convergence section")
-    estimate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
+    estimate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS, metavar="N",
                           help="fixed iterations per closed phase (overrides --iterations)")
-    estimate.add_argument("--baseline-steps", type=option.STEPS,
+    estimate.add_argument("--baseline-steps", type=option.STEPS, metavar="T",
                           help="explicit-Euler steps of the digital baseline (default: the program's steps)")
-    estimate.add_argument("--json", action="store_true")
+    estimate.add_argument("--json", action="store_true", help="print the estimate as JSON")
     estimate.set_defaults(handler=command_estimate)
 
     reference = commands.add_parser("reference", help="run the source model with a solver (float64)")
-    reference.add_argument("model")
-    reference.add_argument("--noise", required=True, help=".npy [B, d] initial samples")
-    reference.add_argument("-o", "--output", required=True, type=option.output_file)
+    reference.add_argument("model", help="an .onnx or .pt2 file")
+    reference.add_argument("--noise", required=True, metavar="X0.npy", help=".npy [B, d] initial samples")
+    reference.add_argument("-o", "--output", required=True, type=option.output_file, metavar="OUT.npy",
+                           help="where to write the final samples [B, d]")
     _grid_arguments(reference)
     reference.add_argument("--condition", action="append", metavar="NAME=FILE.npy",
                            help="per-sample values of a condition input; repeatable")
@@ -272,14 +289,17 @@ def make_parser() -> argparse.ArgumentParser:
     reference.set_defaults(handler=command_reference)
 
     simulate = commands.add_parser("simulate", help="execute a bundle")
-    simulate.add_argument("bundle")
-    simulate.add_argument("--noise", required=True)
-    simulate.add_argument("-o", "--output", required=True, type=option.output_file)
+    simulate.add_argument("bundle", help="a bundle directory")
+    simulate.add_argument("--noise", required=True, metavar="X0.npy", help=".npy [B, d] initial samples")
+    simulate.add_argument("-o", "--output", required=True, type=option.output_file, metavar="OUT.npy",
+                          help="where to write the final samples [B, d]")
     simulate.add_argument("--ideal", action="store_true", help="exact float64 execution of the program")
-    simulate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
+    simulate.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS, metavar="N",
                           help="fixed loop-iteration budget per closed phase (default: the bundle's loop budget)")
-    simulate.add_argument("--seed", type=option.SEED, default=0)
-    simulate.add_argument("--calibration", help="a measured machine for the twin's device figures: "
+    simulate.add_argument("--seed", type=option.SEED, default=0, metavar="S",
+                          help="seed of the twin's noise (default 0)")
+    simulate.add_argument("--calibration", metavar="hw48|hw16|FILE",
+                          help="a measured machine for the twin's device figures: "
                           "hw48, hw16 or a calibration file (the makers' format)")
     simulate.add_argument("--condition", action="append", metavar="NAME=FILE.npy",
                           help="per-sample values of a condition input; repeatable")
@@ -287,24 +307,31 @@ def make_parser() -> argparse.ArgumentParser:
                           help="run-time guidance weight (bundles whose W is in the gains)")
     simulate.set_defaults(handler=command_simulate)
 
-    verify = commands.add_parser("verify", help="compare a bundle against its source model")
-    verify.add_argument("bundle")
-    verify.add_argument("--samples", type=option.SAMPLES, default=256)
-    verify.add_argument("--seed", type=option.SEED, default=0)
-    verify.add_argument("--tolerance", type=option.positive_float(), help="relative tolerance of the program link")
-    verify.add_argument("--json", type=option.output_file, help="write the report as JSON")
-    verify.add_argument("--report", type=option.output_report,
+    verify = commands.add_parser("verify", help="compare a bundle against its source model", description=VERIFY_OUTPUT)
+    verify.add_argument("bundle", help="a bundle directory")
+    verify.add_argument("--samples", type=option.SAMPLES, default=256, metavar="N",
+                        help="samples drawn from the noise (default 256)")
+    verify.add_argument("--seed", type=option.SEED, default=0, metavar="S",
+                        help="seed of the noise and the twin (default 0)")
+    verify.add_argument("--tolerance", type=option.positive_float(), metavar="X",
+                        help="relative tolerance of the program link")
+    verify.add_argument("--json", type=option.output_file, metavar="R.json", help="write the report as JSON")
+    verify.add_argument("--report", type=option.output_report, metavar="DIR",
                         help="directory for verify.json, report.md and PNG plots")
     verify.add_argument("--no-twin", action="store_true", help="check only source ≡ canonical ≡ ideal program")
-    verify.add_argument("--twin-mode", default="discrete", choices=["discrete", "continuous"])
-    verify.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS,
+    verify.add_argument("--twin-mode", default="discrete", choices=["discrete", "continuous"],
+                        help="run the twin's loops as discrete iterations or as settling in continuous time "
+                        "(default discrete)")
+    verify.add_argument("--loop-iterations", type=option.LOOP_ITERATIONS, metavar="N",
                         help="twin loop iterations per closed phase (default: the bundle's loop budget)")
-    verify.add_argument("--repeats", type=option.REPEATS, help="twin repeats averaged per readout (default: target's)")
-    verify.add_argument("--twin-ratio", type=option.positive_float(), default=0.5,
+    verify.add_argument("--repeats", type=option.REPEATS, metavar="R",
+                        help="twin repeats averaged per readout (default: target's)")
+    verify.add_argument("--twin-ratio", type=option.positive_float(), default=0.5, metavar="R",
                         help="pass if W2(twin, reference) ≤ this × W2(Gaussian fit, reference) (default 0.5)")
-    verify.add_argument("--twin-nrmse", type=option.positive_float(),
+    verify.add_argument("--twin-nrmse", type=option.positive_float(), metavar="X",
                         help="also require the twin's per-step NRMSE ≤ this")
-    verify.add_argument("--calibration", help="a measured machine for the twin's device figures: "
+    verify.add_argument("--calibration", metavar="hw48|hw16|FILE",
+                        help="a measured machine for the twin's device figures: "
                         "hw48, hw16 or a calibration file (the makers' format)")
     verify.set_defaults(handler=command_verify)
 
