@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from admc.bundle.store import write_bundle
 from admc.compiler.backend_passes import run_backend_passes
@@ -31,7 +31,6 @@ from admc.core.errors import AdmcError
 from admc.core.schedule import time_grid
 from admc.frontends.model_file import open_model
 from admc.frontends.signature import Signature, identify_signature
-from admc.frontends.torch_export import export_module, import_exported_program
 from admc.ir.adm import AdmNetwork
 from admc.ir.graph import Graph
 from admc.ir.program import BlockProgram, Schedule, tabulate_static_injection
@@ -45,6 +44,9 @@ from admc.runtime.condition_options import parse_condition_options
 from admc.runtime.conditioning import ConditioningInterface
 from admc.targets.backends import backend_of
 from admc.targets.loader import load_target
+
+if TYPE_CHECKING:  # torch loads only for a torch model: an ONNX build starts without it (issue 23)
+    import torch
 
 
 @dataclass
@@ -95,18 +97,11 @@ def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgr
                 condition_inputs: tuple[str, ...] | list[str] = ()) -> SourceModel:
     """Import an ``.onnx`` / ``.pt2`` file, an exported program, or a module with example inputs;
     ``condition_inputs`` names inputs beyond x and t (``--condition``)."""
-    if isinstance(model, torch.nn.Module):
-        if example_inputs is None:
-            raise AdmcError("a torch module needs example inputs (x [B, d], t [B] or [B, 1]) to be exported")
-        program = export_module(model, tuple(example_inputs), source=type(model).__name__)
-        graph = import_exported_program(program, type(model).__name__)
-        content, file_format, name = _pt2_bytes(program), "pt2", f"{type(model).__name__}.pt2"
-    elif isinstance(model, torch.export.ExportedProgram):
-        graph = import_exported_program(model, "<exported program>")
-        content, file_format, name = _pt2_bytes(model), "pt2", "model.pt2"
-    else:
+    if isinstance(model, (str, os.PathLike)):
         opened = open_model(model)
         graph, file_format, content, name = opened.graph, opened.format, opened.content, Path(model).name
+    else:
+        graph, file_format, content, name = _import_torch_model(model, example_inputs)
     if len(graph.outputs) != 1:
         raise AdmcError(f"{graph.source}: expected 1 output (the velocity [B, d]), found {len(graph.outputs)}")
     signature = identify_signature(graph.inputs, graph.source, time_input, tuple(condition_inputs))
@@ -115,7 +110,28 @@ def load_source(model: str | Path | torch.nn.Module | torch.export.ExportedProgr
     return SourceModel(graph, signature, content, file_format, name)
 
 
+def _import_torch_model(model: Any, example_inputs: tuple | None) -> tuple[Graph, str, bytes, str]:
+    """A module or exported program as (graph, format, content, name); torch loads here, only for these."""
+    import torch
+
+    from admc.frontends.torch_export import export_module, import_exported_program
+
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise AdmcError("a torch module needs example inputs (x [B, d], t [B] or [B, 1]) to be exported")
+        program = export_module(model, tuple(example_inputs), source=type(model).__name__)
+        graph = import_exported_program(program, type(model).__name__)
+        return graph, "pt2", _pt2_bytes(program), f"{type(model).__name__}.pt2"
+    if isinstance(model, torch.export.ExportedProgram):
+        graph = import_exported_program(model, "<exported program>")
+        return graph, "pt2", _pt2_bytes(model), "model.pt2"
+    opened = open_model(model)
+    return opened.graph, opened.format, opened.content, str(model)
+
+
 def _pt2_bytes(program: torch.export.ExportedProgram) -> bytes:
+    import torch
+
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     return buffer.getvalue()

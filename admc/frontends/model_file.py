@@ -15,7 +15,6 @@ from pathlib import Path
 
 from admc.core.errors import AdmcError
 from admc.frontends.onnx_import import import_onnx, self_contained_bytes
-from admc.frontends.torch_export import load_pt2
 from admc.ir.graph import Graph
 
 ONNX = "onnx"
@@ -46,6 +45,8 @@ def import_model(path: str | Path, file_format: str) -> Graph:
     if file_format == ONNX:
         return import_onnx(path)
     if file_format == PT2:
+        from admc.frontends.torch_export import load_pt2  # torch loads for a .pt2 model only
+
         return load_pt2(path)
     raise AdmcError(f"{path}: unknown model format {file_format!r}; expected '{ONNX}' or '{PT2}'")
 

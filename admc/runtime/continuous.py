@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.integrate import solve_ivp
-from scipy.interpolate import CubicSpline
 
 from admc.core.errors import AdmcError, ConvergenceError
 from admc.ir.adm import activate, is_activation
@@ -41,6 +39,8 @@ def integrate_continuous(velocity: Callable[[np.ndarray, np.ndarray], np.ndarray
         if not np.all(np.isfinite(values)):
             raise ConvergenceError(f"continuous solve (t = {time:.6g}): the velocity became non-finite (diverged)")
         return values.ravel()
+
+    from scipy.integrate import solve_ivp  # scipy loads when a continuous solve runs, not at start-up
 
     solution = solve_ivp(right_hand_side, (float(grid[0]), float(grid[-1])), state.ravel(), method=METHOD,
                          t_eval=grid, rtol=rtol, atol=atol)
@@ -74,6 +74,8 @@ class ProgramVelocity:
         tables = [table.time_tables[name] for name in (FIXED, STEP) if name in table.time_tables]
         self.spline = None
         if tables and table.times.size >= 2:
+            from scipy.interpolate import CubicSpline
+
             self.spline = CubicSpline(table.times, sum(tables), axis=0)
         elif tables:
             self.constant = self.constant + sum(tables)[0]

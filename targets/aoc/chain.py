@@ -22,13 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from admc.targets.aoc.calibration import DEAD_EFFICIENCY, Calibration
 from admc.targets.aoc.nonidealities import NonIdealities
 from admc.targets.aoc.slm import realised_weight
+
+if TYPE_CHECKING:  # the functions on tensors are called by torch code; loading the module needs no torch
+    import torch
 
 # The 16-variable machine's hard-coded values (calibrations/FIELDS.md §2): output gains, PBS polynomial normalisations.
 OUTPUT_GAIN_16 = (0.65, 1.0)
@@ -165,7 +168,7 @@ def sigmoid_output(z: torch.Tensor, chain: MeasuredChain, nonidealities: NonIdea
     if nonidealities.nonlinearity.enabled:
         shaped = argument / (1.0 + argument.abs() ** c) ** (1.0 / c)
     else:
-        shaped = torch.tanh(argument)
+        shaped = argument.tanh()
     result = d * shaped
     if offsets:
         result = result + f + g * z
