@@ -54,7 +54,8 @@ def describe(bundle: Bundle) -> str:
         f"{data['source']['sha256'][:12]}…), state dimension {data['source']['state_dimension']}",
         f"solver      {data['solver']}" + (f", {data['fp_iterations']} fixed-point iterations"
                                            if data["fp_iterations"] else "")
-        + f", {data['steps']} steps, {data['phases_per_step']} phase(s) per step {data['phase_loops']}",
+        + f", {data['steps']} steps, {data['phases_per_step']} phase(s) per step ("
+        + ", ".join(f"{count} {loop}" for loop, count in data["phase_loops"].items()) + " phases in all)",
         f"layout      {data['layout']}: {data['state_channels']} state channels in {len(data['groups'])} groups,"
         f" {len(data['blocks'])} non-zero blocks, open loop settles in {data['open_loop_iterations']} iterations",
         f"digital     {report.get('digital_multiply_adds_per_step', 0)} host multiply-adds per step",
