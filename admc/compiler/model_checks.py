@@ -38,9 +38,10 @@ def checked_static_injection(program: BlockProgram, times: np.ndarray, graph: Gr
 
 
 def _first_bad_entry(array: np.ndarray) -> tuple[int, ...] | None:
-    bad = ~np.isfinite(array) | (np.abs(np.nan_to_num(array, nan=0.0)) > DIVERGENCE_BOUND)
-    if not bad.any():
+    magnitude = np.abs(array)
+    if magnitude.size == 0 or magnitude.max() <= DIVERGENCE_BOUND:  # NaN never passes this comparison
         return None
+    bad = ~(magnitude <= DIVERGENCE_BOUND)
     return tuple(int(index) for index in np.argwhere(bad)[0])
 
 
