@@ -34,7 +34,10 @@ from torch import nn
 
 from admc.compiler.driver import build
 from admc.core.errors import AdmcError
+from admc.frontends.messages import QUOTE_LIMIT, quote
 from admc.frontends.onnx_import import newest_opsets
+from admc.frontends.signature import identify_signature
+from admc.ir.graph import GraphInput
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -49,7 +52,7 @@ def refuses(model, output: Path, *fragments: str, **options) -> str:
     assert "\n" not in message and len(message) < 400, message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
-    assert not output.exists()
+    assert not output.exists() and no_partial_files(output.parent)
     return message
 
 
@@ -247,3 +250,18 @@ def test_a_torch_export_failure_is_quoted_in_one_short_line_with_its_location(tm
     message = refuses(DataDependentBranch(), tmp_path / "bundle", "DataDependentBranch: torch.export failed",
                       "data-dependent", "test_build_refusals.py:", "in forward", example_inputs=example_inputs())
     assert len(message) < 300 and "draft_export" not in message, message
+
+
+def test_a_library_report_without_sentences_is_cut_at_the_limit() -> None:
+    gist = quote(RuntimeError("[ShapeInferenceError] " + "(op_type:Gemm, node name: n): mismatch " * 40))
+    assert gist.startswith("[ShapeInferenceError] (op_type:Gemm") and gist.endswith("…")
+    assert len(gist) <= QUOTE_LIMIT
+
+
+def test_a_refusal_lists_at_most_five_inputs() -> None:
+    inputs = [GraphInput(f"input_{index}", ("B", 2)) for index in range(12)]
+    with pytest.raises(AdmcError) as raised:
+        identify_signature(inputs, "many.onnx")
+    message = str(raised.value)
+    assert "found 12: input_0, input_1, input_2, input_3, input_4 and 7 more" in message, message
+    assert "input_5" not in message
