@@ -74,13 +74,34 @@ def with_initializer_entry(source: Path, path: Path, name: str, value: float) ->
 # ---------------------------------------------------------------- 1. parameters beyond the state range
 
 
-@pytest.mark.parametrize(("initializer", "node"), [("b1", "gemm1"), ("b2", "gemm2"), ("W2", "gemm2")])
-def test_a_parameter_beyond_the_state_range_is_refused_naming_it(tmp_path, initializer, node) -> None:
+@pytest.mark.parametrize(("initializer", "node", "array"), [
+    ("b1", "gemm1", "injection/constant_fixed.npy"), ("b2", "gemm2", "injection/constant_step.npy"),
+    ("W1", "gemm1", "block_0000"), ("W2", "gemm2", "block_0001")])
+def test_a_parameter_beyond_the_state_range_is_refused_naming_it(tmp_path, initializer, node, array) -> None:
     good = gemm_model(tmp_path / "good.onnx", "transB")
     bad = with_initializer_entry(good, tmp_path / "bad.onnx", initializer, 1e30)
-    refuses(bad, tmp_path / "bundle", "bad.onnx", "1e+30", f"node '{node}'", f"weight '{initializer}'",
-            "state range", "rescale or retrain")
+    refuses(bad, tmp_path / "bundle", "bad.onnx", array, "entry 1e+30", f"node '{node}'",
+            f"weight '{initializer}'", "state range ±1e+08", "rescale or retrain")
     builds(good, tmp_path / "good_bundle")
+
+
+@pytest.mark.parametrize(("scale", "refused"), [(1e5, True), (1e3, False)])
+def test_a_product_of_weights_beyond_the_state_range_is_refused_naming_the_node(tmp_path, scale, refused) -> None:
+    """Two linear layers with no activation between fold into one matrix: 1e5 · 1e5 per entry is beyond the
+    range though no weight is; 1e3 · 1e3 is not (and a later tanh saturates, so it builds)."""
+    nodes = [helper.make_node("MatMul", ["x", "Wa"], ["u"], name="first"),
+             helper.make_node("MatMul", ["u", "Wb"], ["v"], name="second"),
+             helper.make_node("Tanh", ["v"], ["a"], name="tanh"),
+             helper.make_node("Add", ["t", "t"], ["tt"], name="time"),
+             helper.make_node("Gemm", ["a", "Wc", "b"], ["w"], name="last"),
+             helper.make_node("Add", ["w", "tt"], ["velocity"], name="plus_time")]
+    weights = {"Wa": np.full((2, 3), scale), "Wb": np.full((3, 4), scale), "Wc": np.full((4, 2), 0.1),
+               "b": np.zeros(2)}
+    path = onnx_model(nodes, weights, tmp_path / "product.onnx")
+    if refused:
+        refuses(path, tmp_path / "bundle", "block_0000", "entry 3e+10", "node 'second' op MatMul", "state range")
+    else:
+        builds(path, tmp_path / "bundle")
 
 
 def test_a_torch_bias_beyond_the_state_range_is_refused_naming_the_parameter(tmp_path) -> None:
@@ -115,7 +136,7 @@ def time_embedding_model(path: Path, activation: str) -> Path:
 
 def test_nan_in_the_static_injection_table_is_refused_naming_time_channel_and_node(tmp_path) -> None:
     bad = time_embedding_model(tmp_path / "sqrt.onnx", "Sqrt")
-    message = refuses(bad, tmp_path / "bundle", "injection/time_table_fixed.npy", "nan", "t = 0,",
+    message = refuses(bad, tmp_path / "bundle", "injection/time_table_fixed.npy", "entry nan", "t = 0,",
                       "channel 2 (hidden_1[0])", "node 'time_act' op Sqrt", "finite")
     assert "gemm1" not in message
     builds(time_embedding_model(tmp_path / "sigmoid.onnx", "Sigmoid"), tmp_path / "good_bundle")

@@ -27,6 +27,7 @@ from admc.ir.program import BlockProgram, StaticInjection, block_name, tabulate_
 from admc.runtime.executor import DIVERGENCE_BOUND
 
 PROBE_BATCH = 2  # samples the source graph is evaluated on to find the node that makes a bad value
+# The arrays are named by their bundle paths (admc/bundle/program_io.py writes them), which users see.
 
 
 def checked_static_injection(program: BlockProgram, times: np.ndarray, graph: Graph) -> StaticInjection:
@@ -59,7 +60,7 @@ def _arrays(program: BlockProgram, table: StaticInjection):
                lambda index, times=table.times: (f"t = {times[index[0]]:.6g}, {_channel(program, index[1])}",
                                                  float(times[index[0]])))
     for scale_class, constant in sorted(table.constants.items()):
-        yield (f"the static injection constant ({scale_class} biases)", constant,
+        yield (f"the static injection constant injection/constant_{scale_class}.npy", constant,
                lambda index: (_channel(program, index[0]), 0.0))
     for number, block in enumerate(program.blocks):
         row, column = groups[block.row_group], groups[block.column_group]
@@ -80,13 +81,13 @@ def check_program_arithmetic(program: BlockProgram, table: StaticInjection, grap
             continue
         value = float(array[index])
         where, time = locate(index)
-        cause = _culprit(graph, time)
+        cause = _culprit(graph, time) or _bad_weight(graph)
         culprit = f", made by {cause}," if cause else ""
         if np.isfinite(value):
-            raise AdmcError(f"{graph.source}: {what} is {value:.3g} at {where}{culprit} beyond the executors' "
+            raise AdmcError(f"{graph.source}: {what}: entry {value:.3g} at {where}{culprit} is beyond the executors' "
                             f"state range ±{DIVERGENCE_BOUND:.0e} (the first loop diverges); rescale or retrain "
                             "the model")
-        raise AdmcError(f"{graph.source}: {what} holds {value} at {where}{culprit} not a finite number; what "
+        raise AdmcError(f"{graph.source}: {what}: entry {value} at {where}{culprit} is not a finite number; what "
                         "the model computes from t must be finite at every time of the schedule")
 
 
@@ -103,9 +104,20 @@ def _probe_inputs(graph: Graph, time: float) -> dict[str, np.ndarray]:
         shape = (PROBE_BATCH, *(int(size) for size in graph_input.shape[1:]))
         if graph_input.name == graph.time_input:
             values[graph_input.name] = np.full(shape, time)
+        elif graph_input.name == graph.state_input:  # ones, not zeros: a large weight on x shows in its product
+            values[graph_input.name] = np.ones(shape)
         else:
             values[graph_input.name] = np.zeros(shape, dtype=np.int64 if graph_input.integer else np.float64)
     return values
+
+
+def _bad_weight(graph: Graph) -> str | None:
+    """The first float weight of the source holding a bad value, with the node reading it; None if none."""
+    readers = {name: op for op in graph.ops for name in op.inputs}
+    for name, value in graph.constants.items():
+        if name in readers and _bad(value):
+            return f"{readers[name].describe()} (reading weight '{name}')"
+    return None
 
 
 def _describe(op: Op, arguments: list, graph: Graph) -> str:
@@ -116,7 +128,7 @@ def _describe(op: Op, arguments: list, graph: Graph) -> str:
 
 def _culprit(graph: Graph, time: float) -> str | None:
     """The first op (in topological order) whose output is bad although no computed input of it is, at
-    x = 0, t = ``time`` and zero conditions; None when the source graph cannot be evaluated so."""
+    x = 1, t = ``time`` and zero conditions; None when the source graph cannot be evaluated so."""
     try:
         values: dict[str, np.ndarray] = dict(graph.constants) | _probe_inputs(graph, time)
         with np.errstate(all="ignore"):
