@@ -27,7 +27,6 @@ from admc.ir.program import BlockProgram, StaticInjection, block_name, tabulate_
 from admc.runtime.executor import DIVERGENCE_BOUND
 
 PROBE_BATCH = 2  # samples the source graph is evaluated on to find the node that makes a bad value
-# The arrays are named by their bundle paths (admc/bundle/program_io.py writes them), which users see.
 
 
 def checked_static_injection(program: BlockProgram, times: np.ndarray, graph: Graph) -> StaticInjection:
@@ -52,8 +51,9 @@ def _channel(program: BlockProgram, channel: int) -> str:
 
 
 def _arrays(program: BlockProgram, table: StaticInjection):
-    """(what, array, locate) for every array an executor reads; ``locate(index)`` gives the entry's place in
-    words and the time the source is probed at to find the node that made it."""
+    """(what, array, locate) for every array an executor reads, named by its path in a bundle (as
+    ``admc.bundle.program_io`` writes it, which users see); ``locate(index)`` gives the entry's place in words
+    and the time the source is probed at to find the node that made it."""
     groups = {group.name: group for group in program.groups}
     for scale_class, time_table in sorted(table.time_tables.items()):
         yield (f"the static injection table injection/time_table_{scale_class}.npy", time_table,
