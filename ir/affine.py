@@ -54,7 +54,8 @@ class TimeValue:
 
         # Two time points, not one: an op that mixes the batch (transA on a [B, 1] time input) fails here,
         # at import, rather than later on the schedule's many time points.
-        trial = np.asarray(compute(np.zeros(2), {}))
+        with np.errstate(all="ignore"):  # a NaN here (Sqrt of a negative) is refused, named, after tabulation
+            trial = np.asarray(compute(np.zeros(2), {}))
         if trial.ndim == 0 or trial.shape[0] != 2:
             raise ValueError(f"the result of shape {trial.shape} does not keep the batch dimension")
         return TimeValue(compute, tuple(trial.shape[1:]))

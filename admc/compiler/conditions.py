@@ -7,7 +7,8 @@ build runs the same passes for every model and the data decide what is written.
 Requires: a source signature (its condition inputs, none for an unconditional model). Guarantees:
 - ``guide_network`` (the guidance pass) returns the canonical network to pack: unchanged without guidance,
   the guided twin chain with ``--guidance W`` (``passes.condition_interface.guided_network``); bad
-  guidance options are refused naming the option.
+  guidance options are refused naming the option, and so is a condition input the velocity does not
+  depend on (``check_conditions_used``: verify could draw nothing meaningful for it).
 - ``build_interface`` is the interface of the packed program (spine units); ``default_distribution`` the
   distribution verify draws conditions from (declared, else uniform over an embedding table's classes).
 - ``conditions_output`` gives, for an interface with inputs, what a host needs to run the program for new
@@ -26,9 +27,10 @@ import numpy as np
 
 from admc.bundle.store import npy_bytes
 from admc.compiler.packing import pack_for_target
+from admc.core.errors import AdmcError
 from admc.frontends.signature import Signature
 from admc.ir.adm import AdmNetwork
-from admc.ir.condition import is_null_source
+from admc.ir.condition import is_condition_source, is_null_source
 from admc.ir.graph import Graph
 from admc.ir.program import BlockProgram
 from admc.passes.condition_interface import condition_parts, guidance_blocks, guided_network, interface_size
@@ -69,9 +71,23 @@ def default_distribution(graph: Graph, signature: Signature, declared: dict[str,
     return distribution
 
 
+def check_conditions_used(network: AdmNetwork, signature: Signature) -> None:
+    """Refuse a condition input the canonical network's velocity does not read (an unused model input)."""
+    used: set[str] = set()
+    for node in [*network.nodes, network.output]:
+        for atom in node.terms:
+            if is_condition_source(atom.source):
+                used |= set(network.conditions[atom.source].inputs)
+    unused = [condition.name for condition in signature.conditions if condition.name not in used]
+    if unused:
+        raise AdmcError(f"{network.source}: input '{unused[0]}' is unused: the velocity does not depend on it, so "
+                        "it is a condition with no effect; export the model without this input")
+
+
 def guide_network(network: AdmNetwork, signature: Signature, guidance: float | None,
                   null_conditions: dict[str, np.ndarray] | None) -> AdmNetwork:
     """The guidance pass: the identity without ``guidance``; with W, (1 + W)·f(x, t, c) − W·f(x, t, ∅)."""
+    check_conditions_used(network, signature)
     check_guidance_options(signature.conditions, guidance, null_conditions, network.source)
     if guidance is None:
         return network

@@ -24,6 +24,7 @@ from admc.bundle.store import write_bundle
 from admc.compiler.backend_passes import run_backend_passes
 from admc.compiler.build_options import BuildOptions, target_machine
 from admc.compiler.conditions import build_interface, default_distribution, guide_network
+from admc.compiler.model_checks import checked_static_injection
 from admc.compiler.packing import pack_for_target
 from admc.compiler.pass_checks import Probe, canonical_check, guidance_check, lowering_check, pack_check
 from admc.compiler.sections import bundle_contents
@@ -33,7 +34,7 @@ from admc.frontends.model_file import open_model
 from admc.frontends.signature import Signature, identify_signature
 from admc.ir.adm import AdmNetwork
 from admc.ir.graph import Graph
-from admc.ir.program import BlockProgram, Schedule, tabulate_static_injection
+from admc.ir.program import BlockProgram, Schedule
 from admc.passes.alpha_selection import AlphaCapabilities, AlphaSelection, select_alpha
 from admc.passes.canonicalize import canonicalize
 from admc.passes.continuous_time import DISCRETE, solver_kind, tabulation_times
@@ -185,8 +186,8 @@ def compile_source(source: SourceModel, target: Any, options: BuildOptions | Non
                          check=pack_check(probe, network, options.guidance))
     times = time_grid(steps=None if options.grid is not None else options.steps, grid=options.grid)
     schedule = passes.run("solver phases and Δt", build_schedule, solver, times, options.fp_iterations)
-    program.static_table = passes.run("static injection table", tabulate_static_injection, program,
-                                      tabulation_times(schedule))
+    program.static_table = passes.run("static injection table", checked_static_injection, program,
+                                      tabulation_times(schedule), source.graph)
     selection = _select_alpha(passes, program, schedule, target, options)
     compiled = CompiledProgram(
         source, target, network, program, schedule,

@@ -10,11 +10,14 @@ a regular file within the size limit; ``onnx.checker`` full check and strict sha
 (so conflicting value_info types and shapes an op cannot take are refused); no sparse initializers; the
 dtype policy — float initializers are float32 or float64 (float16, bfloat16, float8 refused), integer
 initializers (int32/int64) only where an op reads shapes, axes or indices, and nothing else (bool, string,
-complex, uint8, …); node names unique; float attributes finite (a Gemm alpha of NaN is refused).
+complex, uint8, …); node names unique; float attributes finite (a Gemm alpha of NaN is refused); no
+operator domain declared at an opset newer than the installed onnx and onnxruntime know (``check_opsets``:
+onnx's checker accepts opset 99, onnxruntime cannot run it, so verify would fail on the bundle's copy).
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +25,9 @@ import onnx
 from onnx import external_data_helper, numpy_helper
 
 from admc.core import limits
-from admc.core.errors import AdmcError, error_text
+from admc.core.errors import AdmcError
 from admc.core.safe_files import check_regular
+from admc.frontends.messages import quote
 from admc.ir.graph import Graph, GraphInput, Op
 
 MINIMUM_OPSET = 13
@@ -81,13 +85,14 @@ def load_onnx_model(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except Exception as error:  # onnx raises several unrelated types for damaged files
-        raise AdmcError(f"{path}: not a readable ONNX model ({error_text(error)})") from None
+        raise AdmcError(f"{path}: not a readable ONNX model ({quote(error)})") from None
     check_graph(model.graph, path)  # first: its messages name the initializer or node admc objects to
+    check_opsets(model, path)
     try:
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as error:
-        raise AdmcError(f"{path}: not a valid ONNX model ({error_text(error)})") from None
+        raise AdmcError(f"{path}: not a valid ONNX model ({quote(error)})") from None
     return model
 
 
@@ -126,6 +131,50 @@ def check_graph(graph: onnx.GraphProto, path: Path) -> None:
                             "integer weights are not supported; weights must be float32 or float64")
         raise AdmcError(f"{path}: initializer '{initializer.name}' has dtype {kind}; admc accepts float32 or "
                         "float64 weights (and int32/int64 shapes, axes or indices)")
+
+
+# The newest ai.onnx opset every onnxruntime admc installs with runs (onnxruntime>=1.17 in pyproject.toml runs up
+# to opset 20): a model at or below it is not checked against onnxruntime, whose import would cost a build ~0.1 s.
+OPSET_EVERY_ONNXRUNTIME_RUNS = 20
+
+
+def _newest(schemas) -> dict[str, int]:
+    newest: dict[str, int] = {}
+    for schema in schemas:
+        newest[schema.domain] = max(newest.get(schema.domain, 0), schema.since_version)
+    return newest
+
+
+@functools.cache  # the installed packages do not change while admc runs
+def newest_opsets(runtime: bool = True) -> dict[str, int]:
+    """The newest opset of each operator domain ('' for ai.onnx) the installed onnx knows (the highest
+    ``since_version`` of its operator schemas) and, with ``runtime``, that onnxruntime knows too (its own
+    registry: the onnx it was built with may be older)."""
+    newest = _newest(onnx.defs.get_all_schemas_with_history())
+    if not runtime:
+        return newest
+    try:
+        from onnxruntime.capi.onnxruntime_pybind11_state import get_all_operator_schema
+    except ImportError:
+        return newest
+    known = _newest(get_all_operator_schema())
+    return {domain: min(version, known.get(domain, version)) for domain, version in newest.items()}
+
+
+def check_opsets(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse an operator domain declared at an opset newer than the installed onnx and onnxruntime support
+    (domains neither knows are left to the custom-domain check of ``import_onnx``)."""
+    for entry in model.opset_import:
+        domain = "" if entry.domain == "ai.onnx" else entry.domain
+        if domain not in newest_opsets(runtime=False):
+            continue
+        newest = newest_opsets(runtime=domain != "" or entry.version > OPSET_EVERY_ONNXRUNTIME_RUNS)
+        if entry.version > newest[domain]:
+            import onnxruntime
+
+            raise AdmcError(f"{path}: declares opset {entry.version} of domain '{domain or 'ai.onnx'}'; the installed "
+                            f"onnx {onnx.__version__} and onnxruntime {onnxruntime.__version__} run up to opset "
+                            f"{newest[domain]}: re-export with opset_version={newest[domain]} or lower")
 
 
 def self_contained_bytes(path: str | Path) -> bytes:

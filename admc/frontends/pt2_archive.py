@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from admc.core.errors import AdmcError, error_text
+from admc.core.errors import AdmcError
+from admc.frontends.messages import quote
 
 _UNSAFE_DIRECTORIES = ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")
 
@@ -36,7 +37,7 @@ def check_archive_is_safe(path: Path) -> None:
                     _check_sample_inputs(path, member, archive.read(name))
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError,
             RecursionError, NotImplementedError) as error:
-        raise AdmcError(f"{path}: not a readable .pt2 archive ({error_text(error)})") from None
+        raise AdmcError(f"{path}: not a readable .pt2 archive ({quote(error)})") from None
 
 
 def _strip_root(name: str) -> str:

@@ -6,8 +6,11 @@ Condition inputs (class index, condition vector, guidance scale) are named by ``
 (``--condition``), or recognised by an integer type or a name that says so (class, label, cond, context,
 guidance); they are set aside before x and t are identified.
 Guarantees: a ``Signature`` only when there are exactly two inputs besides the conditions, the time input
-has a single feature ([B] or [B, 1]) and the state is [B, d] with a concrete d. Anything ambiguous or unsupported raises
-``AdmcError`` naming the source and the inputs; an ambiguity asks for ``--time-input``.
+has a single feature ([B] or [B, 1]), the state is [B, d] with a concrete d, and every input's batch
+dimension B is dynamic (``check_dynamic_batch``: a model exported at a fixed batch builds, but onnxruntime and
+torch refuse to run it on verify's and simulate's batches). Anything ambiguous or unsupported raises
+``AdmcError`` naming the source and the inputs; an ambiguity asks for ``--time-input``; a fixed batch says how to
+export a dynamic one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from admc.core.errors import AdmcError
+from admc.frontends.messages import listed
 from admc.ir.graph import GraphInput
 
 CONDITION_NAME = re.compile(r"class|label|cond|context|guidance", re.IGNORECASE)
@@ -82,7 +86,7 @@ def split_conditions(inputs: list[GraphInput], source: str, condition_inputs: tu
     for name in condition_inputs:
         if name not in names:
             raise AdmcError(f"{source}: --condition '{name}' is not an input of the model; inputs are "
-                            f"{', '.join(names)}")
+                            f"{listed(names)}")
     conditions, rest = [], []
     for graph_input in inputs:
         named = graph_input.name in condition_inputs
@@ -95,23 +99,45 @@ def split_conditions(inputs: list[GraphInput], source: str, condition_inputs: tu
     return conditions, rest
 
 
+def _dynamic_batch_fix(source: str, names: list[str]) -> str:
+    """How to export ``names`` with a dynamic batch, for the source's format (ONNX file, else torch.export)."""
+    if source.endswith(".onnx"):
+        axes = ", ".join(f"'{name}': {{0: 'batch'}}" for name in names)
+        return f"re-export with torch.onnx.export(..., dynamic_axes={{{axes}}})"
+    shapes = ", ".join("{0: batch}" for _ in names)
+    return (f"re-export with batch = torch.export.Dim('batch'), torch.export.export(..., "
+            f"dynamic_shapes=({shapes})) (a module: example inputs with a batch of at least 2)")
+
+
+def check_dynamic_batch(inputs: list[GraphInput], source: str) -> None:
+    """Refuse inputs whose batch dimension (the first) is a fixed size: the model runs at that batch only.
+    ``inputs`` in the model's order (the order of ``dynamic_shapes`` in the fix)."""
+    for graph_input in inputs:
+        batch = graph_input.shape[0] if graph_input.shape else None
+        if isinstance(batch, int) and not isinstance(batch, bool):
+            raise AdmcError(f"{source}: input '{graph_input.name}' {_describe_shape(graph_input.shape)} was "
+                            f"exported with a fixed batch of {batch}, so it cannot run on other batch sizes; "
+                            + _dynamic_batch_fix(source, [item.name for item in inputs]))
+
+
 def identify_signature(inputs: list[GraphInput], source: str, time_input: str | None = None,
                        condition_inputs: tuple[str, ...] | list[str] = ()) -> Signature:
     """Pick the state, time and condition inputs out of ``inputs``; ``time_input`` names the time input and
     ``condition_inputs`` the conditions explicitly."""
+    all_inputs = list(inputs)
     conditions, inputs = split_conditions(inputs, source, tuple(condition_inputs), time_input)
     names = [graph_input.name for graph_input in inputs]
     if len(inputs) != 2:
         raise AdmcError(
             f"{source}: expected 2 inputs (state x [B, d] and time t [B] or [B, 1]) besides conditions, "
-            f"found {len(inputs)}: {', '.join(names) if names else '(none)'}"
+            f"found {len(inputs)}: {listed(names)}"
             + ("" if conditions or len(inputs) < 3 else "; name condition inputs with --condition")
         )
     if time_input is not None:
         if time_input not in names:
             raise AdmcError(
                 f"{source}: --time-input '{time_input}' is not an input of the model; "
-                f"inputs are {', '.join(names)}"
+                f"inputs are {listed(names)}"
             )
         time = next(graph_input for graph_input in inputs if graph_input.name == time_input)
         if not _is_single_feature(time):
@@ -141,6 +167,7 @@ def identify_signature(inputs: list[GraphInput], source: str, time_input: str | 
             f"{source}: state input '{state.name}' has a dynamic feature size "
             f"({_describe_shape(state.shape)}); admc needs a concrete d in [B, d]"
         )
+    check_dynamic_batch(all_inputs, source)
     return Signature(
         state_input=state.name,
         time_input=time.name,

@@ -33,8 +33,9 @@ import torch
 from torch.export import Dim, ExportedProgram
 
 from admc.core import limits
-from admc.core.errors import AdmcError, error_text
+from admc.core.errors import AdmcError
 from admc.core.safe_files import check_regular
+from admc.frontends.messages import quote
 from admc.frontends.pt2_archive import check_archive_is_safe
 from admc.frontends.torch_importer import TorchImporter
 from admc.ir.graph import Graph
@@ -58,7 +59,7 @@ def export_module(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, .
     try:
         return torch.export.export(module.eval(), example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as error:  # torch raises many types here; the user needs one line, not torch's stack
-        raise AdmcError(f"{source}: torch.export failed: {error_text(error)}") from None
+        raise AdmcError(f"{source}: torch.export failed: {quote(error)}") from None
 
 
 def import_module(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], source: str = "<module>") -> Graph:
@@ -78,5 +79,5 @@ def load_pt2(path: str | Path) -> Graph:
     try:
         program = torch.export.load(str(path))
     except Exception as error:  # corrupt archives surface as many torch exception types
-        raise AdmcError(f"{path}: cannot read torch.export archive: {error_text(error)}") from None
+        raise AdmcError(f"{path}: cannot read torch.export archive: {quote(error)}") from None
     return import_exported_program(program, str(path))
