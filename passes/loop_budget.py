@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from admc.core.errors import AdmcError, ConvergenceError
 from admc.ir.program import BlockProgram, Schedule
-from admc.passes.alpha_selection import closed_phases
+from admc.passes.alpha_selection import BLAS_THREADS, closed_phases
 from admc.passes.convergence_certificates import certify_phase, steps_needed
 from admc.runtime.executor import IdealExecutor
 
@@ -48,6 +49,13 @@ def measured_iterations(program: BlockProgram, schedule: Schedule, alpha: np.nda
 
 def convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, settle_tolerance: float,
                         loop_iteration_s: float | None = None, selection: dict | None = None) -> dict:
+    # Small dense factorisations: BLAS threads only add synchronisation (as in the α pass).
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        return _convergence_section(program, schedule, alpha, settle_tolerance, loop_iteration_s, selection)
+
+
+def _convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, settle_tolerance: float,
+                         loop_iteration_s: float | None, selection: dict | None) -> dict:
     flat = [phase for phases in schedule.steps for phase in phases]
     measured = measured_iterations(program, schedule, alpha, settle_tolerance)
     cache: dict[tuple, dict] = {}
@@ -112,8 +120,7 @@ def _describe(section: dict) -> list[str]:
              + (f" ({section['settle_time_s'] * 1e6:.2f} µs)" if section.get("settle_time_s") else "")]
     alpha = section.get("alpha", {})
     if alpha:
-        lines.append(f"  α mode {alpha.get('mode')}, α in [{alpha.get('alpha_min', 0):.3f}, "
-                     f"{alpha.get('alpha_max', 0):.3f}], contraction estimates {alpha.get('candidates', {})}")
+        lines.extend(_describe_alpha(alpha))
     for entry in section["phases"][:8]:
         sdp = "—" if entry["sdp"] is None else f"{entry['sdp']:.4f}"
         lines.append(f"  step {entry['step']} phase {entry['phase']}: Theorem 1 {entry['theorem1']:.4f}, block "
@@ -124,4 +131,24 @@ def _describe(section: dict) -> list[str]:
     for solver, bounds in section.get("t_min", {}).items():
         lines.append(f"  T_min {solver}: Theorem 1 {bounds.get('theorem1')}, block {bounds.get('block')}")
     lines.extend(f"note: {note}" for note in section.get("notes", []))
+    return lines
+
+
+def _describe_alpha(alpha: dict) -> list[str]:
+    """The α pass's record: mode and range, each candidate's worst spectral radius and probe iterations, the
+    choice, and the acceptance on fresh samples."""
+    candidates = alpha.get("candidates", {})
+    lines = [f"  α mode {alpha.get('mode')}, α in [{alpha.get('alpha_min', 0):.3f}, {alpha.get('alpha_max', 0):.3f}]"
+             f" ({alpha.get('distinct_values', '?')} distinct values), chosen: "
+             f"{', '.join(candidates.get('chosen', [])) or alpha.get('mode')}"]
+    iterations = candidates.get("probe_iterations", {})
+    radii = [f"{name} {value:.3f}" + (f" ({iterations[name]:.0f} it.)" if iterations.get(name) else "")
+             for name, value in candidates.items() if isinstance(value, float)]
+    if radii:
+        lines.append("  worst spectral radius at the linearisations: " + "; ".join(radii))
+    acceptance = alpha.get("acceptance")
+    if acceptance:
+        verdict = "settled" if acceptance["settled"] else f"did not settle ({acceptance['failure']})"
+        lines.append(f"  acceptance: {acceptance['samples']} fresh samples (seed {acceptance['seed']}) {verdict}, "
+                     f"slowest closed loop {acceptance['largest_iterations']} iterations")
     return lines

@@ -59,6 +59,10 @@ class TargetBackend:
     # options are the twin's mode, loop_iterations and repeats. Its ``run(noise)`` returns the trajectory and
     # the loop iterations, its ``repeats`` the readouts averaged. None: the target has no twin to sweep.
     make_twin: Callable[..., Any] | None = None
+    # True: the lowering runs the shared α pass itself, once, where its limits are known (e.g. a gain range
+    # on the weights its state scaling produces); the driver then gives it only ``settling_alpha`` for the
+    # runs that precede the choice. False: the driver's α pass chooses α before the lowering.
+    alpha_in_lowering: bool = False
 
 
 def resolve_backend(module_path: str | None, named_by: str) -> TargetBackend | None:

@@ -376,9 +376,9 @@ def _program_link(report: dict) -> dict:
     return link
 
 
-AOC_PASSES = ("state scaling", "tiling and placement", "routing", "α in range", "gain floors",
+AOC_PASSES = ("state scaling", "tiling and placement", "routing", "α selection", "gain floors",
               "gains and transmissions", "σ fit and fold", "quantisation", "realised program", "emission")
-CHECKED_PASSES = {"state scaling", "tiling and placement", "routing", "α in range", "gains and transmissions",
+CHECKED_PASSES = {"state scaling", "tiling and placement", "routing", "α selection", "gains and transmissions",
                   "σ fit and fold", "quantisation", "emission"}
 
 
@@ -521,7 +521,7 @@ def test_inspect_shows_modules_bounds_utilisation_tiles_dt_and_weight_error(bund
     assert re.search(rf"modules\s+{modules} used", text)
     assert f"lower bound ⌈max(Σrows, Σcols)/ports⌉ = {bound}" in text
     assert f"utilisation {100 * utilisation:.1f}%" in text
-    assert f"tiles       per layer {per_layer}" in text
+    assert "tiles       per layer " + ", ".join(f"layer {layer}: {count}" for layer, count in per_layer.items()) in text
     assert re.search(r"^Δt\s+gains", text, re.MULTILINE)
     for index, entry in enumerate(entries):
         match = re.search(rf"{block_name(index)}\s+{entry['rows']} × {entry['columns']}\s+max (\S+)\s+rms (\S+)", text)

@@ -288,9 +288,10 @@ def diverging_model(directory: Path, kind: str) -> Path:
 def test_simulate_reports_a_closed_phase_that_does_not_converge(tmp_path, capsys, kind):
     model = diverging_model(tmp_path, kind)
     bundle = tmp_path / "bundle"
-    # α = 0 (--alpha min): the α pass would otherwise damp or refuse these loops (tests/test_alpha_selection.py).
+    # α = 0 (--alpha min) and --force: the α pass would otherwise damp or refuse these loops
+    # (tests/test_alpha_selection.py); the test is about what simulate says of a bundle that does not settle.
     status, _, err = cli(capsys, "build", model, "-o", bundle, "--target", "ideal", "--solver", "implicit-euler",
-                         "--steps", 1, "--alpha", "min")
+                         "--steps", 1, "--alpha", "min", "--force")
     assert status == 0, err
     np.save(tmp_path / "noise.npy", np.random.default_rng(0).standard_normal((8, 2)))
     status, _, err = cli(capsys, "simulate", bundle, "--noise", tmp_path / "noise.npy", "-o",
@@ -306,7 +307,8 @@ def test_geometric_divergence_is_caught_before_overflow(tmp_path, capsys):
     divergence must be caught by the state's size, with a finite residual and no overflow warnings."""
     model = diverging_model(tmp_path, "unbounded")
     bundle = tmp_path / "bundle"
-    assert cli(capsys, "build", model, "-o", bundle, "--target", "ideal", "--steps", 1, "--alpha", "min")[0] == 0
+    assert cli(capsys, "build", model, "-o", bundle, "--target", "ideal", "--steps", 1, "--alpha", "min",
+               "--force")[0] == 0
     np.save(tmp_path / "noise.npy", np.random.default_rng(0).standard_normal((8, 2)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -51,10 +51,10 @@ def bundles(model, tmp_path_factory, calibrated_passes):
 def test_the_calibrated_lowering_runs_as_named_passes_checked_where_they_can_be(bundles, calibrated_passes):
     names = [record.name for record in calibrated_passes.records]
     assert names[names.index("measured chain"):names.index("emission") + 1] == [
-        "measured chain", "state scaling", "tiling and placement", "routing", "operating points", "α in range",
+        "measured chain", "state scaling", "tiling and placement", "routing", "operating points", "α selection",
         "gain floors", "compensation", "operating-point shift", "realised program", "emission"]
     checked = {record.name: record for record in calibrated_passes.records if record.error is not None}
-    assert {"state scaling", "tiling and placement", "routing", "α in range", "emission"} <= set(checked)
+    assert {"state scaling", "tiling and placement", "routing", "α selection", "emission"} <= set(checked)
     assert all(record.error <= record.bound for record in checked.values())
     assert 0 < checked["emission"].error  # the machine's remainder: the whole lowering's check is not vacuous
 

@@ -35,7 +35,7 @@ def test_verify_writes_json_markdown_and_plots(bundle, tmp_path, capsys):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((report / "verify.json").read_text())
     criteria = [link["criterion"] for link in data["links"]]
-    assert criteria[:3] == ["relative_error", "per_step_nrmse", "w2_ratio_to_gaussian"]
+    assert criteria[:4] == ["relative_error", "per_step_nrmse", "unsettled_fraction", "w2_ratio_to_gaussian"]
     assert set(data["distributions"]) == {"ideal program", "gaussian fit (baseline)", "twin"}
     markdown = (report / "report.md").read_text()
     assert "PASS" in markdown and "![samples](samples.png)" in markdown
@@ -66,5 +66,5 @@ def test_no_twin_checks_only_the_exact_chain(bundle, tmp_path, capsys):
     output = tmp_path / "verify.json"
     assert main(["verify", str(bundle), "--samples", "32", "--no-twin", "--json", str(output)]) == 0
     data = json.loads(output.read_text())
-    assert [link["criterion"] for link in data["links"]] == ["relative_error", "per_step_nrmse"]
+    assert [link["criterion"] for link in data["links"]] == ["relative_error", "per_step_nrmse", "unsettled_fraction"]
     assert "twin" not in data["distributions"]

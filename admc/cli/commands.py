@@ -163,6 +163,11 @@ def _print_verification(report: dict) -> None:
             status, bound = "INFO", "informative"
         else:
             bound = f"tolerance {link['tolerance']:.1e}"
+        if link["criterion"] == "unsettled_fraction":
+            phases = link["per_step_nrmse"]
+            print(f"{status}  {link['link']}: {link['measured']:.3g} (must be 0); {len(phases)} closed phases, "
+                  f"{sum(value > 0 for value in phases)} with samples not settled")
+            continue
         print(f"{status}  {link['link']}: {link['criterion'].replace('_', ' ')} {link['measured']:.3e} "
               f"({bound}), max abs error {link['max_abs_error']:.3e}")
     for name, values in report["distributions"].items():
@@ -240,10 +245,11 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--dump-ir", metavar="DIR", type=option.new_directory,
                        help="write a JSON summary of the IR after each pass")
     build.add_argument("--alpha", default="auto", metavar="auto|global|min|FILE",
-                       help="skip fractions α: auto (channel-wise convex program, default), global (one α per "
-                       "phase), min (smallest α the gain range allows), or a .npy table [n] (or [phases, n])")
+                       help="skip fractions α: auto (channel-wise, by cone programs, judged by measured iterations; "
+                       "default), global (one α per phase), min (smallest α the limits allow), or a .npy table "
+                       "[n] (or [phases, n])")
     build.add_argument("--force", action="store_true",
-                       help="build even when no α in range makes a closed loop contract")
+                       help="build even when the closed loops do not settle on fresh samples with the α chosen")
     _grid_arguments(build)
     build.add_argument("--condition", action="append", metavar="NAME",
                        help="a condition input (class index, condition vector, guidance scale); repeatable")

@@ -25,7 +25,7 @@ class BuildOptions:
     ``--condition``), ``example_inputs`` (to export a torch module). Schedule: ``solver`` (None: the
     target's default), ``steps`` (a uniform grid) or ``grid`` (time points), ``fp_iterations`` (fixed-point
     iterations per implicit step). Target: ``layout`` (packed | ring | auto), ``alpha`` (auto | global | min
-    | a .npy table), ``force`` (build a schedule whose loops no α in range makes contract), ``calibration``
+    | a .npy table), ``force`` (build even when the loops do not settle on fresh samples), ``calibration``
     (a measured machine: its calibration file, read by the target's backend, or the object it reads).
     Conditioning: ``guidance`` W with ``null_conditions`` (``{name: value}`` or ``["NAME=VALUE", ...]``)
     builds classifier-free guidance; ``distributions`` (``{name: {"kind": ...}}`` or

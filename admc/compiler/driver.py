@@ -35,7 +35,7 @@ from admc.frontends.signature import Signature, identify_signature
 from admc.ir.adm import AdmNetwork
 from admc.ir.graph import Graph
 from admc.ir.program import BlockProgram, Schedule
-from admc.passes.alpha_selection import AlphaCapabilities, AlphaSelection, select_alpha
+from admc.passes.alpha_selection import AlphaCapabilities, AlphaSelection, select_alpha, settling_alpha
 from admc.passes.canonicalize import canonicalize
 from admc.passes.continuous_time import DISCRETE, solver_kind, tabulation_times
 from admc.passes.loop_budget import convergence_section
@@ -148,23 +148,36 @@ def check_solver(solver: str, target: Any) -> str:
 
 
 def _select_alpha(passes: PassManager, program: BlockProgram, schedule: Schedule, target: Any,
-                  options: BuildOptions) -> AlphaSelection | None:
-    """α for the loops of a discrete-time program (before anything runs them, state-scaling calibration
-    included); a continuous-time program has no loop to relax."""
+                  options: BuildOptions) -> tuple[np.ndarray, AlphaSelection | None]:
+    """α for the loops of a discrete-time program, chosen once: here, or (``alpha_in_lowering``) by the
+    backend's lowering where its limits are known, which then gets only a settling α for the runs before it.
+    A continuous-time program has no loop to relax."""
     if solver_kind(schedule.solver) != DISCRETE:
-        return None
-    return passes.run("α selection", select_alpha, program, schedule, AlphaCapabilities.of(target), options.alpha,
-                      None, None, options.force)
+        return np.zeros(program.size), None
+    capabilities = AlphaCapabilities.of(target)
+    backend = backend_of(target)
+    if backend is not None and backend.alpha_in_lowering:
+        return passes.run("settling α (runs before the α pass)", settling_alpha, program, schedule,
+                          capabilities), None
+    selection = passes.run("α selection", select_alpha, program, schedule, capabilities, options.alpha, None,
+                           None, options.force)
+    return selection.alpha, selection
 
 
 def _convergence(passes: PassManager, compiled: CompiledProgram) -> dict | None:
     if compiled.alpha_selection is None:
         return None
     timing = getattr(compiled.target, "timing", None)
-    return passes.run("convergence certificates and loop budget", convergence_section,
-                      compiled.realised_program or compiled.program, compiled.schedule, compiled.alpha,
-                      compiled.target.loop.settle_tolerance, getattr(timing, "loop_iteration_s", None),
-                      compiled.alpha_selection.report())
+    section = passes.run("convergence certificates and loop budget", convergence_section,
+                         compiled.realised_program or compiled.program, compiled.schedule, compiled.alpha,
+                         compiled.target.loop.settle_tolerance, getattr(timing, "loop_iteration_s", None),
+                         compiled.alpha_selection.report())
+    if section["phases"] and section["loop_budget"] is None and not compiled.force:
+        # The α pass accepted the program it chose α on; the program the target realises (quantised) must
+        # settle too, or the bundle's own verify and simulate could not run it.
+        raise AdmcError("the realised program's loops do not settle on the loop budget's samples: "
+                        f"{'; '.join(section['notes'])}; use more steps, or --force to build anyway")
+    return section
 
 
 def compile_source(source: SourceModel, target: Any, options: BuildOptions | None = None,
@@ -188,10 +201,9 @@ def compile_source(source: SourceModel, target: Any, options: BuildOptions | Non
     schedule = passes.run("solver phases and Δt", build_schedule, solver, times, options.fp_iterations)
     program.static_table = passes.run("static injection table", checked_static_injection, program,
                                       tabulation_times(schedule), source.graph)
-    selection = _select_alpha(passes, program, schedule, target, options)
+    alpha, selection = _select_alpha(passes, program, schedule, target, options)
     compiled = CompiledProgram(
-        source, target, network, program, schedule,
-        selection.alpha if selection is not None else np.zeros(program.size),
+        source, target, network, program, schedule, alpha,
         calibration=target_machine(target, options.calibration),
         condition_interface=build_interface(network, program, source.signature, options.guidance, distribution),
         null_conditions=null, canonical_network=canonical, alpha_mode=options.alpha, force=options.force,

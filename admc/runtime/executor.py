@@ -44,6 +44,9 @@ DIVERGENCE_BOUND = 1e8
 class ExecutionResult:
     trajectory: np.ndarray  # [T + 1, B, d]
     iterations: list[list[int]] = field(default_factory=list)  # per step, per phase
+    # With ``record_settling``: per closed phase (step, phase, fraction of samples whose change fell to the
+    # tolerance); a loop that reaches max_iterations is stopped there instead of raising.
+    settled: list[tuple[int, int, float]] = field(default_factory=list)
     residuals: list[list[float]] = field(default_factory=list)
     residual_history: list[np.ndarray] = field(default_factory=list)  # per closed phase of step 0: [k, B]
 
@@ -74,7 +77,7 @@ class _CompiledPhase:
 class IdealExecutor:
     def __init__(self, program: BlockProgram, alpha: np.ndarray | None = None,
                  tolerance: float = DEFAULT_TOLERANCE, max_iterations: int = DEFAULT_MAX_ITERATIONS,
-                 loop_iterations: int | None = None, record_residuals: bool = False,
+                 loop_iterations: int | None = None, record_residuals: bool = False, record_settling: bool = False,
                  record_peaks: bool = False):
         self.program = program
         alpha = np.zeros(program.size) if alpha is None else np.asarray(alpha, dtype=np.float64)
@@ -85,6 +88,7 @@ class IdealExecutor:
         self.tolerance = tolerance
         self.max_iterations = max_iterations
         self.loop_iterations = loop_iterations
+        self.record_settling = record_settling
         self.record_residuals = record_residuals
         self.activations = [(slice(group.offset, group.stop), group.activation, group.sigma_gain)
                             for group in program.groups]
@@ -217,9 +221,13 @@ class IdealExecutor:
                     break
             elif residual <= self.tolerance:
                 break
+            if self.record_settling and count >= self.max_iterations and np.all(np.isfinite(state)):
+                break  # reported per sample below, not raised
             _check_progress(step, index, "closed", count, residual, self.max_iterations, state)
         if history:
             result.residual_history.append(np.stack(history))
+        if self.record_settling:
+            result.settled.append((step, index, float(np.mean(change <= self.tolerance)) if change.size else 1.0))
         return state, count, residual
 
     def run(self, schedule: Schedule, noise: np.ndarray,

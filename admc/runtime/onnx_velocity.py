@@ -18,6 +18,7 @@ import onnxruntime
 from onnx import numpy_helper
 
 from admc.core.errors import AdmcError
+from admc.frontends.messages import quote
 from admc.frontends.onnx_import import graph_input, load_onnx_model
 from admc.frontends.signature import identify_signature
 from admc.ir.graph import GraphInput
@@ -132,7 +133,7 @@ class OnnxVelocity(Velocity):
                 providers=["CPUExecutionProvider"],
             )
         except Exception as error:  # onnxruntime raises its own exception types for invalid graphs.
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = quote(error)
             raise AdmcError(f"{path}: onnxruntime cannot run the model in float64: {reason}") from None
         self._output = model.graph.output[0].name
 
@@ -154,6 +155,6 @@ class OnnxVelocity(Velocity):
         try:
             (result,) = self._session.run([self._output], feeds)
         except Exception as error:  # onnxruntime's error types are not a stable public API.
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = quote(error)
             raise AdmcError(f"{self.source}: onnxruntime failed on a batch of {x.shape[0]}: {reason}") from None
         return result

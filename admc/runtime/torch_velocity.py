@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from admc.core.errors import AdmcError
+from admc.frontends.messages import quote
 from admc.frontends.pt2_archive import check_archive_is_safe
 from admc.frontends.signature import identify_signature
 from admc.frontends.torch_nodes import dimension
@@ -111,7 +112,8 @@ class TorchVelocity(Velocity):
             try:
                 source = torch.export.load(str(source))
             except Exception as error:  # torch.export.load raises many types for bad archives.
-                raise AdmcError(f"{self.source}: cannot read .pt2 program ({type(error).__name__}: {error})") from None
+                raise AdmcError(f"{self.source}: cannot read .pt2 program ({type(error).__name__}: {quote(error)})"
+                               ) from None
         else:
             self.source = type(source).__name__
         self._state_position = 0
@@ -185,7 +187,8 @@ class TorchVelocity(Velocity):
             except AdmcError:
                 raise
             except Exception as error:  # a module can raise anything; report it against the source.
-                raise AdmcError(f"{self.source}: the model failed on a batch of {x.shape[0]}: {error}") from None
+                raise AdmcError(f"{self.source}: the model failed on a batch of {x.shape[0]}: {quote(error)}"
+                               ) from None
             return self._check_output(output).to(torch.float64).numpy()
 
     def jacobian(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:

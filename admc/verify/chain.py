@@ -84,16 +84,29 @@ def verify_ideal_chain(bundle: Bundle, samples: int = 256, seed: int = 0,
     conditioning = verify_conditions.draw(bundle, samples, seed)
     reference = verify_conditions.reference(conditioning, velocity, noise, schedule)
     ideal = run_ideal(program, schedule, alpha, noise, conditioning.run.drive(program),
-                      record_residuals=record_residuals)
+                      record_residuals=record_residuals, record_settling=True)
     criterion, bound = program_criterion(bundle)
     program_tolerance = bound if tolerance is None else tolerance
     links = (canonical_link(bundle, velocity, noise, EXACT_TOLERANCE, conditioning.conditions),
              trajectory_link("source (reference executor) ≡ bundle (ideal executor)", ideal.trajectory,
-                             reference.trajectory, program_tolerance, criterion))
+                             reference.trajectory, program_tolerance, criterion),
+             *([settled_link(ideal.settled)] if ideal.settled else []))  # only where there are loops
     return VerifyReport(str(bundle.path), samples, seed, schedule.solver, len(schedule.steps), links,
                         float(np.max(reference.residuals, initial=0.0)), noise,
                         {"reference": reference.trajectory, "ideal": ideal.trajectory},
                         {"ideal": ideal.residual_history}, conditioning, criterion, program_tolerance)
+
+
+def settled_link(settled: list[tuple[int, int, float]]) -> LinkReport:
+    """Every closed loop of the ideal executor settled on every sample: judged on the fraction of samples not
+    settled in the worst phase (0 to pass); per phase, the fraction settled (``per_step_nrmse`` holds the
+    fraction *not* settled per closed phase, in schedule order, for the JSON report)."""
+    unsettled = [1.0 - fraction for _, _, fraction in settled]
+    worst = max(range(len(unsettled)), key=unsettled.__getitem__, default=None)
+    where = "" if worst is None else f", worst step {settled[worst][0]} phase {settled[worst][1]}"
+    return LinkReport(f"every closed loop settled (ideal executor): fraction of samples not settled{where}",
+                      max(unsettled, default=0.0), max(unsettled, default=0.0), 0.0, unsettled,
+                      "unsettled_fraction")
 
 
 def distribution_distances(samples: np.ndarray, reference: np.ndarray) -> dict:

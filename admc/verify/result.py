@@ -25,7 +25,9 @@ class LinkReport:
     tolerance: float | None
     per_step_nrmse: list[float] = field(default_factory=list)
     # "relative_error" (final max abs error / RMS of the reference), "per_step_nrmse" (the worst step's NRMSE)
-    # or "w2_ratio_to_gaussian" (W2 to the reference samples / W2 of a Gaussian fitted to them).
+    # or "w2_ratio_to_gaussian" (W2 to the reference samples / W2 of a Gaussian fitted to them), or
+    # "unsettled_fraction" (the largest fraction of samples a closed loop left unsettled; per phase in
+    # ``per_step_nrmse``).
     criterion: str = "relative_error"
 
     @property

@@ -1,7 +1,7 @@
 """AOC backend steps: what lowers a spine program to what an analog optical computer loads (docs/design.md §4).
 
 The steps (each a pure function of the previous ones' results; ``lowering.py`` runs them as named passes):
-state scaling (voltages within range) → tiling and placement on modules → routing → α in range → gain
+state scaling (voltages within range) → tiling and placement on modules → routing → α selection → gain
 floors → α and β per tile row → Δt placement (gains, or one image set per distinct step factor when the
 target has no per-channel gains) → sign split and SLM quantisation through the response curve → realised
 blocks and weight errors → module images, channel tables, routing (``emit.py``).
@@ -184,19 +184,15 @@ def weight_errors(program, achieved: list[np.ndarray], factors: Factors | None) 
 
 
 def alpha_in_range(compiled, scaled, tile_rows, target) -> AlphaSelection:
-    """The α selection for the scaled program: the α pass again with the gain-range constraint
-    (1 − α_i) m_i ≤ β_max (``tile_rows``: the weights each channel's rows must bring within β_max).
-
-    ``min`` is the old choice (the smallest α in range); every mode is floored by it, so the range holds.
-    """
+    """The α pass, run once, on the scaled program with the gain-range constraint (1 − α_i) m_i ≤ β_max from
+    the start (``tile_rows``: the weights each channel's rows must bring within β_max)."""
     floor = choose_alpha(tile_rows, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
-    if compiled.alpha_mode == "min":
-        return replace(compiled.alpha_selection, alpha=floor)
-    if compiled.alpha.ndim == 2:
+    if target.alpha.per_phase:
         raise AdmcError("alpha.per_phase: the AOC program holds one α table for every phase; set it to false")
     row_peaks = np.zeros(scaled.size)
     for rows in tile_rows:
         np.maximum.at(row_peaks, rows.channels, np.max(np.abs(rows.weights), axis=1, initial=0.0))
     selection = select_alpha(scaled, compiled.schedule, AlphaCapabilities.of(target), compiled.alpha_mode,
                              row_peaks, target.gain.beta_max, compiled.force)
+    # The bounds are the floor already; the maximum only absorbs rounding in 1 − β_max / m_i.
     return replace(selection, alpha=np.maximum(selection.alpha, floor))

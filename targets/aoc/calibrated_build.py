@@ -269,7 +269,7 @@ CALIBRATED_PASSES = (
     BackendPass("tiling and placement", place_on_live_ports, placement_check),
     ROUTING,
     BackendPass("operating points", model_light),
-    BackendPass("α in range", choose_alpha_for_reach, alpha_range_check),
+    BackendPass("α selection", choose_alpha_for_reach, alpha_range_check),
     GAIN_FLOORS,
     BackendPass("compensation", compensate_machine),
     BackendPass("operating-point shift", inject_operating_shifts),

@@ -94,7 +94,8 @@ def summary_lines(summary: dict, weight_errors: list[dict], headroom: list[dict]
         f"modules     {summary['modules_used']} used ({summary['layout']}, {summary['placement_solver']}); "
         f"lower bound ⌈max(Σrows, Σcols)/ports⌉ = {summary['lower_bound']}, tiling bound "
         f"{summary['tile_lower_bound']}; utilisation {100 * summary['utilisation']:.1f}% of SLM pixels",
-        f"tiles       per layer {summary['tiles_per_layer']}",
+        "tiles       per layer " + ", ".join(f"layer {layer}: {count}"
+                                             for layer, count in summary["tiles_per_layer"].items()),
         f"Δt          {summary['dt_placement']}",
         f"α           max {summary['alpha_max']:.4f}",
         "weight error per block (relative to the block's max |W|):",

@@ -2,7 +2,7 @@
 
 Requires: a ``CompiledProgram`` from the spine for an ``AocTarget`` (read, never changed). Guarantees: the
 passes run the steps of ``backend.py`` in the order and with the arithmetic of one fixed pipeline — state
-scaling → tiling and placement → routing → α in range → gain floors → gains and transmissions → σ fit and
+scaling → tiling and placement → routing → α selection → gain floors → gains and transmissions → σ fit and
 fold (the identity without a declared σ shape) → quantisation → realised program → emission — each returning
 a new :class:`AocLowering` (``dataclasses.replace``); emission returns the lowered ``CompiledProgram``, a
 new one. Checks (``lowering_checks.py``) sit beside the passes they check. The calibrated lowering
@@ -81,7 +81,7 @@ def route_tiles(state: AocLowering) -> AocLowering:
 
 
 def choose_alpha_in_range(state: AocLowering) -> AocLowering:
-    """α chosen again with the gain range known (the driver chose it without; one α choice is another issue)."""
+    """The α pass, once, with the gain range known (the driver gave the runs before it a settling α only)."""
     demand = state.tile_rows if state.alpha_demand is None else state.alpha_demand
     selection = alpha_in_range(state.spine, state.scaled, demand, state.target)
     return replace(state, alpha=selection.alpha, alpha_selection=selection)
@@ -162,7 +162,7 @@ def emit_program(state: AocLowering) -> Any:
 STATE_SCALING = BackendPass("state scaling", scale, state_scaling_check)
 PLACEMENT = BackendPass("tiling and placement", place_tiles, placement_check)
 ROUTING = BackendPass("routing", route_tiles, routing_check)
-ALPHA_IN_RANGE = BackendPass("α in range", choose_alpha_in_range, alpha_range_check)
+ALPHA_IN_RANGE = BackendPass("α selection", choose_alpha_in_range, alpha_range_check)
 GAIN_FLOORS = BackendPass("gain floors", floor_gains)
 REALISED_PROGRAM = BackendPass("realised program", realise)
 EMISSION = BackendPass("emission", emit_program)  # the driver's check of the whole lowering follows it

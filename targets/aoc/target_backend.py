@@ -72,4 +72,5 @@ def verify_bound(bundle) -> tuple[str, float]:
 
 
 BACKEND = TargetBackend("aoc", lowering, read_program, run_twin, simulate, describe, check_files, verify_bound,
-                        read_calibration, manifest_section=AocSection, make_twin=make_twin)
+                        read_calibration, manifest_section=AocSection, make_twin=make_twin,
+                        alpha_in_lowering=True)

@@ -1,0 +1,148 @@
+"""Channel-wise α by sequential convex programming: one second-order cone program (cvxpy) per step.
+
+The relaxed loop's Jacobian at a linearisation J is M(u) = I − diag(u)(I − J), u = 1 − α per channel. Its
+spectral radius ρ(M(u)) — the loop's asymptotic contraction factor — is not a convex function of u, so no
+single convex program gives the best channel-wise α. What is convex is its first-order model: each dominant
+eigenvalue μ_j(u + d) ≈ μ_j + g_jᵀ d with g_j,i = −y_j,i ((I − J) x_j)_i (x_j, y_j the right and left
+eigenvectors, y_jᵀ x_j = 1), so
+
+    minimise    s + w · mean_i g_noise(u_i + d_i)
+    subject to  |μ_kj + g_kjᵀ d| ≤ s       for the dominant eigenvalues j of every linearisation k
+                max(lower − u, −Δ) ≤ d ≤ min(upper − u, Δ)
+
+is a second-order cone program in the step d (the target's range constraints are the bounds, so every
+iterate is a program the target can run). A step is kept only when the exact worst spectral radius (dense
+eigenvalues) falls; the trust radius Δ grows after a kept step and halves after a refused one. Every kept
+iterate is therefore within the target's limits and strictly better than the start, and the result is never
+worse than the start (in the exact figure, not the model).
+
+Requires: dense Jacobians [n, n] (``DENSE_LIMIT`` channels at most: above it the caller skips this search),
+per-channel bounds and a start within them. cvxpy is imported here, on the first solve, not at build start.
+Guarantees: ``descend`` returns u within [lower, upper] with ``worst_radius(u) ≤ worst_radius(start)`` and the
+number of programs solved.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+# Dense eigenproblems per step: above this many channels the search is skipped (the caller says so).
+DENSE_LIMIT = 400
+DOMINANT_EIGENVALUES = 6
+MAX_STEPS = 8
+INITIAL_TRUST = 0.2
+SMALLEST_TRUST = 1e-3
+
+
+def relaxed(jacobian: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """M(u) = I − diag(u)(I − J), dense."""
+    return np.eye(u.size) - u[:, None] * (np.eye(u.size) - jacobian)
+
+
+def worst_radius(jacobians: list[np.ndarray], u: np.ndarray) -> float:
+    """The largest spectral radius of M(u) over the linearisations."""
+    return max((float(np.max(np.abs(np.linalg.eigvals(relaxed(jacobian, u))), initial=0.0))
+                for jacobian in jacobians), default=0.0)
+
+
+def eigenvalue_gradients(jacobian: np.ndarray, u: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` eigenvalues of M(u) of largest modulus and their gradients in u, [count] and [count, n]."""
+    values, right = np.linalg.eig(relaxed(jacobian, u))
+    order = np.argsort(-np.abs(values))[:count]
+    try:
+        left = np.linalg.inv(right)
+    except np.linalg.LinAlgError:  # a defective M: the pseudo-inverse gives bounded (if inexact) gradients
+        left = np.linalg.pinv(right)
+    images = (np.eye(u.size) - jacobian) @ right[:, order]
+    return values[order], -(left[order, :] * images.T)
+
+
+@dataclass
+class _StepProgram:
+    """The step's cone program, built once with parameters (cvxpy's DPP) and solved once per step."""
+
+    size: int
+    rows: int
+    noise_weight: float
+    noise_model: str
+
+    def __post_init__(self) -> None:
+        import cvxpy as cp  # the build pays cvxpy's import only where this search runs
+
+        from admc.passes.alpha_problem import noise_gain
+
+        self.cp = cp
+        self.values = cp.Parameter((2, self.rows))
+        self.gradient_real = cp.Parameter((self.rows, self.size))
+        self.gradient_imaginary = cp.Parameter((self.rows, self.size))
+        self.lowest = cp.Parameter(self.size)
+        self.highest = cp.Parameter(self.size)
+        self.current = cp.Parameter(self.size)
+        self.step = cp.Variable(self.size)
+        self.bound = cp.Variable()
+        real = self.values[0] + self.gradient_real @ self.step
+        imaginary = self.values[1] + self.gradient_imaginary @ self.step
+        objective = self.bound
+        if self.noise_weight > 0:
+            objective = objective + self.noise_weight * cp.sum(noise_gain(self.current + self.step,
+                                                                           self.noise_model)) / self.size
+        self.problem = cp.Problem(cp.Minimize(objective),
+                                  [cp.norm(cp.vstack([real, imaginary]), 2, axis=0) <= self.bound,
+                                   self.step >= self.lowest, self.step <= self.highest])
+
+    def solve(self, values: np.ndarray, gradients: np.ndarray, lowest: np.ndarray, highest: np.ndarray,
+              current: np.ndarray) -> np.ndarray | None:
+        self.values.value = np.stack([values.real, values.imag])
+        self.gradient_real.value = gradients.real
+        self.gradient_imaginary.value = gradients.imag
+        self.lowest.value, self.highest.value, self.current.value = lowest, highest, current
+        try:
+            with warnings.catch_warnings():
+                # An inexact step is harmless: every step is checked on the exact eigenvalues before it is kept.
+                warnings.simplefilter("ignore", UserWarning)
+                self.problem.solve(solver=self.cp.CLARABEL)
+        except self.cp.SolverError:
+            return None
+        return None if self.step.value is None else np.asarray(self.step.value, dtype=float)
+
+
+def descend(jacobians: list[np.ndarray], lower: np.ndarray, upper: np.ndarray, start: np.ndarray,
+            noise_weight: float = 0.0, noise_model: str = "after_skip", max_steps: int = MAX_STEPS
+            ) -> tuple[np.ndarray, int]:
+    """Channel-wise u from ``start`` by trust-region steps of the cone program; (u, programs solved)."""
+    from admc.passes.alpha_problem import noise_gain
+
+    def objective(u: np.ndarray) -> float:
+        penalty = noise_weight * float(np.mean(noise_gain(u, noise_model))) if noise_weight > 0 else 0.0
+        return worst_radius(jacobians, u) + penalty
+
+    u = np.clip(np.asarray(start, dtype=float), lower, upper)
+    if not jacobians or np.all(upper <= lower):
+        return u, 0
+    count = min(DOMINANT_EIGENVALUES, u.size)
+    # One program per descent, its parameters set anew on every step. Not shared between descents or builds:
+    # a re-solved cvxpy problem may start from its last solution, and the same build must give the same α.
+    program = _StepProgram(u.size, count * len(jacobians), noise_weight, noise_model)
+    best, trust, solved = objective(u), INITIAL_TRUST, 0
+    for _ in range(max_steps):
+        pairs = [eigenvalue_gradients(jacobian, u, count) for jacobian in jacobians]
+        gradients = np.vstack([gradient for _, gradient in pairs])
+        if not np.all(np.isfinite(gradients)):
+            break
+        step = program.solve(np.concatenate([values for values, _ in pairs]), gradients,
+                             np.maximum(lower - u, -trust), np.minimum(upper - u, trust), u)
+        solved += 1
+        if step is None:
+            break
+        candidate = np.clip(u + step, lower, upper)
+        value = objective(candidate)
+        if value < best - 1e-9:
+            best, u, trust = value, candidate, min(2.0 * trust, 1.0)
+        else:
+            trust /= 2.0
+            if trust < SMALLEST_TRUST:
+                break
+    return u, solved
