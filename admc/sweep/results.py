@@ -125,6 +125,10 @@ def consolidate(directory: Path, file_format: str) -> Path:
     for source in sources:
         if source != final:
             source.unlink()
+    # A driver killed while writing a part leaves its staged temporary (``staged_file``): it never held a
+    # finished row (the part is only ever renamed into place whole), so it goes with the parts.
+    for leftover in (directory / PARTS).glob(".part-*.partial") if (directory / PARTS).is_dir() else []:
+        leftover.unlink(missing_ok=True)
     if (directory / PARTS).is_dir() and not any((directory / PARTS).iterdir()):
         (directory / PARTS).rmdir()
     return final
