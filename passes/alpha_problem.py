@@ -105,6 +105,25 @@ def noise_gain(u, model: str):
     return 1.0 / (u * (2.0 - u)) if model == "after_skip" else u / (2.0 - u)
 
 
+def extreme_points(values: np.ndarray) -> np.ndarray:
+    """The values on the convex hull of ``values`` in the complex plane (all of them when the hull is degenerate).
+
+    For any u, max over λ of |1 − u(1 − λ)| is the largest distance from 1/u to the points 1 − λ (times u), a
+    convex function of λ: its maximum over the hull is at a vertex, so the vertices give the same maximum.
+    """
+    if values.size <= 8:
+        return values
+    from scipy.spatial import ConvexHull, QhullError
+
+    points = np.column_stack([values.real, values.imag])
+    try:
+        return values[np.sort(ConvexHull(points).vertices)]
+    except (QhullError, ValueError):  # a degenerate hull: on the real line only the two ends count
+        if np.all(values.imag == 0):
+            return values[sorted({int(np.argmin(values.real)), int(np.argmax(values.real))})]
+        return values
+
+
 def solve_global(linearisations: list[Linearisation], lower: float, upper: float, noise_weight: float = 0.0,
                  noise_model: str = "after_skip", eigenvalues: np.ndarray | None = None) -> float:
     """One u for every channel: exact minimax of |1 − u(1 − λ)| over the linearisations' eigenvalues
@@ -119,7 +138,7 @@ def solve_global(linearisations: list[Linearisation], lower: float, upper: float
             [np.linalg.eigvals(jacobian.toarray()) if jacobian.shape[0] <= DENSE_LIMIT
              else dominant_modes(jacobian, MODES_PER_LINEARISATION * 4)[0]
              for linearisation in linearisations for jacobian in linearisation.jacobians()])
-    values = np.concatenate([np.asarray(eigenvalues).reshape(-1), np.zeros(1)])
+    values = extreme_points(np.concatenate([np.asarray(eigenvalues).reshape(-1), np.zeros(1)]))
     grid = np.linspace(lower, upper, GRID_POINTS)
     factors = np.max(np.abs(1.0 - grid[:, None] * (1.0 - values[None, :])), axis=1)
     if noise_weight > 0:

@@ -30,7 +30,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from admc.core.errors import AdmcError, ConvergenceError
-from admc.ir.program import CLOSED, BlockProgram, Schedule
+from admc.ir.program import CLOSED, SCALE_CLASSES, BlockProgram, Schedule, block_scale
 from admc.passes.alpha_acceptance import (
     ACCEPTANCE_LIMIT,
     LARGEST_STEPS,
@@ -341,7 +341,17 @@ def _refuse(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
 def _cycle(program: BlockProgram, flat_phases, linearisations: dict[int, Linearisation], rows: list[int]
            ) -> BlockCycle | None:
     """The block cycle of these phases with every linearisation's cycle eigenvalues (None: not one cycle)."""
-    cycles = [block_cycle(program, flat_phases[row], linearisations[row].slopes) for row in rows]
+    # Phases of one step size at the same linearisation point (a uniform grid, the zero state) share one cycle
+    # product: its eigenproblem is solved once, and repeated in the result as before.
+    solved: dict[tuple, BlockCycle | None] = {}
+    cycles = []
+    for row in rows:
+        phase = flat_phases[row]
+        key = (tuple(block_scale(name, phase.step_scale, phase.loop) for name in SCALE_CLASSES),
+               np.shape(linearisations[row].slopes), np.ascontiguousarray(linearisations[row].slopes).tobytes())
+        if key not in solved:
+            solved[key] = block_cycle(program, phase, linearisations[row].slopes)
+        cycles.append(solved[key])
     if any(cycle is None for cycle in cycles):
         return None
     return BlockCycle(cycles[0].groups, cycles[0].slices,

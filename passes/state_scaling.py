@@ -23,6 +23,17 @@ CALIBRATION_SAMPLES = 256
 CALIBRATION_SEED = 0
 # Peaks need percent accuracy, not the executor's 1e-13 convergence.
 CALIBRATION_TOLERANCE = 1e-6
+# Work of the calibration run in weight-samples: 256 samples up to 1M weights, fewer above, never below 16. A
+# group's scale comes from its peak over channels × samples × iterations, so a group of thousands of channels
+# is measured well by a few samples, and the run's cost stops growing as weights × samples (issue 25).
+CALIBRATION_WORK = CALIBRATION_SAMPLES << 20
+CALIBRATION_MIN_SAMPLES = 16
+
+
+def calibration_samples(program: BlockProgram) -> int:
+    """How many calibration samples ``program`` gets (CALIBRATION_WORK over its weight count, clipped)."""
+    weights = sum(block.matrix.size for block in program.blocks)
+    return int(np.clip(CALIBRATION_WORK // max(weights, 1), CALIBRATION_MIN_SAMPLES, CALIBRATION_SAMPLES))
 
 
 def measure_peaks(program: BlockProgram, schedule: Schedule, alpha: np.ndarray,

@@ -54,24 +54,42 @@ class ExecutionResult:
 class _CompiledPhase:
     """A phase with its block scales and static vector resolved once."""
 
-    def __init__(self, program: BlockProgram, phase: Phase):
+    def __init__(self, program: BlockProgram, phase: Phase, blocks: dict | None = None):
+        """``blocks``: scaled blocks already made for other phases, by their scale factors (phases of one step
+        size share them, so a run scales each weight matrix once per distinct step size, not once per phase)."""
         self.phase = phase
-        groups = {group.name: group for group in program.groups}
         factors = {name: block_scale(name, phase.step_scale, phase.loop) for name in SCALE_CLASSES}
-        in_images = None
-        if program.phase_blocks is not None:
-            in_images = program.phase_blocks[tuple(factors[name] for name in SCALE_CLASSES)]
-        self.blocks = []
-        for index, block in enumerate(program.blocks):
-            factor = factors[block.scale_class]
-            if factor != 0.0:
-                row, column = groups[block.row_group], groups[block.column_group]
-                # With image sets the factor is already in the realised weights of this phase's set.
-                matrix = factor * block.matrix if in_images is None else in_images[index]
-                self.blocks.append((slice(row.offset, row.stop), slice(column.offset, column.stop), matrix.T))
+        key = tuple(factors[name] for name in SCALE_CLASSES)
+        if blocks is not None and key in blocks:
+            self.blocks = blocks[key]
+        else:
+            self.blocks = _scaled_blocks(program, factors)
+            if blocks is not None:
+                blocks[key] = self.blocks
         if program.static_table is None:
             raise ValueError("the program's static injection table is not built (tabulate_static_injection)")
         self.static = program.static_table.vector(phase.step_scale, phase.time, phase.loop)
+
+
+def _scaled_blocks(program: BlockProgram, factors: dict[str, float]) -> list[tuple[slice, slice, np.ndarray]]:
+    """Each non-zero block as (rows, columns, scaled matrix transposed) for the given scale factors."""
+    groups = {group.name: group for group in program.groups}
+    in_images = None
+    if program.phase_blocks is not None:
+        in_images = program.phase_blocks[tuple(factors[name] for name in SCALE_CLASSES)]
+    blocks = []
+    for index, block in enumerate(program.blocks):
+        factor = factors[block.scale_class]
+        if factor != 0.0:
+            row, column = groups[block.row_group], groups[block.column_group]
+            # With image sets the factor is already in the realised weights of this phase's set; a factor of 1
+            # needs no scaled copy (× 1.0 is exact).
+            if in_images is not None:
+                matrix = in_images[index]
+            else:
+                matrix = block.matrix if factor == 1.0 else factor * block.matrix
+            blocks.append((slice(row.offset, row.stop), slice(column.offset, column.stop), matrix.T))
+    return blocks
 
 
 class IdealExecutor:
@@ -103,6 +121,7 @@ class IdealExecutor:
         self.injections = [(slice(program.group(part.group).offset, program.group(part.group).stop),
                             part.matrix.T, part.kind) for part in program.injections]
         self._cache: dict[Phase, _CompiledPhase] = {}
+        self._blocks: dict[tuple, list] = {}
         self.extra_drive: Callable[[Phase], np.ndarray] | None = None
         # Per-channel peaks of |state| over every iteration and of |injected drive| over every phase,
         # for choosing voltage scalings (record_peaks).
@@ -117,7 +136,7 @@ class IdealExecutor:
 
     def _compiled(self, phase: Phase) -> _CompiledPhase:
         if phase not in self._cache:
-            self._cache[phase] = _CompiledPhase(self.program, phase)
+            self._cache[phase] = _CompiledPhase(self.program, phase, self._blocks)
         return self._cache[phase]
 
     def _activated(self, state: np.ndarray) -> np.ndarray:

@@ -21,7 +21,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import ot
 
 from admc.core.errors import AdmcError, ConvergenceError
 
@@ -132,6 +131,8 @@ def wasserstein2(samples_a: np.ndarray, samples_b: np.ndarray) -> float:
     b = _samples(samples_b, "wasserstein2 samples_b")
     if a.shape[1] != b.shape[1]:
         raise AdmcError(f"wasserstein2: samples have {a.shape[1]} and {b.shape[1]} features")
+    import ot  # POT imports scikit-learn and SciPy's statistics (~1 s): only W2 needs it, not every build
+
     cost = ot.dist(a, b, metric="sqeuclidean")
     weights_a = np.full(a.shape[0], 1.0 / a.shape[0])
     weights_b = np.full(b.shape[0], 1.0 / b.shape[0])

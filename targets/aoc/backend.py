@@ -20,8 +20,14 @@ import numpy as np
 from admc.core.errors import AdmcError
 from admc.ir.program import CLOSED, FEEDBACK, FIXED, STEP, block_indices, block_name
 from admc.passes.alpha_selection import AlphaCapabilities, AlphaSelection, select_alpha
-from admc.passes.routing import check_routing, routing_graph
-from admc.passes.state_scaling import apply_scales, choose_scales, headroom_report, measure_peaks
+from admc.passes.routing_table import routing_json
+from admc.passes.state_scaling import (
+    apply_scales,
+    calibration_samples,
+    choose_scales,
+    headroom_report,
+    measure_peaks,
+)
 from admc.passes.tiling import Placement, block_shapes, place_blocks, place_blocks_avoiding
 from admc.targets.aoc.channel_gains import TileRows, choose_alpha, tile_gains
 from admc.targets.aoc.image_sets import Factors, class_factor
@@ -44,8 +50,9 @@ def scale_states(compiled, target):
     voltage_limit = min(abs(target.state.voltage_min), abs(target.state.voltage_max))
     from admc.compiler.calibration_drive import calibration_drive  # conditional programs: conditions in the peaks
 
-    state_peak, drive_peak = measure_peaks(compiled.program, compiled.schedule, compiled.alpha,
-                                           extra_drive=calibration_drive(compiled))
+    samples = calibration_samples(compiled.program)
+    state_peak, drive_peak = measure_peaks(compiled.program, compiled.schedule, compiled.alpha, samples=samples,
+                                           extra_drive=calibration_drive(compiled, samples=samples))
     scales = choose_scales(compiled.program, state_peak, drive_peak, voltage_limit, target.state.injection_clip,
                            target.sigma.gain_min, target.sigma.gain_max)
     headroom = headroom_report(compiled.program, scales, state_peak, drive_peak, voltage_limit,
@@ -72,12 +79,10 @@ def place(program, target, layout: str, machine=None) -> tuple[Placement, tuple[
     return placement, tuple(tile_rows)
 
 
-def route(program, placement: Placement):
-    """The routing graph of ``placement`` (channels → LEDs, detectors → sums → channels), checked."""
-    blocks = block_shapes(program.blocks)
-    routing = routing_graph(placement, blocks, program.groups)
-    check_routing(routing, placement, blocks, program.groups)
-    return routing
+def route(program, placement: Placement) -> dict:
+    """The routing of ``placement`` (channels → LEDs, detectors → sums → channels) in its JSON form, built from
+    the checked placement as arrays (``routing_table.py``: the graph form costs minutes at 36M weights)."""
+    return routing_json(placement, block_shapes(program.blocks), program.groups)
 
 
 def smallest_step_scales(schedule) -> dict[str, float]:

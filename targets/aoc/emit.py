@@ -1,6 +1,6 @@
 """Emit an AOC program: payloads (PNG images, exact arrays, gains, routing) and the manifest's ``aoc`` section.
 
-Requires: the lowered program (scaled groups and blocks, α, placement, routing, β, image sets, headroom and
+Requires: the lowered program (scaled groups and blocks, α, placement, routing file, β, image sets, headroom and
 weight errors). Guarantees: nothing is changed in place (the lowering's emission pass attaches the section,
 payloads and report returned here); every payload is listed by the bundle writer with its sha256; images are
 ``image[input_port, output_port]`` (row = LED source, column = photodetector, the machine computes z·W),
@@ -16,7 +16,6 @@ import numpy as np
 
 from admc.bundle.store import npy_bytes
 from admc.ir.program import block_indices
-from admc.passes.routing import routing_to_json
 from admc.targets.aoc.png import encode_png
 
 PATHS = ("positive", "negative")
@@ -118,7 +117,7 @@ def aoc_section(target, scaled, alpha, placement, routing, beta, image_sets, hea
     per_setting = target.chain.gain_per_setting
     payloads: dict[str, bytes] = {"aoc/beta.npy": npy_bytes(beta),
                                   "aoc/gain_setting.npy": npy_bytes(beta / per_setting),
-                                  "aoc/routing.json": _json_bytes(routing_to_json(routing))}
+                                  "aoc/routing.json": routing.data}
     sets = []
     for index, image_set in enumerate(image_sets):
         entry, set_payloads = image_set_payloads(index, image_set, placement.modules_used,

@@ -11,11 +11,13 @@ half the SLM's largest grey-level step (exactly with float weights).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
 from admc.ir.program import block_indices
+from admc.passes.routing import routing_from_json
 from admc.runtime.executor import run_ideal
 from admc.targets.aoc.image_sets import class_factor
 from admc.targets.aoc.sigma_build import column_channels
@@ -61,7 +63,7 @@ def placement_check(state: Any) -> tuple[float, float]:
 
 def routing_check(state: Any) -> tuple[float, float]:
     """Weights without a path column channel → the tile's LED, the tile's detector → sum → row channel."""
-    graph, program = state.routing, state.scaled
+    graph, program = routing_from_json(json.loads(state.routing.data)), state.scaled
     indices = block_indices(len(program.blocks))
     unrouted = 0
     for tile_index, tile in enumerate(state.placement.tiles):

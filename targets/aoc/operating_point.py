@@ -34,6 +34,9 @@ from admc.targets.aoc.nonidealities import NonIdealities
 
 PATHS = ("positive", "negative")
 RECORD_SAMPLES = 64
+# As the state-scaling calibration run (passes/state_scaling.py): 64 samples up to 1M weights, fewer above.
+RECORD_WORK = RECORD_SAMPLES << 20
+RECORD_MIN_SAMPLES = 16
 RECORD_SEED = 0
 SAMPLES_PER_CHANNEL = 2048
 RECORD_TOLERANCE = 1e-6
@@ -65,6 +68,12 @@ class _Recorder(IdealExecutor):
     def _activated(self, state: np.ndarray) -> np.ndarray:
         self.states.append(state[len(self.states) % self.stride::self.stride].copy())
         return super()._activated(state)
+
+
+def record_samples(program) -> int:
+    """How many samples ``record_states`` runs for ``program`` (RECORD_WORK over its weight count, clipped)."""
+    weights = sum(block.matrix.size for block in program.blocks)
+    return int(np.clip(RECORD_WORK // max(weights, 1), RECORD_MIN_SAMPLES, RECORD_SAMPLES))
 
 
 def record_states(program, schedule, alpha, samples: int = RECORD_SAMPLES, seed: int = RECORD_SEED,

@@ -17,7 +17,7 @@ import numpy as np
 
 from admc.bundle.store import npy_bytes
 from admc.ir.program import block_indices
-from admc.targets.aoc.operating_point import RECORD_SAMPLES, RECORD_SEED, record_states
+from admc.targets.aoc.operating_point import RECORD_SEED, record_samples, record_states
 from admc.targets.aoc.sigma_shape import (
     PAYLOAD,
     OutputScales,
@@ -47,8 +47,9 @@ def fit(compiled, scaled, target, alpha: np.ndarray) -> OutputScales | None:
         sigma_gain[channels], voltage_scale[channels] = group.sigma_gain, group.voltage_scale
         tanh[channels] = group.activation == "tanh"
     # Recorded on the unscaled program; ``scale_states`` is exact, so × voltage scale gives the volts.
-    states = record_states(compiled.program, compiled.schedule, alpha,
-                           extra_drive=calibration_drive(compiled, samples=RECORD_SAMPLES, seed=RECORD_SEED))
+    samples = record_samples(compiled.program)
+    states = record_states(compiled.program, compiled.schedule, alpha, samples=samples,
+                           extra_drive=calibration_drive(compiled, samples=samples, seed=RECORD_SEED))
     rails = (target.state.voltage_min, target.state.voltage_max)
     scales = fit_output_scales(states * voltage_scale, sigma_gain, tanh, rails, exponent)
     # Nothing to compensate (a program of the machine's own σ, or no driven tanh channel): build unchanged.
