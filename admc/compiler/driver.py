@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from admc.bundle.store import write_bundle
 from admc.compiler.backend_passes import run_backend_passes
@@ -35,7 +36,13 @@ from admc.frontends.signature import Signature, identify_signature
 from admc.ir.adm import AdmNetwork
 from admc.ir.graph import Graph
 from admc.ir.program import BlockProgram, Schedule
-from admc.passes.alpha_selection import AlphaCapabilities, AlphaSelection, select_alpha, settling_alpha
+from admc.passes.alpha_selection import (
+    BLAS_THREADS,
+    AlphaCapabilities,
+    AlphaSelection,
+    select_alpha,
+    settling_alpha,
+)
 from admc.passes.canonicalize import canonicalize
 from admc.passes.continuous_time import DISCRETE, solver_kind, tabulation_times
 from admc.passes.loop_budget import convergence_section
@@ -183,7 +190,17 @@ def _convergence(passes: PassManager, compiled: CompiledProgram) -> dict | None:
 def compile_source(source: SourceModel, target: Any, options: BuildOptions | None = None,
                    passes: PassManager | None = None) -> CompiledProgram:
     """Run the passes for ``target`` with ``options`` (``BuildOptions``; its source options are
-    ``load_source``'s); ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them."""
+    ``load_source``'s); ``passes`` (a ``PassManager``) records their times and, in verify mode, checks them.
+
+    BLAS runs on one thread throughout: the passes' products are small batches (8-256 samples) and small dense
+    factorisations, which threads barely speed up, and on a busy machine OpenBLAS's spinning threads made the
+    calibration runs of a 3.9M-weight build 8× slower (47 s against 6 s, benchmarks/scaling.py)."""
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        return _compile_source(source, target, options, passes)
+
+
+def _compile_source(source: SourceModel, target: Any, options: BuildOptions | None,
+                    passes: PassManager | None) -> CompiledProgram:
     options = options or BuildOptions()
     passes = passes or PassManager()
     solver = check_solver(target.default_solver if options.solver is None else options.solver, target)
