@@ -23,10 +23,11 @@ CALIBRATION_SAMPLES = 256
 CALIBRATION_SEED = 0
 # Peaks need percent accuracy, not the executor's 1e-13 convergence.
 CALIBRATION_TOLERANCE = 1e-6
-# Work of the calibration run in weight-samples: 256 samples up to 1M weights, fewer above, never below 16. A
-# group's scale comes from its peak over channels × samples × iterations, so a group of thousands of channels
-# is measured well by a few samples, and the run's cost stops growing as weights × samples (issue 25).
-CALIBRATION_WORK = CALIBRATION_SAMPLES << 20
+# Work of the calibration run in weight-samples: 256 samples up to 65,536 weights, fewer above, 16 from 1M
+# weights on. A group's scale comes from its peak over channels × samples × iterations, so a group of
+# thousands of channels is measured well by a few samples, and the run's cost stops growing as weights ×
+# samples (issue 25).
+CALIBRATION_WORK = CALIBRATION_SAMPLES << 16
 CALIBRATION_MIN_SAMPLES = 16
 
 

@@ -208,3 +208,14 @@ def test_channels_with_slope_bound_zero_do_not_stall_the_search() -> None:
     certificate = sdp_certificate(extra.tocsr(), np.full(size + 5, 0.2), np.concatenate([slope, np.zeros(5)]), 1.0)
     assert reference is not None and certificate is not None
     assert certificate.rho == pytest.approx(reference.rho, abs=2e-3)
+
+
+def test_lanczos_block_norm_is_an_upper_bound_close_to_the_svd() -> None:
+    """Blocks above DENSE_NORM_LIMIT get their norm from svds, raised by a margin: never below the SVD's."""
+    from admc.passes.convergence_certificates import DENSE_NORM_LIMIT, _spectral_norm
+
+    rng = np.random.default_rng(4)
+    wide = rng.standard_normal((DENSE_NORM_LIMIT + 88, 40)) @ rng.standard_normal((40, DENSE_NORM_LIMIT + 20))
+    for matrix in (rng.standard_normal((DENSE_NORM_LIMIT + 60, 300)), wide):
+        exact = float(np.linalg.svd(matrix, compute_uv=False)[0])
+        assert exact <= _spectral_norm(matrix) <= exact * (1 + 1e-8)

@@ -34,8 +34,8 @@ from admc.targets.aoc.nonidealities import NonIdealities
 
 PATHS = ("positive", "negative")
 RECORD_SAMPLES = 64
-# As the state-scaling calibration run (passes/state_scaling.py): 64 samples up to 1M weights, fewer above.
-RECORD_WORK = RECORD_SAMPLES << 20
+# As the state-scaling calibration run (passes/state_scaling.py): 64 samples up to 65,536 weights, fewer above.
+RECORD_WORK = RECORD_SAMPLES << 16
 RECORD_MIN_SAMPLES = 16
 RECORD_SEED = 0
 SAMPLES_PER_CHANNEL = 2048
