@@ -20,6 +20,8 @@ last resort, between a handful of candidates the convex programs produced, never
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,13 +161,14 @@ def judge(executor, probes: list[PhaseProbe], choice: GroupChoice, tolerance: fl
     return GroupChoice(choice.options, choice.radii, names[best], measured, choice.notes)
 
 
-def loop_matrices(program, flat_phases, rows: list[int], builder) -> dict[int, sparse.csr_matrix]:
-    """The loop matrix of each row, built once per distinct step scale."""
-    by_scale: dict[float, sparse.csr_matrix] = {}
+def loop_matrices(program, flat_phases, rows: list[int], builder) -> dict[int, Callable[[], sparse.csr_matrix]]:
+    """The loop matrix of each row, as a function building it at most once per distinct step scale: on a block
+    cycle above the dense limit nothing asks for it (a sparse matrix of every weight: seconds at 17M weights)."""
+    by_scale: dict[float, Callable[[], sparse.csr_matrix]] = {}
     result = {}
     for row in rows:
         scale = flat_phases[row].step_scale
         if scale not in by_scale:
-            by_scale[scale] = builder(program, flat_phases[row])
+            by_scale[scale] = functools.cache(functools.partial(builder, program, flat_phases[row]))
         result[row] = by_scale[scale]
     return result
