@@ -26,6 +26,8 @@ DENSE_LIMIT = 600
 ARPACK_FALLBACK_DENSE_LIMIT = 3000
 MODES_PER_LINEARISATION = 8
 GRID_POINTS = 801
+# Below this many eigenvalues the grid over all of them is cheaper than importing and running Qhull (~0.5 s).
+HULL_FROM = 4096
 
 
 @dataclass
@@ -111,17 +113,17 @@ def extreme_points(values: np.ndarray) -> np.ndarray:
     For any u, max over λ of |1 − u(1 − λ)| is the largest distance from 1/u to the points 1 − λ (times u), a
     convex function of λ: its maximum over the hull is at a vertex, so the vertices give the same maximum.
     """
-    if values.size <= 8:
+    if values.size <= HULL_FROM:
         return values
     from scipy.spatial import ConvexHull, QhullError
 
     points = np.column_stack([values.real, values.imag])
     try:
         return values[np.sort(ConvexHull(points).vertices)]
-    except (QhullError, ValueError):  # a degenerate hull: on the real line only the two ends count
-        if np.all(values.imag == 0):
-            return values[sorted({int(np.argmin(values.real)), int(np.argmax(values.real))})]
-        return values
+    except (QhullError, ValueError):  # a flat hull: the points lie on one line, where only its two ends count
+        direction = points[int(np.argmax(np.sum((points - points[0]) ** 2, axis=1)))] - points[0]
+        along = points @ direction
+        return values[sorted({int(np.argmin(along)), int(np.argmax(along))})]
 
 
 def solve_global(linearisations: list[Linearisation], lower: float, upper: float, noise_weight: float = 0.0,

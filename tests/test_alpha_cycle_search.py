@@ -67,3 +67,22 @@ def test_working_set_search_chooses_what_the_full_grid_chooses(seed: int) -> Non
     upper = lower + rng.random(groups) * 0.9
     start = rng.random(groups)
     assert np.array_equal(search_blockwise(cycle, lower, upper, start), _plain_search(cycle, lower, upper, start))
+
+
+@pytest.mark.parametrize("kind", ["complex", "real", "on a line"])
+def test_hull_vertices_give_the_single_alpha_maximum_of_every_eigenvalue(kind: str) -> None:
+    """``solve_global`` maximises |1 − u(1 − λ)| over the hull's vertices only: the same maximum at every u."""
+    from admc.passes.alpha_problem import GRID_POINTS, HULL_FROM, extreme_points
+
+    rng = np.random.default_rng({"complex": 0, "real": 1, "on a line": 2}[kind])
+    values = rng.standard_normal(HULL_FROM + 500)
+    if kind == "complex":
+        values = values + 1j * rng.standard_normal(values.size)
+    elif kind == "on a line":
+        values = values * (1 + 1j)
+    values = np.concatenate([values, [0.0]])
+    kept = extreme_points(values)
+    assert kept.size < values.size
+    grid = np.linspace(0.01, 1.0, GRID_POINTS)[:, None]
+    every = np.max(np.abs(1.0 - grid * (1.0 - values[None, :])), axis=1)
+    assert np.array_equal(every, np.max(np.abs(1.0 - grid * (1.0 - kept[None, :])), axis=1))
