@@ -1,27 +1,27 @@
 """Scaling benchmark (issue 25): compile and run networks of 0.26M to 36M weights; time and peak memory per pass.
 
-Requires: admc installed (``pip install -e .``) with torch and onnx; Linux (peak memory per pass is read from
-``/proc/self/status`` after resetting it through ``/proc/self/clear_refs``). Run::
+Requires: admc installed (``pip install -e .``) with torch and onnx; Linux for the memory figures
+(``admc.core.process_memory``). Run::
 
     python benchmarks/scaling.py                         # the full table (tens of minutes on 2 cores)
     python benchmarks/scaling.py --quick                 # two small sizes, aoc-48 only
     python benchmarks/scaling.py --sizes 1280 --forms adm --targets aoc-48 --run
 
-Networks (seeded, exported to ONNX untimed): state d = 256 and three hidden layers of width H, so
-2·256·H + 2·H² weights: H = 256, 640, 1280, 2816, 4096 give 0.26M, 1.15M, 3.9M, 17.3M and 35.7M. ``adm`` is the
-ADM form (``W tanh(h) + b + t e`` per layer); ``standard`` is a standard MLP (``Linear(cat[x, t])`` then
-``tanh``/``Linear``, canonicalised by fold-input). ``--paper-3m`` adds the 3.3M network of earlier reports
-(d = 64, hidden [1024] × 4, ADM form). Targets: aoc-48 with ``module.count`` raised so every size fits, ideal,
-rram-128 with ``crossbar.count`` raised.
+Networks (seeded, exported to ONNX untimed): state d = 256 and three hidden layers of width H, so 2·256·H + 2·H²
+weights: H = 256, 640, 1280, 2816, 4096 give 0.26M, 1.15M, 3.9M, 17.3M and 35.7M. ``adm`` is the ADM form (``W
+tanh(h) + b + t e`` per layer); ``standard`` is a standard MLP (``Linear(cat[x, t])`` then ``tanh``/``Linear``,
+canonicalised by fold-input). ``--paper-3m`` adds the 3.3M network of earlier reports (d = 64, hidden [1024] × 4,
+ADM form). Targets: aoc-48 with ``module.count`` raised so every size fits, ideal, rram-128 with ``crossbar.count``
+raised.
 
-Each build runs in a fresh child process (so one build's memory does not count against the next) with a pass
-observer that resets the process's peak resident set size when a pass starts and reads it when the pass ends:
-the memory column is the peak RSS of the process during that pass (everything resident, not only what the
-pass allocated). "outside passes" is the build's wall time less the passes' (source import and bundle write).
-``--run`` also times ``admc simulate`` (ideal and twin) and ``admc verify`` per sample on the bundle.
+Each build runs in a fresh child process (so one build's memory does not count against the next); the pass manager
+records each pass's seconds and the process's peak resident memory during it (as ``admc build --timings`` prints
+them; everything resident, not only what the pass allocated). "outside passes" is the build's wall time less the
+passes' (source import and bundle write). ``--run`` also times ``admc simulate`` (ideal and twin) and ``admc
+verify`` per sample on the bundle.
 
-The growth exponent of each pass is the least-squares slope of log(seconds) against log(weights) over the
-sizes of at least 4M weights (issue 25 asks for ≤ 1.15 between 4M and 36M).
+The growth exponent of each pass is the least-squares slope of log(seconds) against log(weights) over the sizes of
+at least 4M weights (issue 25 asks for ≤ 1.15 between 4M and 36M).
 """
 
 from __future__ import annotations
@@ -49,29 +49,6 @@ WEIGHT_SCALE = 0.5
 LARGE_COUNT = 1_000_000  # modules / crossbars: more than any size here needs
 EXPONENT_FROM = 4_000_000 * 0.95  # the 3.9M size counts as "4M"
 RUN_SAMPLES = 64
-
-
-def _memory_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-class MemoryObserver:
-    """Peak RSS and time of each pass (a PassObserver; it never changes a result)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-
-    def pass_started(self, name: str, index: int) -> None:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        except OSError:
-            pass
-
-    def pass_finished(self, record) -> None:
-        self.rows.append({"pass": record.name, "seconds": record.seconds, "peak_bytes": _memory_bytes("VmHWM")})
 
 
 def _model(form: str, width: int, state: int, layers: int, path: Path) -> Path:
@@ -156,23 +133,25 @@ def _run_bundle(bundle: Path, directory: Path, state: int) -> dict:
 def one(form: str, width: int, state: int, layers: int, target: str, run: bool) -> dict:
     """Build one network for one target in this process; per-pass time and peak memory."""
     from admc.compiler.driver import build
+    from admc.core.process_memory import peak_bytes, reset_peak
     from admc.passes.manager import PassManager
 
     with tempfile.TemporaryDirectory(prefix="admc-scaling-") as scratch:
         directory = Path(scratch)
         model = _model(form, width, state, layers, directory / "model.onnx")
-        observer = MemoryObserver()
-        passes = PassManager(observer=observer)
-        Path("/proc/self/clear_refs").write_text("5")
+        passes = PassManager()
+        reset_peak()
         started = time.perf_counter()
         bundle = build(model, directory / "bundle", target=_target(target, directory), passes=passes)
         wall = time.perf_counter() - started
+        rows = [{"pass": record.name, "seconds": record.seconds, "peak_bytes": record.peak_bytes}
+                for record in passes.records]
         file_count, size = _files(bundle)
         manifest = json.loads((bundle / "manifest.json").read_text())
         row = {"form": form, "width": width, "state": state, "layers": layers, "target": target,
-               "weights": manifest["report"]["weights"], "seconds": wall, "passes": observer.rows,
-               "outside_passes_seconds": wall - sum(entry["seconds"] for entry in observer.rows),
-               "peak_bytes": max([entry["peak_bytes"] for entry in observer.rows] + [_memory_bytes("VmHWM")]),
+               "weights": manifest["report"]["weights"], "seconds": wall, "passes": rows,
+               "outside_passes_seconds": wall - sum(entry["seconds"] for entry in rows),
+               "peak_bytes": max([entry["peak_bytes"] or 0 for entry in rows] + [peak_bytes() or 0]),
                "bundle_files": file_count, "bundle_bytes": size}
         if run:
             row.update(_run_bundle(bundle, directory, state))
@@ -204,7 +183,8 @@ def print_row(row: dict) -> None:
           f"build {row['seconds']:.2f} s, peak {row['peak_bytes'] / 2**30:.2f} GiB, bundle "
           f"{row['bundle_bytes'] / 2**20:.1f} MiB in {row['bundle_files']} files")
     for entry in row["passes"]:
-        print(f"  {entry['pass']:<44}{entry['seconds']:9.3f} s {entry['peak_bytes'] / 2**30:8.2f} GiB")
+        peak = "" if entry["peak_bytes"] is None else f"{entry['peak_bytes'] / 2**30:8.2f} GiB"
+        print(f"  {entry['pass']:<44}{entry['seconds']:9.3f} s {peak}")
     print(f"  {'outside passes (import, bundle write)':<44}{row['outside_passes_seconds']:9.3f} s")
     for key in ("simulate_ideal_seconds_per_sample", "simulate_twin_seconds_per_sample", "verify_seconds_per_sample"):
         if key in row:

@@ -1,14 +1,14 @@
-"""Pass manager: runs the compiler's stages in order, records their time, can dump the IR after each one,
-and in verify mode checks that each stage kept the semantics within the error it is allowed to add
-(docs/design.md §3: zero for exact passes up to rounding, a stated bound for quantisation).
+"""Pass manager: runs the compiler's stages in order, records their time, can dump the IR after each one, and in
+verify mode checks that each stage kept the semantics within the error it is allowed to add (docs/design.md §3:
+zero for exact passes up to rounding, a stated bound for quantisation).
 
-Requires: each stage as ``(name, function, check)`` where ``check(result) -> (error, bound)`` compares the
-stage's result with an independent computation. Guarantees: a check that fails raises ``AdmcError``
-naming the pass, the error and the bound, before anything is written; ``records`` holds every stage's
-name, seconds and checked error. A target's lowering is a :class:`Lowering`: a first state and named
-:class:`BackendPass` es, each taking the state to a new one (``run_lowering`` runs them one by one, so each
-has its own record, check and dump; the last returns the lowered program). An optional
-:class:`PassObserver` (the CLI's progress line) is told when each pass starts and ends; it never changes a result.
+Requires: each stage as ``(name, function, check)`` where ``check(result) -> (error, bound)`` compares the stage's
+result with an independent computation. Guarantees: a check that fails raises ``AdmcError`` naming the pass, the
+error and the bound, before anything is written; ``records`` holds every stage's name, seconds, checked error and
+the process's peak resident memory during it (Linux). A target's lowering is a :class:`Lowering`: a first state and
+named :class:`BackendPass` es, each taking the state to a new one (``run_lowering`` runs them one by one, so each
+has its own record, check and dump; the last returns the lowered program). An optional :class:`PassObserver` (the
+CLI's progress line) is told when each pass starts and ends; it never changes a result.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from admc.core.errors import AdmcError
+from admc.core.process_memory import peak_bytes, reset_peak
 
 Check = Callable[[Any], tuple[float, float]]
 # The Greek letters pass names use, spelled out in IR dump file names (which are ASCII).
@@ -37,6 +38,7 @@ class PassRecord:
     seconds: float
     error: float | None = None
     bound: float | None = None
+    peak_bytes: int | None = None  # the process's peak resident memory during the pass (None: not measured)
 
 
 class PassObserver(Protocol):
@@ -59,9 +61,10 @@ class PassManager:
         """Run one pass, ``function(*arguments)``: time it, check it in verify mode, dump its IR if asked."""
         if self.observer is not None:
             self.observer.pass_started(name, len(self.records))
+        reset_peak()
         started = time.perf_counter()
         result = function(*arguments)
-        record = PassRecord(name, time.perf_counter() - started)
+        record = PassRecord(name, time.perf_counter() - started, peak_bytes=peak_bytes())
         if self.verify and check is not None:
             record.error, record.bound = (float(value) for value in check(result))
             if not record.error <= record.bound:
@@ -83,11 +86,12 @@ class PassManager:
 
     def table(self) -> str:
         width = max([28, *(len(record.name) for record in self.records)])
-        lines = [f"{'pass':<{width}} {'seconds':>9} {'checked error':>14} {'bound':>9}"]
+        lines = [f"{'pass':<{width}} {'seconds':>9} {'peak MiB':>9} {'checked error':>14} {'bound':>9}"]
         for record in self.records:
             error = "" if record.error is None else f"{record.error:14.2e}"
             bound = "" if record.bound is None else f"{record.bound:9.2e}"
-            lines.append(f"{record.name:<{width}} {record.seconds:9.3f} {error:>14} {bound:>9}")
+            peak = "" if record.peak_bytes is None else f"{record.peak_bytes / 2 ** 20:9.0f}"
+            lines.append(f"{record.name:<{width}} {record.seconds:9.3f} {peak:>9} {error:>14} {bound:>9}")
         return "\n".join(lines)
 
 

@@ -61,3 +61,24 @@ def test_cli_prints_pass_timings(tmp_path, capsys):
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().err.splitlines()[1:]}
     assert {"canonicalise", "pack"} <= set(rows)
     assert np.isfinite(float(rows["canonicalise"][1])) and float(rows["canonicalise"][1]) >= 0
+
+
+def test_each_pass_records_the_memory_it_held_at_its_peak():
+    """A pass that holds 400 MB shows it in its own record, and the next pass, after it is freed, does not."""
+    from admc.core.process_memory import peak_bytes
+
+    if peak_bytes() is None:
+        pytest.skip("this kernel does not report the process's peak memory")
+    passes = PassManager()
+
+    def hold() -> float:
+        block = np.ones(50_000_000)  # 400 MB, touched so it is resident
+        return float(block[::4096].sum())
+
+    passes.run("nothing", lambda: None)
+    passes.run("holds 400 MB", hold)
+    passes.run("after", lambda: None)
+    before, holding, after = (record.peak_bytes for record in passes.records)
+    assert holding >= before + 350 * 2 ** 20
+    assert after < holding - 350 * 2 ** 20
+    assert "peak MiB" in passes.table().splitlines()[0]

@@ -237,7 +237,7 @@ def make_parser() -> argparse.ArgumentParser:
                        help="compile for this measured machine: hw48, hw16 or a calibration file "
                        "(the makers' format): dead ports avoided, transfer/efficiency/gain compensated, offsets "
                        "cancelled")
-    build.add_argument("--timings", action="store_true", help="print each pass's time")
+    build.add_argument("--timings", action="store_true", help="print each pass's time and peak memory")
     build.add_argument("-q", "--quiet", action="store_true",
                        help="no progress line (it is shown only when stderr is a terminal)")
     build.add_argument("--verify-passes", action="store_true",
