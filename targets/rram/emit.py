@@ -17,7 +17,6 @@ from matplotlib import colormaps
 from PIL import Image
 
 from admc.bundle.store import npy_bytes
-from admc.passes.routing import routing_to_json
 
 SIDES = ("positive", "negative")
 
@@ -108,7 +107,7 @@ def attach_rram_program(compiled, intended, realised, report, placement, routing
         "rram/dac_channels.npy": npy_bytes(waveforms.channels.astype(np.int64)),
         "rram/dac_full_scale.npy": npy_bytes(waveforms.full_scale),
         "rram/dac_codes.npy": npy_bytes(waveforms.codes),
-        "rram/routing.json": _json_bytes(routing_to_json(routing)),
+        "rram/routing.json": routing.data,
     }
     if arrays.positive_levels is not None:
         payloads["rram/levels_positive.npy"] = npy_bytes(arrays.positive_levels)

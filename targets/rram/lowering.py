@@ -27,7 +27,7 @@ import numpy as np
 
 from admc.ir.program import block_name
 from admc.passes.manager import NOT_IR, BackendPass, Lowering
-from admc.passes.routing import check_routing, routing_graph
+from admc.passes.routing_table import routing_json
 from admc.passes.tiling import block_shapes, place_blocks
 from admc.runtime.continuous import run_program_continuous
 from admc.targets.rram.conductance import map_conductances, realised_blocks, tile_entries
@@ -62,11 +62,9 @@ def place(program, target, layout: str):
 
 
 def route(program, placement):
-    """The routing graph of ``placement`` (rows' drivers → crossbar inputs, columns → sums → channels), checked."""
-    blocks = block_shapes(program.blocks)
-    routing = routing_graph(placement, blocks, program.groups)
-    check_routing(routing, placement, blocks, program.groups)
-    return routing
+    """The routing of ``placement`` (rows' drivers → crossbar inputs, columns → sums → channels) as its file,
+    built from the checked placement (``passes/routing_table.py``)."""
+    return routing_json(placement, block_shapes(program.blocks), program.groups)
 
 
 def level_errors(program, realised: list[np.ndarray], arrays, tiles: list[dict], step_us: float) -> list[dict]:
