@@ -31,13 +31,18 @@ EXACT_TIME_LIMIT_SECONDS = 30.0
 def pack_first_fit_decreasing(items: Sequence[tuple[int, int]], ports: int) -> list[int]:
     """Bin index per item. Items sorted by max(rows, cols), then rows + cols, both decreasing, then by
     index (a stable, deterministic order); each goes into the first open bin with room on both sides."""
-    order = sorted(range(len(items)), key=lambda i: (-max(items[i]), -sum(items[i]), i))
-    used_rows: list[int] = []
-    used_columns: list[int] = []
-    # Bins with a full side can take nothing more; scanning only the others keeps this near-linear when
-    # most tiles are full ports × ports tiles.
-    open_bins: list[int] = []
+    # Full ports × ports tiles sort first (largest side and sum, then index) and each fills a bin of its own:
+    # they take bins 0, 1, … in index order without a search (most tiles of a large network are full).
+    full = [index for index, item in enumerate(items) if item[0] == ports and item[1] == ports]
     assignment = [-1] * len(items)
+    for bin_index, index in enumerate(full):
+        assignment[index] = bin_index
+    rest = [index for index, item in enumerate(items) if not (item[0] == ports and item[1] == ports)]
+    order = sorted(rest, key=lambda i: (-max(items[i]), -sum(items[i]), i))
+    used_rows: list[int] = [ports] * len(full)
+    used_columns: list[int] = [ports] * len(full)
+    # Bins with a full side can take nothing more; scanning only the others keeps this near-linear.
+    open_bins: list[int] = []
     for index in order:
         rows, columns = items[index]
         for bin_index in open_bins:

@@ -135,17 +135,23 @@ def _tiling_for(blocks: Sequence[BlockShape], ports: int, policies: Sequence[str
             for extent in split_into_tiles(block, ports, policy)]
 
 
-def _greedy_bins(extents: Sequence[TileExtent], ports: int) -> int:
-    return max(pack_first_fit_decreasing([(e.rows, e.columns) for e in extents], ports), default=-1) + 1
-
-
 def choose_tiling(blocks: Sequence[BlockShape], ports: int) -> list[TileExtent]:
     """The tiling that first-fit-decreasing packs into the fewest modules: each uniform policy, then
     block-by-block changes of policy that strictly reduce the count (first policy wins ties)."""
     names = list(SPLIT_POLICIES)
-    best_policies = min(([name] * len(blocks) for name in names),
-                        key=lambda policies: _greedy_bins(_tiling_for(blocks, ports, policies), ports))
-    best_bins = _greedy_bins(_tiling_for(blocks, ports, best_policies), ports)
+    sizes: dict = {}  # a block's tile sizes under a policy, cut once: the search tries each many times
+
+    def bins(policies: Sequence[str]) -> int:
+        items = []
+        for position, policy in enumerate(policies):
+            if (position, policy) not in sizes:
+                extents = _tiling_for([blocks[position]], ports, [policy])
+                sizes[position, policy] = [(extent.rows, extent.columns) for extent in extents]
+            items.extend(sizes[position, policy])
+        return max(pack_first_fit_decreasing(items, ports), default=-1) + 1
+
+    best_policies = min(([name] * len(blocks) for name in names), key=bins)
+    best_bins = bins(best_policies)
     improved = True
     while improved:
         improved = False
@@ -153,7 +159,7 @@ def choose_tiling(blocks: Sequence[BlockShape], ports: int) -> list[TileExtent]:
             for name in names:
                 trial = list(best_policies)
                 trial[position] = name
-                trial_bins = _greedy_bins(_tiling_for(blocks, ports, trial), ports)
+                trial_bins = bins(trial)
                 if trial_bins < best_bins:
                     best_policies, best_bins, improved = trial, trial_bins, True
     return _tiling_for(blocks, ports, best_policies)

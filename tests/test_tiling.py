@@ -377,3 +377,27 @@ def test_exact_packing_prints_nothing_on_standard_output(capfd) -> None:
     captured = capfd.readouterr()
     assert captured.out == "before\nafter\n"
     assert len(assignment) == 3
+
+
+def _plain_first_fit_decreasing(items: list[tuple[int, int]], ports: int) -> list[int]:
+    """First-fit-decreasing as its docstring states it, with no shortcut for full tiles."""
+    used: list[list[int]] = []
+    assignment = [-1] * len(items)
+    for index in sorted(range(len(items)), key=lambda i: (-max(items[i]), -sum(items[i]), i)):
+        rows, columns = items[index]
+        bin_index = next((position for position, (used_rows, used_columns) in enumerate(used)
+                          if used_rows + rows <= ports and used_columns + columns <= ports), len(used))
+        if bin_index == len(used):
+            used.append([0, 0])
+        used[bin_index][0] += rows
+        used[bin_index][1] += columns
+        assignment[index] = bin_index
+    return assignment
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_first_fit_decreasing_places_full_tiles_as_the_plain_algorithm_does(seed: int) -> None:
+    generator = random.Random(seed)
+    items = [(PORTS, PORTS) if generator.random() < 0.4 else (generator.randint(1, PORTS), generator.randint(1, PORTS))
+             for _ in range(generator.randint(1, 120))]
+    assert pack_first_fit_decreasing(items, PORTS) == _plain_first_fit_decreasing(items, PORTS)
