@@ -8,7 +8,7 @@ bounds, so every hardware limit holds and the fixed points are unchanged (0 ≤ 
 - ``min``: the smallest α the bounds allow (u = upper);
 - ``global``: one u for every channel, the exact minimax of |1 − u(1 − λ)| over the eigenvalues λ;
 - ``blockwise``: one u per state group, from the exact cycle spectrum (``alpha_cycle``), when the blocks form
-  one simple cycle;
+  one simple cycle (groups written but never read, such as a fold-input MLP's state, may hang off it);
 - ``channelwise``: a u per channel, by the cone programs of ``alpha_channelwise`` from the best of the above
   (up to ``DENSE_LIMIT`` channels; above it the report says it was skipped).
 
@@ -29,7 +29,7 @@ import scipy.sparse as sparse
 
 from admc.passes.alpha_acceptance import ACCEPTANCE_LIMIT, SETTLE_MARGIN
 from admc.passes.alpha_channelwise import DENSE_LIMIT, descend, worst_radius
-from admc.passes.alpha_cycle import BlockCycle, blockwise_radius, search_blockwise
+from admc.passes.alpha_cycle import BlockCycle, blockwise_radius, search_blockwise, tail_radius
 from admc.passes.alpha_probe import PhaseProbe, probe_iterations
 from admc.passes.alpha_problem import Linearisation, noise_gain, solve_global, spectral_radius
 
@@ -80,12 +80,12 @@ def block_values(cycle: BlockCycle, u: np.ndarray) -> np.ndarray | None:
 def group_radius(parts: list[Linearisation], dense: list[np.ndarray] | None, cycle: BlockCycle | None,
                  u: np.ndarray) -> float:
     """Worst spectral radius of M(u) over the group's linearisations: dense eigenvalues, else the exact cycle
-    formula when u is block-constant on a cycle, else ARPACK."""
+    formula when u is block-constant on the cycle's groups (any u on its tails), else ARPACK."""
     if dense is not None:
         return worst_radius(dense, u)
     values = None if cycle is None else block_values(cycle, u)
     if values is not None:
-        return float(blockwise_radius(cycle, values))
+        return max(float(blockwise_radius(cycle, values)), tail_radius(cycle, u))
     return max(spectral_radius(jacobian, u) for part in parts for jacobian in part.jacobians())
 
 

@@ -10,14 +10,16 @@ eigenproblems, vectorised over α candidates, linearisations and eigenvalues of 
 
 Requires: a ``BlockProgram`` and closed ``Phase``. Guarantees: ``block_cycle`` returns the cycle's groups and
 each linearisation's cycle eigenvalues, or None when the blocks are not one simple cycle over every group
-that a block reads or writes (skip edges, folded layouts: callers fall back to the full eigenproblem);
+that a block reads (skip edges: callers fall back to the full eigenproblem). Groups a block writes but none
+reads (a fold-input MLP's state) are the cycle's tails: M is block-triangular with them last, so they add
+only the eigenvalues 1 − u_i (``tail_radius``);
 ``blockwise_radius`` is the exact spectral radius of M for block-wise u; ``search_blockwise`` minimises it by
 coordinate descent over a log-spaced grid (a K-dimensional non-convex search, K = number of groups).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +35,9 @@ class BlockCycle:
     groups: list[str]  # in cycle order, starting at the smallest group
     slices: list[slice]
     eigenvalues: np.ndarray  # [L, r] eigenvalues of the cycle product per linearisation
+    # Groups the cycle writes but no block reads (the state of a fold-input MLP): M is block-triangular there, so
+    # their channels add the eigenvalues 1 − u_i and nothing else (``tail_radius``).
+    tails: list[slice] = field(default_factory=list)
 
 
 def block_cycle(program: BlockProgram, phase: Phase, slopes: np.ndarray) -> BlockCycle | None:
@@ -45,10 +50,10 @@ def block_cycle(program: BlockProgram, phase: Phase, slopes: np.ndarray) -> Bloc
         if block.row_group in incoming:
             return None
         incoming[block.row_group] = (block.column_group, factor * block.matrix)
-    touched = set(incoming) | {column for column, _ in incoming.values()}
-    if not incoming or set(incoming) != touched:
+    read = {column for column, _ in incoming.values()}
+    if not incoming or not read <= set(incoming):
         return None
-    start = min(touched, key=lambda name: program.group(name).size)
+    start = min(read, key=lambda name: program.group(name).size)
     order = [start]
     while True:
         previous = incoming[order[-1]][0]
@@ -57,8 +62,9 @@ def block_cycle(program: BlockProgram, phase: Phase, slopes: np.ndarray) -> Bloc
         if previous in order:
             return None
         order.append(previous)
-    if len(order) != len(touched):
+    if set(order) != read:
         return None
+    tails = [slice(program.group(name).offset, program.group(name).stop) for name in sorted(set(incoming) - read)]
     order = [order[0], *reversed(order[1:])]  # forward direction: g_0 → g_1 → … (g_b reads g_{b−1})
     slices = [slice(program.group(name).offset, program.group(name).stop) for name in order]
     eigenvalues = []
@@ -69,7 +75,12 @@ def block_cycle(program: BlockProgram, phase: Phase, slopes: np.ndarray) -> Bloc
             column, matrix = incoming[row]
             product = matrix @ (slope[slices[index - 1]][:, None] * product)
         eigenvalues.append(np.linalg.eigvals(product))
-    return BlockCycle(order, slices, np.asarray(eigenvalues))
+    return BlockCycle(order, slices, np.asarray(eigenvalues), tails)
+
+
+def tail_radius(cycle: BlockCycle, u: np.ndarray) -> float:
+    """The largest |1 − u_i| over the tail channels (0 without tails): a floor of the spectral radius."""
+    return max((float(np.max(np.abs(1.0 - u[part]), initial=0.0)) for part in cycle.tails), default=0.0)
 
 
 def blockwise_radius(cycle: BlockCycle, u: np.ndarray) -> np.ndarray:

@@ -355,6 +355,6 @@ def _cycle(program: BlockProgram, flat_phases, linearisations: dict[int, Lineari
     if any(cycle is None for cycle in cycles):
         return None
     return BlockCycle(cycles[0].groups, cycles[0].slices,
-                      np.concatenate([item.eigenvalues.reshape(-1) for item in cycles]))
+                      np.concatenate([item.eigenvalues.reshape(-1) for item in cycles]), cycles[0].tails)
 
 

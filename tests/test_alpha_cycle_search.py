@@ -86,3 +86,35 @@ def test_hull_vertices_give_the_single_alpha_maximum_of_every_eigenvalue(kind: s
     grid = np.linspace(0.01, 1.0, GRID_POINTS)[:, None]
     every = np.max(np.abs(1.0 - grid * (1.0 - values[None, :])), axis=1)
     assert np.array_equal(every, np.max(np.abs(1.0 - grid * (1.0 - kept[None, :])), axis=1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_fold_input_mlp_is_a_cycle_with_its_state_as_a_tail(seed: int) -> None:
+    """A standard MLP folded for a machine without linear channels: the hidden layers form the cycle and the
+    state hangs off it (written, never read). The cycle formula with the tail's |1 − u| equals the dense radius."""
+    from models import StandardMlp, example_inputs, seeded
+
+    from admc.compiler.driver import load_source
+    from admc.compiler.packing import pack_for_target
+    from admc.ir.program import CLOSED, Phase
+    from admc.passes.alpha_cycle import block_cycle, tail_radius
+    from admc.passes.canonicalize import canonicalize
+    from admc.passes.loop_jacobian import loop_matrix
+
+    module = seeded(StandardMlp(hidden=(6, 5)), seed)
+    source = load_source(module, example_inputs())
+    program = pack_for_target(canonicalize(source.graph, ("tanh",), "test"), linear_channels=False)
+    phase = Phase(CLOSED, 0.5, 1.0, ())
+    rng = np.random.default_rng(seed)
+    slopes = rng.uniform(0.1, 1.0, (2, program.size))
+    cycle = block_cycle(program, phase, slopes)
+    assert cycle is not None and cycle.tails, "the folded program should be a cycle with a tail"
+    group_u = {group.name: rng.uniform(0.05, 1.0) for group in program.groups}
+    u = np.concatenate([np.full(group.size, group_u[group.name]) for group in program.groups])
+    matrix = loop_matrix(program, phase).toarray()
+    dense = max(np.max(np.abs(np.linalg.eigvals(np.eye(program.size) - u[:, None] * (np.eye(program.size)
+                                                                                     - matrix * s[None, :]))))
+                for s in slopes)
+    ordered = np.array([group_u[name] for name in cycle.groups])
+    radius = max(float(blockwise_radius(cycle, ordered)), tail_radius(cycle, u))
+    assert radius == pytest.approx(dense, rel=1e-8)
