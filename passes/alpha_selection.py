@@ -194,7 +194,8 @@ def settling_alpha(program: BlockProgram, schedule: Schedule, capabilities: Alph
     if not closed:  # explicit solvers: no loop to relax
         return _alpha_table(schedule, size, capabilities.per_phase, {})
     flat = [phase for phases in schedule.steps for phase in phases]
-    matrices = loop_matrices(program, flat, [row for _, _, row in closed], loop_matrix)
+    if matrices is None:
+        matrices = loop_matrices(program, flat, [row for _, _, row in closed], loop_matrix)
     zero_state = slope_bounds(program)[None, :]
     groups = [[row] for _, _, row in closed] if capabilities.per_phase else [[row for _, _, row in closed]]
     u_by_row = {}
