@@ -393,8 +393,8 @@ def test_each_lowering_pass_is_timed_checked_and_dumped(models, tmp_path, capsys
     table = capsys.readouterr().err.splitlines()
     rows = {name: line[len(name):].split() for line in table for name in AOC_PASSES if line.startswith(name + " ")}
     assert set(rows) == set(AOC_PASSES)
-    for name, (seconds, *checked) in rows.items():
-        assert float(seconds) >= 0
+    for name, (seconds, peak_mib, *checked) in rows.items():
+        assert float(seconds) >= 0 and float(peak_mib) > 0
         assert (len(checked) == 2 and float(checked[0]) <= float(checked[1])) == (name in CHECKED_PASSES), name
     dumps = {path.stem.split("_", 1)[1]: json.loads(path.read_text()) for path in (tmp_path / "ir").iterdir()}
     quantised = dumps["quantisation"]

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -159,8 +160,10 @@ def test_verify_passes_names_the_backend_pass_that_breaks_its_promise(tmp_path: 
         if function == "gains_and_transmissions":  # a 0.1 % gain error
             beta, transmissions = result
             return beta * 1.001, transmissions
-        result.remove_edge(*next(iter(result.in_edges(next(node for node in result if node[0] == "input_port")))))
-        return result  # a LED no channel drives
+        data = json.loads(result.data)  # a LED no channel drives
+        first = next(edge for edge in data["edges"] if edge[1][0] == "input_port")
+        data["edges"].remove(first)
+        return replace(result, data=json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
 
     monkeypatch.setattr(aoc_lowering, function, broken)
     with pytest.raises(AdmcError, match=f"pass '{broken_pass}' changed the program's semantics"):
