@@ -1,0 +1,87 @@
+"""Fine-tune a model for a target (and a measured machine): what ``admc finetune`` and ``admc.finetune`` run.
+
+Requires: a model file (``.onnx`` or ``.pt2``, unconditional), a data array [N, d] (d the model's state
+dimension, N ≥ 2), a target whose backend has a differentiable twin, an output path with the source's
+suffix. Guarantees: every input is checked before any work (a missing or malformed data file, a wrong data
+shape naming the expected and the given shape, an unknown target, an output in another format: ``AdmcError``,
+nothing written); the data are split by a seeded permutation into training and held-out parts; the program's
+weights are fitted through the compiled program on the twin (``flow_matching.fit``, ``through="program"``), then,
+as the control, the source's weights digitally for the same number of steps; the tuned model is written in the
+source's format (``model_writer``), atomically. The same inputs and seed give the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from admc.compiler.build_options import BuildOptions, target_machine
+from admc.compiler.driver import load_source
+from admc.core.array_files import read_npy
+from admc.core.errors import AdmcError
+from admc.finetuning.compiled_model import CompiledModel
+from admc.finetuning.flow_matching import FitResult, FitSettings, fit
+from admc.finetuning.model_writer import check_output, writable_names, write_tuned
+from admc.targets.loader import load_target
+
+HOLDOUT_SHARE = 0.2
+DEFAULT_CHIPS = 4  # nominal targets: static errors redrawn over this many chips, cycled step by step
+
+
+@dataclass
+class FinetuneResult:
+    """The tuned model's path, the program fit and the digital control's fit (its weights in ``control``)."""
+
+    output: Path
+    program: FitResult
+    control: FitResult | None
+
+
+def _split(data: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(data.shape[0])
+    held = max(1, int(round(HOLDOUT_SHARE * data.shape[0])))
+    return data[order[held:]], data[order[:held]]
+
+
+def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Path, target: str | Path = "aoc-48",
+             *, calibration: str | Path | None = None, max_steps: int = 200, seed: int = 0,
+             settings: FitSettings | None = None, chips: int = DEFAULT_CHIPS, control: bool = True,
+             progress: Callable[[str, int, int, float, float], None] | None = None) -> FinetuneResult:
+    """See the module docstring; ``progress(phase, step, max_steps, loss, best held-out)`` after each step."""
+    model, output = Path(model), Path(output)
+    check_output(model, output)
+    if not output.parent.is_dir():
+        raise AdmcError(f"-o {output}: the directory {output.parent} does not exist")
+    samples = read_npy(data, "data", dimensions=2) if not isinstance(data, np.ndarray) else np.asarray(
+        data, dtype=np.float64)
+    description = load_target(target)
+    options = replace(BuildOptions(), calibration=target_machine(description, calibration))
+    source = load_source(model)
+    dimension = next(entry.shape[1] for entry in source.graph.inputs if entry.name == source.graph.state_input)
+    if samples.ndim != 2 or samples.shape[1] != dimension or samples.shape[0] < 2:
+        raise AdmcError(f"{data if not isinstance(data, np.ndarray) else 'data'}: data has shape "
+                        f"{list(samples.shape)}; expected [N, {dimension}] with N ≥ 2 (the model's state has "
+                        f"{dimension} features)")
+    settings = replace(settings or FitSettings(), max_steps=int(max_steps), seed=int(seed))
+    train, holdout = _split(samples, seed)
+    torch.manual_seed(seed)
+    compiled = CompiledModel(source, description, options, seed=seed, chips=chips, writable=writable_names(model))
+    try:
+        initial = {name: value.detach().clone() for name, value in compiled.parameters.items()}
+        report = (lambda name: (lambda *values: progress(name, *values))) if progress else (lambda name: None)
+        program = fit(compiled, train, holdout, "program", settings, report("program"))
+        digital = None
+        if control:
+            with torch.no_grad():
+                for name, value in compiled.parameters.items():
+                    value.copy_(initial[name])
+            digital = fit(compiled, train, holdout, "digital", replace(settings, max_steps=program.steps),
+                          report("control"))
+    finally:
+        compiled.close()
+    write_tuned(model, program.weights, output)
+    return FinetuneResult(output, program, digital)
