@@ -106,7 +106,7 @@ def test_gradient_is_the_finite_differences(tmp_path):
     weights = torch.as_tensor(np.random.default_rng(1).standard_normal((4, 2)))
 
     def loss() -> torch.Tensor:
-        arrays, change = model._program()
+        arrays, change = model.program()
         return (model.twins[0].run(noise, arrays, change)[-1] * weights).sum()
 
     try:
@@ -135,7 +135,7 @@ def test_quantised_change_is_straight_through(tmp_path):
     model = _compiled(export_pt2(seeded(AdmForm((4, 3)), 5), tmp_path / "model.pt2"), steps=2)
     try:
         noise = torch.as_tensor(np.random.default_rng(0).standard_normal((4, 2)))
-        arrays, change = model._program()
+        arrays, change = model.program()
         model.twins[0].run(noise, arrays, change)[-1].sum().backward()
         assert all(bool(torch.any(parameter.grad != 0)) for parameter in model.parameters.values())
         optics = model.twins[0].delta

@@ -18,7 +18,9 @@ from admc.finetuning.run import finetune as run_finetune
 
 def finetune(model: str | os.PathLike, data: str | os.PathLike | np.ndarray, output: str | os.PathLike,
              target: str | os.PathLike = "aoc-48", *, calibration: str | os.PathLike | None = None,
-             max_steps: int = 200, seed: int = 0) -> FinetuneResult:
+             max_steps: int = 200, seed: int = 0, objective: str = "flow-matching") -> FinetuneResult:
     """Fine-tune ``model`` for ``target`` (and the measured machine ``calibration``: ``"hw48"``, ``"hw16"`` or a
-    file) on ``data`` and write the tuned model at ``output``; see docs/finetune.md."""
-    return run_finetune(model, data, output, target, calibration=calibration, max_steps=max_steps, seed=seed)
+    file) on ``data`` and write the tuned model at ``output``; ``objective`` ``"flow-matching"`` (the data's
+    x₁ − x₀) or ``"teacher"`` (the source model's own velocity at the same states); see docs/finetune.md."""
+    return run_finetune(model, data, output, target, calibration=calibration, max_steps=max_steps, seed=seed,
+                        objective=objective)

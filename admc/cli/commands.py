@@ -218,7 +218,7 @@ def command_finetune(arguments: argparse.Namespace) -> int:
     with FinetuneProgress(quiet=arguments.quiet) as progress:
         result = finetune(arguments.model, arguments.data, arguments.output, arguments.target,
                           calibration=arguments.calibration, max_steps=arguments.max_steps, seed=arguments.seed,
-                          progress=progress.update)
+                          objective=arguments.objective, progress=progress.update)
     for name, fitted in (("program", result.program), ("control", result.control)):
         print(f"{name}: {fitted.steps} steps, best held-out loss {min(loss for _, loss in fitted.holdout_loss):.5f} "
               f"(step {fitted.best_step}; before {fitted.holdout_loss[0][1]:.5f})")
@@ -372,6 +372,10 @@ def make_parser() -> argparse.ArgumentParser:
                           help="optimiser steps at most (default 200; early stopping may end sooner)")
     finetune.add_argument("--seed", type=option.SEED, default=0, metavar="S",
                           help="seed of the split, the draws and the chips' static errors (default 0)")
+    finetune.add_argument("--objective", default="flow-matching", choices=["flow-matching", "teacher"],
+                          help="the velocity's target: the data's x₁ − x₀ (default), or the source model's own "
+                          "velocity at the same states (no flow-matching variance: the machine learns to compute "
+                          "what the source computes)")
     finetune.add_argument("-q", "--quiet", action="store_true",
                           help="no progress line (it is shown only when stderr is a terminal)")
     finetune.set_defaults(handler=command_finetune)

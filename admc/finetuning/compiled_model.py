@@ -7,7 +7,8 @@ once, for the source's own weights, and written to a private temporary bundle (r
 structure is then fixed. ``parameters`` are the source's weights (float64 leaves, by graph constant name);
 ``velocity`` is the program's velocity through the twin of one chip (``chips`` twins with static errors drawn
 from seeds ``seed``, ``seed + 1``, … for a nominal target; the one measured machine for a calibrated build),
-``digital_velocity`` the source model's own; ``phase_points`` are the (time, step scale, static-table row) at
+``digital_velocity`` the source model's own (``teacher_velocity`` with its weights before fine-tuning);
+``phase_points`` are the (time, step scale, static-table row) at
 which the program evaluates the velocity, the times fine-tuning draws.
 """
 
@@ -54,6 +55,7 @@ class CompiledModel:
             raise AdmcError(f"{source.name}: no weights to fine-tune (no floating constants the file stores)")
         self.parameters = {name: torch.nn.Parameter(torch.as_tensor(np.asarray(source.graph.constants[name]),
                                                                     dtype=torch.float64)) for name in names}
+        self.initial = {name: value.detach().clone() for name, value in self.parameters.items()}
         self.compiled = compile_source(source, target, options)
         self._directory = tempfile.TemporaryDirectory(prefix="admc-finetune-")
         self.bundle = Bundle(emit_bundle(self.compiled, Path(self._directory.name) / "bundle"))
@@ -74,7 +76,8 @@ class CompiledModel:
         """Remove the temporary bundle."""
         self._directory.cleanup()
 
-    def _program(self):
+    def program(self):
+        """(program arrays, flat ΔW of the blocks) at the current weights, with their graph."""
         arrays = self.program_map.arrays(self.parameters)
         change = torch.cat([(block - base).reshape(-1) for block, base in zip(arrays.blocks, self.base,
                                                                                strict=True)])
@@ -82,7 +85,7 @@ class CompiledModel:
 
     def velocity(self, y: torch.Tensor, points: list[PhasePoint], chip: int = 0) -> torch.Tensor:
         """The program's velocity at each sample's state and phase point, through chip ``chip``'s twin."""
-        arrays, change = self._program()
+        arrays, change = self.program()
         twin = self.twins[chip % len(self.twins)]
         scales = np.array([point.step_scale for point in points])
         rows = torch.as_tensor([point.row for point in points])
@@ -101,9 +104,14 @@ class CompiledModel:
         times = torch.as_tensor([point.time for point in points], dtype=y.dtype)
         return graph_velocity(self.source.graph, self.parameters, y, times)
 
+    def teacher_velocity(self, y: torch.Tensor, points: list[PhasePoint]) -> torch.Tensor:
+        """The source model's velocity with its weights before fine-tuning (the ``teacher`` objective's target)."""
+        times = torch.as_tensor([point.time for point in points], dtype=y.dtype)
+        return graph_velocity(self.source.graph, self.initial, y, times)
+
     def samples(self, noise: np.ndarray, chip: int = 0) -> np.ndarray:
         """The program's final samples on chip ``chip``'s twin (no noise, no gradient)."""
         with torch.no_grad():
-            arrays, change = self._program()
+            arrays, change = self.program()
             twin = self.twins[chip % len(self.twins)]
             return twin.run(torch.as_tensor(noise, dtype=torch.float64), arrays, change)[-1].numpy()

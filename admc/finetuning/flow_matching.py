@@ -4,7 +4,10 @@ Requires: a ``CompiledModel`` and data [N, d] (float64). Guarantees: :func:`fit`
 E ‖v(x_t, t) − (x₁ − x₀)‖², x_t = t x₁ + (1 − t) x₀, x₀ ~ N(0, I), x₁ from the training split and t drawn
 uniformly from the program's phase points (the times at which the program evaluates the velocity), with v the
 program's velocity through the twin (``through="program"``; chips cycled step by step) or the source model's
-own (``"digital"``, the control: same data, draws, steps and optimiser). Adam on the float64 weights;
+own (``"digital"``, the control: same data, draws, steps and optimiser). ``objective`` "teacher" replaces the
+target x₁ − x₀ by the source model's own velocity at x_t (its weights before fine-tuning): the same states, a
+target without the flow-matching variance, which makes the machine compute what the source computes (the
+digital control then has nothing to learn). Adam on the float64 weights;
 every ``evaluate_every`` steps the loss on the held-out split (fixed draws) is measured, the best weights are
 kept and training stops after ``patience`` evaluations without improvement. Every draw comes from generators
 seeded by ``seed``: the same call gives the same weights bit for bit.
@@ -20,17 +23,22 @@ import numpy as np
 import torch
 
 THROUGH = ("program", "digital")
+FLOW_MATCHING, TEACHER = "flow-matching", "teacher"
+OBJECTIVES = (FLOW_MATCHING, TEACHER)
+# Flow matching's target carries the data's own variance, so its steps are kept small; the teacher's does not.
+LEARNING_RATES = {FLOW_MATCHING: 2e-4, TEACHER: 1e-3}
 
 
 @dataclass(frozen=True)
 class FitSettings:
     max_steps: int = 200
     batch: int = 128
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None  # None: the objective's (LEARNING_RATES)
     seed: int = 0
     evaluate_every: int = 10
     patience: int = 5
     holdout_batch: int = 512
+    objective: str = FLOW_MATCHING
 
 
 @dataclass
@@ -44,27 +52,36 @@ class FitResult:
 
 
 @dataclass
-class _Draws:
+class Draws:
+    """One batch: the noise x₀, the data x₁ and each sample's phase point."""
+
     noise: torch.Tensor
     data: torch.Tensor
     points: list
 
 
-def _draw(model, data: torch.Tensor, count: int, generator: torch.Generator) -> _Draws:
+def draw(model, data: torch.Tensor, count: int, generator: torch.Generator) -> Draws:
+    """``count`` samples of the data (with replacement), their noise and their phase points."""
     index = torch.randint(data.shape[0], (count,), generator=generator)
     noise = torch.randn(count, data.shape[1], generator=generator, dtype=data.dtype)
     choice = torch.randint(len(model.phase_points), (count,), generator=generator).tolist()
-    return _Draws(noise, data[index], [model.phase_points[k] for k in choice])
+    return Draws(noise, data[index], [model.phase_points[k] for k in choice])
 
 
-def _loss(model, draws: _Draws, through: str, chip: int) -> torch.Tensor:
+def loss_of(model, draws: Draws, through: str, chip: int, objective: str = FLOW_MATCHING) -> torch.Tensor:
+    """The loss of ``draws`` (the objective's target), through the program on chip ``chip`` or digitally."""
     times = torch.as_tensor([point.time for point in draws.points], dtype=draws.data.dtype)[:, None]
     state = times * draws.data + (1.0 - times) * draws.noise
     if through == "program":
         velocity = model.velocity(state, draws.points, chip)
     else:
         velocity = model.digital_velocity(state, draws.points)
-    return ((velocity - (draws.data - draws.noise)) ** 2).mean()
+    if objective == TEACHER:
+        with torch.no_grad():
+            target = model.teacher_velocity(state, draws.points)
+    else:
+        target = draws.data - draws.noise
+    return ((velocity - target) ** 2).mean()
 
 
 def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: FitSettings,
@@ -74,20 +91,21 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
     generator = torch.Generator().manual_seed(settings.seed)
     holdout_generator = torch.Generator().manual_seed(settings.seed + 1)
     train_data = torch.as_tensor(train, dtype=torch.float64)
-    fixed = _draw(model, torch.as_tensor(holdout, dtype=torch.float64), settings.holdout_batch, holdout_generator)
+    fixed = draw(model, torch.as_tensor(holdout, dtype=torch.float64), settings.holdout_batch, holdout_generator)
     parameters = list(model.parameters.values())
-    optimiser = torch.optim.Adam(parameters, lr=settings.learning_rate)
+    optimiser = torch.optim.Adam(parameters, lr=settings.learning_rate or LEARNING_RATES[settings.objective])
 
     def held_out() -> float:
         with torch.no_grad():
-            return float(_loss(model, fixed, through, 0))
+            return float(loss_of(model, fixed, through, 0, settings.objective))
 
     best, best_step, waited = held_out(), 0, 0
     best_weights = {name: value.detach().clone() for name, value in model.parameters.items()}
     result = FitResult({}, 0, 0, [(0, best)])
     began, iterations = time.perf_counter(), 0
     for step in range(1, settings.max_steps + 1):
-        loss = _loss(model, _draw(model, train_data, settings.batch, generator), through, step - 1)
+        loss = loss_of(model, draw(model, train_data, settings.batch, generator), through, step - 1,
+                       settings.objective)
         iterations += getattr(model, "iterations", 0) if through == "program" else 0
         optimiser.zero_grad()
         loss.backward()

@@ -5,9 +5,11 @@ dimension, N ≥ 2), a target whose backend has a differentiable twin, an output
 suffix. Guarantees: every input is checked before any work (a missing or malformed data file, a wrong data
 shape naming the expected and the given shape, an unknown target, an output in another format: ``AdmcError``,
 nothing written); the data are split by a seeded permutation into training and held-out parts; the program's
-weights are fitted through the compiled program on the twin (``flow_matching.fit``, ``through="program"``), then,
-as the control, the source's weights digitally for the same number of steps; the tuned model is written in the
-source's format (``model_writer``), atomically. The same inputs and seed give the same bytes.
+weights are fitted through the compiled program on the twin (``flow_matching.fit``, ``through="program"``; the
+objective flow matching on the data, or the source model's own velocity as the target: ``teacher``), then,
+as the control, the source's weights by digital flow matching on the same data for the same number of steps;
+the tuned model is written in the source's format (``model_writer``), atomically. The same inputs and seed give
+the same bytes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from admc.compiler.driver import load_source
 from admc.core.array_files import read_npy
 from admc.core.errors import AdmcError
 from admc.finetuning.compiled_model import CompiledModel
-from admc.finetuning.flow_matching import FitResult, FitSettings, fit
+from admc.finetuning.flow_matching import FLOW_MATCHING, OBJECTIVES, FitResult, FitSettings, fit
 from admc.finetuning.model_writer import check_output, writable_names, write_tuned
 from admc.targets.loader import load_target
 
@@ -49,7 +51,8 @@ def _split(data: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Path, target: str | Path = "aoc-48",
              *, calibration: str | Path | None = None, max_steps: int = 200, seed: int = 0,
-             settings: FitSettings | None = None, chips: int = DEFAULT_CHIPS, control: bool = True,
+             objective: str = FLOW_MATCHING, settings: FitSettings | None = None, chips: int = DEFAULT_CHIPS,
+             control: bool = True,
              progress: Callable[[str, int, int, float, float], None] | None = None) -> FinetuneResult:
     """See the module docstring; ``progress(phase, step, max_steps, loss, best held-out)`` after each step."""
     model, output = Path(model), Path(output)
@@ -66,21 +69,24 @@ def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Pat
         raise AdmcError(f"{data if not isinstance(data, np.ndarray) else 'data'}: data has shape "
                         f"{list(samples.shape)}; expected [N, {dimension}] with N ≥ 2 (the model's state has "
                         f"{dimension} features)")
-    settings = replace(settings or FitSettings(), max_steps=int(max_steps), seed=int(seed))
+    if objective not in OBJECTIVES:
+        raise AdmcError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+    settings = replace(settings or FitSettings(), max_steps=int(max_steps), seed=int(seed), objective=objective)
     train, holdout = _split(samples, seed)
     torch.manual_seed(seed)
     compiled = CompiledModel(source, description, options, seed=seed, chips=chips, writable=writable_names(model))
     try:
-        initial = {name: value.detach().clone() for name, value in compiled.parameters.items()}
         report = (lambda name: (lambda *values: progress(name, *values))) if progress else (lambda name: None)
         program = fit(compiled, train, holdout, "program", settings, report("program"))
         digital = None
         if control:
             with torch.no_grad():
                 for name, value in compiled.parameters.items():
-                    value.copy_(initial[name])
-            digital = fit(compiled, train, holdout, "digital", replace(settings, max_steps=program.steps),
-                          report("control"))
+                    value.copy_(compiled.initial[name])
+            # The control is ordinary digital training on the same data (the teacher's target is the source
+            # itself, which a digital model already meets), for as many steps as the program's fit took.
+            digital = fit(compiled, train, holdout, "digital", replace(settings, max_steps=program.steps,
+                                                                        objective=FLOW_MATCHING), report("control"))
     finally:
         compiled.close()
     write_tuned(model, program.weights, output)
