@@ -211,21 +211,6 @@ def command_verify(arguments: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
-def command_finetune(arguments: argparse.Namespace) -> int:
-    from admc.finetuning.progress import FinetuneProgress
-    from admc.finetuning.run import finetune
-
-    with FinetuneProgress(quiet=arguments.quiet) as progress:
-        result = finetune(arguments.model, arguments.data, arguments.output, arguments.target,
-                          calibration=arguments.calibration, max_steps=arguments.max_steps, seed=arguments.seed,
-                          objective=arguments.objective, progress=progress.update)
-    for name, fitted in (("program", result.program), ("control", result.control)):
-        print(f"{name}: {fitted.steps} steps, best held-out loss {min(loss for _, loss in fitted.holdout_loss):.5f} "
-              f"(step {fitted.best_step}; before {fitted.holdout_loss[0][1]:.5f})")
-    print(f"wrote {result.output}")
-    return 0
-
-
 VERIFY_OUTPUT = ("Prints one line per link (PASS, FAIL, or INFO for a figure reported, not judged), then each sample "
                  "set's distance to the reference samples: MMD² is the unbiased estimator of the squared maximum "
                  "mean discrepancy, around zero and possibly negative when two sets are closer than sampling noise "
@@ -356,30 +341,10 @@ def make_parser() -> argparse.ArgumentParser:
                         "hw48, hw16 or a calibration file (the makers' format)")
     verify.set_defaults(handler=command_verify)
 
-    finetune = commands.add_parser("finetune", help="fine-tune a model through its compiled program on the twin",
-                                   description="Conditional flow matching on your data with the velocity "
-                                   "computed through the compiled program on the target's twin (a measured machine "
-                                   "with --calibration); a digital control with the same steps; the tuned model is "
-                                   "written in the source's format, for admc build (docs/finetune.md).")
-    finetune.add_argument("model", help="an .onnx or .pt2 file (unconditional)")
-    finetune.add_argument("--target", default="aoc-48", metavar="TARGET", help="aoc | aoc-48 | aoc-16 | FILE.yaml")
-    finetune.add_argument("--calibration", metavar="hw48|hw16|FILE", help="fine-tune for this measured machine")
-    finetune.add_argument("--data", required=True, type=option.input_file, metavar="SAMPLES.npy",
-                          help="training samples [N, d] (a share is held out for early stopping)")
-    finetune.add_argument("-o", "--output", required=True, type=option.output_file, metavar="TUNED.onnx|.pt2",
-                          help="where to write the tuned model (the source's format)")
-    finetune.add_argument("--max-steps", type=option.FINETUNE_STEPS, default=200, metavar="N",
-                          help="optimiser steps at most (default 200; early stopping may end sooner)")
-    finetune.add_argument("--seed", type=option.SEED, default=0, metavar="S",
-                          help="seed of the split, the draws and the chips' static errors (default 0)")
-    finetune.add_argument("--objective", default="flow-matching", choices=["flow-matching", "teacher"],
-                          help="the velocity's target: the data's x₁ − x₀ (default), or the source model's own "
-                          "velocity at the same states (no flow-matching variance: the machine learns to compute "
-                          "what the source computes)")
-    finetune.add_argument("-q", "--quiet", action="store_true",
-                          help="no progress line (it is shown only when stderr is a terminal)")
-    finetune.set_defaults(handler=command_finetune)
 
+    from admc.finetuning.cli import add_parser as add_finetune_parser
+
+    add_finetune_parser(commands)
     from admc.sweep.cli import add_parser as add_sweep_parser
 
     add_sweep_parser(commands)

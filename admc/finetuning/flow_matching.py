@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, TEACHER
+
 THROUGH = ("program", "digital")
-FLOW_MATCHING, TEACHER = "flow-matching", "teacher"
-OBJECTIVES = (FLOW_MATCHING, TEACHER)
-# Flow matching's target carries the data's own variance, so its steps are kept small; the teacher's does not.
-LEARNING_RATES = {FLOW_MATCHING: 2e-4, TEACHER: 1e-3}
 
 
 @dataclass(frozen=True)
@@ -85,9 +83,10 @@ def loss_of(model, draws: Draws, through: str, chip: int, objective: str = FLOW_
 
 
 def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: FitSettings,
-        progress: Callable[[int, int, float, float], None] | None = None) -> FitResult:
+        progress: Callable[[int, int, float, float], None] | None = None, gradient=None) -> FitResult:
     """Fine-tune ``model.parameters`` in place (restored to the best held-out weights); see the module docstring.
-    ``progress(step, max_steps, loss, best held-out loss)`` is called after every step."""
+    ``progress(step, max_steps, loss, best held-out loss)`` is called after every step; ``gradient(draws, chip,
+    objective)`` (``parallel.DataParallel``), when given, computes each step's loss and gradient instead."""
     generator = torch.Generator().manual_seed(settings.seed)
     holdout_generator = torch.Generator().manual_seed(settings.seed + 1)
     train_data = torch.as_tensor(train, dtype=torch.float64)
@@ -104,11 +103,17 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
     result = FitResult({}, 0, 0, [(0, best)])
     began, iterations = time.perf_counter(), 0
     for step in range(1, settings.max_steps + 1):
-        loss = loss_of(model, draw(model, train_data, settings.batch, generator), through, step - 1,
-                       settings.objective)
-        iterations += getattr(model, "iterations", 0) if through == "program" else 0
+        draws = draw(model, train_data, settings.batch, generator)
         optimiser.zero_grad()
-        loss.backward()
+        if gradient is None:
+            loss = loss_of(model, draws, through, step - 1, settings.objective)
+            loss.backward()
+            loss = float(loss.detach())
+        else:
+            loss, gradients = gradient(draws, step - 1, settings.objective)
+            for name, value in model.parameters.items():
+                value.grad = gradients[name].to(value.dtype)
+        iterations += getattr(gradient or model, "iterations", 0) if through == "program" else 0
         optimiser.step()
         result.steps = step
         if step % settings.evaluate_every == 0 or step == settings.max_steps:
@@ -120,7 +125,7 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
             else:
                 waited += 1
         if progress is not None:
-            progress(step, settings.max_steps, float(loss.detach()), best)
+            progress(step, settings.max_steps, loss, best)
         if waited >= settings.patience:
             break
     elapsed = time.perf_counter() - began

@@ -9,7 +9,8 @@ weights are fitted through the compiled program on the twin (``flow_matching.fit
 objective flow matching on the data, or the source model's own velocity as the target: ``teacher``), then,
 as the control, the source's weights by digital flow matching on the same data for the same number of steps;
 the tuned model is written in the source's format (``model_writer``), atomically. The same inputs and seed give
-the same bytes.
+the same bytes. ``workers`` > 1 or an ``address`` run the program's fit data-parallel on Ray (``parallel``); one
+worker in this process is the default.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from admc.compiler.driver import load_source
 from admc.core.array_files import read_npy
 from admc.core.errors import AdmcError
 from admc.finetuning.compiled_model import CompiledModel
-from admc.finetuning.flow_matching import FLOW_MATCHING, OBJECTIVES, FitResult, FitSettings, fit
+from admc.finetuning.flow_matching import FitResult, FitSettings, fit
 from admc.finetuning.model_writer import check_output, writable_names, write_tuned
+from admc.finetuning.objectives import FLOW_MATCHING, OBJECTIVES
 from admc.targets.loader import load_target
 
 HOLDOUT_SHARE = 0.2
@@ -49,10 +51,29 @@ def _split(data: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return data[order[held:]], data[order[:held]]
 
 
+def _fit_program(compiled: CompiledModel, model: Path, target, calibration, seed: int, chips: int,
+                 train: np.ndarray, holdout: np.ndarray, settings: FitSettings, progress, workers: int,
+                 address: str | None) -> FitResult:
+    """The program's fit, in this process (one worker, no address) or data-parallel on Ray."""
+    if address is None and workers == 1:
+        return fit(compiled, train, holdout, "program", settings, progress)
+    from admc.finetuning.parallel import DataParallel
+
+    # Workers need no shared file system: the model is sent; a target or calibration file is named absolutely.
+    target, calibration = (str(Path(value).resolve()) if value is not None and Path(value).is_file() else value
+                           for value in (target, calibration))
+    parallel = DataParallel(model, target, calibration, seed, chips, set(compiled.parameters),
+                            None if address is not None and workers == 1 else workers, address, compiled.parameters)
+    try:
+        return fit(compiled, train, holdout, "program", settings, progress, gradient=parallel)
+    finally:
+        parallel.close()
+
+
 def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Path, target: str | Path = "aoc-48",
              *, calibration: str | Path | None = None, max_steps: int = 200, seed: int = 0,
              objective: str = FLOW_MATCHING, settings: FitSettings | None = None, chips: int = DEFAULT_CHIPS,
-             control: bool = True,
+             control: bool = True, workers: int = 1, address: str | None = None,
              progress: Callable[[str, int, int, float, float], None] | None = None) -> FinetuneResult:
     """See the module docstring; ``progress(phase, step, max_steps, loss, best held-out)`` after each step."""
     model, output = Path(model), Path(output)
@@ -77,7 +98,8 @@ def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Pat
     compiled = CompiledModel(source, description, options, seed=seed, chips=chips, writable=writable_names(model))
     try:
         report = (lambda name: (lambda *values: progress(name, *values))) if progress else (lambda name: None)
-        program = fit(compiled, train, holdout, "program", settings, report("program"))
+        program = _fit_program(compiled, model, target, calibration, seed, chips, train, holdout, settings,
+                               report("program"), workers, address)
         digital = None
         if control:
             with torch.no_grad():
