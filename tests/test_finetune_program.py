@@ -29,9 +29,10 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXACT = 1e-10
 
 
-def _compiled(model: Path, calibration: str | None = None, steps: int = 4, quantise: bool = True) -> CompiledModel:
+def _compiled(model: Path, calibration: str | None = None, steps: int = 4, quantise: bool = True,
+              solver: str | None = None) -> CompiledModel:
     target = load_target("aoc-48")
-    options = replace(BuildOptions(), steps=steps, calibration=target_machine(target, calibration))
+    options = replace(BuildOptions(), steps=steps, solver=solver, calibration=target_machine(target, calibration))
     return CompiledModel(load_source(model), target, options, seed=3, quantise=quantise)
 
 
@@ -59,9 +60,10 @@ def test_two_moons_runs_as_the_bundle_twin(calibration):
         model.close()
 
 
-@pytest.mark.parametrize("module", [StandardMlp, SinusoidalTime])
-def test_standard_mlp_and_time_embedding_run_as_the_bundle_twin(tmp_path, module):
-    model = _compiled(export_pt2(seeded(module(), 3), tmp_path / "model.pt2"))
+@pytest.mark.parametrize(("module", "solver"), [(StandardMlp, None), (SinusoidalTime, None), (StandardMlp, "heun")])
+def test_standard_mlp_and_time_embedding_run_as_the_bundle_twin(tmp_path, module, solver):
+    """Folded input, a time-embedding subnetwork, and open phases (Heun's explicit stage) too."""
+    model = _compiled(export_pt2(seeded(module(), 3), tmp_path / "model.pt2"), solver=solver)
     try:
         assert model.compiled.program.layout == "folded-input"
         noise = np.random.default_rng(1).standard_normal((8, 2))

@@ -165,7 +165,7 @@ class DifferentiableTwin:
             for _ in range(twin.open_iterations):
                 state = self._apply(state, matrices, drive, closed, hold)
             self.iterations += twin.open_iterations
-            return state, state[:, twin.readout] / twin.readout_scale
+            return self._hold(state, hold), state[:, twin.readout] / twin.readout_scale
 
         def function(value):
             updated = self._apply(value, matrices, drive, closed, hold)
