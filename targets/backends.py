@@ -63,6 +63,10 @@ class TargetBackend:
     # on the weights its state scaling produces); the driver then gives it only ``settling_alpha`` for the
     # runs that precede the choice. False: the driver's α pass chooses α before the lowering.
     alpha_in_lowering: bool = False
+    # (bundle, block shapes, seed, quantise) -> the target's twin of that bundle with the program's weights,
+    # static injections and injection matrices as torch inputs (``run``, ``velocity``; admc.finetuning).
+    # None: the target's programs cannot be fine-tuned through a twin.
+    differentiable_twin: Callable[..., Any] | None = None
 
 
 def resolve_backend(module_path: str | None, named_by: str) -> TargetBackend | None:

@@ -1,4 +1,4 @@
-"""The ``admc`` command line: build, inspect, estimate, reference, simulate, verify.
+"""The ``admc`` command line: build, inspect, estimate, reference, simulate, verify, finetune.
 
 Exit status: 0 success (verify: passed), 1 verify failed, 2 bad input (one line on stderr naming what is
 wrong and where; no traceback; nothing half-written), 70 internal error (one line naming a saved traceback);
@@ -341,6 +341,10 @@ def make_parser() -> argparse.ArgumentParser:
                         "hw48, hw16 or a calibration file (the makers' format)")
     verify.set_defaults(handler=command_verify)
 
+
+    from admc.finetuning.cli import add_parser as add_finetune_parser
+
+    add_finetune_parser(commands)
     from admc.sweep.cli import add_parser as add_sweep_parser
 
     add_sweep_parser(commands)

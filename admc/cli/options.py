@@ -75,6 +75,8 @@ LOOP_ITERATIONS = integer(1, limits.LOOP_ITERATIONS)
 SAMPLES = integer(1, limits.SAMPLES)
 REPEATS = integer(1, limits.REPEATS)
 SEED = integer(0, limits.SEED_MAX)
+FINETUNE_STEPS = integer(1, 1_000_000)
+WORKERS = integer(1, 4096)
 
 
 def _parent(path: Path) -> Path:

@@ -71,6 +71,12 @@ def verify_bound(bundle) -> tuple[str, float]:
     return bound_for_target(bundle.target)
 
 
+def differentiable_twin(bundle, block_shapes, seed: int, quantise: bool = True, calibration=None):
+    from admc.targets.aoc.differentiable_twin import DifferentiableTwin
+
+    return DifferentiableTwin(bundle, block_shapes, calibration=calibration, seed=seed, quantise=quantise)
+
+
 BACKEND = TargetBackend("aoc", lowering, read_program, run_twin, simulate, describe, check_files, verify_bound,
                         read_calibration, manifest_section=AocSection, make_twin=make_twin,
-                        alpha_in_lowering=True)
+                        alpha_in_lowering=True, differentiable_twin=differentiable_twin)

@@ -1,0 +1,139 @@
+"""Conditional flow matching of a compiled model's weights, through its program on the twin or digitally.
+
+Requires: a ``CompiledModel`` and data [N, d] (float64). Guarantees: :func:`fit` minimises
+E ‖v(x_t, t) − (x₁ − x₀)‖², x_t = t x₁ + (1 − t) x₀, x₀ ~ N(0, I), x₁ from the training split and t drawn
+uniformly from the program's phase points (the times at which the program evaluates the velocity), with v the
+program's velocity through the twin (``through="program"``; chips cycled step by step) or the source model's
+own (``"digital"``, the control: same data, draws, steps and optimiser). ``objective`` "teacher" replaces the
+target x₁ − x₀ by the source model's own velocity at x_t (its weights before fine-tuning): the same states, a
+target without the flow-matching variance, which makes the machine compute what the source computes (the
+digital control then has nothing to learn). Adam on the float64 weights;
+every ``evaluate_every`` steps the loss on the held-out split (fixed draws) is measured, the best weights are
+kept and training stops after ``patience`` evaluations without improvement. Every draw comes from generators
+seeded by ``seed``: the same call gives the same weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, TEACHER
+
+THROUGH = ("program", "digital")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    max_steps: int = 200
+    batch: int = 128
+    learning_rate: float | None = None  # None: the objective's (LEARNING_RATES)
+    seed: int = 0
+    evaluate_every: int = 10
+    patience: int = 5
+    holdout_batch: int = 512
+    objective: str = FLOW_MATCHING
+
+
+@dataclass
+class FitResult:
+    weights: dict[str, np.ndarray]
+    steps: int
+    best_step: int
+    holdout_loss: list[tuple[int, float]] = field(default_factory=list)
+    seconds_per_step: float = 0.0
+    loop_iterations_per_step: float = 0.0
+
+
+@dataclass
+class Draws:
+    """One batch: the noise x₀, the data x₁ and each sample's phase point."""
+
+    noise: torch.Tensor
+    data: torch.Tensor
+    points: list
+
+
+def draw(model, data: torch.Tensor, count: int, generator: torch.Generator) -> Draws:
+    """``count`` samples of the data (with replacement), their noise and their phase points."""
+    index = torch.randint(data.shape[0], (count,), generator=generator)
+    noise = torch.randn(count, data.shape[1], generator=generator, dtype=data.dtype)
+    choice = torch.randint(len(model.phase_points), (count,), generator=generator).tolist()
+    return Draws(noise, data[index], [model.phase_points[k] for k in choice])
+
+
+def loss_of(model, draws: Draws, through: str, chip: int, objective: str = FLOW_MATCHING) -> torch.Tensor:
+    """The loss of ``draws`` (the objective's target), through the program on chip ``chip`` or digitally."""
+    times = torch.as_tensor([point.time for point in draws.points], dtype=draws.data.dtype)[:, None]
+    state = times * draws.data + (1.0 - times) * draws.noise
+    if through == "program":
+        velocity = model.velocity(state, draws.points, chip)
+    else:
+        velocity = model.digital_velocity(state, draws.points)
+    if objective == TEACHER:
+        with torch.no_grad():
+            target = model.teacher_velocity(state, draws.points)
+    else:
+        target = draws.data - draws.noise
+    return ((velocity - target) ** 2).mean()
+
+
+def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: FitSettings,
+        progress: Callable[[int, int, float, float], None] | None = None, gradient=None) -> FitResult:
+    """Fine-tune ``model.parameters`` in place (restored to the best held-out weights); see the module docstring.
+    ``progress(step, max_steps, loss, best held-out loss)`` is called after every step; ``gradient(draws, chip,
+    objective)`` (``parallel.DataParallel``), when given, computes each step's loss and gradient instead."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    holdout_generator = torch.Generator().manual_seed(settings.seed + 1)
+    train_data = torch.as_tensor(train, dtype=torch.float64)
+    fixed = draw(model, torch.as_tensor(holdout, dtype=torch.float64), settings.holdout_batch, holdout_generator)
+    parameters = list(model.parameters.values())
+    optimiser = torch.optim.Adam(parameters, lr=settings.learning_rate or LEARNING_RATES[settings.objective])
+
+    def held_out() -> float:
+        with torch.no_grad():
+            return float(loss_of(model, fixed, through, 0, settings.objective))
+
+    best, best_step, waited = held_out(), 0, 0
+    best_weights = {name: value.detach().clone() for name, value in model.parameters.items()}
+    result = FitResult({}, 0, 0, [(0, best)])
+    began, iterations = time.perf_counter(), 0
+    for step in range(1, settings.max_steps + 1):
+        draws = draw(model, train_data, settings.batch, generator)
+        optimiser.zero_grad()
+        if gradient is None:
+            loss = loss_of(model, draws, through, step - 1, settings.objective)
+            loss.backward()
+            loss = float(loss.detach())
+        else:
+            loss, gradients = gradient(draws, step - 1, settings.objective)
+            for name, value in model.parameters.items():
+                value.grad = gradients[name].to(value.dtype)
+        iterations += getattr(gradient or model, "iterations", 0) if through == "program" else 0
+        optimiser.step()
+        result.steps = step
+        if step % settings.evaluate_every == 0 or step == settings.max_steps:
+            value = held_out()
+            result.holdout_loss.append((step, value))
+            if value < best:
+                best, best_step, waited = value, step, 0
+                best_weights = {name: tensor.detach().clone() for name, tensor in model.parameters.items()}
+            else:
+                waited += 1
+        if progress is not None:
+            progress(step, settings.max_steps, loss, best)
+        if waited >= settings.patience:
+            break
+    elapsed = time.perf_counter() - began
+    with torch.no_grad():
+        for name, value in model.parameters.items():
+            value.copy_(best_weights[name])
+    result.weights = {name: value.numpy().copy() for name, value in best_weights.items()}
+    result.best_step = best_step
+    result.seconds_per_step = elapsed / max(result.steps, 1)
+    result.loop_iterations_per_step = iterations / max(result.steps, 1)
+    return result

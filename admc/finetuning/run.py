@@ -1,0 +1,115 @@
+"""Fine-tune a model for a target (and a measured machine): what ``admc finetune`` and ``admc.finetune`` run.
+
+Requires: a model file (``.onnx`` or ``.pt2``, unconditional), a data array [N, d] (d the model's state
+dimension, N ≥ 2), a target whose backend has a differentiable twin, an output path with the source's
+suffix. Guarantees: every input is checked before any work (a missing or malformed data file, a wrong data
+shape naming the expected and the given shape, an unknown target, an output in another format: ``AdmcError``,
+nothing written); the data are split by a seeded permutation into training and held-out parts; the program's
+weights are fitted through the compiled program on the twin (``flow_matching.fit``, ``through="program"``; the
+objective flow matching on the data, or the source model's own velocity as the target: ``teacher``), then,
+as the control, the source's weights by digital flow matching on the same data for the same number of steps;
+the tuned model is written in the source's format (``model_writer``), atomically. The same inputs and seed give
+the same bytes. ``workers`` > 1 or an ``address`` run the program's fit data-parallel on Ray (``parallel``); one
+worker in this process is the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from admc.compiler.build_options import BuildOptions, target_machine
+from admc.compiler.driver import load_source
+from admc.core.array_files import read_npy
+from admc.core.errors import AdmcError
+from admc.finetuning.compiled_model import CompiledModel
+from admc.finetuning.flow_matching import FitResult, FitSettings, fit
+from admc.finetuning.model_writer import check_output, writable_names, write_tuned
+from admc.finetuning.objectives import FLOW_MATCHING, OBJECTIVES
+from admc.targets.loader import load_target
+
+HOLDOUT_SHARE = 0.2
+DEFAULT_CHIPS = 4  # nominal targets: static errors redrawn over this many chips, cycled step by step
+
+
+@dataclass
+class FinetuneResult:
+    """The tuned model's path, the program fit and the digital control's fit (its weights in ``control``)."""
+
+    output: Path
+    program: FitResult
+    control: FitResult | None
+
+
+def _split(data: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(data.shape[0])
+    held = max(1, int(round(HOLDOUT_SHARE * data.shape[0])))
+    return data[order[held:]], data[order[:held]]
+
+
+def _fit_program(compiled: CompiledModel, model: Path, target, calibration, seed: int, chips: int,
+                 train: np.ndarray, holdout: np.ndarray, settings: FitSettings, progress, workers: int,
+                 address: str | None) -> FitResult:
+    """The program's fit, in this process (one worker, no address) or data-parallel on Ray."""
+    if address is None and workers == 1:
+        return fit(compiled, train, holdout, "program", settings, progress)
+    from admc.finetuning.parallel import DataParallel
+
+    # Workers need no shared file system: the model is sent; a target or calibration file is named absolutely.
+    target, calibration = (str(Path(value).resolve()) if value is not None and Path(value).is_file() else value
+                           for value in (target, calibration))
+    parallel = DataParallel(model, target, calibration, seed, chips, set(compiled.parameters),
+                            None if address is not None and workers == 1 else workers, address, compiled.parameters)
+    try:
+        return fit(compiled, train, holdout, "program", settings, progress, gradient=parallel)
+    finally:
+        parallel.close()
+
+
+def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Path, target: str | Path = "aoc-48",
+             *, calibration: str | Path | None = None, max_steps: int = 200, seed: int = 0,
+             objective: str = FLOW_MATCHING, settings: FitSettings | None = None, chips: int = DEFAULT_CHIPS,
+             control: bool = True, workers: int = 1, address: str | None = None,
+             progress: Callable[[str, int, int, float, float], None] | None = None) -> FinetuneResult:
+    """See the module docstring; ``progress(phase, step, max_steps, loss, best held-out)`` after each step."""
+    model, output = Path(model), Path(output)
+    check_output(model, output)
+    if not output.parent.is_dir():
+        raise AdmcError(f"-o {output}: the directory {output.parent} does not exist")
+    samples = read_npy(data, "data", dimensions=2) if not isinstance(data, np.ndarray) else np.asarray(
+        data, dtype=np.float64)
+    description = load_target(target)
+    options = replace(BuildOptions(), calibration=target_machine(description, calibration))
+    source = load_source(model)
+    dimension = next(entry.shape[1] for entry in source.graph.inputs if entry.name == source.graph.state_input)
+    if samples.ndim != 2 or samples.shape[1] != dimension or samples.shape[0] < 2:
+        raise AdmcError(f"{data if not isinstance(data, np.ndarray) else 'data'}: data has shape "
+                        f"{list(samples.shape)}; expected [N, {dimension}] with N ≥ 2 (the model's state has "
+                        f"{dimension} features)")
+    if objective not in OBJECTIVES:
+        raise AdmcError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+    settings = replace(settings or FitSettings(), max_steps=int(max_steps), seed=int(seed), objective=objective)
+    train, holdout = _split(samples, seed)
+    torch.manual_seed(seed)
+    compiled = CompiledModel(source, description, options, seed=seed, chips=chips, writable=writable_names(model))
+    try:
+        report = (lambda name: (lambda *values: progress(name, *values))) if progress else (lambda name: None)
+        program = _fit_program(compiled, model, target, calibration, seed, chips, train, holdout, settings,
+                               report("program"), workers, address)
+        digital = None
+        if control:
+            with torch.no_grad():
+                for name, value in compiled.parameters.items():
+                    value.copy_(compiled.initial[name])
+            # The control is ordinary digital training on the same data (the teacher's target is the source
+            # itself, which a digital model already meets), for as many steps as the program's fit took.
+            digital = fit(compiled, train, holdout, "digital", replace(settings, max_steps=program.steps,
+                                                                        objective=FLOW_MATCHING), report("control"))
+    finally:
+        compiled.close()
+    write_tuned(model, program.weights, output)
+    return FinetuneResult(output, program, digital)

@@ -1,0 +1,192 @@
+"""Fine-tuning for a measured machine (issue 24): two moons compiled for hw48, fine-tuned for it, on its twin.
+
+Run: `nice .venv/bin/python benchmarks/finetune.py [--max-steps N] [--samples N] [--json OUT]` (writes
+benchmarks/results/finetune.json; ~10–20 min on two shared cores at the defaults).
+
+For the shipped two-moons model (`examples/two_moons.onnx`), the model fine-tuned by `admc.finetune` for aoc-48
+with the shipped hw48 calibration, and the digital control (the same weights trained digitally for the same
+steps): each is built for aoc-48 with `--calibration hw48` and run on the calibrated twin (every measured effect
+on, read noise included, the bundle's loop budget, as `admc simulate --calibration hw48` runs it), from the same
+noise. Figures: W2 of the twin's samples to fresh two-moons data and of each model's own ideal samples (the
+float64 reference solver) to the same data; final-sample NRMSE of the twin's samples against the *source*
+model's ideal samples. W2 is exact on equal-size sets (POT's EMD, `admc.verify.metrics.wasserstein2`). Timing:
+seconds per fine-tuning step (forward through the program, implicit backward, Adam) against one plain torch
+training step of the source model (the examples' `AdmMlp`, float32, the same batch), with the loop iterations per
+step (forward; the adjoint runs about as many again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+from train_two_moons import AdmMlp, two_moons  # noqa: E402
+
+from admc.bundle.store import Bundle  # noqa: E402
+from admc.compiler.build_options import BuildOptions, target_machine  # noqa: E402
+from admc.compiler.driver import build, load_source  # noqa: E402
+from admc.finetuning.compiled_model import CompiledModel  # noqa: E402
+from admc.finetuning.flow_matching import FitSettings, draw, loss_of  # noqa: E402
+from admc.finetuning.model_writer import write_tuned  # noqa: E402
+from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, OBJECTIVES, TEACHER  # noqa: E402
+from admc.finetuning.run import finetune  # noqa: E402
+from admc.runtime.reference import run_reference  # noqa: E402
+from admc.targets.aoc.calibration import read_calibration  # noqa: E402
+from admc.targets.aoc.twin import AocTwin  # noqa: E402
+from admc.targets.loader import load_target  # noqa: E402
+from admc.verify.metrics import nrmse, wasserstein2  # noqa: E402
+
+SOURCE = ROOT / "examples" / "two_moons.onnx"
+TARGET, CALIBRATION = "aoc-48", "hw48"
+TRAIN_SAMPLES, TRAIN_SEED, DATA_SEED, NOISE_SEED = 4096, 10, 11, 12
+TIMED_STEPS = 5
+
+
+def machine_samples(model: Path, noise: np.ndarray, directory: Path) -> np.ndarray:
+    """The model built for hw48 and run on the calibrated twin (every measured effect, read noise on)."""
+    bundle = Bundle(build(model, directory / f"{model.stem}_bundle", target=TARGET, calibration=CALIBRATION))
+    return AocTwin(bundle, calibration=read_calibration(CALIBRATION), seed=0).run(noise).trajectory[-1]
+
+
+def ideal_samples(model: Path, noise: np.ndarray) -> np.ndarray:
+    return run_reference(str(model), noise, "implicit-euler", 16).samples
+
+
+def evaluate(models: dict[str, Path], noise: np.ndarray, data: np.ndarray, directory: Path) -> dict:
+    source_ideal = ideal_samples(models["source"], noise)
+    rows = {}
+    for name, path in models.items():
+        machine = machine_samples(path, noise, directory)
+        own = ideal_samples(path, noise)
+        rows[name] = {"w2_machine_to_data": wasserstein2(machine, data), "w2_ideal_to_data": wasserstein2(own, data),
+                      "nrmse_machine_vs_source_ideal": nrmse(machine, source_ideal),
+                      "nrmse_ideal_vs_source_ideal": nrmse(own, source_ideal)}
+        print(f"{name:45s} W2 machine→data {rows[name]['w2_machine_to_data']:.4f}  W2 ideal→data "
+              f"{rows[name]['w2_ideal_to_data']:.4f}  NRMSE machine vs source ideal "
+              f"{rows[name]['nrmse_machine_vs_source_ideal']:.4f}", flush=True)
+    return rows
+
+
+def plain_step_seconds(batch: torch.Tensor, repeats: int = 50) -> float:
+    """One plain CFM training step of the source model (AdmMlp, float32) on ``batch``."""
+    model = AdmMlp()
+    model.load_state_dict(dict(torch.export.load(ROOT / "examples" / "two_moons.pt2").state_dict))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    data = batch.float()
+    began = time.perf_counter()
+    for _ in range(repeats):
+        noise = torch.randn(data.shape, generator=generator)
+        t = torch.rand(data.shape[0], generator=generator)
+        state = t[:, None] * data + (1 - t[:, None]) * noise
+        loss = ((model(state, t) - (data - noise)) ** 2).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return (time.perf_counter() - began) / repeats
+
+
+def timing(train: np.ndarray, batch: int) -> dict:
+    """Seconds per fine-tuning step and loop iterations per step, beside one plain torch step (both on one
+    thread: the cores are shared, and a 2-32-32-2 network gains nothing from more)."""
+    torch.set_num_threads(1)
+    target = load_target(TARGET)
+    options = replace(BuildOptions(), calibration=target_machine(target, CALIBRATION))
+    model = CompiledModel(load_source(SOURCE), target, options, seed=0)
+    try:
+        optimiser = torch.optim.Adam(list(model.parameters.values()), lr=LEARNING_RATES[TEACHER])
+        generator = torch.Generator().manual_seed(0)
+        data = torch.as_tensor(train)
+        seconds, iterations = [], []
+        for step in range(TIMED_STEPS + 1):
+            draws = draw(model, data, batch, generator)
+            began = time.perf_counter()
+            loss = loss_of(model, draws, "program", 0, TEACHER)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if step:  # the first step pays the caches
+                seconds.append(time.perf_counter() - began)
+                iterations.append(model.iterations)
+        plain = plain_step_seconds(draws.data)
+    finally:
+        model.close()
+    step_seconds = float(np.median(seconds))
+    return {"batch": batch, "threads": 1, "finetune_step_seconds": step_seconds, "plain_torch_step_seconds": plain,
+            "ratio": step_seconds / plain, "loop_iterations_per_step_forward": float(np.mean(iterations)),
+            "note": "the adjoint (implicit backward) iterates about as many times again"}
+
+
+def tune(objective: str, train: np.ndarray, max_steps: int, directory: Path, control: bool) -> tuple[dict, dict]:
+    """Fine-tune for hw48 with ``objective``; returns the written models and the fit's figures."""
+    began = time.perf_counter()
+    output = directory / f"tuned_{objective}.onnx"
+    result = finetune(SOURCE, train, output, TARGET, calibration=CALIBRATION, max_steps=max_steps, seed=0,
+                      objective=objective, control=control,
+                      progress=lambda fit, step, steps, loss, best: print(
+                          f"  {objective} {fit} {step}/{steps} loss {loss:.5f} best {best:.5f}", flush=True)
+                      if step % 10 == 0 else None)
+    models = {f"tuned ({objective})": output}
+    figures = {"steps": result.program.steps, "best_step": result.program.best_step,
+               "holdout_loss": result.program.holdout_loss, "seconds": time.perf_counter() - began}
+    if control:
+        write_tuned(SOURCE, result.control.weights, directory / "control.onnx")
+        models["control (digital flow matching, same steps)"] = directory / "control.onnx"
+        figures["control"] = {"steps": result.control.steps, "best_step": result.control.best_step,
+                              "holdout_loss": result.control.holdout_loss}
+    return models, figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-steps", type=int, default=150)
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--objectives", nargs="+", default=[TEACHER, FLOW_MATCHING], choices=OBJECTIVES)
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "finetune.json")
+    parser.add_argument("--timing-only", action="store_true", help="re-measure the timing into an existing JSON")
+    arguments = parser.parse_args()
+    train = two_moons(TRAIN_SAMPLES, np.random.default_rng(TRAIN_SEED))
+    if arguments.timing_only:
+        report = json.loads(arguments.json.read_text())
+        report["timing"] = timing(train, FitSettings().batch)
+        print(json.dumps(report["timing"], indent=1))
+        arguments.json.write_text(json.dumps(report, indent=1) + "\n")
+        return
+    data = two_moons(arguments.samples, np.random.default_rng(DATA_SEED))
+    noise = np.random.default_rng(NOISE_SEED).standard_normal((arguments.samples, 2))
+    models, fits = {"source": SOURCE}, {}
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        for index, objective in enumerate(arguments.objectives):
+            written, fits[objective] = tune(objective, train, arguments.max_steps, directory, control=index == 0)
+            models.update(written)
+        rows = evaluate(models, noise, data, directory)
+    settings = FitSettings()
+    report = {
+        "model": str(SOURCE.relative_to(ROOT)), "target": TARGET, "calibration": CALIBRATION,
+        "settings": {"max_steps": arguments.max_steps, "batch": settings.batch, "learning_rates": LEARNING_RATES,
+                     "train_samples": TRAIN_SAMPLES, "evaluation_samples": arguments.samples,
+                     "w2": "exact (POT EMD via admc.verify.metrics.wasserstein2), equal-size sets"},
+        "fits": fits,
+        "results": rows,
+        "timing": timing(train, settings.batch),
+    }
+    print(json.dumps(report["timing"], indent=1))
+    arguments.json.parent.mkdir(parents=True, exist_ok=True)
+    arguments.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {arguments.json}")
+
+
+if __name__ == "__main__":
+    main()
