@@ -77,16 +77,17 @@ def routing_json(placement: Placement, blocks: Sequence[BlockShape], groups: Seq
     tiles = placement.tiles
     tile_blocks = [block_by_name[tile.block] for tile in tiles]
 
-    def field(values) -> np.ndarray:
+    def per_tile(values) -> np.ndarray:
         return np.fromiter(values, dtype=np.int64, count=len(tiles))
 
-    module = field(tile.module for tile in tiles)
-    column_tile, input_port = _expand(field(tile.input_port_start for tile in tiles), field(t.columns for t in tiles))
-    _, column = _expand(field(tile.column_start for tile in tiles), field(t.columns for t in tiles))
-    row_tile, output_port = _expand(field(tile.output_port_start for tile in tiles), field(t.rows for t in tiles))
-    _, row = _expand(field(tile.row_start for tile in tiles), field(t.rows for t in tiles))
-    column_group = field(rank[block.column_group] for block in tile_blocks)[column_tile]
-    row_group = field(rank[block.row_group] for block in tile_blocks)[row_tile]
+    module = per_tile(tile.module for tile in tiles)
+    columns, rows = per_tile(tile.columns for tile in tiles), per_tile(tile.rows for tile in tiles)
+    column_tile, input_port = _expand(per_tile(tile.input_port_start for tile in tiles), columns)
+    _, column = _expand(per_tile(tile.column_start for tile in tiles), columns)
+    row_tile, output_port = _expand(per_tile(tile.output_port_start for tile in tiles), rows)
+    _, row = _expand(per_tile(tile.row_start for tile in tiles), rows)
+    column_group = per_tile(rank[block.column_group] for block in tile_blocks)[column_tile]
+    row_group = per_tile(rank[block.row_group] for block in tile_blocks)[row_tile]
     inputs, input_edges = _ports(module[column_tile], input_port, column_tile, column_group, column, "input_port")
     outputs, output_edges = _ports(module[row_tile], output_port, row_tile, row_group, row, "output_port")
 
