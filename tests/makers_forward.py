@@ -7,8 +7,8 @@ tests. It reads the calibration YAML itself (no admc code) and evaluates one loo
   sigmoid → LED cubic per path → fan-in efficiency → SLM distortion of W±/max|W| per column → product
   → output gain η → (48 ports: PBS leak, then PD crosstalk; 16 ports: PD crosstalk, then PBS polynomials)
   → × β/N → y⁺ − y⁻ → 48 ports: (g + r(δ + β λ)) κ.
-Every switch of the cell is on. ``dark`` marks input ports whose LED is unpowered (light 0): the admc twin
-leaves ports no program channel drives dark, the one convention the cell itself has no need for.
+Every switch of the cell is on, and every port is lit, as the cell lights it: a port no program channel
+drives reads the voltage it is held at (0 V in an admc bundle).
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ def _vector(node) -> np.ndarray:
     return np.asarray(node, dtype=np.float64)
 
 
-def gradient_term(z: np.ndarray, weights: np.ndarray, beta: np.ndarray, calibration: dict,
-                  dark: np.ndarray | None = None) -> np.ndarray:
+def gradient_term(z: np.ndarray, weights: np.ndarray, beta: np.ndarray, calibration: dict) -> np.ndarray:
     """z [B, N] (volts per port), weights [N, N] signed (source i, detector j), beta [N] (per detector)."""
     n = z.shape[-1]
     coefficients = list(calibration["tanh_sigmoid_coeffs"]) + [0.0] * (6 - len(calibration["tanh_sigmoid_coeffs"]))
@@ -37,9 +36,6 @@ def gradient_term(z: np.ndarray, weights: np.ndarray, beta: np.ndarray, calibrat
     drive = d * u / (1.0 + np.abs(u) ** c) ** (1.0 / c) + f + g * z
     light = {"p": np.polyval(calibration["led_poly_coeffs_pos"], drive),
              "n": np.polyval(calibration["led_poly_coeffs_neg"], drive)}
-    if dark is not None:
-        for key in light:
-            light[key] = np.where(dark[None, :], 0.0, light[key])
     rows = calibration["row_profiles"]
     fan_in = {"p": light["p"] * _vector(rows["positive_row12"]), "n": light["n"] * _vector(rows["negative_row12"])}
     largest = np.abs(weights).max()

@@ -30,7 +30,7 @@ from admc.targets.aoc.backend import ImageSet, gains_and_transmissions, place, r
 from admc.targets.aoc.calibration import Calibration
 from admc.targets.aoc.chain import measured_chain
 from admc.targets.aoc.channel_gains import TileRows
-from admc.targets.aoc.compensation import RANGE_MARGIN, PortLight, compensate, small_signal
+from admc.targets.aoc.compensation import REACH_TOLERANCE, PortLight, compensate, small_signal, zero_state_light
 from admc.targets.aoc.lowering import (
     GAIN_FLOORS,
     ROUTING,
@@ -98,14 +98,14 @@ def input_port_channels(scaled, placement, ports: int) -> np.ndarray:
 
 
 def port_light(points: OperatingPoints, port_channels: np.ndarray, nominal, machine) -> PortLight:
-    """The fitted light model of every used input port (the small-signal one elsewhere)."""
-    default = small_signal(machine, nominal)
+    """The fitted light model of every used input port; an unused one is lit at its voltage 0 (its rest light
+    is the z = 0 light, its slope the small-signal one)."""
+    default, unused_rest = small_signal(machine, nominal), zero_state_light(machine)
     used = port_channels >= 0
     safe = np.where(used, port_channels, 0)
     slope = {path: np.where(used, points.scale[path][safe] / nominal.light_per_sigma, default[path])
              for path in ("positive", "negative")}
-    rest = {path: np.where(used, points.rest[path][safe], points.rest[path][0] if points.rest[path].size else 0.0)
-            for path in ("positive", "negative")}
+    rest = {path: np.where(used, points.rest[path][safe], unused_rest[path]) for path in ("positive", "negative")}
     return PortLight(slope, rest)
 
 
@@ -178,7 +178,7 @@ def choose_alpha_for_reach(state: CalibratedLowering) -> CalibratedLowering:
                   slice(tile.input_port_start, tile.input_port_stop))
         available = np.where(rows.weights >= 0, state.reach["positive"][window], state.reach["negative"][window])
         demand.append(TileRows(rows.block_name, rows.row_offset_in_block,
-                               rows.weights / np.maximum(available * REACH_SHARE * RANGE_MARGIN, 1e-300),
+                               rows.weights / np.maximum(available * REACH_SHARE, 1e-300),
                                rows.channels))
     return choose_alpha_in_range(replace(state, alpha_demand=tuple(demand)))
 
@@ -197,7 +197,7 @@ def compensate_machine(state: CalibratedLowering) -> CalibratedLowering:
         raised = alpha.copy()
         for tile, rows in zip(placement.tiles, tile_rows, strict=True):
             row_excess = result.excess[tile.module, tile.output_port_start:tile.output_port_stop]
-            wanted = 1.0 - (1.0 - alpha[rows.channels]) / np.maximum(row_excess / RANGE_MARGIN, 1.0)
+            wanted = 1.0 - (1.0 - alpha[rows.channels]) / np.maximum(row_excess / (1.0 + REACH_TOLERANCE), 1.0)
             np.maximum.at(raised, rows.channels, np.minimum(wanted, target.alpha.max))
         if np.allclose(raised, alpha, rtol=0, atol=1e-12):
             break
@@ -231,6 +231,31 @@ def realise_on_machine(state: CalibratedLowering) -> CalibratedLowering:
                    weight_errors=weight_errors(scaled, achieved, None))
 
 
+def drive_convention(state: CalibratedLowering) -> dict:
+    """How an operator drives what the bundle does not use, and how to read the images (the makers' cell's
+    conventions, so its code loads the bundle unmodified)."""
+    ports, modules = state.target.module.ports, state.placement.modules_used
+    used_in = input_port_channels(state.scaled, state.placement, ports) >= 0
+    used_out = np.zeros((modules, ports), dtype=bool)
+    for tile, rows in zip(state.placement.tiles, state.tile_rows, strict=True):
+        used_out[tile.module, tile.output_port_start:tile.output_port_start + len(rows.channels)] = True
+    grey = state.compensated.grey
+    full = 2 ** state.target.slm.bit_depth - 1
+    peaks = np.maximum(*(grey[path].reshape(modules, -1).max(axis=1) for path in ("positive", "negative")))
+    return {
+        "images": f"absolute drive: grey level g drives the SLM at g / {full}; each module's image peaks at {full}, "
+                  "so the makers' cell, which divides W by max |W|, loads W = grey levels unchanged (except the "
+                  "modules_below_full_scale, whose rows are all at a gain limit)",
+        "modules_below_full_scale": [int(module) for module in np.flatnonzero(peaks < full)],
+        "unused_ports": "unused input ports are driven at 0 V: their LEDs shine S(0), whose leak into the used "
+                        "detectors cancel_per_factor cancels; unused output ports have gain setting 0 and "
+                        "cancel_fixed cancels their closed-loop offset, so their voltage stays 0 V (where a "
+                        "port's output drives its own input, as in the makers' cell, it is held at 0 V)",
+        "unused_input_ports": [[int(port) for port in np.flatnonzero(~row)] for row in used_in],
+        "unused_output_ports": [[int(port) for port in np.flatnonzero(~row)] for row in used_out],
+    }
+
+
 def emit_calibrated_program(state: CalibratedLowering) -> Any:
     """The ``aoc`` section, the cancelling injections and operating points, and the ``calibration`` section."""
     result, machine, calibration, points = state.compensated, state.machine, state.calibration, state.points
@@ -258,6 +283,7 @@ def emit_calibrated_program(state: CalibratedLowering) -> Any:
                          "meaning": "volts added to each output port's injection: fixed + the port's run-time "
                                     "gain factor × per_factor"},
         **result.report,
+        "drive": drive_convention(state),
         "operating_points": operating_point_report(points),
     }
     return lowered_program(state, {"aoc": section, "calibration": calibration_section}, payloads)

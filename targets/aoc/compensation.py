@@ -15,11 +15,16 @@ at z = 0, or the channel's fitted operating point ``PortLight``; the rest of the
     efficiency ρ, output gain η and κ are in the grey levels; the darkness leak, the 48-port PBS leak and
     each path's photodiode spill into used detectors are pre-compensated by solving
     X⁺A⁺ − X⁻A⁻ + C = T / (f κ) over the used detectors (A± the paths' modulation, disjoint in support);
-  * f_p rescales each port's gain setting so the row uses its range (β' = f β, within the setting range); a
-    pixel still out of range is clipped and reported (``remainder``);
+  * f_p rescales each port's gain setting so the row uses its whole range (β' = f β, within the setting range):
+    the row's largest pixel is at full scale, so each module's image peaks at full scale unless every row of
+    it is at a gain limit (``modules_below_full_scale``); a pixel still out of range is clipped and reported
+    (``remainder``);
   * the machine's static output at z = 0 — closed-loop offset r(δ + s λ) at the port's actual setting, the
-    darkness constant of the spill, the LEDs' rest light (at z = 0 or the fitted operating point) — is returned as a
-    cancelling injection, split into a part fixed per port and a part proportional to the run-time gain factor.
+    darkness constant of the spill, the LEDs' rest light (at z = 0 or the fitted operating point; an unused
+    input port is lit as the makers' cell lights it, at its voltage 0, and its light leaks through its column's
+    darkness) — is returned as a cancelling injection, split into a part fixed per port and a part
+    proportional to the run-time gain factor. Unused output ports (gain setting 0) get their closed-loop
+    offset cancelled too, so their voltage, which drives their LED, stays at 0.
 """
 
 from __future__ import annotations
@@ -34,7 +39,12 @@ from admc.targets.aoc.chain import MeasuredChain, path_matrices
 from admc.targets.aoc.nonidealities import NonIdealities
 
 PATHS = ("positive", "negative")
-RANGE_MARGIN = 0.995  # rows are scaled to use this fraction of the reachable range (rounding headroom)
+# A row's worst pixel is driven to its column's full scale: each module's image then peaks at the SLM's full
+# scale, the normalisation the makers' cell applies (it divides W by max |W|), so an operator loads the grey
+# levels as they are. The row-factor iteration lands near full scale, not on it: a need above full scale by
+# less than half the top grey step rounds to full scale as any pixel rounds to its nearest level, and is not
+# counted as clipped; α is raised only for a row beyond this relative tolerance.
+REACH_TOLERANCE = 1e-6
 ROW_ITERATIONS = 8
 
 
@@ -94,7 +104,8 @@ def _nearest(levels: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class PortLight:
     """Per module and input port, each path's light model: light ≈ rest + slope·d·C̄·σ (slope relative to the
-    nominal d·C̄, rest in raw light). Default: the small-signal model at z = 0, the same on every port."""
+    nominal d·C̄, rest in raw light). Default: the small-signal model at z = 0, the same on every port. An
+    unused port's rest is its light at z = 0: it is lit, held at 0 V (``compensate``)."""
 
     slope: dict[str, np.ndarray]  # path -> [M, P]
     rest: dict[str, np.ndarray]  # path -> [M, P]
@@ -197,13 +208,12 @@ def _compensate_module(machine: _Machine, module: int, tiles: list, beta: np.nda
     # Static output at z = 0 (per unit gain factor and fixed), cancelled through the injection.
     light = {path: machine.port_light.rest[path][module] for path in PATHS}
     settings = result.beta[module] / machine.target.chain.gain_per_setting
-    dark_light = (matrices.positive[0] @ (light["positive"] * used_in) + matrices.negative[0]
-                  @ (light["negative"] * used_in) + matrices.constant[0])
+    dark_light = matrices.positive[0] @ light["positive"] + matrices.negative[0] @ light["negative"] \
+        + matrices.constant[0]
     per_factor = chain.kappa * settings / ports * dark_light + chain.kappa * chain.adc_ratio * settings \
         * chain.linear_offset
-    fixed = chain.kappa * chain.adc_ratio * chain.dc_offset
     result.cancel_per_factor[module] = -per_factor * used_out
-    result.cancel_fixed[module] = -fixed * used_out
+    result.cancel_fixed[module] = -chain.kappa * chain.adc_ratio * chain.dc_offset
 
 
 def _spill_inverse(machine: _Machine, slope: dict, wanted: np.ndarray, out: np.ndarray, used_in: np.ndarray):
@@ -242,7 +252,7 @@ def _reach(machine: _Machine, coefficient: dict, needed: np.ndarray, out: np.nda
 
 def _row_factors(machine: _Machine, modulation, coefficient: dict, wanted: np.ndarray, out: np.ndarray,
                  used_in: np.ndarray, beta: np.ndarray, floors: np.ndarray, remainder: dict) -> np.ndarray:
-    """f per output port: each used row scaled to use RANGE_MARGIN of its reach, within the gain range."""
+    """f per output port: each used row scaled to use its whole reach, within the gain range."""
     factor = np.ones(machine.target.module.ports)
     row_floor = floors / np.maximum(beta, 1e-300)
     row_ceiling = machine.target.gain.beta_max / np.maximum(beta, 1e-300)
@@ -253,7 +263,7 @@ def _row_factors(machine: _Machine, modulation, coefficient: dict, wanted: np.nd
         ratio = np.where(mask, np.abs(needed) / np.maximum(reach, 1e-300), 0.0)
         worst = ratio.max(axis=1, initial=0.0)
         has_weights = np.abs(wanted[out]).max(axis=1, initial=0.0) > 0
-        update = np.where(has_weights & (worst > 0), worst / RANGE_MARGIN, 1.0)
+        update = np.where(has_weights & (worst > 0), worst, 1.0)
         factor[out] = np.clip(factor[out] * update, row_floor[out], np.maximum(row_ceiling[out], row_floor[out]))
     remainder["rows_at_setting_max"] += int(np.sum(np.isclose(factor[out], row_ceiling[out])
                                                    & (row_ceiling[out] > row_floor[out])))
@@ -267,8 +277,10 @@ def _grey_levels(machine: _Machine, coefficient: dict, needed: np.ndarray, out: 
     for path, sign in (("positive", 1.0), ("negative", -1.0)):
         share = np.maximum(sign * needed, 0.0) / np.maximum(coefficient[path][out], 1e-300)
         overflow = share - full[path][out, None]
-        if np.any(overflow > 1e-12):
-            remainder["clipped_pixels"] += int(np.sum(overflow > 1e-12))
+        half_step = 0.5 * (levels[path][out, -1] - levels[path][out, -2])
+        clipped = overflow > half_step[:, None]
+        if np.any(clipped):
+            remainder["clipped_pixels"] += int(np.sum(clipped))
             remainder["worst_clip_relative"] = max(remainder["worst_clip_relative"],
                                                    float(np.max(overflow / full[path][out, None])))
         index = _nearest(levels[path][out], np.minimum(share, full[path][out, None]))

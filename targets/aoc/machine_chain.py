@@ -3,9 +3,10 @@
 Requires: an AOC bundle (grey levels or float transmissions, per-port gains, the target's nominal ``chain``)
 and a ``Calibration``. Guarantees: ``at(class_factor)`` gives, per module and port, the signed matrices on each
 path's LED light and the constant of ``chain.path_matrices`` at the machine's gain settings s·factor
-(the closed-loop offset evaluated at each port's actual setting); ``light`` is each path's LED light per
-state channel; ``cancellation_at`` is the offset-cancelling voltage a calibrated build recorded (None
-otherwise). The settings are the bundle's ``aoc/gain_setting.npy`` when present, else β / G.
+(the closed-loop offset evaluated at each port's actual setting; unused input ports lit at voltage 0, as the
+makers' cell drives them); ``light`` is each path's LED light per state channel; ``cancellation_at`` is the
+offset-cancelling voltage a calibrated build recorded (None otherwise). The settings are the bundle's
+``aoc/gain_setting.npy`` when present, else β / G.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from admc.bundle.store import Bundle
-from admc.targets.aoc.bundle_reader import realised_transmissions
+from admc.targets.aoc.bundle_reader import input_port_channels, realised_transmissions
 from admc.targets.aoc.calibration import Calibration
 from admc.targets.aoc.chain import (
     ChainSpec,
@@ -63,6 +64,19 @@ def gain_settings(bundle: Bundle, nominal: ChainSpec) -> np.ndarray:
     return bundle.array(section["beta"]) / nominal.gain_per_setting
 
 
+def lit_unused_ports(matrices: PathMatrices, bundle: Bundle, measured: MeasuredChain, nominal: ChainSpec,
+                     nonidealities: NonIdealities) -> PathMatrices:
+    """The matrices with every unused input port lit as the makers' cell lights it: at voltage 0 (a calibrated
+    bundle holds it there, ``compensation``), so its light S(0) through its column is a constant."""
+    modules, ports = matrices.constant.shape
+    unused = (input_port_channels(bundle, modules, ports) < 0).astype(np.float64)
+    rest = led_light(sigmoid_output(torch.zeros(1, dtype=torch.float64), measured, nonidealities), measured, nominal,
+                     nonidealities)
+    constant = matrices.constant + sum(np.einsum("mpq,mq->mp", getattr(matrices, path), unused)
+                                       * float(rest[path][0]) for path in PATHS)
+    return replace(matrices, constant=constant)
+
+
 @dataclass
 class MachineChain:
     measured: MeasuredChain
@@ -82,7 +96,8 @@ class MachineChain:
         ports = drive["positive"].shape[1]
         measured = measured_chain(calibration, ports)
         responses = {path: slm.get(f"response_{path}") or slm["response"] for path in PATHS}
-        matrices = path_matrices(drive, responses, measured, nominal, nonidealities)
+        matrices = lit_unused_ports(path_matrices(drive, responses, measured, nominal, nonidealities), bundle,
+                                    measured, nominal, nonidealities)
         cancellation = None
         entry = manifest.get("calibration", {}).get("cancellation")
         if entry:
