@@ -105,8 +105,9 @@ def _convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.nd
 def _local_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float,
                    recorded: tuple | None, phases: list[dict]) -> dict:
     """Local certificates of the ``LOCAL_PHASES`` slowest closed phases over the boxes the calibration run
-    visited (none when it did not settle). The local T_min is not derived: the box is that of this schedule's
-    trajectories, and another T has other trajectories (a box from this T proves nothing there)."""
+    visited (none when it did not settle, or when ``SDP_PHASES`` is 0: each is a semidefinite search too).
+    The local T_min is not derived: the box is that of this schedule's trajectories, and another T has other
+    trajectories (a box from this T proves nothing there)."""
     section = {"margin": LOCAL_MARGIN, "samples": BUDGET_SAMPLES, "seed": BUDGET_SEED, "t_min": None,
                "phases": []}
     if recorded is None or not phases:
@@ -114,7 +115,7 @@ def _local_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray,
     flat = [phase for steps in schedule.steps for phase in steps]
     closed = closed_phases(schedule)
     order = sorted(range(len(closed)), key=lambda position: -(phases[position]["measured_iterations"] or 0))
-    for position in sorted(order[:LOCAL_PHASES]):
+    for position in sorted(order[:LOCAL_PHASES if SDP_PHASES > 0 else 0]):
         step, index, row = closed[position]
         entry = phases[position]
         low, high = recorded[1][position]
