@@ -5,8 +5,9 @@ the target's settle tolerance and (optionally) its loop iteration time. Guarante
 (manifest key ``convergence``) with, per closed phase, the certificates of ``convergence_certificates`` for
 that phase's α, the iterations certified and measured on seeded calibration samples (ideal execution to the
 settle tolerance), and the settle time; T_min per solver; and ``loop_budget``, the largest iterations any
-closed phase needs (measured, else certified), which the twin and ``admc simulate`` default to. Where no
-certificate holds but the samples settle, ``notes`` says so plainly; that is not an error.
+closed phase needs (measured, else certified), which the twin and ``admc simulate`` default to; ``local``,
+the local certificates (``local_certificates``) over the box the same calibration run visits (no other run).
+Where no certificate holds but the samples settle, ``notes`` says so plainly; that is not an error.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from admc.core.errors import AdmcError, ConvergenceError
 from admc.ir.program import BlockProgram, Schedule
 from admc.passes.alpha_selection import BLAS_THREADS, closed_phases
 from admc.passes.convergence_certificates import certify_phase, steps_needed
-from admc.runtime.executor import IdealExecutor
+from admc.passes.local_certificates import LOCAL_MARGIN, LOCAL_PHASES, BoxRecorder, local_certificate
 
 BUDGET_SAMPLES = 32
 BUDGET_SEED = 1
@@ -37,14 +38,15 @@ def _alpha_row(alpha: np.ndarray, row: int) -> np.ndarray:
 
 
 def measured_iterations(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float
-                        ) -> list[int] | None:
+                        ) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]]] | None:
+    """Iterations per phase (flat) on the calibration samples and the box each closed loop visited."""
     noise = np.random.default_rng(BUDGET_SEED).standard_normal((BUDGET_SAMPLES, program.state_dimension))
+    recorder = BoxRecorder(program, alpha, tolerance=tolerance, max_iterations=BUDGET_MAX_ITERATIONS)
     try:
-        result = IdealExecutor(program, alpha, tolerance=tolerance,
-                               max_iterations=BUDGET_MAX_ITERATIONS).run(schedule, noise)
+        result = recorder.run(schedule, noise)
     except ConvergenceError:
         return None
-    return [count for step in result.iterations for count in step]
+    return [count for step in result.iterations for count in step], recorder.boxes
 
 
 def convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, settle_tolerance: float,
@@ -57,7 +59,8 @@ def convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.nda
 def _convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, settle_tolerance: float,
                          loop_iteration_s: float | None, selection: dict | None) -> dict:
     flat = [phase for phases in schedule.steps for phase in phases]
-    measured = measured_iterations(program, schedule, alpha, settle_tolerance)
+    recorded = measured_iterations(program, schedule, alpha, settle_tolerance)
+    measured = None if recorded is None else recorded[0]
     cache: dict[tuple, dict] = {}
     phases, notes = [], []
     for step, index, row in closed_phases(schedule):
@@ -94,8 +97,33 @@ def _convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.nd
         "t_min": steps_needed(program, first_alpha),
         "alpha": selection or {},
         "phases": phases,
+        "local": _local_section(program, schedule, alpha, settle_tolerance, recorded, phases),
         "notes": notes,
     }
+
+
+def _local_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float,
+                   recorded: tuple | None, phases: list[dict]) -> dict:
+    """Local certificates of the ``LOCAL_PHASES`` slowest closed phases over the boxes the calibration run
+    visited (none when it did not settle, or when ``SDP_PHASES`` is 0: each is a semidefinite search too).
+    The local T_min is not derived: the box is that of this schedule's trajectories, and another T has other
+    trajectories (a box from this T proves nothing there)."""
+    section = {"margin": LOCAL_MARGIN, "samples": BUDGET_SAMPLES, "seed": BUDGET_SEED, "t_min": None,
+               "phases": []}
+    if recorded is None or not phases:
+        return section
+    flat = [phase for steps in schedule.steps for phase in steps]
+    closed = closed_phases(schedule)
+    order = sorted(range(len(closed)), key=lambda position: -(phases[position]["measured_iterations"] or 0))
+    for position in sorted(order[:LOCAL_PHASES if SDP_PHASES > 0 else 0]):
+        step, index, row = closed[position]
+        entry = phases[position]
+        low, high = recorded[1][position]
+        certificate = local_certificate(program, flat[row], _alpha_row(alpha, row), low, high, tolerance,
+                                        entry["best"])
+        section["phases"].append({"step": step, "phase": index, **certificate, "global": entry["best"],
+                                  "measured_iterations": entry["measured_iterations"]})
+    return section
 
 
 def bundle_loop_budget(manifest: dict) -> int | None:
@@ -130,6 +158,13 @@ def _describe(section: dict) -> list[str]:
         lines.append(f"  … {len(section['phases']) - 8} more closed phases")
     for solver, bounds in section.get("t_min", {}).items():
         lines.append(f"  T_min {solver}: Theorem 1 {bounds.get('theorem1')}, block {bounds.get('block')}")
+    local = section.get("local") or {}
+    for entry in local.get("phases", []):
+        raw = entry["contraction_raw"]
+        value = "none below the global bound" if raw is None else f"{raw:.4f}"
+        lines.append(f"  local (states the {local['samples']} calibration samples visit, widened by "
+                     f"{100 * local['margin']:g} %): step {entry['step']} phase {entry['phase']} SDP {value} "
+                     f"(global {entry['global']:.4f}); iterations certified {entry['certified_iterations']}")
     lines.extend(f"note: {note}" for note in section.get("notes", []))
     return lines
 
