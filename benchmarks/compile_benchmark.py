@@ -47,15 +47,14 @@ if (_THREADS := _blas_threads_from_argv(sys.argv[1:])) is not None:
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import platform  # noqa: E402
 import pstats  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from seeded_export import seed_and_export  # noqa: E402
 from torch import nn  # noqa: E402
 
 STATE = 64
@@ -112,21 +111,7 @@ class AdmForm(nn.Module):
 
 def make_model(d: int, hidden: list[int], path: Path, seed: int = SEED, scale: float = WEIGHT_SCALE) -> Path:
     """A seeded ADM-form model exported to ONNX (dynamic batch) at ``path``."""
-    module = AdmForm(d, hidden)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            fan_in = parameter.shape[-1] if parameter.dim() > 1 else max(parameter.numel(), 1)
-            values = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
-            parameter.copy_((scale * values / math.sqrt(fan_in)).to(parameter.dtype))
-    module.eval()
-    inputs = (torch.randn(4, d, generator=generator), torch.rand(4, generator=generator))
-    axes = {name: {0: "batch"} for name in ("x", "t", "velocity")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, inputs, str(path), input_names=["x", "t"], output_names=["velocity"],
-                          dynamic_axes=axes, opset_version=17, dynamo=False)
-    return path
+    return seed_and_export(AdmForm(d, hidden), d, path, seed, scale)
 
 
 def target_file(directory: Path, module_count: int) -> Path:

@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
+
+from seeded_export import seed_and_export
 
 STATE = 256
 LAYERS = 3
@@ -75,21 +75,7 @@ def _model(form: str, width: int, state: int, layers: int, path: Path) -> Path:
                 h = layer(torch.tanh(h)) + t[:, None] * time_vector
             return h
 
-    module = Network()
-    generator = torch.Generator().manual_seed(SEED)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            fan_in = parameter.shape[-1] if parameter.dim() > 1 else max(parameter.numel(), 1)
-            values = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
-            parameter.copy_((WEIGHT_SCALE * values / math.sqrt(fan_in)).to(parameter.dtype))
-    module.eval()
-    inputs = (torch.randn(4, state, generator=generator), torch.rand(4, generator=generator))
-    axes = {name: {0: "batch"} for name in ("x", "t", "velocity")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, inputs, str(path), input_names=["x", "t"], output_names=["velocity"],
-                          dynamic_axes=axes, opset_version=17, dynamo=False, external_data=False)
-    return path
+    return seed_and_export(Network(), state, path, SEED, WEIGHT_SCALE)
 
 
 def _target(name: str, directory: Path) -> str:
