@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from admc.core.errors import AdmcError, ConvergenceError
 from admc.ir.program import BlockProgram, Schedule
 from admc.passes.alpha_selection import BLAS_THREADS, closed_phases
-from admc.passes.convergence_certificates import certify_phase, steps_needed
+from admc.passes.convergence_certificates import SDP_LIMIT, certify_phase, steps_needed
 from admc.passes.local_certificates import LOCAL_MARGIN, LOCAL_PHASES, BoxRecorder, local_certificate
 
 BUDGET_SAMPLES = 32
@@ -85,6 +85,11 @@ def _convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.nd
     if measured is None and phases:
         notes.append("the calibration samples did not settle within "
                      f"{BUDGET_MAX_ITERATIONS} iterations with this α (built with --force?)")
+    if program.size > SDP_LIMIT and phases and SDP_PHASES > 0:
+        # A dense semidefinite search is cubic in the channels: past the limit neither the global SDP nor the
+        # local certificates run, and the manifest says so rather than leaving the reader to guess.
+        notes.append(f"no semidefinite certificates (global SDP and local): {program.size} channels > "
+                     f"{SDP_LIMIT}, where the dense search stops scaling; Theorem 1 and the block bound stand")
     budgets = [entry["iterations"] for entry in phases if entry["iterations"] is not None]
     first_alpha = _alpha_row(alpha, closed_phases(schedule)[0][2]) if phases else np.zeros(program.size)
     return {
@@ -105,12 +110,13 @@ def _convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.nd
 def _local_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float,
                    recorded: tuple | None, phases: list[dict]) -> dict:
     """Local certificates of the ``LOCAL_PHASES`` slowest closed phases over the boxes the calibration run
-    visited (none when it did not settle, or when ``SDP_PHASES`` is 0: each is a semidefinite search too).
+    visited (none when it did not settle, when ``SDP_PHASES`` is 0, or above ``SDP_LIMIT`` channels: each is a
+    dense semidefinite search too).
     The local T_min is not derived: the box is that of this schedule's trajectories, and another T has other
     trajectories (a box from this T proves nothing there)."""
     section = {"margin": LOCAL_MARGIN, "samples": BUDGET_SAMPLES, "seed": BUDGET_SEED, "t_min": None,
                "phases": []}
-    if recorded is None or not phases:
+    if recorded is None or not phases or program.size > SDP_LIMIT:
         return section
     flat = [phase for steps in schedule.steps for phase in steps]
     closed = closed_phases(schedule)

@@ -158,3 +158,25 @@ def test_tiny_build_local_bound_is_below_the_global_one(tmp_path) -> None:
     assert entry["global"] == closed[(entry["step"], entry["phase"])]["best"]
     assert entry["contraction_raw"] is not None and entry["contraction_raw"] < 0.9 * entry["global"]
     assert entry["contraction"] == entry["contraction_raw"]
+
+
+def test_program_above_the_sdp_limit_gets_no_semidefinite_search_and_says_so(tmp_path, monkeypatch) -> None:
+    """The dense SDP is cubic in the channels: above ``SDP_LIMIT`` neither it nor the local certificates run
+    (a 3.3M-weight build ran out of memory in the local one), and the manifest's notes say why."""
+    import admc.passes.convergence_certificates as certificates
+    import admc.passes.local_certificates as local_certificates
+    import admc.passes.loop_budget as loop_budget
+
+    def refuse(*arguments, **options):
+        raise AssertionError("the local SDP ran above the limit")
+
+    monkeypatch.setattr(loop_budget, "SDP_LIMIT", 10)
+    monkeypatch.setattr(certificates, "SDP_LIMIT", 10)
+    monkeypatch.setattr(loop_budget, "local_certificate", refuse)
+    assert local_certificates.local_certificate is not refuse
+    model = export_onnx(seeded(StandardMlp((8, 8)), 0, 2.0), tmp_path / "tiny.onnx")
+    bundle = build(model, tmp_path / "bundle", target="ideal", steps=4)
+    section = json.loads((bundle / "manifest.json").read_text())["convergence"]
+    assert section["local"]["phases"] == []
+    assert all(phase["sdp"] is None for phase in section["phases"])
+    assert any("no semidefinite certificates" in note and "> 10" in note for note in section["notes"])
