@@ -122,12 +122,15 @@ def candidates(parts: list[Linearisation], cycle: BlockCycle | None, lower: np.n
         if previous is not None:
             starts["previous phase"] = np.clip(previous, lower, upper)
         starts["min"] = options["min"]
+        descents: dict[bytes, tuple[np.ndarray, float]] = {}
         for name, start in starts.items():
-            worst = sorted(dense, key=lambda jacobian: -worst_radius([jacobian], start))[:WORST_LINEARISATIONS]
-            found, count = descend(worst, lower, upper, start, noise_weight, noise_model,
-                                   max(3, cone_programs // len(starts)))
+            if start.tobytes() not in descents:  # the descent is deterministic: an equal start, an equal end
+                worst = sorted(dense, key=lambda jacobian: -worst_radius([jacobian], start))[:WORST_LINEARISATIONS]
+                found, count = descend(worst, lower, upper, start, noise_weight, noise_model,
+                                       max(3, cone_programs // len(starts)))
+                descents[start.tobytes()], solved = (found, worst_radius(dense, found)), solved + count
             label = "channelwise" if "channelwise" not in options else f"channelwise from {name}"
-            options[label], radii[label], solved = found, worst_radius(dense, found), solved + count
+            options[label], radii[label] = descents[start.tobytes()]
         notes.append(f"channel-wise: {solved} cone programs")
     elif mode == "auto":
         notes.append(f"channel-wise search skipped: {size} channels > {DENSE_LIMIT} (dense eigenproblems)")

@@ -1,4 +1,4 @@
-"""Channel-wise α by sequential convex programming: one second-order cone program (cvxpy) per step.
+"""Channel-wise α by sequential convex programming: one second-order cone program (Clarabel) per step.
 
 The relaxed loop's Jacobian at a linearisation J is M(u) = I − diag(u)(I − J), u = 1 − α per channel. Its
 spectral radius ρ(M(u)) — the loop's asymptotic contraction factor — is not a convex function of u, so no
@@ -17,17 +17,17 @@ iterate is therefore within the target's limits and strictly better than the sta
 worse than the start (in the exact figure, not the model).
 
 Requires: dense Jacobians [n, n] (``DENSE_LIMIT`` channels at most: above it the caller skips this search),
-per-channel bounds and a start within them. cvxpy is imported here, on the first solve, not at build start.
+per-channel bounds and a start within them. The cone program is ``alpha_step_program.solve_step`` (Clarabel
+directly: cvxpy's import alone took longer than the whole search).
 Guarantees: ``descend`` returns u within [lower, upper] with ``worst_radius(u) ≤ worst_radius(start)`` and the
 number of programs solved.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-
 import numpy as np
+
+from admc.passes.alpha_step_program import solve_step
 
 # Dense eigenproblems per step: above this many channels the search is skipped (the caller says so).
 DENSE_LIMIT = 400
@@ -60,55 +60,6 @@ def eigenvalue_gradients(jacobian: np.ndarray, u: np.ndarray, count: int) -> tup
     return values[order], -(left[order, :] * images.T)
 
 
-@dataclass
-class _StepProgram:
-    """The step's cone program, built once with parameters (cvxpy's DPP) and solved once per step."""
-
-    size: int
-    rows: int
-    noise_weight: float
-    noise_model: str
-
-    def __post_init__(self) -> None:
-        import cvxpy as cp  # the build pays cvxpy's import only where this search runs
-
-        from admc.passes.alpha_problem import noise_gain
-
-        self.cp = cp
-        self.values = cp.Parameter((2, self.rows))
-        self.gradient_real = cp.Parameter((self.rows, self.size))
-        self.gradient_imaginary = cp.Parameter((self.rows, self.size))
-        self.lowest = cp.Parameter(self.size)
-        self.highest = cp.Parameter(self.size)
-        self.current = cp.Parameter(self.size)
-        self.step = cp.Variable(self.size)
-        self.bound = cp.Variable()
-        real = self.values[0] + self.gradient_real @ self.step
-        imaginary = self.values[1] + self.gradient_imaginary @ self.step
-        objective = self.bound
-        if self.noise_weight > 0:
-            objective = objective + self.noise_weight * cp.sum(noise_gain(self.current + self.step,
-                                                                           self.noise_model)) / self.size
-        self.problem = cp.Problem(cp.Minimize(objective),
-                                  [cp.norm(cp.vstack([real, imaginary]), 2, axis=0) <= self.bound,
-                                   self.step >= self.lowest, self.step <= self.highest])
-
-    def solve(self, values: np.ndarray, gradients: np.ndarray, lowest: np.ndarray, highest: np.ndarray,
-              current: np.ndarray) -> np.ndarray | None:
-        self.values.value = np.stack([values.real, values.imag])
-        self.gradient_real.value = gradients.real
-        self.gradient_imaginary.value = gradients.imag
-        self.lowest.value, self.highest.value, self.current.value = lowest, highest, current
-        try:
-            with warnings.catch_warnings():
-                # An inexact step is harmless: every step is checked on the exact eigenvalues before it is kept.
-                warnings.simplefilter("ignore", UserWarning)
-                self.problem.solve(solver=self.cp.CLARABEL)
-        except self.cp.SolverError:
-            return None
-        return None if self.step.value is None else np.asarray(self.step.value, dtype=float)
-
-
 def descend(jacobians: list[np.ndarray], lower: np.ndarray, upper: np.ndarray, start: np.ndarray,
             noise_weight: float = 0.0, noise_model: str = "after_skip", max_steps: int = MAX_STEPS
             ) -> tuple[np.ndarray, int]:
@@ -123,17 +74,16 @@ def descend(jacobians: list[np.ndarray], lower: np.ndarray, upper: np.ndarray, s
     if not jacobians or np.all(upper <= lower):
         return u, 0
     count = min(DOMINANT_EIGENVALUES, u.size)
-    # One program per descent, its parameters set anew on every step. Not shared between descents or builds:
-    # a re-solved cvxpy problem may start from its last solution, and the same build must give the same α.
-    program = _StepProgram(u.size, count * len(jacobians), noise_weight, noise_model)
-    best, trust, solved = objective(u), INITIAL_TRUST, 0
+    best, trust, solved, model_at = objective(u), INITIAL_TRUST, 0, None
     for _ in range(max_steps):
-        pairs = [eigenvalue_gradients(jacobian, u, count) for jacobian in jacobians]
-        gradients = np.vstack([gradient for _, gradient in pairs])
+        if model_at is not u:  # a refused step keeps u, and with it the same eigenvalues and gradients
+            pairs = [eigenvalue_gradients(jacobian, u, count) for jacobian in jacobians]
+            values, gradients, model_at = np.concatenate([value for value, _ in pairs]), np.vstack(
+                [gradient for _, gradient in pairs]), u
         if not np.all(np.isfinite(gradients)):
             break
-        step = program.solve(np.concatenate([values for values, _ in pairs]), gradients,
-                             np.maximum(lower - u, -trust), np.minimum(upper - u, trust), u)
+        step = solve_step(values, gradients,
+                          np.maximum(lower - u, -trust), np.minimum(upper - u, trust), u, noise_weight, noise_model)
         solved += 1
         if step is None:
             break

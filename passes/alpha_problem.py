@@ -8,7 +8,7 @@ choice is ``alpha_channelwise``'s (a sequence of cone programs).
 
 Requires: sparse loop matrices and σ' samples (``loop_jacobian``). Guarantees: ``spectral_radius`` is the
 largest |eigenvalue| of M(u) (dense below ``DENSE_LIMIT`` channels, ARPACK above); ``solve_global`` returns a
-u within the bounds; ``noise_gain`` is convex in u (numbers, or a cvxpy expression inside a cone program).
+u within the bounds; ``noise_gain`` is convex in u (the cone program writes it as cones: ``alpha_step_program``).
 """
 
 from __future__ import annotations
@@ -97,12 +97,6 @@ def noise_gain(u, model: str):
     ``after_skip``: noise added after the skip, gain 1/(1 − α²) = 1/(u(2 − u)); ``optical``: noise through
     the optical path (scaled by β ∝ u), gain (1 − α)/(1 + α) = u/(2 − u) = 2/(2 − u) − 1. Both convex in u.
     """
-    if type(u).__module__.startswith("cvxpy"):  # inside a cone program (cvxpy is imported only there)
-        import cvxpy as cp
-
-        if model == "after_skip":
-            return cp.inv_pos(2 * u - cp.square(u))
-        return 2 * cp.inv_pos(2 - u) - 1
     u = np.asarray(u, dtype=float)
     return 1.0 / (u * (2.0 - u)) if model == "after_skip" else u / (2.0 - u)
 

@@ -12,7 +12,7 @@ the target sets α per phase, [phases, n] (open phases get α = 0). How ``auto``
 1. seeded samples (seed 7) run once to their fixed points with the smallest α, or where that does not settle
    with ``settling_alpha``; σ' there gives the linearisations J_k (the fixed points do not depend on α);
 2. per phase (or for the program) the candidates of ``alpha_candidates``: min, the exact single α, the exact
-   block-wise α on a block cycle, and the channel-wise α of ``alpha_channelwise``'s cone programs (cvxpy),
+   block-wise α on a block cycle, and the channel-wise α of ``alpha_channelwise``'s cone programs (Clarabel),
    each with its worst spectral radius at the linearisations;
 3. the candidates' loops run on the recorded states, and the fewest iterations wins (min kept unless another
    saves an iteration per phase);
