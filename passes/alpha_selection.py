@@ -55,6 +55,9 @@ TOTAL_LINEARISATIONS = 32
 # Cone programs: this many in all, shared between the groups of phases that each choose an α (at least 6
 # each), and within a group between its one or two descents (at least 3 each).
 TOTAL_CONE_PROGRAMS = 96
+# Flops of cycle products (the block cycle's eigenvalues, one product per linearisation) a build spends at most
+# (about a second): small programs keep every linearisation, a 36M-weight one keeps one (18 GFLOP each).
+CYCLE_WORK = 20_000_000_000
 # Distinct from the loop budget's seed (1), the acceptance's (11) and the benchmark's (0).
 LINEARISATION_SEED = 7
 PROBE_SAMPLES = 32
@@ -278,6 +281,10 @@ def _search(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
         trimmed = {row: Linearisation(linearisations[row].source, linearisations[row].slopes[:per_phase])
                    for row in group}
         parts = list(trimmed.values())
+        count, allowed = sum(np.atleast_2d(item.slopes).shape[0] for item in parts), cycle_products_allowed(program)
+        if count > allowed and f"block cycle: {allowed}" not in " ".join(notes):
+            notes.append(f"block cycle: {allowed} of {count} linearisations per group of phases (a cycle "
+                         f"product multiplies every weight by the smallest group's width; CYCLE_WORK)")
         choice = candidates(parts, _cycle(program, flat, trimmed, group), lower, upper, mode,
                             capabilities.noise_weight, capabilities.noise_model,
                             max(6, TOTAL_CONE_PROGRAMS // len(groups)), previous)
@@ -339,19 +346,34 @@ def _refuse(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
                     f"T_min: {fewest} (found by this pass); use more steps, or --force to build anyway")
 
 
+def cycle_products_allowed(program: BlockProgram) -> int:
+    """How many cycle products (one per linearisation) ``CYCLE_WORK`` pays for: each multiplies every weight by
+    the smallest group's width, 2 × weights × width flops (18 GFLOP at 36M weights, d = 256)."""
+    weights = sum(block.matrix.size for block in program.blocks)
+    width = min((group.size for group in program.groups if group.size), default=1)
+    return max(1, int(CYCLE_WORK // max(2 * weights * width, 1)))
+
+
 def _cycle(program: BlockProgram, flat_phases, linearisations: dict[int, Linearisation], rows: list[int]
            ) -> BlockCycle | None:
-    """The block cycle of these phases with every linearisation's cycle eigenvalues (None: not one cycle)."""
+    """The block cycle of these phases with their linearisations' cycle eigenvalues (None: not one cycle);
+    above ``cycle_products_allowed`` linearisations, that many, evenly spread over the phases in order."""
+    pairs = [(row, index) for row in rows for index in range(np.atleast_2d(linearisations[row].slopes).shape[0])]
+    allowed = cycle_products_allowed(program)
+    if len(pairs) > allowed:
+        pairs = [pairs[int(index)] for index in np.unique(np.round(np.linspace(0, len(pairs) - 1, allowed)))]
+    chosen = {row: [index for kept, index in pairs if kept == row] for row in dict.fromkeys(row for row, _ in pairs)}
     # Phases of one step size at the same linearisation point (a uniform grid, the zero state) share one cycle
     # product: its eigenproblem is solved once, and repeated in the result as before.
     solved: dict[tuple, BlockCycle | None] = {}
     cycles = []
-    for row in rows:
+    for row, indices in chosen.items():
         phase = flat_phases[row]
+        slopes = np.atleast_2d(linearisations[row].slopes)[indices]
         key = (tuple(block_scale(name, phase.step_scale, phase.loop) for name in SCALE_CLASSES),
-               np.shape(linearisations[row].slopes), np.ascontiguousarray(linearisations[row].slopes).tobytes())
+               np.shape(slopes), np.ascontiguousarray(slopes).tobytes())
         if key not in solved:
-            solved[key] = block_cycle(program, phase, linearisations[row].slopes)
+            solved[key] = block_cycle(program, phase, slopes)
         cycles.append(solved[key])
     if any(cycle is None for cycle in cycles):
         return None

@@ -118,3 +118,39 @@ def test_a_fold_input_mlp_is_a_cycle_with_its_state_as_a_tail(seed: int) -> None
     ordered = np.array([group_u[name] for name in cycle.groups])
     radius = max(float(blockwise_radius(cycle, ordered)), tail_radius(cycle, u))
     assert radius == pytest.approx(dense, rel=1e-8)
+
+
+def test_cycle_products_are_bounded_by_their_work_and_each_kept_one_is_exact(monkeypatch) -> None:
+    """Above ``CYCLE_WORK`` the α pass takes the cycle eigenvalues of fewer linearisations (a 36M-weight
+    program's product costs 18 GFLOP): the products it keeps are the full computation's, bit for bit, the
+    manifest's notes say how many were kept, and the choice still passes the acceptance."""
+    from block_programs import random_cycle_program
+
+    from admc.ir.program import tabulate_static_injection
+    from admc.passes import alpha_selection
+    from admc.passes.step_phases import build_schedule
+
+    program = random_cycle_program((6, 6), 3, 1.0)
+    schedule = build_schedule("implicit-euler", np.linspace(0.0, 1.0, 5))
+    program.static_table = tabulate_static_injection(
+        program, np.array([phase.time for phases in schedule.steps for phase in phases]))
+    capabilities = alpha_selection.AlphaCapabilities(0.0, 0.99, False, 0.0, settle_tolerance=1e-10)
+    products: list[tuple[int, bytes]] = []
+    original = alpha_selection.block_cycle
+
+    def recording(program, phase, slopes):
+        cycle = original(program, phase, slopes)
+        products.extend((row.size, row.tobytes()) for row in np.atleast_2d(slopes))
+        return cycle
+
+    monkeypatch.setattr(alpha_selection, "block_cycle", recording)
+    full = alpha_selection.select_alpha(program, schedule, capabilities, "auto")
+    every = set(products)
+    products.clear()
+    monkeypatch.setattr(alpha_selection, "CYCLE_WORK", 1)
+    bounded = alpha_selection.select_alpha(program, schedule, capabilities, "auto")
+    assert alpha_selection.cycle_products_allowed(program) == 1
+    assert 0 < len(products) < len(every) and set(products) <= every
+    assert any(note.startswith("block cycle: 1 of ") for note in bounded.notes)
+    assert not any(note.startswith("block cycle:") for note in full.notes)
+    assert bounded.acceptance.settled

@@ -139,3 +139,26 @@ def test_verify_reports_per_phase_the_samples_that_did_not_settle() -> None:
     settled = IdealExecutor(program, np.zeros(program.size), tolerance=1e-10, max_iterations=3_000,
                             record_settling=True).run(schedule, noise[:1])
     assert settled_link(settled.settled).passed
+
+
+def test_acceptance_refuses_on_its_first_samples_and_runs_every_sample_when_they_settle() -> None:
+    """The acceptance screens its first ``ACCEPTANCE_SAMPLES[0]`` fresh samples alone: a non-settling α is refused
+    there (and the whole batch, run independently, does not settle either), a settling one still runs them all."""
+    from admc.passes.alpha_acceptance import (
+        ACCEPTANCE_LIMIT,
+        ACCEPTANCE_SAMPLES,
+        ACCEPTANCE_SEED,
+        SETTLE_MARGIN,
+        settle_on_fresh_samples,
+    )
+
+    program, schedule = _program(0, 3.0, 6, hidden=(8, 8))  # issue 22's case: α = 0 does not settle
+    refused = settle_on_fresh_samples(program, schedule, np.zeros(program.size), 1e-10)
+    assert not refused.settled and refused.samples == ACCEPTANCE_SAMPLES[0] and "not settled" in refused.failure
+    whole = np.random.default_rng(ACCEPTANCE_SEED).standard_normal((ACCEPTANCE_SAMPLES[1], program.state_dimension))
+    with pytest.raises(ConvergenceError):
+        IdealExecutor(program, np.zeros(program.size), tolerance=1e-10,
+                      max_iterations=ACCEPTANCE_LIMIT // SETTLE_MARGIN).run(schedule, whole)
+    calm, calm_schedule = _program(1, 1.0, 2)
+    accepted = settle_on_fresh_samples(calm, calm_schedule, np.full(calm.size, 0.3), 1e-10)
+    assert accepted.settled and accepted.samples > ACCEPTANCE_SAMPLES[0]
