@@ -54,25 +54,38 @@ def _spectral_norm(matrix: np.ndarray) -> float:
     return float(value) * (1.0 + LANCZOS_MARGIN)
 
 
-def group_norms(program: BlockProgram, phase: Phase) -> tuple[np.ndarray, np.ndarray]:
-    """‖A_bc diag(s_c)‖_∞ and ‖A_bc diag(s_c)‖₂ per (row group, column group), [G, G] each."""
+def group_norms(program: BlockProgram, phase: Phase, memo: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """‖A_bc diag(s_c)‖_∞ and ‖A_bc diag(s_c)‖₂ per (row group, column group), [G, G] each.
+
+    ``memo`` (a dict the caller keeps for one program's certificates): a pair made of the same block matrices
+    with the same factors and slope bounds is the same matrix, so its norms are taken from there, bit for bit
+    (a Lanczos norm of a 4096 × 4096 block costs ~150 products with it; the T_min bounds and each phase's
+    certificate ask for the same blocks)."""
     names = [group.name for group in program.groups]
     index = {name: position for position, name in enumerate(names)}
     bound = slope_bounds(program)
-    summed: dict[tuple[int, int], np.ndarray] = {}
+    parts: dict[tuple[int, int], list] = {}
     for block in program.blocks:
         factor = block_scale(block.scale_class, phase.step_scale, phase.loop)
-        if factor == 0.0:
-            continue
-        column = program.group(block.column_group)
-        scaled = factor * block.matrix * bound[column.offset:column.stop][None, :]
-        key = (index[block.row_group], index[block.column_group])
-        summed[key] = summed[key] + scaled if key in summed else scaled
+        if factor != 0.0:
+            parts.setdefault((index[block.row_group], index[block.column_group]), []).append((block, factor))
     infinity = np.zeros((len(names), len(names)))
     spectral = np.zeros_like(infinity)
-    for (row, column), matrix in summed.items():
-        infinity[row, column] = float(np.max(np.sum(np.abs(matrix), axis=1), initial=0.0))
-        spectral[row, column] = _spectral_norm(matrix)
+    for (row, column), blocks in parts.items():
+        group = program.group(names[column])
+        slopes = bound[group.offset:group.stop]
+        key = (tuple((id(block.matrix), factor) for block, factor in blocks), slopes.tobytes())
+        if memo is None or key not in memo:
+            matrix = None
+            for block, factor in blocks:
+                scaled = factor * block.matrix * slopes[None, :]
+                matrix = scaled if matrix is None else matrix + scaled
+            norms = (float(np.max(np.sum(np.abs(matrix), axis=1), initial=0.0)), _spectral_norm(matrix))
+            if memo is None:
+                infinity[row, column], spectral[row, column] = norms
+                continue
+            memo[key] = (norms, [block.matrix for block, _ in blocks])  # the matrices: their ids stay theirs
+        infinity[row, column], spectral[row, column] = memo[key][0]
     return infinity, spectral
 
 
@@ -83,9 +96,11 @@ def _perron_root(norms: np.ndarray, program: BlockProgram, alpha: np.ndarray) ->
     return float(np.max(np.abs(np.linalg.eigvals(comparison)), initial=0.0))
 
 
-def theorem1_and_block(program: BlockProgram, phase: Phase, alpha: np.ndarray) -> tuple[float, float, float]:
-    """(Theorem 1 factor, block bound = min(raw, Theorem 1), raw spectral-norm block factor)."""
-    infinity, spectral = group_norms(program, phase)
+def theorem1_and_block(program: BlockProgram, phase: Phase, alpha: np.ndarray, memo: dict | None = None
+                       ) -> tuple[float, float, float]:
+    """(Theorem 1 factor, block bound = min(raw, Theorem 1), raw spectral-norm block factor); ``memo`` as
+    ``group_norms``'s."""
+    infinity, spectral = group_norms(program, phase, memo)
     theorem1 = _perron_root(infinity, program, alpha)
     raw = _perron_root(spectral, program, alpha)
     return theorem1, min(raw, theorem1), raw
@@ -125,8 +140,8 @@ def smallest_steps(program: BlockProgram, alpha: np.ndarray, scale_per_step: flo
 
 
 def certify_phase(program: BlockProgram, phase: Phase, alpha: np.ndarray, tolerance: float,
-                  sdp: bool = True) -> dict:
-    theorem1, block, block_raw = theorem1_and_block(program, phase, alpha)
+                  sdp: bool = True, memo: dict | None = None) -> dict:
+    theorem1, block, block_raw = theorem1_and_block(program, phase, alpha, memo)
     result = {"theorem1": theorem1, "block": block, "block_raw": block_raw, "sdp": None, "sdp_raw": None}
     if sdp and program.size <= SDP_LIMIT:
         raw = sdp_factor(program, phase, alpha, upper=min(1.0, block) if block < 1.0 else 1.0)
@@ -138,18 +153,19 @@ def certify_phase(program: BlockProgram, phase: Phase, alpha: np.ndarray, tolera
     return result
 
 
-def steps_needed(program: BlockProgram, alpha: np.ndarray) -> dict:
+def steps_needed(program: BlockProgram, alpha: np.ndarray, memo: dict | None = None) -> dict:
     """T_min of the Theorem 1 and block bounds for implicit Euler and Crank-Nicolson (same α).
 
     Block norms are computed once per scale class; at another step scale a (row, column) pair's norm is
-    Σ_class factor × norm (exact when the pair has one class, the triangle inequality otherwise).
+    Σ_class factor × norm (exact when the pair has one class, the triangle inequality otherwise). ``memo``
+    as ``group_norms``'s.
     """
     by_class = {}
     for scale_class in SCALE_CLASSES:
         only = BlockProgram(program.state_dimension, program.groups,
                             [block for block in program.blocks if block.scale_class == scale_class], [], [],
                             program.readout_group, program.open_iterations, program.layout)
-        by_class[scale_class] = group_norms(only, Phase(CLOSED, 1.0, 1.0, ()))
+        by_class[scale_class] = group_norms(only, Phase(CLOSED, 1.0, 1.0, ()), memo)
 
     def bound(kind: int):
         def factor(_program, phase, alpha_values):

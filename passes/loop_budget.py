@@ -62,13 +62,14 @@ def _convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.nd
     recorded = measured_iterations(program, schedule, alpha, settle_tolerance)
     measured = None if recorded is None else recorded[0]
     cache: dict[tuple, dict] = {}
+    norms: dict = {}  # block norms shared by every phase's certificate and the T_min bounds (group_norms)
     phases, notes = [], []
     for step, index, row in closed_phases(schedule):
         phase_alpha = _alpha_row(alpha, row)
         key = (flat[row].step_scale, phase_alpha.tobytes())
         if key not in cache:
             cache[key] = certify_phase(program, flat[row], phase_alpha, settle_tolerance,
-                                       sdp=len(cache) < SDP_PHASES)
+                                       sdp=len(cache) < SDP_PHASES, memo=norms)
         certificate = cache[key]
         count = None if measured is None else measured[row]
         needed = count if count is not None else certificate["certified_iterations"]
@@ -99,7 +100,7 @@ def _convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.nd
         "budget_margin": BUDGET_MARGIN,
         "total_iterations": int(sum(budgets)) if budgets else None,
         "settle_time_s": None if not budgets or loop_iteration_s is None else sum(budgets) * loop_iteration_s,
-        "t_min": steps_needed(program, first_alpha),
+        "t_min": steps_needed(program, first_alpha, norms),
         "alpha": selection or {},
         "phases": phases,
         "local": _local_section(program, schedule, alpha, settle_tolerance, recorded, phases),

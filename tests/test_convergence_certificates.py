@@ -219,3 +219,24 @@ def test_lanczos_block_norm_is_an_upper_bound_close_to_the_svd() -> None:
     for matrix in (rng.standard_normal((DENSE_NORM_LIMIT + 60, 300)), wide):
         exact = float(np.linalg.svd(matrix, compute_uv=False)[0])
         assert exact <= _spectral_norm(matrix) <= exact * (1 + 1e-8)
+
+
+def test_block_norm_memo_gives_the_same_bits_and_computes_each_pair_once(monkeypatch) -> None:
+    """``group_norms`` with a memo: the T_min bounds and a phase's certificate share block norms; the values are
+    those computed afresh, bit for bit, and a pair already in the memo costs no new norm."""
+    from admc.passes import convergence_certificates
+
+    program, _, _, _ = _case((6, 5), 4, 1.0, 0.2)
+    fresh = convergence_certificates.group_norms(program, PHASE)
+    memo: dict = {}
+    first = convergence_certificates.group_norms(program, PHASE, memo)
+    calls = []
+    original = convergence_certificates._spectral_norm
+    monkeypatch.setattr(convergence_certificates, "_spectral_norm", lambda matrix: calls.append(1) or original(matrix))
+    second = convergence_certificates.group_norms(program, PHASE, memo)
+    for left, middle, right in zip(fresh, first, second, strict=True):
+        assert left.tobytes() == middle.tobytes() == right.tobytes()
+    assert calls == [] and len(memo) == np.count_nonzero(fresh[1])
+    other = replace(PHASE, step_scale=0.5)
+    halved = convergence_certificates.group_norms(program, other, memo)
+    assert calls and halved[1].tobytes() == convergence_certificates.group_norms(program, other)[1].tobytes()
