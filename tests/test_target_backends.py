@@ -23,6 +23,7 @@ import pytest
 
 import admc.passes.tiling as tiling
 from admc.bundle.manifest_types import TargetSection
+from admc.bundle.store import Bundle
 from admc.compiler.driver import build
 from admc.core.errors import AdmcError
 from admc.passes.manager import PassManager
@@ -182,3 +183,15 @@ def test_a_target_refuses_a_solver_of_the_other_kind() -> None:
     with pytest.raises(AdmcError, match="target 'rram-128' runs continuous-time solvers only"):
         check_solver("implicit-euler", load_target("rram"))
     assert load_target("rram").default_solver == "continuous"
+
+
+def test_quantisation_in_chunks_of_tiles_gives_the_same_bundle(tmp_path: Path, monkeypatch) -> None:
+    """``quantise_set`` quantises up to ``QUANTISE_TILES`` tiles per call; one tile per call (as it once did)
+    must give the same bytes in every payload."""
+    import admc.targets.aoc.backend as aoc_backend
+
+    chunked = Bundle(build(EXAMPLE, tmp_path / "chunked", target="aoc-48", steps=2))
+    assert len(chunked.manifest["aoc"]["tiles"]) > 1
+    monkeypatch.setattr(aoc_backend, "QUANTISE_TILES", 1)
+    single = Bundle(build(EXAMPLE, tmp_path / "single", target="aoc-48", steps=2))
+    assert single.manifest["payloads"] == chunked.manifest["payloads"]
