@@ -63,6 +63,10 @@ class MatrixBlock:
     matrix: np.ndarray
     scale_class: str = FIXED
     layer: int = 0
+    # (left, right) with matrix = left @ right when the block is known to have low rank (a fold-input MLP's
+    # feedback block V·W has rank d): analyses may use it after checking it still holds (a pass that changes
+    # ``matrix`` without it leaves it stale, and realised weights are not low-rank at all).
+    low_rank: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
 
 def block_name(index: int) -> str:

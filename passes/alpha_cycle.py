@@ -49,8 +49,8 @@ def block_cycle(program: BlockProgram, phase: Phase, slopes: np.ndarray) -> Bloc
             continue
         if block.row_group in incoming:
             return None
-        incoming[block.row_group] = (block.column_group, factor * block.matrix)
-    read = {column for column, _ in incoming.values()}
+        incoming[block.row_group] = (block.column_group, factor * block.matrix, factor, block.low_rank)
+    read = {column for column, *_ in incoming.values()}
     if not incoming or not read <= set(incoming):
         return None
     start = min(read, key=lambda name: program.group(name).size)
@@ -67,15 +67,49 @@ def block_cycle(program: BlockProgram, phase: Phase, slopes: np.ndarray) -> Bloc
     tails = [slice(program.group(name).offset, program.group(name).stop) for name in sorted(set(incoming) - read)]
     order = [order[0], *reversed(order[1:])]  # forward direction: g_0 → g_1 → … (g_b reads g_{b−1})
     slices = [slice(program.group(name).offset, program.group(name).stop) for name in order]
+    narrow = _narrow_block(order, incoming, program.group(start).size)
     eigenvalues = []
     for slope in np.atleast_2d(slopes):
-        product = np.eye(program.group(start).size)
-        for index in range(1, len(order) + 1):
-            row = order[index % len(order)]
-            column, matrix = incoming[row]
-            product = matrix @ (slope[slices[index - 1]][:, None] * product)
-        eigenvalues.append(np.linalg.eigvals(product))
+        if narrow is None:
+            eigenvalues.append(np.linalg.eigvals(_cycle_product(order, slices, incoming, slope, 0,
+                                                                np.eye(program.group(start).size))))
+            continue
+        # C = J_0 S ⋯ J_1 S has the non-zero eigenvalues of its rotation starting at the low-rank block
+        # f·L·R, and those of R·S·(the rest of the cycle)·f·L, a rank × rank matrix; the other eigenvalues are 0.
+        index, (left, right), factor = narrow
+        chain = _cycle_product(order, slices, incoming, slope, index, factor * left, skip_last=True)
+        small = right @ (slope[slices[index - 1]][:, None] * chain)
+        values = np.linalg.eigvals(small)
+        eigenvalues.append(np.concatenate([values, np.zeros(program.group(start).size - values.size)]))
     return BlockCycle(order, slices, np.asarray(eigenvalues), tails)
+
+
+def _cycle_product(order: list[str], slices: list[slice], incoming: dict, slope: np.ndarray, first: int,
+                   product: np.ndarray, skip_last: bool = False) -> np.ndarray:
+    """``product`` carried round the cycle from group ``order[first]``: each block in turn, its input channels
+    scaled by σ' (the last block left out with ``skip_last``: the caller applies it in factored form)."""
+    count = len(order) - (1 if skip_last else 0)
+    for step in range(1, count + 1):
+        index = (first + step) % len(order)
+        matrix = incoming[order[index]][1]
+        product = matrix @ (slope[slices[index - 1]][:, None] * product)
+    return product
+
+
+def _narrow_block(order: list[str], incoming: dict, width: int) -> tuple | None:
+    """A cycle block whose declared low rank is below ``width`` and still holds (left @ right equals the
+    block's matrix to 1e-12 of its largest entry): (its position in ``order``, (left, right), its factor)."""
+    for index, row in enumerate(order):
+        _, matrix, factor, low_rank = incoming[row]
+        if low_rank is None or low_rank[0].shape[1] >= width:
+            continue
+        left, right = low_rank
+        if left.shape[0] != matrix.shape[0] or right.shape[1] != matrix.shape[1]:
+            continue
+        scale = float(np.max(np.abs(matrix), initial=0.0))
+        if scale > 0.0 and np.max(np.abs(factor * (left @ right) - matrix)) <= 1e-12 * scale:
+            return index, (left, right), factor
+    return None
 
 
 def tail_radius(cycle: BlockCycle, u: np.ndarray) -> float:

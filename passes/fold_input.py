@@ -56,7 +56,7 @@ def pack_folded(network: AdmNetwork) -> BlockProgram:
             if is_condition_source(atom.source):
                 continue  # injected per sample (condition_interface.condition_parts)
             blocks.append(MatrixBlock(node.name, column_group(atom, state_groups), linear @ matrix,
-                                      FEEDBACK, layer))
+                                      FEEDBACK, layer, low_rank=(linear, matrix)))
         time_terms = [TimeTerm(linear @ term.matrix, term.function, term.description)
                       for term in output.time_terms]
         biases.append(BiasPart(node.name, linear @ output.bias, time_terms, FEEDBACK))

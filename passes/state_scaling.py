@@ -71,7 +71,10 @@ def apply_scales(program: BlockProgram, scales: dict[str, float]) -> BlockProgra
     groups = [replace(group, voltage_scale=scales[group.name], sigma_gain=1.0 / scales[group.name])
               for group in program.groups]
     blocks = [MatrixBlock(block.row_group, block.column_group, scales[block.row_group] * block.matrix,
-                          block.scale_class, block.layer) for block in program.blocks]
+                          block.scale_class, block.layer,
+                          None if block.low_rank is None else (scales[block.row_group] * block.low_rank[0],
+                                                               block.low_rank[1]))
+              for block in program.blocks]
     injections = [InjectionPart(part.group, scales[part.group] * part.matrix, part.kind)
                   for part in program.injections]
     table = program.static_table

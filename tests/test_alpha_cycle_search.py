@@ -154,3 +154,49 @@ def test_cycle_products_are_bounded_by_their_work_and_each_kept_one_is_exact(mon
     assert any(note.startswith("block cycle: 1 of ") for note in bounded.notes)
     assert not any(note.startswith("block cycle:") for note in full.notes)
     assert bounded.acceptance.settled
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_folded_blocks_low_rank_gives_the_cycle_eigenvalues_of_the_full_product(seed: int, monkeypatch) -> None:
+    """A fold-input MLP's feedback block V·W has rank d: the cycle's eigenvalues come from a d × d product
+    instead of the hidden width's (an H³ eigenproblem at scale). They equal the full product's (its others
+    are 0), and a low-rank factor that no longer holds (a pass changed the matrix) is not used."""
+    from dataclasses import replace
+
+    from models import StandardMlp, example_inputs, seeded
+
+    from admc.compiler.driver import load_source
+    from admc.compiler.packing import pack_for_target
+    from admc.ir.program import CLOSED, Phase
+    from admc.passes import alpha_cycle
+    from admc.passes.canonicalize import canonicalize
+
+    module = seeded(StandardMlp(hidden=(9, 7)), seed)
+    program = pack_for_target(canonicalize(load_source(module, example_inputs()).graph, ("tanh",), "test"),
+                              linear_channels=False)
+    assert any(block.low_rank is not None for block in program.blocks)
+    full = replace(program, blocks=[replace(block, low_rank=None) for block in program.blocks])
+    phase = Phase(CLOSED, 0.5, 1.0, ())
+    slopes = np.random.default_rng(seed).uniform(0.1, 1.0, (2, program.size))
+    calls = []
+    original = alpha_cycle._cycle_product
+
+    def counting(*arguments, **options):
+        calls.append(options.get("skip_last", False))
+        return original(*arguments, **options)
+
+    monkeypatch.setattr(alpha_cycle, "_cycle_product", counting)
+    narrow = alpha_cycle.block_cycle(program, phase, slopes).eigenvalues
+    assert calls == [True, True]
+    wide = alpha_cycle.block_cycle(full, phase, slopes).eigenvalues
+    stale = replace(program, blocks=[replace(block, matrix=1.01 * block.matrix) if block.low_rank is not None
+                                     else block for block in program.blocks])
+    calls.clear()
+    alpha_cycle.block_cycle(stale, phase, slopes)
+    assert calls == [False, False]
+
+    def ordered(values: np.ndarray) -> np.ndarray:
+        return values[np.lexsort((values.imag, np.round(values.real, 9)))]
+
+    for left, right in zip(narrow, wide, strict=True):
+        np.testing.assert_allclose(ordered(left), ordered(right), atol=1e-10)
