@@ -47,6 +47,7 @@ from admc.targets.aoc.nonidealities import NonIdealities
 from admc.targets.aoc.physics import clip_injection
 from admc.targets.aoc.twin_arrays import TwinArrays
 from admc.targets.aoc.twin_phases import TwinPhases
+from admc.targets.aoc.twin_threads import ELEMENTWISE_THREADS, threads
 
 DEFAULT_LOOP_ITERATIONS = 300  # ≈ 9.5 µs at τ = 31.8 ns: inside the paper's 10–15 µs per diffusion step
 NOISE_FREE_TOLERANCE = 1e-13  # float64; float32 runs use NOISE_FREE_EPSILONS × its machine epsilon
@@ -120,6 +121,7 @@ class AocTwin(TwinArrays, TwinPhases):
         self._operators: dict[tuple[float, ...], LoopOperator] = {}
         self._buffers: dict[tuple, torch.Tensor] = {}
         self.extra_drive: Callable[[Phase], np.ndarray] | None = None
+        self.product_threads = torch.get_num_threads()  # the loop operator's products (twin_threads.py)
 
     # -- the realised loop operator of a phase -----------------------------------------------------
     def _phase_factors(self, phase: Phase) -> tuple[float, ...]:
@@ -133,7 +135,8 @@ class AocTwin(TwinArrays, TwinPhases):
         """
         factors = self._phase_factors(phase)
         if factors not in self._operators:
-            self._operators[factors] = self._build_operator(factors)
+            with threads(self.product_threads):
+                self._operators[factors] = self._build_operator(factors)
         return self._operators[factors]
 
     def _build_operator(self, factors: tuple[float, ...]) -> LoopOperator | PathOperators:
@@ -206,6 +209,11 @@ class AocTwin(TwinArrays, TwinPhases):
         """Run every step on ``noise`` [B, d]; ``progress(step, steps)`` is called after each step;
         ``extra_drive(phase)`` is a per-sample [B, n] injection added to each phase's (conditions)."""
         self.extra_drive = extra_drive
+        self.product_threads = torch.get_num_threads()
+        with threads(ELEMENTWISE_THREADS):  # the products get product_threads back (twin_phases._operator)
+            return self._run(noise, progress)
+
+    def _run(self, noise: np.ndarray, progress: Callable[[int, int], None] | None) -> TwinResult:
         generator = self._generator()
         x0 = self._tensor(noise)
         batch = x0.shape[0]
