@@ -107,10 +107,20 @@ def block_form(scaled: torch.Tensor, constant: torch.Tensor, input_channel: torc
     remainder = (row[leftover], column[leftover], values[leftover]) if bool(leftover.any()) else None
     return LoopOperator("blocks", constant, cost, blocks=blocks, remainder=remainder)
 
+def _used_modules(scaled: torch.Tensor) -> torch.Tensor:
+    return torch.nonzero(scaled.flatten(1).abs().amax(dim=1) > 0).flatten()
+
+
+def module_cost(scaled: torch.Tensor) -> float:
+    """The cost ``module_form`` would report, without building it (a copy of every used module's optics)."""
+    _, outputs, inputs = scaled.shape
+    return MODULE_COST * _used_modules(scaled).numel() * outputs * inputs
+
+
 def module_form(scaled: torch.Tensor, constant: torch.Tensor, input_channel: torch.Tensor,
             output_channel: torch.Tensor) -> LoopOperator:
     """One [P_in, P_out] product per module that holds any weight; cost in weight units."""
-    used = torch.nonzero(scaled.flatten(1).abs().amax(dim=1) > 0).flatten()
+    used = _used_modules(scaled)
     matrices = scaled[used].transpose(1, 2).contiguous()
     cost = MODULE_COST * matrices.numel()
     return LoopOperator("modules", constant, cost, modules=matrices,
