@@ -1,10 +1,11 @@
-"""Tests of the twin's changes for large programs (issue 25): the thread split of an iteration and building
-only the loop operator form that is used. Each compares the changed path with the formula it replaced on a tiny
-program, in float64.
+"""Tests of the twin's changes for large programs (issue 25): the thread split of an iteration, building only
+the loop operator form that is used, and the block form built one row group at a time. Each compares the changed
+path with the formula it replaced, on a tiny program or random layouts, in float64.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import admc.targets.aoc.twin as twin_module
 from admc.bundle.store import Bundle
 from admc.compiler.driver import build
 from admc.targets.aoc.loop_operator import block_form, module_cost, module_form
-from admc.targets.aoc.twin import AocTwin
+from admc.targets.aoc.twin import AocTwin, nonidealities_of
 from admc.targets.aoc.twin_threads import threads
 
 
@@ -89,3 +90,80 @@ def test_twin_scaling_benchmark_reads_a_time_log(tmp_path: Path) -> None:
     log.write_text("\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03.5\n"
                    "\tMaximum resident set size (kbytes): 2048\n")
     assert time_log(log) == {"seconds": 3723.5, "peak_bytes": 2048 * 1024}
+
+
+def old_block_form(scaled, constant, input_channel, output_channel, group_slices, group_index):
+    """``loop_operator.block_form`` before it went one row group at a time (one sort of every entry)."""
+    modules, outputs, inputs = scaled.shape
+    size = len(group_index)
+    rows = output_channel.unsqueeze(-1).expand(modules, outputs, inputs)
+    columns = input_channel.unsqueeze(1).expand(modules, outputs, inputs)
+    keep = (rows < size) & (columns < size) & (scaled != 0)
+    keys, inverse = torch.unique(rows[keep] * size + columns[keep], return_inverse=True)
+    values = torch.zeros(keys.numel(), dtype=scaled.dtype).index_add_(0, inverse, scaled[keep])
+    row, column = keys // size, keys % size
+    count = len(group_slices)
+    pair = group_index[row] * count + group_index[column]
+    blocks, leftover, cost = [], torch.zeros_like(values, dtype=torch.bool), 0.0
+    for key, number in zip(*(t.tolist() for t in torch.unique(pair, return_counts=True)), strict=True):
+        row_slice, column_slice = group_slices[key // count], group_slices[key % count]
+        area = (row_slice.stop - row_slice.start) * (column_slice.stop - column_slice.start)
+        selected = pair == key
+        if area > 4.0 * number:
+            leftover |= selected
+            cost += 4.0 * number
+            continue
+        matrix = torch.zeros(row_slice.stop - row_slice.start, column_slice.stop - column_slice.start,
+                             dtype=scaled.dtype)
+        matrix[row[selected] - row_slice.start, column[selected] - column_slice.start] = values[selected]
+        blocks.append((row_slice, column_slice, matrix.T.contiguous()))
+        cost += area
+    remainder = (row[leftover], column[leftover], values[leftover]) if bool(leftover.any()) else None
+    return cost, blocks, remainder
+
+
+def random_layout(seed: int) -> tuple:
+    """Random optics on 12-port modules routed to 5 groups, with unused ports, repeated channels (a channel fed
+    by several ports) and zeros: some group pairs dense, some sparse."""
+    generator = np.random.default_rng(seed)
+    sizes = generator.integers(3, 20, size=5)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    size = int(sizes.sum())
+    modules, ports = 9, 12
+    scaled = generator.standard_normal((modules, ports, ports)) * (generator.random((modules, ports, ports)) < 0.7)
+    output_channel = generator.integers(0, size + 1, size=(modules, ports))  # size: unused
+    input_channel = generator.integers(0, size + 1, size=(modules, ports))
+    group_index = np.repeat(np.arange(5), sizes)
+    slices = [slice(int(offset), int(offset + count)) for offset, count in zip(offsets, sizes, strict=True)]
+    return (torch.as_tensor(scaled), torch.zeros(size, dtype=torch.float64), torch.as_tensor(input_channel),
+            torch.as_tensor(output_channel), slices, torch.as_tensor(group_index))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_block_form_by_row_group_equals_one_sort_of_every_entry(seed: int) -> None:
+    arguments = random_layout(seed)
+    cost, blocks, remainder = old_block_form(*arguments)
+    new = block_form(*arguments)
+    assert new.cost == cost
+    assert [(rows, columns) for rows, columns, _ in new.blocks] == [(rows, columns) for rows, columns, _ in blocks]
+    for (_, _, matrix), (_, _, expected) in zip(new.blocks, blocks, strict=True):
+        assert torch.equal(matrix, expected)
+    assert (new.remainder is None) == (remainder is None)
+    if remainder is not None:
+        for part, expected in zip(new.remainder, remainder, strict=True):
+            assert torch.equal(part, expected)
+
+
+def test_block_form_by_row_group_on_a_bundle_with_crosstalk_across_tiles(bundle: Bundle) -> None:
+    settings = nonidealities_of(bundle)
+    settings = replace(settings, pd_crosstalk=replace(settings.pd_crosstalk, enabled=True))
+    twin = AocTwin(bundle, settings, operator="blocks")
+    operator = twin.loop_operator(twin.schedule.steps[0][0])
+    assert operator.remainder is not None  # crosstalk between tiles sharing a module: entries outside the blocks
+    gain = twin.beta * twin._tensor(twin._phase_factors(twin.schedule.steps[0][0]))[twin.port_class]
+    scaled = gain.unsqueeze(-1) * twin.optics
+    cost, blocks, remainder = old_block_form(scaled, operator.constant, twin.input_channel, twin.output_channel,
+                                             twin.group_slices, twin.group_index)
+    assert operator.cost == cost and len(operator.blocks) == len(blocks)
+    for part, expected in zip(operator.remainder, remainder, strict=True):
+        assert torch.equal(part, expected)
