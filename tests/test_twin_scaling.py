@@ -17,7 +17,7 @@ import admc.targets.aoc.twin as twin_module
 from admc.bundle.store import Bundle
 from admc.compiler.driver import build
 from admc.targets.aoc.loop_operator import block_form, module_cost, module_form
-from admc.targets.aoc.twin import AocTwin, nonidealities_of
+from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
 from admc.targets.aoc.twin_threads import threads
 
 
@@ -167,3 +167,30 @@ def test_block_form_by_row_group_on_a_bundle_with_crosstalk_across_tiles(bundle:
     assert operator.cost == cost and len(operator.blocks) == len(blocks)
     for part, expected in zip(operator.remainder, remainder, strict=True):
         assert torch.equal(part, expected)
+
+
+def test_a_run_in_chunks_continues_one_random_stream(bundle: Bundle) -> None:
+    noise = noise_of(bundle, 5)
+    first = AocTwin(bundle, seed=3).run(noise[:2])
+    chunked = AocTwin(bundle, seed=3, chunk=2, record_residuals=True).run(noise)
+    assert chunked.trajectory.shape == (len(first.trajectory), 5, noise.shape[1])
+    assert np.array_equal(chunked.trajectory[:, :2], first.trajectory)  # up to a chunk: the one-pass run
+    restarted = AocTwin(bundle, seed=3).run(noise[2:4])
+    assert not np.allclose(chunked.trajectory[:, 2:4], restarted.trajectory)  # chunk 2 draws on, not again
+    repeats = AocTwin(bundle).repeats
+    assert all(history.shape[1] == 5 * repeats for history in chunked.residual_history)
+
+
+def test_a_noise_free_run_in_chunks_gives_the_samples_of_one_pass(bundle: Bundle) -> None:
+    noise = noise_of(bundle, 5)
+    size = AocTwin(bundle).size
+    drive = 0.01 * np.random.default_rng(1).standard_normal((5, size))
+    settings = all_off(nonidealities_of(bundle))
+    steps = []
+    whole = AocTwin(bundle, settings).run(noise, extra_drive=lambda phase: drive)
+    chunked = AocTwin(bundle, settings, chunk=2).run(noise, lambda step, total: steps.append((step, total)),
+                                                     extra_drive=lambda phase: drive)
+    assert np.abs(chunked.trajectory - whole.trajectory).max() <= 1e-12
+    assert len(chunked.iterations) == len(whole.iterations)
+    count = len(whole.iterations)
+    assert steps == [(number * count + step, 3 * count) for number in range(3) for step in range(1, count)]
