@@ -17,7 +17,8 @@ Contenders per dtype, on ``--batch`` rows (the twin's rows are samples × repeat
   α z + drive, read noise, the clamp, the readout and the change check), the bundle's own non-idealities;
 - twin operator: the realised loop operator's product alone (``LoopOperator.accumulate``);
 - block products: the program's blocks (the realised weights, one dense matrix per (row group, column group)
-  pair that holds weights) as one ``torch.mm`` per block on contiguous inputs into contiguous outputs;
+  pair that holds weights) as one ``torch.mm`` per block on contiguous inputs into contiguous outputs, and as
+  one ``addmm_`` per block on column slices of the state into row slices of one sum;
 - scipy BSR and torch CSR (``--sparse``): the same non-zeros as one sparse matrix (scipy BSR with square blocks
   of the largest size that divides every group; torch's CSR product).
 
@@ -98,12 +99,21 @@ def block_contenders(twin: AocTwin, batch: int, sparse: bool) -> tuple[dict, int
         products.append((activated[:, columns.offset:columns.stop].contiguous(), matrix_t,
                          torch.empty(batch, rows.size, dtype=dtype)))
     nonzeros = int(sum(np.count_nonzero(block.matrix) for block in program.blocks))
+    summed = torch.zeros(batch, program.size, dtype=dtype)
+    in_place = [(slice(program.group(block.row_group).offset, program.group(block.row_group).stop),
+                 slice(program.group(block.column_group).offset, program.group(block.column_group).stop), matrix_t)
+                for block, (_, matrix_t, _) in zip(program.blocks, products, strict=True)]
 
     def block_products() -> None:
         for inputs, matrix_t, outputs in products:
             torch.mm(inputs, matrix_t, out=outputs)
 
-    contenders = {"block products (torch.mm per block)": block_products}
+    def block_products_in_place() -> None:
+        for rows, columns, matrix_t in in_place:
+            summed[:, rows].addmm_(activated[:, columns], matrix_t)
+
+    contenders = {"block products (torch.mm per block)": block_products,
+                  "block products (addmm_ into the sum)": block_products_in_place}
     if sparse:
         contenders.update(sparse_contenders(program, activated, dtype))
     return contenders, nonzeros
