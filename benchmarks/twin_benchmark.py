@@ -11,6 +11,7 @@ modules). Contenders, batch 1,024, per loop iteration:
 - twin inner loop: ``AocTwin._operator`` (σ, the realised operator, α z + drive) + read noise + saturation,
   with the preset's non-idealities and with all off, float64 and float32;
 - twin phase loop: ``AocTwin._iterate`` per iteration (adds the divergence/convergence checks);
+  both with the element-wise work on one thread, as ``AocTwin.run`` runs them (``twin_threads.py``);
 - dense n × n: z ← α z + W σ(z) + v with the full 1,024 × 1,024 matrix (torch.addmm);
 - torch blocks: the four 256 × 256 blocks as four matmuls (torch.mm) on the same batch.
 Effective GFLOP/s counts 2 FLOPs per non-zero weight per sample for every contender.
@@ -34,6 +35,7 @@ from admc.bundle.store import Bundle
 from admc.compiler.driver import build
 from admc.targets.aoc.physics import activation
 from admc.targets.aoc.twin import AocTwin, all_off, nonidealities_of
+from admc.targets.aoc.twin_threads import ELEMENTWISE_THREADS, threads
 
 STATE, HIDDEN, BATCH = 256, (256, 256, 256), 1024
 
@@ -99,14 +101,16 @@ def twin_contenders(bundle: Bundle, device: torch.device, dtype: torch.dtype, pr
     noise = torch.empty(BATCH, twin.size, dtype=torch.float32, device=device) if twin.noisy else None
 
     def inner() -> None:
-        updated = twin._operator(buffers["state"], operator, drive, True, out=buffers["spare"])
-        twin._saturate(twin._add_noise(updated, noise, generator))
+        with threads(ELEMENTWISE_THREADS):  # as AocTwin.run runs an iteration
+            updated = twin._operator(buffers["state"], operator, drive, True, out=buffers["spare"])
+            twin._saturate(twin._add_noise(updated, noise, generator))
         buffers["spare"], buffers["state"] = buffers["state"], updated
 
     def phase_loop() -> None:
         # Noisy runs take exactly loop_iterations; noise-free runs go to convergence (then time per iteration
         # is what counts: the caller divides by the iterations reported).
-        phase_loop.iterations = twin._iterate(0, 0, phase, buffers["state"], drive, None, generator)[2]
+        with threads(ELEMENTWISE_THREADS):
+            phase_loop.iterations = twin._iterate(0, 0, phase, buffers["state"], drive, None, generator)[2]
 
     phase_loop.iterations = twin.loop_iterations
     return {"twin": twin, "operator": operator, "inner": inner, "phase_loop": phase_loop}

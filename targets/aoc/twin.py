@@ -20,6 +20,9 @@ Guarantees:
   realisations; continuous mode integrates τ dz/dt = −z + F(z) + noise with exponential Euler, τ from the
   bandwidth, and averages the sampled waveform over the readout window and repeats (the paper's readout).
 - A loop that diverges or does not settle raises ``ConvergenceError`` naming the step, phase and residual.
+- Samples run through the loops ``chunk`` at a time (default ``DEFAULT_CHUNK``) on one random stream, so a run's
+  memory is bounded by the chunk; up to ``chunk`` samples a run is one pass. An iteration's element-wise work runs
+  on one thread and its products on the caller's thread count (``twin_threads.py``).
 - Same bundle, non-idealities and seed: identical results. Runs on CPU or GPU (``device``), in float64
   (default) or float32 (``dtype``). Read noise is drawn in float32 and added in ``dtype``.
 
@@ -41,16 +44,20 @@ from admc.bundle.store import Bundle
 from admc.ir.program import CLOSED, INJECT, SCALE_CLASSES, Phase, block_scale, phase_vectors
 from admc.targets.aoc.bundle_reader import realised_blocks
 from admc.targets.aoc.calibration import Calibration
-from admc.targets.aoc.loop_operator import LoopOperator, PathOperators, block_form, module_form
+from admc.targets.aoc.loop_operator import LoopOperator, PathOperators, block_form, module_cost, module_form
 from admc.targets.aoc.measured_device import measured_nonidealities
 from admc.targets.aoc.nonidealities import NonIdealities
 from admc.targets.aoc.physics import clip_injection
 from admc.targets.aoc.twin_arrays import TwinArrays
 from admc.targets.aoc.twin_phases import TwinPhases
+from admc.targets.aoc.twin_threads import ELEMENTWISE_THREADS, threads
 
 DEFAULT_LOOP_ITERATIONS = 300  # ≈ 9.5 µs at τ = 31.8 ns: inside the paper's 10–15 µs per diffusion step
 NOISE_FREE_TOLERANCE = 1e-13  # float64; float32 runs use NOISE_FREE_EPSILONS × its machine epsilon
 NOISE_FREE_EPSILONS = 64
+# Samples per pass through the loops: bounds a run's memory (at 36M weights, 5 repeats: ~1 GB of state buffers
+# in float64); ``verify`` and ``simulate`` of up to this many samples run in one pass.
+DEFAULT_CHUNK = 256
 OPERATORS = ("auto", "blocks", "modules")
 
 
@@ -83,10 +90,11 @@ class AocTwin(TwinArrays, TwinPhases):
                  loop_iterations: int | None = None, repeats: int | None = None, seed: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
                  record_residuals: bool = False, operator: str = "auto", calibration: Calibration | None = None,
-                 switch_on_calibrated: bool = True):
+                 switch_on_calibrated: bool = True, chunk: int = DEFAULT_CHUNK):
         """``calibration``: a measured machine (calibrations/FIELDS.md format): the loop runs the measured chain in the
         machine's units (``machine_chain``) with its per-port figures, and, unless ``switch_on_calibrated``
-        is False (the given switches are then used as they are), every calibrated effect switched on."""
+        is False (the given switches are then used as they are), every calibrated effect switched on.
+        ``chunk``: samples per pass through the loops (``run``)."""
         if operator not in OPERATORS:
             raise ValueError(f"operator must be one of {OPERATORS}, got {operator!r}")
         self.bundle = bundle
@@ -104,6 +112,9 @@ class AocTwin(TwinArrays, TwinPhases):
                               "match this machine", stacklevel=2)
         self.mode = mode
         self.operator = operator
+        if chunk < 1:
+            raise ValueError(f"chunk must be a positive number of samples, got {chunk}")
+        self.chunk = chunk
         self.loop_iterations = loop_iterations or DEFAULT_LOOP_ITERATIONS
         self.repeats = repeats or int(target["timing"]["repeats"])
         self.window = tuple(target["timing"]["readout_window"])
@@ -120,6 +131,7 @@ class AocTwin(TwinArrays, TwinPhases):
         self._operators: dict[tuple[float, ...], LoopOperator] = {}
         self._buffers: dict[tuple, torch.Tensor] = {}
         self.extra_drive: Callable[[Phase], np.ndarray] | None = None
+        self.product_threads = torch.get_num_threads()  # the loop operator's products (twin_threads.py)
 
     # -- the realised loop operator of a phase -----------------------------------------------------
     def _phase_factors(self, phase: Phase) -> tuple[float, ...]:
@@ -133,7 +145,8 @@ class AocTwin(TwinArrays, TwinPhases):
         """
         factors = self._phase_factors(phase)
         if factors not in self._operators:
-            self._operators[factors] = self._build_operator(factors)
+            with threads(self.product_threads):
+                self._operators[factors] = self._build_operator(factors)
         return self._operators[factors]
 
     def _build_operator(self, factors: tuple[float, ...]) -> LoopOperator | PathOperators:
@@ -150,12 +163,14 @@ class AocTwin(TwinArrays, TwinPhases):
         return self._form(scaled, constant)
 
     def _form(self, scaled: torch.Tensor, constant: torch.Tensor) -> LoopOperator:
-        blocks = block_form(scaled, constant, self.input_channel, self.output_channel, self.group_slices,
-                            self.group_index)
-        modules = module_form(scaled, constant, self.input_channel, self.output_channel)
-        if self.operator == "blocks" or (self.operator == "auto" and blocks.cost <= modules.cost):
-            return blocks
-        return modules
+        """The operator form asked for ("auto": the cheaper); only the chosen form is built (each holds a copy
+        of every weight: 285 MB apiece in float64 at 36M weights)."""
+        if self.operator != "modules":
+            blocks = block_form(scaled, constant, self.input_channel, self.output_channel, self.group_slices,
+                                self.group_index)
+            if self.operator == "blocks" or blocks.cost <= module_cost(scaled):
+                return blocks
+        return module_form(scaled, constant, self.input_channel, self.output_channel)
 
     def _per_channel(self, per_port: torch.Tensor) -> torch.Tensor:
         total = torch.zeros(self.size + 1, dtype=self.dtype, device=self.device)
@@ -204,9 +219,28 @@ class AocTwin(TwinArrays, TwinPhases):
     def run(self, noise: np.ndarray, progress: Callable[[int, int], None] | None = None,
             extra_drive: Callable[[Phase], np.ndarray] | None = None) -> TwinResult:
         """Run every step on ``noise`` [B, d]; ``progress(step, steps)`` is called after each step;
-        ``extra_drive(phase)`` is a per-sample [B, n] injection added to each phase's (conditions)."""
-        self.extra_drive = extra_drive
-        generator = self._generator()
+        ``extra_drive(phase)`` is a per-sample [B, n] injection added to each phase's (conditions).
+
+        The samples go through the loops ``chunk`` at a time, one random stream across the chunks, so the
+        run's memory is bounded by the chunk; up to ``chunk`` samples it is one pass, as it always was. Per
+        step and phase the result holds the most iterations and the largest settle residual of any chunk."""
+        noise = np.asarray(noise)
+        steps, starts = len(self.schedule.steps), range(0, max(len(noise), 1), self.chunk)
+        self.product_threads = torch.get_num_threads()
+        parts = []
+        with threads(ELEMENTWISE_THREADS):  # the products get product_threads back (twin_phases._operator)
+            generator = self._generator()
+            for number, start in enumerate(starts):
+                rows = slice(start, start + self.chunk)
+                self.extra_drive = None if extra_drive is None else (
+                    lambda phase, rows=rows: np.asarray(extra_drive(phase))[rows])
+                report = None if progress is None else (
+                    lambda step, _, number=number: progress(number * steps + step, len(starts) * steps))
+                parts.append(self._run(noise[rows], report, generator))
+        return parts[0] if len(parts) == 1 else merged(parts)
+
+    def _run(self, noise: np.ndarray, progress: Callable[[int, int], None] | None,
+             generator: torch.Generator) -> TwinResult:
         x0 = self._tensor(noise)
         batch = x0.shape[0]
         # Repeats are independent noise realisations of the same experiment, averaged at each readout.
@@ -240,3 +274,18 @@ class AocTwin(TwinArrays, TwinPhases):
             result.settle_residuals.append(settles)
         result.residual_history = self._history
         return result
+
+
+def merged(parts: list[TwinResult]) -> TwinResult:
+    """The result of chunks of one run, in sample order: per step and phase the most iterations and the largest
+    settle residual; residual histories side by side, a chunk that settled sooner held at its last residual."""
+    iterations = [[max(counts) for counts in zip(*steps, strict=True)]
+                  for steps in zip(*(part.iterations for part in parts), strict=True)]
+    settles = [[max(values) for values in zip(*steps, strict=True)]
+               for steps in zip(*(part.settle_residuals for part in parts), strict=True)]
+    histories = []
+    for phase in zip(*(part.residual_history for part in parts), strict=True):
+        length = max(len(history) for history in phase)
+        histories.append(np.concatenate([np.pad(history, ((0, length - len(history)), (0, 0)), mode="edge")
+                                         for history in phase], axis=1))
+    return TwinResult(np.concatenate([part.trajectory for part in parts], axis=1), iterations, settles, histories)

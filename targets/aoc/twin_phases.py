@@ -5,8 +5,9 @@ Requires: a class that mixes ``TwinPhases`` in and has set, before a phase runs,
 ``open_alpha``, ``open_rescale``, ``sigma_gain``, ``tanh_channels``, ``all_tanh``, ``program_sigmoids``, ``held``,
 ``readout``, ``readout_scale``), its settings (``nonidealities``, ``chain``, ``loop_iterations``,
 ``open_iterations``, ``repeats``, ``window``, ``time_constant``, ``sample_period``, ``tolerance``, ``seed``,
-``device``, ``dtype``, ``record_residuals``), ``loop_operator(phase)``, a ``_buffers`` dict and the run's
-``_history`` list.
+``device``, ``dtype``, ``record_residuals``, ``product_threads``: the thread count of the operator's products
+while the rest runs on ``twin_threads.ELEMENTWISE_THREADS``), ``loop_operator(phase)``, a ``_buffers`` dict and
+the run's ``_history`` list.
 Guarantees: one iteration computes F(z) = α z + S σ(σ-gain z) + drive with held channels unrelaxed in open phases,
 then read noise and saturation. Discrete mode iterates a noise-free closed phase to convergence (or refuses
 after ``NOISE_FREE_MAX_ITERATIONS``), a noisy one for the loop budget, and reads out the average over the
@@ -27,6 +28,7 @@ from admc.ir.adm import activate
 from admc.ir.program import CLOSED, Phase
 from admc.targets.aoc.loop_operator import LoopOperator
 from admc.targets.aoc.physics import activation, activation_
+from admc.targets.aoc.twin_threads import threads
 
 SETTLE_TOLERANCE = 2e-2  # relative drift of the windowed readout between the window's two halves
 NOISE_FREE_MAX_ITERATIONS = 100_000
@@ -74,7 +76,8 @@ class TwinPhases:
         activated = self._activate(state)
         alpha = self.alpha if closed else self.open_alpha
         result = torch.addcmul(drive, alpha, state) if out is None else torch.addcmul(drive, alpha, state, out=out)
-        result = operator.accumulate(activated, result)
+        with threads(self.product_threads):  # the run's element-wise work is on one thread (twin_threads.py)
+            result = operator.accumulate(activated, result)
         if not closed:
             for channels, factor in self.open_rescale:
                 result[:, channels] *= factor
