@@ -54,8 +54,8 @@ class Acceptance:
                 "largest_iterations": max(self.iterations, default=0), "failure": self.failure}
 
 
-def settle_on_fresh_samples(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float,
-                            screen_only: bool = False) -> Acceptance:
+def settle_on_fresh_samples(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float
+                            ) -> Acceptance:
     """Every closed loop settles within ACCEPTANCE_LIMIT / SETTLE_MARGIN iterations on fresh samples."""
     samples = int(np.clip(ACCEPTANCE_WORK // max(program.size, 1), *ACCEPTANCE_SAMPLES))
     noise = np.random.default_rng(ACCEPTANCE_SEED).standard_normal((samples, program.state_dimension))
@@ -63,15 +63,14 @@ def settle_on_fresh_samples(program: BlockProgram, schedule: Schedule, alpha: np
     # samples that costs a thirtieth of the whole batch (the T_min search refuses several grids in a row). A
     # choice they accept runs on the whole batch, unchanged.
     screen = ACCEPTANCE_SAMPLES[0]
-    batches = (noise[:screen],) if screen_only else (noise[:screen], noise) if samples > screen else (noise,)
-    for batch in batches:
+    for batch in ((noise[:screen], noise) if samples > screen else (noise,)):
         executor = IdealExecutor(program, alpha, tolerance=tolerance,
                                  max_iterations=ACCEPTANCE_LIMIT // SETTLE_MARGIN)
         try:
             result = executor.run(schedule, batch)
         except ConvergenceError as error:
             return Acceptance(len(batch), ACCEPTANCE_SEED, False, [], str(error))
-    return Acceptance(len(batch), ACCEPTANCE_SEED, True, [count for step in result.iterations for count in step])
+    return Acceptance(samples, ACCEPTANCE_SEED, True, [count for step in result.iterations for count in step])
 
 
 def uniform_variant(program: BlockProgram, schedule: Schedule, steps: int) -> tuple[BlockProgram, Schedule]:
@@ -84,14 +83,11 @@ def uniform_variant(program: BlockProgram, schedule: Schedule, steps: int) -> tu
 
 
 def smallest_settling_steps(program: BlockProgram, schedule: Schedule, choose: Callable) -> int | None:
-    """Fewest uniform steps (above the schedule's) at which ``choose(program, schedule, screen_only)``
-    succeeds; None when none up to ``LARGEST_STEPS`` does. The search (doubling, then bisection) asks for the
-    acceptance's first samples only (``screen_only=True``): settling there is necessary for settling on all
-    of them, and each grid it passes would otherwise run every sample. The answer is then confirmed with the
-    whole acceptance, one step up at a time if it fails, so the T_min returned is one the pass accepts."""
-    def builds(steps: int, screen_only: bool = True) -> bool:
+    """Fewest uniform steps (above the schedule's) at which ``choose(program, schedule)`` succeeds; None when
+    none up to ``LARGEST_STEPS`` does."""
+    def builds(steps: int) -> bool:
         try:
-            choose(*uniform_variant(program, schedule, steps), screen_only)
+            choose(*uniform_variant(program, schedule, steps))
         except AdmcError:
             return False
         return True
@@ -105,8 +101,4 @@ def smallest_settling_steps(program: BlockProgram, schedule: Schedule, choose: C
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (low, middle) if builds(middle) else (middle, high)
-    while not builds(high, screen_only=False):
-        high += 1
-        if high > LARGEST_STEPS:
-            return None
     return high

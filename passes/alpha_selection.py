@@ -232,7 +232,7 @@ def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaC
 
 
 def _choose(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str,
-            row_peaks: np.ndarray | None, beta_max: float | None, screen_only: bool = False) -> AlphaSelection:
+            row_peaks: np.ndarray | None, beta_max: float | None) -> AlphaSelection:
     """The selection and its acceptance on fresh samples (not yet refused)."""
     size = program.size
     lower, upper = bounds(size, capabilities, row_peaks, beta_max)
@@ -251,7 +251,7 @@ def _choose(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
         selection = _search(program, schedule, capabilities, mode, closed, lower, upper)
     if closed:
         selection.acceptance = settle_on_fresh_samples(program, schedule, selection.alpha,
-                                                       capabilities.settle_tolerance, screen_only)
+                                                       capabilities.settle_tolerance)
     return selection
 
 
@@ -331,8 +331,8 @@ def _record_probes(program: BlockProgram, schedule: Schedule, noise: np.ndarray,
 def _refuse(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str,
             row_peaks: np.ndarray | None, beta_max: float | None, selection: AlphaSelection) -> None:
     """Refuse a choice whose loops do not settle on fresh samples, with the T_min this pass can build."""
-    def choose(variant: BlockProgram, uniform: Schedule, screen_only: bool) -> None:
-        result = _choose(variant, uniform, capabilities, mode, row_peaks, beta_max, screen_only)
+    def choose(variant: BlockProgram, uniform: Schedule) -> None:
+        result = _choose(variant, uniform, capabilities, mode, row_peaks, beta_max)
         if not result.acceptance.settled:
             raise AdmcError("does not settle")
 

@@ -88,16 +88,16 @@ class Bundle:
 
     def run(self, noise: np.ndarray, conditions: Mapping[str, Any] | None = None, ideal: bool = False,
             calibration: Any = None, seed: int | None = None, guidance: float | None = None,
-            loop_iterations: int | None = None) -> Simulation:
+            loop_iterations: int | None = None, precision: str = "float64") -> Simulation:
         """:meth:`simulate`'s run with its one-line account (executor, steps, loop iterations), as
         ``admc simulate`` prints it; a calibration is read (and checked against the target) even for an
-        ideal run."""
+        ideal run. ``precision``: the twin's arithmetic (``float64`` or ``float32``; the ideal run is float64)."""
         if loop_iterations is None and not ideal:
             # The twin runs the program's loop budget; the ideal executor iterates to its exact tolerance.
             loop_iterations = bundle_loop_budget(self._stored.manifest)
         run_conditions = None if conditions is None else {name: np.asarray(value) for name, value in conditions.items()}
         options = SimulateOptions(seed=seed, loop_iterations=loop_iterations,
-                                  calibration=read_machine(self._stored, calibration))
+                                  calibration=read_machine(self._stored, calibration), precision=precision)
         return run_simulation(self._stored, noise, run_conditions, guidance, ideal, options)
 
     def verify(self, samples: int = 256, seed: int = 0, tolerance: float | None = None, twin: bool = True,

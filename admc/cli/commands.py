@@ -18,6 +18,7 @@ from admc.cli.errors import OneLineParser, banners_to_stderr, run
 from admc.core import limits
 from admc.core.atomic import write_file_atomically
 from admc.core.errors import AdmcError
+from admc.core.precision import PRECISIONS
 
 
 def _load_noise(path: str) -> np.ndarray:
@@ -148,8 +149,11 @@ def command_simulate(arguments: argparse.Namespace) -> int:
                         f"{manifest['source']['state_dimension']} features")
     _require_run_memory(noise.shape[0], len(manifest["phases"]), manifest["layout"]["size"],
                         getattr(getattr(bundle.target, "timing", None), "repeats", 1), "the simulation")
+    if arguments.ideal and arguments.precision != "float64":
+        raise AdmcError("--precision: the ideal execution is exact float64; drop --precision or --ideal")
     run = bundle.run(noise, load_condition_files(arguments.condition or []), arguments.ideal,
-                     arguments.calibration, arguments.seed, arguments.guidance, arguments.loop_iterations)
+                     arguments.calibration, arguments.seed, arguments.guidance, arguments.loop_iterations,
+                     arguments.precision)
     print(run.description)
     _save_array(arguments.output, run.samples)
     print(f"wrote {arguments.output}")
@@ -311,6 +315,9 @@ def make_parser() -> argparse.ArgumentParser:
                           help="per-sample values of a condition input; repeatable")
     simulate.add_argument("--guidance", type=float, metavar="W",
                           help="run-time guidance weight (bundles whose W is in the gains)")
+    simulate.add_argument("--precision", choices=PRECISIONS, default="float64",
+                          help="the twin's arithmetic: float32 runs large programs about 1.7x faster; verify and "
+                               "--ideal stay float64 (default float64)")
     simulate.set_defaults(handler=command_simulate)
 
     verify = commands.add_parser("verify", help="compare a bundle against its source model", description=VERIFY_OUTPUT)

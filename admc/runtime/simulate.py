@@ -21,6 +21,7 @@ import numpy as np
 from admc.bundle.program import bundle_program
 from admc.bundle.store import Bundle
 from admc.core.errors import AdmcError
+from admc.core.precision import PRECISIONS
 from admc.runtime.conditioning import RunConditions
 from admc.runtime.executor import run_ideal
 from admc.runtime.guidance import apply_runtime_guidance, run_conditions
@@ -33,7 +34,9 @@ class SimulateOptions:
     (its non-idealities'); ``loop_iterations`` None: the twin's default budget; ``calibration``: a measured
     machine (the backend's ``read_calibration`` object) or None; ``mode``: ``discrete`` or ``continuous``;
     ``repeats`` None: the target's; ``nonidealities``: the twin's effects in place of the bundle's;
-    ``conditions``: the run's conditions and guidance (an unconditional run by default)."""
+    ``conditions``: the run's conditions and guidance (an unconditional run by default); ``precision``: the
+    twin's arithmetic, one of ``PRECISIONS`` (a twin that has only float64 refuses float32; the ideal executor
+    and ``verify`` stay float64)."""
 
     seed: int | None = None
     loop_iterations: int | None = None
@@ -42,6 +45,11 @@ class SimulateOptions:
     repeats: int | None = None
     nonidealities: Any = None
     conditions: RunConditions = field(default_factory=RunConditions)
+    precision: str = "float64"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise AdmcError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @classmethod
     def of(cls, options: SimulateOptions | Mapping[str, Any] | None) -> SimulateOptions:

@@ -84,10 +84,20 @@ def sample_static_errors(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> StaticErrors:
-    """Draw every static per-device quantity once (generator default: seeded from ``nonidealities.seed``)."""
+    """Draw every static per-device quantity once (generator default: seeded from ``nonidealities.seed``), in
+    float64 whatever ``dtype`` is, then cast: a seed is one chip, whether its twin runs in float32 or float64 (a
+    float32 draw is another stream of numbers, so another chip)."""
+    drawn = _draw(nonidealities, modules, ports, generator)
+    if dtype == torch.float64:
+        return drawn
+    return StaticErrors(*(getattr(drawn, entry.name).to(dtype) for entry in fields(StaticErrors)))
+
+
+def _draw(nonidealities: NonIdealities, modules: int, ports: int, generator: torch.Generator | None) -> StaticErrors:
     if generator is None:
         generator = torch.Generator().manual_seed(nonidealities.seed)
     settings = nonidealities
+    dtype = torch.float64
 
     def normal(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator, dtype=dtype)

@@ -13,6 +13,7 @@ raises ``ConvergenceError``.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from admc.bundle.program import check_loaded_files
 from admc.bundle.store import Bundle
@@ -28,7 +29,7 @@ def run_conditioned(bundle: Bundle, noise: np.ndarray, options, progress=None,
     and guidance."""
     twin = AocTwin(bundle, options.nonidealities, mode=options.mode, loop_iterations=options.loop_iterations,
                    repeats=options.repeats, seed=options.seed, record_residuals=record_residuals,
-                   calibration=options.calibration)
+                   calibration=options.calibration, dtype=getattr(torch, options.precision))
     rescale_gains(twin, bundle, options.conditions)
     return twin, twin.run(noise, progress, options.conditions.drive(twin.program))
 

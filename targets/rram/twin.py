@@ -172,6 +172,8 @@ class RramTwin:
 
 def simulate_twin(bundle: Bundle, noise: np.ndarray, options) -> tuple[np.ndarray, str]:
     """Final samples and a one-line account of the run; ``options``: ``admc.runtime.simulate.SimulateOptions``."""
+    if options.precision != "float64":
+        raise AdmcError(f"precision {options.precision}: the rram twin runs in float64 only")
     twin = RramTwin(bundle, seed=options.seed)
     trajectory = twin.run(noise)
     return trajectory[-1], (f"twin (rram, seed {twin.seed}): {len(twin.schedule.grid) - 1} readouts, "
