@@ -2,6 +2,7 @@
 calling the twin directly.
 
 Run:  nice .venv/bin/python benchmarks/sweep_scaling.py [--chips 12] [--samples 32] [--json out.json]
+      (or with ``--bundle PATH``: below)
 
 What it measures, in one run on this machine:
 1. ``direct``: the chips of one point run one after another in this process (``admc.sweep.chip.run_chip``,
@@ -16,6 +17,20 @@ What it measures, in one run on this machine:
    workers on fresh directories; the two tables are compared byte for byte.
 The load average before and after is printed: the machine may be shared, and a busy machine lowers the
 speed-up (2 workers cannot get 2 CPUs when others use them).
+
+With ``--bundle PATH`` (an existing bundle, e.g. the 36M-weight aoc-48 program) it times that program instead:
+  nice .venv/bin/python benchmarks/sweep_scaling.py --bundle PATH --chips 16 --samples 4 --loop-iterations 20 \
+      --json benchmarks/results/sweep_scaling_36m.json
+1. the point's reference (the ideal chain on ``--samples`` samples, seed 0), as a sweep's build task computes it;
+2. one chip in this process, split into loading the bundle (parse, hash-check), the twin's set-up (its arrays
+   and this chip's static errors) and the twin's run (``--samples`` samples × the target's repeats, discrete
+   mode, ``--loop-iterations`` per closed phase; ``--repeats`` overrides the target's);
+3. ``--chips`` chips (seeds 1 … N, the bundle's own non-idealities) as Ray tasks (``chip_task``, torch on one
+   thread) on a local instance of 1 and of 2 CPUs, timed from submission to the last result after each
+   worker has loaded the bundle once (a warm-up task per worker); with 1 worker also what handing a task the
+   files themselves costs (how every chip got the bundle before). Printed: wall per worker count, speed-up,
+   bundle loads per worker process (1 each: no worker loads the bundle twice), whether the rows of 1 and 2
+   workers are identical, and the load average before and after each.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from admc.core.errors import AdmcError
 from admc.sweep.loaded_bundles import SharedBundle
@@ -32,8 +31,10 @@ def shard_task(bundle: SharedBundle, samples: int, seed: int, start: int, stop: 
     return slice_runs(loaded_bundle(bundle), samples, seed, start, stop, twin_options)
 
 
-def _files(path: Path) -> dict[str, bytes]:
-    return {str(item.relative_to(path)): item.read_bytes() for item in sorted(path.rglob("*")) if item.is_file()}
+def _files(bundle) -> dict[str, bytes]:
+    """The manifest and the payloads it lists (hash-checked when the bundle was loaded; not read again)."""
+    payloads = {name: bundle.read_bytes(name) for name in bundle.manifest["payloads"]}
+    return {"manifest.json": (bundle.path / "manifest.json").read_bytes(), **payloads}
 
 
 def verify_on_ray(path: str | os.PathLike, samples: int = 256, seed: int = 0, tolerance: float | None = None,
@@ -66,7 +67,7 @@ def verify_on_ray(path: str | os.PathLike, samples: int = 256, seed: int = 0, to
         budget = bundle_loop_budget(bundle.manifest) if loop_iterations is None else loop_iterations
         options = SimulateOptions(loop_iterations=budget, calibration=read_machine(bundle, calibration),
                                   mode=twin_mode, repeats=repeats)
-    files = _files(bundle.path)
+    files = _files(bundle)
     key = "verify-" + hashlib.sha256(files["manifest.json"]).hexdigest()
     with ray_session(workers, address) as ray:
         shared = SharedBundle.of(key, files, ray.put(files))
