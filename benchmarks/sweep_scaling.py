@@ -45,14 +45,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed_chip_task(*arguments) -> tuple[dict, float, int, int]:
-    """``chip_task``, the seconds it took inside the worker, the worker's pid and how many bundles it has loaded."""
+def timed_chip_task(*arguments) -> tuple[dict, float, int, int, float]:
+    """``chip_task``, the seconds it took inside the worker, the worker's pid, how many bundles it has loaded,
+    and the CPU seconds it used (what a busy machine does not inflate)."""
     from admc.sweep import loaded_bundles
     from admc.sweep.execute import chip_task
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     row = chip_task(*arguments)
-    return row, time.perf_counter() - start, os.getpid(), loaded_bundles.loads()
+    return row, time.perf_counter() - start, os.getpid(), loaded_bundles.loads(), time.process_time() - cpu
 
 
 SPEC = """
@@ -230,13 +231,16 @@ def ray_chips(workers: int, key: str, files: dict, reference: dict, seeds: list[
         results = ray.get([remote.remote(bundle, shared, {}, seed, twin, criterion) for seed in seeds])
         figures[f"ray_{workers}_s"] = time.perf_counter() - start
     figures[f"ray_{workers}_inside_s"] = sum(result[1] for result in results)
+    figures[f"ray_{workers}_cpu_per_chip_s"] = sum(result[4] for result in results) / len(results)
     loads: dict[str, int] = {}
-    for _, _, pid, count in results:
+    for _, _, pid, count, _ in results:
         loads[str(pid)] = max(loads.get(str(pid), 0), count)
     figures[f"ray_{workers}_loads_per_worker"] = loads
     figures[f"load_after_{workers}"] = os.getloadavg()
-    print(f"ray, {workers} worker(s): {len(seeds)} chips in {figures[f'ray_{workers}_s']:.1f} s; bundle loads per "
-          f"worker process {loads}; load average {figures[f'load_after_{workers}']}", flush=True)
+    print(f"ray, {workers} worker(s): {len(seeds)} chips in {figures[f'ray_{workers}_s']:.1f} s (CPU per chip "
+          f"{figures[f'ray_{workers}_cpu_per_chip_s']:.1f} s, tasks in flight on average "
+          f"{figures[f'ray_{workers}_inside_s'] / figures[f'ray_{workers}_s']:.2f}); bundle loads per worker "
+          f"process {loads}; load average {figures[f'load_after_{workers}']}", flush=True)
     return figures, [result[0] for result in results]
 
 
