@@ -8,6 +8,7 @@ see ``admc.cli.errors``. Options are validated while parsing (``admc.cli.options
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
@@ -196,11 +197,16 @@ def command_verify(arguments: argparse.Namespace) -> int:
                         "verification")
     # A status line on a terminal only (tqdm disables itself when stderr is not a TTY), cleared when done.
     status = tqdm(desc="admc verify", bar_format="{desc}: {postfix}", file=sys.stderr, disable=None, leave=False)
+    verify = bundle.verify
+    if arguments.workers is not None or arguments.address:  # samples sharded over Ray (the sweep extra)
+        from admc.sweep.verify_shards import verify_on_ray
+
+        verify = functools.partial(verify_on_ray, bundle.path, workers=arguments.workers, address=arguments.address)
     try:
-        result = bundle.verify(arguments.samples, arguments.seed, arguments.tolerance, not arguments.no_twin,
-                               arguments.calibration, arguments.loop_iterations, arguments.twin_mode,
-                               arguments.repeats, arguments.twin_ratio, arguments.twin_nrmse,
-                               progress=status.set_postfix_str)
+        result = verify(arguments.samples, arguments.seed, arguments.tolerance, not arguments.no_twin,
+                        arguments.calibration, arguments.loop_iterations, arguments.twin_mode,
+                        arguments.repeats, arguments.twin_ratio, arguments.twin_nrmse,
+                        progress=status.set_postfix_str)
     finally:
         status.close()
     report = result.to_json()
@@ -346,6 +352,9 @@ def make_parser() -> argparse.ArgumentParser:
     verify.add_argument("--calibration", metavar="hw48|hw16|FILE",
                         help="a measured machine for the twin's device figures: "
                         "hw48, hw16 or a calibration file (the makers' format)")
+    verify.add_argument("--workers", type=option.WORKERS, metavar="K",
+                        help="shard the samples over a local Ray instance of K CPUs (the sweep extra)")
+    verify.add_argument("--address", metavar="ADDR", help="shard the samples over the Ray cluster at ADDR")
     verify.set_defaults(handler=command_verify)
 
 

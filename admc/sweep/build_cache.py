@@ -7,9 +7,9 @@ Guarantees:
   bytes, target description, options, samples, seed): equal inputs share one build, in a run and across
   resumed runs.
 - :func:`build_point` runs anywhere (a Ray worker on another machine: no path of the driver's is used) and
-  returns either the bundle's files with the reference data, or a failure status with its reason: a refused
-  build is ``build_failed``, an ideal program or reference that does not converge ``diverged``; it never
-  raises on bad input.
+  returns either the bundle's files (unless it was given them) with the reference data, or a failure status
+  with its reason: a refused build is ``build_failed``, an ideal program or reference that does not converge
+  ``diverged``; it never raises on bad input.
 - :func:`store` / :func:`load` keep outcomes under ``RESULTS_DIR/builds/<key>/`` (written to a temporary
   directory and renamed: a killed run leaves complete entries only). :func:`materialise_bundle` writes the
   files once per machine for the twin to read.
@@ -113,7 +113,8 @@ def build_point(source_bytes: bytes | None, source_name: str, target: dict | Non
             return {"status": DIVERGED, "reason": _one_line(error)}
         except AdmcError as error:
             return {"status": ERROR, "reason": _one_line(error)}
-    return {"status": OK, "reason": "", "files": files, **reference}
+    # Given files are the caller's already: not sent back (36M weights: 1.1 GB through the object store).
+    return {"status": OK, "reason": "", **({"files": files} if bundle_files is None else {}), **reference}
 
 
 def _one_line(error: BaseException) -> str:
@@ -154,12 +155,17 @@ def load(directory: Path, key: str) -> dict | None:
     return record
 
 
+def materialised_directory(key: str, manifest: bytes) -> Path:
+    """Where :func:`materialise_bundle` writes the bundle of build ``key`` whose ``manifest.json`` is ``manifest``."""
+    root = Path(tempfile.gettempdir()) / f"admc-sweep-bundles-{os.getuid()}"
+    return root / f"{key[:32]}-{hashlib.sha256(manifest).hexdigest()[:16]}"
+
+
 def materialise_bundle(key: str, files: dict[str, bytes]) -> Path:
     """The bundle's directory on this machine, written once. Its name holds the manifest's hash (the manifest
     lists every payload's sha256), so a directory only ever holds these files: concurrent workers install it
     by an atomic rename, the first one wins, and nothing is ever moved away under a reader."""
-    root = Path(tempfile.gettempdir()) / f"admc-sweep-bundles-{os.getuid()}"
-    final = root / f"{key[:32]}-{hashlib.sha256(files['manifest.json']).hexdigest()[:16]}"
+    final = materialised_directory(key, files["manifest.json"])
     if (final / "manifest.json").is_file():
         return final
     with staged_directory(final, keep_existing=True) as staging:

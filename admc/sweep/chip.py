@@ -1,8 +1,9 @@
 """One chip of one point: its twin run, judged by the verify links, as one row of the results table.
 
-Requires: the point's bundle directory and reference data (``build_cache.point_reference``), the chip's
-non-idealities overrides and seed, the twin options and the pass criterion; the bundle's target backend
-declares a twin for a chip (``TargetBackend.make_twin``: ``check_points`` refuses a target without one).
+Requires: the point's bundle (its directory, or a loaded ``Bundle``: ``loaded_bundles``) and reference data
+(``build_cache.point_reference``), the chip's non-idealities overrides and seed, the twin options and the pass
+criterion; the bundle's target backend declares a twin for a chip (``TargetBackend.make_twin``:
+``check_points`` refuses a target without one).
 Guarantees: :func:`run_chip` returns the metric columns of :data:`admc.sweep.results.COLUMNS` for the chip.
 The pass decision is ``admc verify``'s: the ideal chain's links pass, W2(twin, reference) is at most
 ``twin_ratio`` × W2(Gaussian fit, reference), and, when ``twin_nrmse`` is set, the twin's worst per-step
@@ -15,11 +16,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from admc.core.errors import AdmcError, ConvergenceError
 from admc.targets.backends import backend_of_manifest
+
+if TYPE_CHECKING:
+    from admc.bundle.store import Bundle
 
 OK, DIVERGED, ERROR = "ok", "diverged", "error"
 NAN = float("nan")
@@ -31,8 +36,9 @@ def failed_metrics(status: str, reason: str) -> dict:
             "latency_s": NAN}
 
 
-def run_chip(bundle_directory: Path, reference: dict, overrides: dict, seed: int, twin_options: dict,
+def run_chip(bundle: Path | str | Bundle, reference: dict, overrides: dict, seed: int, twin_options: dict,
              criterion: dict) -> dict:
+    """One chip's row (see module docstring); ``bundle``: its directory, or a loaded bundle (only read)."""
     import torch
 
     from admc.bundle.store import Bundle
@@ -41,7 +47,7 @@ def run_chip(bundle_directory: Path, reference: dict, overrides: dict, seed: int
     torch.set_num_threads(1)
     summary = reference["summary"]
     try:
-        bundle = Bundle(bundle_directory)
+        bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
         backend = backend_of_manifest(bundle.manifest, str(bundle.path))
         twin = backend.make_twin(bundle, overrides, seed, twin_options)
         result = twin.run(reference["noise"])

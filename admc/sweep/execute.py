@@ -28,8 +28,9 @@ from admc.core.atomic import write_file_atomically
 from admc.core.errors import AdmcError
 from admc.frontends.model_file import model_content, model_format
 from admc.sweep import build_cache
-from admc.sweep.chip import failed_metrics, run_chip
+from admc.sweep.chip import ERROR, failed_metrics, run_chip
 from admc.sweep.cluster import cluster_cpus, ray_session
+from admc.sweep.loaded_bundles import SharedBundle, loaded_bundle
 from admc.sweep.points import Point, build_target, chip_overrides, chip_seed, expand_points
 from admc.sweep.results import FORMATS, PartWriter, consolidate, final_path, finished
 from admc.sweep.spec import SweepSpec, canonical_json
@@ -49,10 +50,15 @@ class SweepSummary:
     lost: int = 0  # chips Ray could not finish (a worker or node lost): no row; running again retries them
 
 
-def chip_task(key: str, files: dict, reference: dict, overrides: dict, seed: int, twin_options: dict,
+def chip_task(bundle: SharedBundle, reference: dict, overrides: dict, seed: int, twin_options: dict,
               criterion: dict) -> dict:
-    """A Ray task: one chip (the bundle written once per machine)."""
-    return run_chip(build_cache.materialise_bundle(key, files), reference, overrides, seed, twin_options, criterion)
+    """A Ray task: one chip. Its worker fetches, writes and loads the bundle once and keeps it for its next
+    chips of the same bundle (``loaded_bundles``); the chip's twin is its own (its seed's errors and noise)."""
+    try:
+        loaded = loaded_bundle(bundle)
+    except AdmcError as error:  # what ``run_chip`` reports for a bundle it cannot load
+        return failed_metrics(ERROR, f"{type(error).__name__}: {' '.join(str(error).split())}")
+    return run_chip(loaded, reference, overrides, seed, twin_options, criterion)
 
 
 def _prepare_directory(spec: SweepSpec, directory: Path, file_format: str) -> None:
@@ -208,8 +214,10 @@ def _run_on_ray(ray, spec: SweepSpec, source: tuple, keys: dict, targets: dict, 
     limit, lost = 2 * cluster_cpus(ray), 0
     while pending_builds or ready_builds or queue or in_flight:
         for key, outcome in ready_builds:
+            if outcome["status"] == build_cache.OK and "files" not in outcome:  # a given bundle: not sent back
+                outcome = {**outcome, "files": bundle_files}
             build_cache.store(builds_directory, key, outcome)
-            queue.extend(_chips(spec, keys[key], todo, key, outcome, ray))
+            queue.extend(_chips(spec, keys[key], todo, key, outcome, ray, bundle_ref))
         ready_builds.clear()
         while queue and len(in_flight) < limit:
             item = queue.popleft()
@@ -253,8 +261,10 @@ def _finish_chip(ray, reference, task: tuple, rows: _Rows) -> int:
     return 0
 
 
-def _chips(spec: SweepSpec, points: list[Point], todo: dict, key: str, outcome: dict, ray) -> list[tuple]:
-    """Queue items for every unfinished chip of ``points``: finished rows for a refused build, else tasks."""
+def _chips(spec: SweepSpec, points: list[Point], todo: dict, key: str, outcome: dict, ray,
+           bundle_ref=None) -> list[tuple]:
+    """Queue items for every unfinished chip of ``points``: finished rows for a refused build, else tasks. The
+    bundle goes to the object store once (``bundle_ref``: the spec's own bundle, already there)."""
     items: list[tuple] = []
     if outcome["status"] != build_cache.OK:
         for point in points:
@@ -264,13 +274,14 @@ def _chips(spec: SweepSpec, points: list[Point], todo: dict, key: str, outcome: 
                 metrics = failed_metrics(outcome["status"], outcome["reason"])
                 items.append(("row", _row(point, chip, seed, drawn, key, metrics, None)))
         return items
-    files = ray.put(outcome["files"])
+    shared = bundle_ref if bundle_ref is not None else ray.put(outcome["files"])
+    bundle = SharedBundle.of(key, outcome["files"], shared)
     reference = ray.put({name: outcome[name] for name in (*build_cache.ARRAYS, "summary")})
     criterion = spec.raw.criterion.model_dump(mode="json")
     for point in points:
         for chip in todo[point.index]:
             seed = chip_seed(spec.raw.seed, point.key, chip)
             overrides, drawn = chip_overrides(point, seed)
-            arguments = (key, files, reference, overrides, seed, point.twin, criterion)
+            arguments = (bundle, reference, overrides, seed, point.twin, criterion)
             items.append(("chip", point, chip, seed, drawn, key, arguments, outcome["summary"]))
     return items

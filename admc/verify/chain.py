@@ -10,7 +10,7 @@ program gets the tolerance its target's quantisation explains. ``verify_bundle``
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -46,6 +46,13 @@ def canonical_link(bundle: Bundle, velocity, noise: np.ndarray, tolerance: float
                    conditions: dict[str, np.ndarray]) -> LinkReport:
     """Re-canonicalise the bundled source and compare f on the noise (and the samples' ``conditions``) at
     the schedule's times."""
+    return canonical_report(*canonical_errors(bundle, velocity, noise, conditions), tolerance)
+
+
+def canonical_errors(bundle: Bundle, velocity, noise: np.ndarray,
+                     conditions: dict[str, np.ndarray]) -> tuple[list[float], list[float]]:
+    """Per grid time: the canonical network's max abs error against the source's velocity, and the RMS of
+    the source's velocity (the scale the error is relative to)."""
     source = bundle.manifest["source"]
     with source_copy(bundle) as path:
         graph = import_model(path, source["format"])
@@ -59,6 +66,10 @@ def canonical_link(bundle: Bundle, velocity, noise: np.ndarray, tolerance: float
         expected = velocity(noise, times, conditions)
         errors.append(max_abs_error(network.velocity(noise, times, conditions), expected))
         scales.append(_scale(expected))
+    return errors, scales
+
+
+def canonical_report(errors: list[float], scales: list[float], tolerance: float) -> LinkReport:
     worst = int(np.argmax(np.asarray(errors) / np.asarray(scales)))
     return LinkReport("source ≡ canonical network (velocity at the grid times)", float(max(errors)),
                       errors[worst] / scales[worst], tolerance)
@@ -74,27 +85,61 @@ def program_criterion(bundle: Bundle) -> tuple[str, float]:
     return "relative_error", EXACT_TOLERANCE
 
 
-def verify_ideal_chain(bundle: Bundle, samples: int = 256, seed: int = 0,
-                       tolerance: float | None = None, record_residuals: bool = False) -> VerifyReport:
-    """source ≡ canonical network ≡ bundle (ideal executor), on seeded noise and drawn conditions."""
-    dimension = int(bundle.manifest["source"]["state_dimension"])
-    noise = np.random.default_rng(seed).standard_normal((samples, dimension))
+@dataclass(frozen=True)
+class ChainRuns:
+    """What the chain ran on its samples (all of them, or a contiguous slice: ``admc.verify.shards``)."""
+
+    noise: np.ndarray  # [B, d]
+    reference: np.ndarray  # [T + 1, B, d]
+    reference_residual: float  # the reference executor's largest implicit-solve residual
+    ideal: np.ndarray  # [T + 1, B, d]
+    ideal_history: list  # loop residuals of step 0's closed phases: [k, B] each
+    settled: list  # (step, phase, fraction of the samples settled) per closed phase
+    canonical_errors: list[float]  # per grid time (``canonical_errors``)
+    canonical_scales: list[float]
+    solver: str
+    steps: int
+
+
+def chain_runs(bundle: Bundle, noise: np.ndarray, conditioning, record_residuals: bool = False) -> ChainRuns:
+    """The reference executor, the ideal program and the canonical network on ``noise`` and ``conditioning``."""
     velocity = source_velocity(bundle)
     program, schedule, alpha = bundle_program(bundle)
-    conditioning = verify_conditions.draw(bundle, samples, seed)
     reference = verify_conditions.reference(conditioning, velocity, noise, schedule)
     ideal = run_ideal(program, schedule, alpha, noise, conditioning.run.drive(program),
                       record_residuals=record_residuals, record_settling=True)
+    errors, scales = canonical_errors(bundle, velocity, noise, conditioning.conditions)
+    return ChainRuns(noise, reference.trajectory, float(np.max(reference.residuals, initial=0.0)),
+                     ideal.trajectory, ideal.residual_history, ideal.settled, errors, scales, schedule.solver,
+                     len(schedule.steps))
+
+
+def chain_report(bundle: Bundle, samples: int, seed: int, runs: ChainRuns, conditioning,
+                 tolerance: float | None = None) -> VerifyReport:
+    """The ideal chain's links judged on ``runs`` (every sample of the draw for ``samples`` and ``seed``)."""
     criterion, bound = program_criterion(bundle)
     program_tolerance = bound if tolerance is None else tolerance
-    links = (canonical_link(bundle, velocity, noise, EXACT_TOLERANCE, conditioning.conditions),
-             trajectory_link("source (reference executor) ≡ bundle (ideal executor)", ideal.trajectory,
-                             reference.trajectory, program_tolerance, criterion),
-             *([settled_link(ideal.settled)] if ideal.settled else []))  # only where there are loops
-    return VerifyReport(str(bundle.path), samples, seed, schedule.solver, len(schedule.steps), links,
-                        float(np.max(reference.residuals, initial=0.0)), noise,
-                        {"reference": reference.trajectory, "ideal": ideal.trajectory},
-                        {"ideal": ideal.residual_history}, conditioning, criterion, program_tolerance)
+    links = (canonical_report(runs.canonical_errors, runs.canonical_scales, EXACT_TOLERANCE),
+             trajectory_link("source (reference executor) ≡ bundle (ideal executor)", runs.ideal,
+                             runs.reference, program_tolerance, criterion),
+             *([settled_link(runs.settled)] if runs.settled else []))  # only where there are loops
+    return VerifyReport(str(bundle.path), samples, seed, runs.solver, runs.steps, links, runs.reference_residual,
+                        runs.noise, {"reference": runs.reference, "ideal": runs.ideal},
+                        {"ideal": runs.ideal_history}, conditioning, criterion, program_tolerance)
+
+
+def seeded_noise(bundle: Bundle, samples: int, seed: int) -> np.ndarray:
+    """The start samples verify runs from: [samples, d] standard normal draws of ``seed``."""
+    dimension = int(bundle.manifest["source"]["state_dimension"])
+    return np.random.default_rng(seed).standard_normal((samples, dimension))
+
+
+def verify_ideal_chain(bundle: Bundle, samples: int = 256, seed: int = 0,
+                       tolerance: float | None = None, record_residuals: bool = False) -> VerifyReport:
+    """source ≡ canonical network ≡ bundle (ideal executor), on seeded noise and drawn conditions."""
+    conditioning = verify_conditions.draw(bundle, samples, seed)
+    runs = chain_runs(bundle, seeded_noise(bundle, samples, seed), conditioning, record_residuals)
+    return chain_report(bundle, samples, seed, runs, conditioning, tolerance)
 
 
 def settled_link(settled: list[tuple[int, int, float]]) -> LinkReport:
@@ -130,8 +175,12 @@ def twin_links(twin: np.ndarray, trajectories: dict[str, np.ndarray], distances:
     return links
 
 
-def _with_twin(result: VerifyReport, bundle: Bundle, backend, options: SimulateOptions, twin_ratio: float,
-               twin_nrmse: float | None, progress) -> VerifyReport:
+def twin_options_for(bundle: Bundle, options: SimulateOptions, conditioning) -> SimulateOptions:
+    """The twin's options with the measured machine read and the drawn conditions as the run's."""
+    return replace(options, calibration=read_machine(bundle, options.calibration), conditions=conditioning.run)
+
+
+def _run_twin(result: VerifyReport, bundle: Bundle, backend, options: SimulateOptions, progress):
     say = progress or (lambda message: None)
     say(f"digital twin ({options.mode})")
     twin_progress = None
@@ -140,16 +189,29 @@ def _with_twin(result: VerifyReport, bundle: Bundle, backend, options: SimulateO
             if step % max(1, steps // 4) == 0:
                 say(f"digital twin: step {step} of {steps}")
 
-    options = replace(options, calibration=read_machine(bundle, options.calibration),
-                      conditions=result.conditioning.run)
-    run = backend.run_twin(bundle, result.noise, options, twin_progress)
-    distances = distribution_distances(run.trajectory[-1], result.trajectories["reference"][-1])
-    baseline = result.distributions["gaussian fit (baseline)"]["wasserstein2"]
-    links = twin_links(run.trajectory, result.trajectories, distances, baseline, twin_ratio, twin_nrmse)
-    return replace(result, links=(*result.links, *links), twin=run.summary,
-                   distributions={**result.distributions, "twin": distances},
-                   trajectories={**result.trajectories, "twin": run.trajectory},
-                   histories={**result.histories, "twin": run.residual_history})
+    return backend.run_twin(bundle, result.noise, twin_options_for(bundle, options, result.conditioning),
+                            twin_progress)
+
+
+def judged(result: VerifyReport, run, twin_ratio: float, twin_nrmse: float | None) -> VerifyReport:
+    """The ideal chain's report with the sample distances, the twin's links (``run``: its ``TwinRun``, or None)
+    and the per-class figures."""
+    reference = result.trajectories["reference"][-1]
+    gaussian = gaussian_baseline(reference, reference.shape[0], result.seed + 1)
+    result = replace(result, distributions={
+        "ideal program": distribution_distances(result.trajectories["ideal"][-1], reference),
+        "gaussian fit (baseline)": distribution_distances(gaussian, reference)})
+    if run is not None:
+        distances = distribution_distances(run.trajectory[-1], reference)
+        baseline = result.distributions["gaussian fit (baseline)"]["wasserstein2"]
+        links = twin_links(run.trajectory, result.trajectories, distances, baseline, twin_ratio, twin_nrmse)
+        result = replace(result, links=(*result.links, *links), twin=run.summary,
+                         distributions={**result.distributions, "twin": distances},
+                         trajectories={**result.trajectories, "twin": run.trajectory},
+                         histories={**result.histories, "twin": run.residual_history})
+    return replace(result, per_class=verify_conditions.per_class(
+        result.conditioning, result.trajectories, result.program_tolerance, twin_ratio, result.seed,
+        result.program_criterion))
 
 
 def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: float | None = None,
@@ -158,19 +220,12 @@ def verify_bundle(bundle: Bundle, samples: int = 256, seed: int = 0, tolerance: 
                   progress=None) -> VerifyReport:
     """The whole chain; the twin links are added for targets whose backend has a twin (``twin_options``:
     how it runs, a ``SimulateOptions`` or a mapping of its fields); the per-class figures for a program
-    with a class-valued condition."""
+    with a class-valued condition. (``admc.verify.shards``: the same over slices of the samples.)"""
     verify_conditions.check_declared(bundle)  # refuse undeclared condition distributions before any work
     (progress or (lambda message: None))("reference executor and ideal program")
     result = verify_ideal_chain(bundle, samples, seed, tolerance, record_residuals=True)
-    reference = result.trajectories["reference"][-1]
-    gaussian = gaussian_baseline(reference, reference.shape[0], seed + 1)
-    result = replace(result, distributions={
-        "ideal program": distribution_distances(result.trajectories["ideal"][-1], reference),
-        "gaussian fit (baseline)": distribution_distances(gaussian, reference)})
     backend = backend_of_manifest(bundle.manifest, str(bundle.path))
+    run = None
     if twin and backend is not None and backend.run_twin is not None:
-        result = _with_twin(result, bundle, backend, SimulateOptions.of(twin_options), twin_ratio, twin_nrmse,
-                            progress)
-    return replace(result, per_class=verify_conditions.per_class(
-        result.conditioning, result.trajectories, result.program_tolerance, twin_ratio, seed,
-        result.program_criterion))
+        run = _run_twin(result, bundle, backend, SimulateOptions.of(twin_options), progress)
+    return judged(result, run, twin_ratio, twin_nrmse)
