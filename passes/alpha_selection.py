@@ -282,9 +282,10 @@ def _search(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
                    for row in group}
         parts = list(trimmed.values())
         count, allowed = sum(np.atleast_2d(item.slopes).shape[0] for item in parts), cycle_products_allowed(program)
-        if count > allowed and f"block cycle: {allowed}" not in " ".join(notes):
-            notes.append(f"block cycle: {allowed} of {count} linearisations per group of phases (a cycle "
-                         f"product multiplies every weight by the smallest group's width; CYCLE_WORK)")
+        note = (f"block cycle: {allowed} of {count} linearisations per group of phases (a cycle product "
+                "multiplies every weight by the smallest group's width; CYCLE_WORK)")
+        if count > allowed and note not in notes:
+            notes.append(note)
         choice = candidates(parts, _cycle(program, flat, trimmed, group), lower, upper, mode,
                             capabilities.noise_weight, capabilities.noise_model,
                             max(6, TOTAL_CONE_PROGRAMS // len(groups)), previous)
