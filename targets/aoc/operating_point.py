@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 
 from admc.ir.adm import TANH, activate
 from admc.runtime.executor import IdealExecutor
@@ -48,6 +47,8 @@ FINE_POINTS = 21
 
 def machine_light(volts: np.ndarray, chain: MeasuredChain) -> dict[str, np.ndarray]:
     """Raw LED light of each path for state voltages ``volts`` (the chain's own S and P±, every curve on)."""
+    import torch  # the machine's curves are torch functions; a build without a measured chain never needs it
+
     effects = NonIdealities()
     effects = replace(effects, nonlinearity=replace(effects.nonlinearity, enabled=True),
                       sigmoid_offsets=replace(effects.sigmoid_offsets, enabled=True),
