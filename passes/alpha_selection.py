@@ -186,16 +186,34 @@ def settling_alpha(program: BlockProgram, schedule: Schedule, capabilities: Alph
                    lower: np.ndarray | None = None, upper: np.ndarray | None = None,
                    matrices: dict | None = None) -> np.ndarray:
     """A cheap α whose loops settle, for runs that need settled loops before α is chosen (the linearisation
-    points when the smallest α does not settle; a backend's calibration run): the exact single α of σ' at the
-    zero state (no cone program), or where its loops do not settle on a few seeded samples, the same with
-    u halved, quartered, … (heavier damping: M(u) → I − u(I − J) contracts for small u wherever every
-    eigenvalue of J has real part below 1), the last tried when none settles."""
+    points when the smallest α does not settle): the first of ``settling_tables`` whose loops settle on a few
+    seeded samples, the last when none does."""
+    noise = np.random.default_rng(LINEARISATION_SEED).standard_normal((SETTLING_SAMPLES, program.state_dimension))
+    tables = settling_tables(program, schedule, capabilities, lower, upper, matrices)
+    if not closed_phases(schedule):
+        return tables[0]
+    for table in tables:
+        try:
+            IdealExecutor(program, table, tolerance=LINEARISATION_TOLERANCE,
+                          max_iterations=LINEARISATION_MAX_ITERATIONS).run(schedule, noise)
+        except ConvergenceError:
+            continue
+        return table
+    return tables[-1]
+
+
+def settling_tables(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities,
+                    lower: np.ndarray | None = None, upper: np.ndarray | None = None,
+                    matrices: dict | None = None) -> list[np.ndarray]:
+    """The α tables a settling α is tried from, in order: the exact single α of σ' at the zero state (no cone
+    program), then the same with u halved, quartered, … (heavier damping: M(u) → I − u(I − J) contracts for
+    small u wherever every eigenvalue of J has real part below 1). One table when there is no loop to relax."""
     size = program.size
     if lower is None or upper is None:
         lower, upper = bounds(size, capabilities, None, None)
     closed = closed_phases(schedule)
     if not closed:  # explicit solvers: no loop to relax
-        return _alpha_table(schedule, size, capabilities.per_phase, {})
+        return [_alpha_table(schedule, size, capabilities.per_phase, {})]
     flat = [phase for phases in schedule.steps for phase in phases]
     if matrices is None:
         matrices = loop_matrices(program, flat, [row for _, _, row in closed], loop_matrix)
@@ -208,17 +226,9 @@ def settling_alpha(program: BlockProgram, schedule: Schedule, capabilities: Alph
         single = solve_global([linearisations[row] for row in rows], float(np.max(lower)), float(np.min(upper)),
                               eigenvalues=None if cycle is None else cycle_eigenvalues(cycle))
         u_by_row.update({row: np.clip(np.full(size, single), lower, upper) for row in rows})
-    noise = np.random.default_rng(LINEARISATION_SEED).standard_normal((SETTLING_SAMPLES, program.state_dimension))
-    for shrink in SETTLING_DAMPING:
-        table = _alpha_table(schedule, size, capabilities.per_phase,
-                             {row: np.clip(shrink * u, lower, upper) for row, u in u_by_row.items()})
-        try:
-            IdealExecutor(program, table, tolerance=LINEARISATION_TOLERANCE,
-                          max_iterations=LINEARISATION_MAX_ITERATIONS).run(schedule, noise)
-        except ConvergenceError:
-            continue
-        return table
-    return table
+    return [_alpha_table(schedule, size, capabilities.per_phase,
+                         {row: np.clip(shrink * u, lower, upper) for row, u in u_by_row.items()})
+            for shrink in SETTLING_DAMPING]
 
 
 def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str = "auto",

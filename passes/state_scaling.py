@@ -11,7 +11,7 @@ under ``headroom`` × their limits; the report gives the achieved headroom per g
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,13 +37,29 @@ def calibration_samples(program: BlockProgram) -> int:
     return int(np.clip(CALIBRATION_WORK // max(weights, 1), CALIBRATION_MIN_SAMPLES, CALIBRATION_SAMPLES))
 
 
+@dataclass(frozen=True)
+class CalibrationPeaks:
+    """The peaks of a calibration run already made (``measure_peaks``), with the α and sample count it ran."""
+
+    alpha: np.ndarray
+    samples: int
+    state_peak: np.ndarray
+    drive_peak: np.ndarray
+
+    def measured(self, alpha: np.ndarray, samples: int) -> bool:
+        """Whether this run is the one ``measure_peaks`` would make with ``alpha`` on ``samples`` samples."""
+        return self.samples == samples and self.alpha.shape == np.shape(alpha) and np.array_equal(self.alpha, alpha)
+
+
 def measure_peaks(program: BlockProgram, schedule: Schedule, alpha: np.ndarray,
                   samples: int = CALIBRATION_SAMPLES, seed: int = CALIBRATION_SEED,
-                  extra_drive=None) -> tuple[np.ndarray, np.ndarray]:
+                  extra_drive=None, max_iterations: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel peak |state| and |injected drive| on seeded Gaussian noise (ideal execution);
-    ``extra_drive`` is the samples' per-phase conditioning drive for conditional programs."""
+    ``extra_drive`` is the samples' per-phase conditioning drive for conditional programs; ``max_iterations``
+    (default: the executor's) bounds each loop, beyond which the executor's ``ConvergenceError`` is raised."""
     noise = np.random.default_rng(seed).standard_normal((samples, program.state_dimension))
-    executor = IdealExecutor(program, alpha, tolerance=CALIBRATION_TOLERANCE, record_peaks=True)
+    limits = {} if max_iterations is None else {"max_iterations": max_iterations}
+    executor = IdealExecutor(program, alpha, tolerance=CALIBRATION_TOLERANCE, record_peaks=True, **limits)
     executor.run(schedule, noise, extra_drive)
     return executor.state_peak, executor.drive_peak
 

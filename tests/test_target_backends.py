@@ -135,7 +135,7 @@ def test_both_targets_share_the_spine_and_the_tiling_pass(tmp_path: Path, monkey
     # Discrete-time loops get one α pass (the AOC's inside its lowering, where its gain range is known: the
     # spine gives its calibration run only a settling α) and their certificates after; a continuous-time
     # program has no loop to relax. Each backend's lowering is its own named passes.
-    assert records["aoc-48"] == [*SHARED_SPINE, "settling α (runs before the α pass)", *AOC_LOWERING,
+    assert records["aoc-48"] == [*SHARED_SPINE, "settling α and calibration run", *AOC_LOWERING,
                                  "convergence certificates and loop budget"]
     assert records["aoc-48"].count("α selection") == 1
     assert records["rram-128"] == [*SHARED_SPINE, *RRAM_LOWERING]

@@ -19,9 +19,15 @@ CALIBRATION_SEED = 0
 
 def calibration_drive(compiled: Any, samples: int = CALIBRATION_SAMPLES, seed: int = CALIBRATION_SEED) -> Drive | None:
     """The conditioning drive for a calibration run whose noise is ``samples`` seeded Gaussian draws."""
-    interface = compiled.condition_interface
+    return interface_drive(compiled.condition_interface, compiled.program, samples, seed)
+
+
+def interface_drive(interface: Any, program: Any, samples: int = CALIBRATION_SAMPLES,
+                    seed: int = CALIBRATION_SEED) -> Drive | None:
+    """``calibration_drive`` for a conditioning ``interface`` on the spine ``program`` (before a
+    ``CompiledProgram`` exists)."""
     declared = interface.distribution
     distribution = {condition.name: declared.get(condition.name, {"kind": "normal"})
                     for condition in interface.inputs}
     conditions = sample_conditions(interface.inputs, distribution, samples, seed + 1)
-    return interface.drive_function(compiled.program, interface.check(conditions, samples))
+    return interface.drive_function(program, interface.check(conditions, samples))

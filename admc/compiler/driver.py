@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from admc.bundle.store import write_bundle
 from admc.compiler.backend_passes import run_backend_passes
 from admc.compiler.build_options import BuildOptions, target_machine
+from admc.compiler.calibration_drive import interface_drive
 from admc.compiler.conditions import build_interface, default_distribution, guide_network
 from admc.compiler.model_checks import checked_static_injection
 from admc.compiler.packing import pack_for_target
@@ -41,12 +42,13 @@ from admc.passes.alpha_selection import (
     AlphaCapabilities,
     AlphaSelection,
     select_alpha,
-    settling_alpha,
 )
 from admc.passes.canonicalize import canonicalize
 from admc.passes.continuous_time import DISCRETE, solver_kind, tabulation_times
 from admc.passes.loop_budget import convergence_section
 from admc.passes.manager import PassManager
+from admc.passes.settling_calibration import settle_and_calibrate
+from admc.passes.state_scaling import CalibrationPeaks, calibration_samples
 from admc.passes.step_phases import build_schedule, solver_name
 from admc.runtime.condition_options import parse_condition_options
 from admc.runtime.conditioning import ConditioningInterface
@@ -96,6 +98,9 @@ class CompiledProgram:
     alpha_mode: str = "auto"
     force: bool = False
     alpha_selection: Any = None
+    # The peaks of the calibration run made with a settling α (a backend choosing α in its lowering reuses them
+    # for its state scaling instead of running the loops again), or None.
+    calibration_peaks: CalibrationPeaks | None = None
     # The loop budget and convergence certificates (discrete-time solvers; None for continuous time).
     convergence: dict | None = None
 
@@ -155,20 +160,23 @@ def check_solver(solver: str, target: Any) -> str:
 
 
 def _select_alpha(passes: PassManager, program: BlockProgram, schedule: Schedule, target: Any,
-                  options: BuildOptions) -> tuple[np.ndarray, AlphaSelection | None]:
+                  options: BuildOptions, interface: ConditioningInterface
+                  ) -> tuple[np.ndarray, AlphaSelection | None, CalibrationPeaks | None]:
     """α for the loops of a discrete-time program, chosen once: here, or (``alpha_in_lowering``) by the
-    backend's lowering where its limits are known, which then gets only a settling α for the runs before it.
-    A continuous-time program has no loop to relax."""
+    backend's lowering where its limits are known, which then gets only a settling α for its calibration run,
+    and that run's peaks, made while the α was checked. A continuous-time program has no loop to relax."""
     if solver_kind(schedule.solver) != DISCRETE:
-        return np.zeros(program.size), None
+        return np.zeros(program.size), None, None
     capabilities = AlphaCapabilities.of(target)
     backend = backend_of(target)
     if backend is not None and backend.alpha_in_lowering:
-        return passes.run("settling α (runs before the α pass)", settling_alpha, program, schedule,
-                          capabilities), None
+        drive = interface_drive(interface, program, calibration_samples(program))
+        table, peaks = passes.run("settling α and calibration run", settle_and_calibrate, program, schedule,
+                                  capabilities, drive)
+        return table, None, peaks
     selection = passes.run("α selection", select_alpha, program, schedule, capabilities, options.alpha, None,
                            None, options.force)
-    return selection.alpha, selection
+    return selection.alpha, selection, None
 
 
 def _convergence(passes: PassManager, compiled: CompiledProgram) -> dict | None:
@@ -218,13 +226,13 @@ def _compile_source(source: SourceModel, target: Any, options: BuildOptions | No
     schedule = passes.run("solver phases and Δt", build_schedule, solver, times, options.fp_iterations)
     program.static_table = passes.run("static injection table", checked_static_injection, program,
                                       tabulation_times(schedule), source.graph)
-    alpha, selection = _select_alpha(passes, program, schedule, target, options)
+    interface = build_interface(network, program, source.signature, options.guidance, distribution)
+    alpha, selection, peaks = _select_alpha(passes, program, schedule, target, options, interface)
     compiled = CompiledProgram(
         source, target, network, program, schedule, alpha,
-        calibration=target_machine(target, options.calibration),
-        condition_interface=build_interface(network, program, source.signature, options.guidance, distribution),
+        calibration=target_machine(target, options.calibration), condition_interface=interface,
         null_conditions=null, canonical_network=canonical, alpha_mode=options.alpha, force=options.force,
-        alpha_selection=selection)
+        alpha_selection=selection, calibration_peaks=peaks)
     compiled.report = spine_report(compiled)
     backend = backend_of(target)
     if backend is not None:

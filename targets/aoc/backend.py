@@ -53,8 +53,13 @@ def scale_states(compiled, target):
     from admc.compiler.calibration_drive import calibration_drive  # conditional programs: conditions in the peaks
 
     samples = calibration_samples(compiled.program)
-    state_peak, drive_peak = measure_peaks(compiled.program, compiled.schedule, compiled.alpha, samples=samples,
-                                           extra_drive=calibration_drive(compiled, samples=samples))
+    made = compiled.calibration_peaks  # the run the settling α was checked with, when it is this one
+    if made is not None and made.measured(compiled.alpha, samples):
+        state_peak, drive_peak = made.state_peak, made.drive_peak
+    else:
+        drive = calibration_drive(compiled, samples=samples)
+        state_peak, drive_peak = measure_peaks(compiled.program, compiled.schedule, compiled.alpha,
+                                               samples=samples, extra_drive=drive)
     scales = choose_scales(compiled.program, state_peak, drive_peak, voltage_limit, target.state.injection_clip,
                            target.sigma.gain_min, target.sigma.gain_max)
     headroom = headroom_report(compiled.program, scales, state_peak, drive_peak, voltage_limit,

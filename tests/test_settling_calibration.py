@@ -1,0 +1,74 @@
+"""The settling α and the state-scaling calibration run made as one run (``passes/settling_calibration.py``).
+
+The peaks it hands the AOC backend must be the ones the backend would have measured itself (bit for bit: the
+bundles do not move), the backend must not run the loops again, and a table whose loops do not settle must be
+skipped for the next, more damped one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from block_programs import random_cycle_program
+
+from admc.core.errors import ConvergenceError
+from admc.ir.program import tabulate_static_injection
+from admc.passes import settling_calibration
+from admc.passes.alpha_selection import AlphaCapabilities, settling_tables
+from admc.passes.state_scaling import calibration_samples, measure_peaks
+from admc.passes.step_phases import build_schedule
+from admc.runtime.executor import IdealExecutor
+
+CAPABILITIES = AlphaCapabilities(0.0, 0.99, False, 0.0, settle_tolerance=1e-10)
+
+
+def _program(seed: int = 3, gain: float = 1.5, steps: int = 4):
+    program = random_cycle_program((6, 6), seed, gain)
+    schedule = build_schedule("implicit-euler", np.linspace(0.0, 1.0, steps + 1))
+    times = np.array([phase.time for phases in schedule.steps for phase in phases])
+    program.static_table = tabulate_static_injection(program, times)
+    return program, schedule
+
+
+def test_the_peaks_are_those_a_separate_calibration_run_measures() -> None:
+    program, schedule = _program()
+    table, peaks = settling_calibration.settle_and_calibrate(program, schedule, CAPABILITIES)
+    assert peaks is not None and peaks.measured(table, calibration_samples(program))
+    state_peak, drive_peak = measure_peaks(program, schedule, table, samples=calibration_samples(program))
+    assert np.array_equal(peaks.state_peak, state_peak) and np.array_equal(peaks.drive_peak, drive_peak)
+    assert not peaks.measured(table + 0.1, calibration_samples(program))  # another α: not this run
+    assert not peaks.measured(table, calibration_samples(program) + 1)
+
+
+def test_a_table_that_does_not_settle_is_skipped_for_the_next(monkeypatch) -> None:
+    program, schedule = _program()
+    good = settling_tables(program, schedule, CAPABILITIES)[0]
+    diverging = np.full_like(good, -3.0)  # x ← −3x + 4F(x): the loop oscillates outwards
+    noise = np.random.default_rng(0).standard_normal((4, program.state_dimension))
+    try:
+        IdealExecutor(program, diverging, tolerance=1e-6, max_iterations=2_000).run(schedule, noise)
+        raise AssertionError("the diverging table settled: the test's premise is wrong")
+    except ConvergenceError:
+        pass
+    monkeypatch.setattr(settling_calibration, "settling_tables", lambda *arguments: [diverging, good])
+    table, peaks = settling_calibration.settle_and_calibrate(program, schedule, CAPABILITIES)
+    assert np.array_equal(table, good) and peaks is not None and peaks.measured(good, calibration_samples(program))
+    monkeypatch.setattr(settling_calibration, "settling_tables", lambda *arguments: [good, diverging])
+    assert np.array_equal(settling_calibration.settle_and_calibrate(program, schedule, CAPABILITIES)[0], good)
+    monkeypatch.setattr(settling_calibration, "settling_tables", lambda *arguments: [diverging])
+    table, peaks = settling_calibration.settle_and_calibrate(program, schedule, CAPABILITIES)
+    assert peaks is None and np.array_equal(table, diverging)  # none settles: the last, and no peaks
+
+
+def test_an_aoc_build_runs_the_calibration_loops_once(monkeypatch, tmp_path) -> None:
+    from pathlib import Path
+
+    from admc.compiler.driver import build
+    from admc.targets.aoc import backend
+
+    calls = []
+    original = backend.measure_peaks
+    monkeypatch.setattr(backend, "measure_peaks", lambda *arguments, **options: calls.append(1)
+                        or original(*arguments, **options))
+    example = Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx"
+    build(example, tmp_path / "bundle", target="aoc-48")
+    assert calls == []  # the state scaling took the settling run's peaks
