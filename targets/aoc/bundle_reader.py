@@ -18,6 +18,7 @@ from admc.passes.routing_table import routing_json
 from admc.passes.tile_cuts import BlockShape
 from admc.passes.tiling import Placement, Tile
 from admc.targets.aoc.emit import image_payload_name
+from admc.targets.aoc.image_archive import module_image_name, unpack_images
 from admc.targets.aoc.png import decode_png
 from admc.targets.aoc.sigma_shape import port_scales
 from admc.targets.aoc.slm import realised_weight
@@ -106,17 +107,7 @@ def check_emitted_files(bundle: Bundle) -> None:
     recomputed from the manifest's tiles and layout (so neither can be swapped with their hashes updated)."""
     section = bundle.manifest["aoc"]
     for set_index, entry in enumerate(image_sets(bundle)):
-        for path, name in (entry.get("grey") or {}).items():
-            grey = bundle.array(name)
-            for module in range(grey.shape[0]):
-                image_name = image_payload_name(set_index, module, path)
-                label = str(bundle.path / image_name)
-                if image_name not in bundle.manifest["payloads"]:
-                    raise AdmcError(f"{label}: the image of module {module} ({path} path) is not in the bundle")
-                image = decode_png(bundle.read_bytes(image_name), label)
-                if image.dtype != grey.dtype or not np.array_equal(image, grey[module]):
-                    raise AdmcError(f"{label}: the image differs from the grey levels in {bundle.path / name}; "
-                                    "the machine would load other weights than the bundle verifies")
+        _check_images(bundle, set_index, entry)
     if section.get("sigma_compensation"):
         _check_compensated_transmissions(bundle)
     layout = bundle.manifest["layout"]
@@ -131,6 +122,33 @@ def check_emitted_files(bundle: Bundle) -> None:
     label = str(bundle.path / section["routing"])
     if bundle.read_bytes(section["routing"]) != expected:
         raise AdmcError(f"{label}: the routing differs from the one the manifest's tiles and layout define")
+
+
+def _check_images(bundle: Bundle, set_index: int, entry: dict) -> None:
+    """Every module image of one set (files, or entries of the set's archive) decodes to its grey levels."""
+    archive_name = entry.get("image_archive")
+    archive = None if archive_name is None else unpack_images(bundle.read_bytes(archive_name),
+                                                              str(bundle.path / archive_name))
+    expected = set()
+    for path, name in (entry.get("grey") or {}).items():
+        grey = bundle.array(name)
+        for module in range(grey.shape[0]):
+            if archive is None:
+                image_name = image_payload_name(set_index, module, path)
+                label, present = str(bundle.path / image_name), image_name in bundle.manifest["payloads"]
+            else:
+                image_name = module_image_name(module, path)
+                label, present = f"{bundle.path / archive_name}:{image_name}", image_name in archive
+            if not present:
+                raise AdmcError(f"{label}: the image of module {module} ({path} path) is not in the bundle")
+            expected.add(image_name)
+            image = decode_png(bundle.read_bytes(image_name) if archive is None else archive[image_name], label)
+            if image.dtype != grey.dtype or not np.array_equal(image, grey[module]):
+                raise AdmcError(f"{label}: the image differs from the grey levels in {bundle.path / name}; "
+                                "the machine would load other weights than the bundle verifies")
+    extra = sorted(set(archive or ()) - expected)
+    if extra:
+        raise AdmcError(f"{bundle.path / archive_name}: '{extra[0]}' is an image of no module of the bundle")
 
 
 # The grey levels of a σ-compensated bundle are computed from T·k and T is then read back from them, so the

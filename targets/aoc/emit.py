@@ -16,6 +16,7 @@ import numpy as np
 
 from admc.bundle.store import npy_bytes
 from admc.ir.program import block_indices
+from admc.targets.aoc.image_archive import IMAGE_ARCHIVE_FROM, module_image_name, pack_images
 from admc.targets.aoc.png import encode_png
 
 PATHS = ("positive", "negative")
@@ -38,7 +39,12 @@ def _json_bytes(data) -> bytes:
 def image_payload_name(set_index: int, module: int, path: str) -> str:
     """The PNG payload of one module's image on one optical path, in image set ``set_index``."""
     prefix = "aoc/" if set_index == 0 else f"aoc/set_{set_index:02d}/"
-    return f"{prefix}images/module_{module:04d}_{path}.png"
+    return f"{prefix}images/{module_image_name(module, path)}"
+
+
+def image_archive_name(set_index: int) -> str:
+    """The archive holding every PNG of image set ``set_index`` (bundles above ``IMAGE_ARCHIVE_FROM`` modules)."""
+    return "aoc/images.zip" if set_index == 0 else f"aoc/set_{set_index:02d}/images.zip"
 
 
 def image_set_payloads(index: int, image_set, modules: int, float_weights: bool) -> tuple[dict, dict]:
@@ -54,10 +60,16 @@ def image_set_payloads(index: int, image_set, modules: int, float_weights: bool)
         if float_weights:
             return entry, payloads
     entry["grey"] = {path: f"{prefix}grey_{path}.npy" for path in PATHS}
+    images = {}
     for path in PATHS:
         payloads[entry["grey"][path]] = npy_bytes(image_set.grey[path])
-        for module in range(modules):
-            payloads[image_payload_name(index, module, path)] = encode_png(image_set.grey[path][module])
+        images.update({module_image_name(module, path): encode_png(image_set.grey[path][module])
+                       for module in range(modules)})
+    if modules > IMAGE_ARCHIVE_FROM:
+        entry["image_archive"] = image_archive_name(index)
+        payloads[entry["image_archive"]] = pack_images(images)
+    else:
+        payloads.update({f"{prefix}images/{name}": content for name, content in images.items()})
     return entry, payloads
 
 

@@ -54,6 +54,8 @@ class ImageSetEntry(Section):
     factors: Factors | None
     grey: PathNames | None = None
     transmission: PathNames | None = None
+    # Above IMAGE_ARCHIVE_FROM modules: the payload holding the set's PNGs (else one payload per image).
+    image_archive: str | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> ImageSetEntry:
