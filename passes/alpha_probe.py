@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from admc.core.errors import ConvergenceError
 from admc.runtime.executor import DIVERGENCE_BOUND, IdealExecutor
 
 PATIENCE = 4.0
@@ -51,6 +52,34 @@ class ProbeRecorder(IdealExecutor):
         state, count, residual = super()._closed(step, index, compiled, drive, state, result)
         self.probes.append(PhaseProbe(compiled, start, np.array(drive, copy=True), state.copy()))
         return state, count, residual
+
+
+def record_probes(program, schedule, noise: np.ndarray, attempts, tolerance: float, max_iterations: int
+                  ) -> ProbeRecorder | None:
+    """The probe run of the first α table ``attempts`` make (each called only if the ones before did not
+    settle) whose loops settle; None when none does."""
+    for make in attempts:
+        attempt = ProbeRecorder(program, make(), tolerance=tolerance, max_iterations=max_iterations)
+        try:
+            attempt.run(schedule, noise)
+        except ConvergenceError:
+            continue
+        return attempt
+    return None
+
+
+def adopted_probes(executor: IdealExecutor, probes: list[PhaseProbe], samples: int) -> list[PhaseProbe]:
+    """Probes another run of ``executor``'s program recorded (same schedule, states in this program's units), their
+    first ``samples`` samples, bound to ``executor``'s own compiled phases."""
+    return [PhaseProbe(executor._compiled(probe.compiled.phase), probe.start[:samples], probe.drive[:samples],
+                       probe.fixed_point[:samples]) for probe in probes]
+
+
+def scaled_probes(probes: list[PhaseProbe], factor: np.ndarray) -> list[PhaseProbe]:
+    """The probes of the same program with every channel's voltage multiplied by ``factor`` [n] (state scaling,
+    which multiplies a group's states, drives and fixed points by its scale; exact up to rounding)."""
+    return [PhaseProbe(probe.compiled, probe.start * factor, probe.drive * factor, probe.fixed_point * factor)
+            for probe in probes]
 
 
 def expected_slowest(counts: np.ndarray, group: int) -> np.ndarray:

@@ -10,7 +10,9 @@ Guarantees: α within every bound, so the fixed points are unchanged (Eq. 10); `
 the target sets α per phase, [phases, n] (open phases get α = 0). How ``auto`` chooses
 (docs/alpha-selection.md):
 1. seeded samples (seed 7) run once to their fixed points with the smallest α, or where that does not settle
-   with ``settling_alpha``; σ' there gives the linearisations J_k (the fixed points do not depend on α);
+   with ``settling_alpha``; σ' there gives the linearisations J_k (the fixed points do not depend on α). A
+   backend whose calibration run already ran the loops (``calibration_probes``: the AOC's state scaling, seed 0)
+   hands those loops over instead, when they hold at least as many samples;
 2. per phase (or for the program) the candidates of ``alpha_candidates``: min, the exact single α, the exact
    block-wise α on a block cycle, and the channel-wise α of ``alpha_channelwise``'s cone programs (Clarabel),
    each with its worst spectral radius at the linearisations;
@@ -41,7 +43,7 @@ from admc.passes.alpha_acceptance import (
 )
 from admc.passes.alpha_candidates import GroupChoice, candidates, cycle_eigenvalues, judge, loop_matrices
 from admc.passes.alpha_cycle import BlockCycle, block_cycle
-from admc.passes.alpha_probe import ProbeRecorder
+from admc.passes.alpha_probe import PhaseProbe, adopted_probes, record_probes
 from admc.passes.alpha_problem import Linearisation, solve_global
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
 from admc.runtime.executor import IdealExecutor
@@ -233,16 +235,20 @@ def settling_tables(program: BlockProgram, schedule: Schedule, capabilities: Alp
 
 def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str = "auto",
                  row_peaks: np.ndarray | None = None, beta_max: float | None = None,
-                 force: bool = False) -> AlphaSelection:
+                 force: bool = False, calibration_probes: list[PhaseProbe] | None = None) -> AlphaSelection:
+    """``calibration_probes``: the closed loops of a settled run of ``program`` on this schedule already made (a
+    calibration run's ``ProbeRecorder``, in ``program``'s units), used instead of a probe run of its own when it
+    holds enough samples."""
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
-        selection = _choose(program, schedule, capabilities, mode, row_peaks, beta_max)
+        selection = _choose(program, schedule, capabilities, mode, row_peaks, beta_max, calibration_probes)
         if selection.acceptance is not None and not selection.acceptance.settled and not force:
             _refuse(program, schedule, capabilities, mode, row_peaks, beta_max, selection)
         return selection
 
 
 def _choose(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str,
-            row_peaks: np.ndarray | None, beta_max: float | None) -> AlphaSelection:
+            row_peaks: np.ndarray | None, beta_max: float | None,
+            calibration_probes: list[PhaseProbe] | None = None) -> AlphaSelection:
     """The selection and its acceptance on fresh samples (not yet refused)."""
     size = program.size
     lower, upper = bounds(size, capabilities, row_peaks, beta_max)
@@ -258,7 +264,7 @@ def _choose(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
         selection = AlphaSelection(_alpha_table(schedule, size, capabilities.per_phase,
                                                 {row: upper for _, _, row in closed}), "min")
     else:
-        selection = _search(program, schedule, capabilities, mode, closed, lower, upper)
+        selection = _search(program, schedule, capabilities, mode, closed, lower, upper, calibration_probes)
     if closed:
         selection.acceptance = settle_on_fresh_samples(program, schedule, selection.alpha,
                                                        capabilities.settle_tolerance)
@@ -266,7 +272,8 @@ def _choose(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
 
 
 def _search(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str, closed,
-            lower: np.ndarray, upper: np.ndarray) -> AlphaSelection:
+            lower: np.ndarray, upper: np.ndarray, calibration_probes: list[PhaseProbe] | None = None
+            ) -> AlphaSelection:
     size = program.size
     flat = [phase for phases in schedule.steps for phase in phases]
     rows = [row for _, _, row in closed]
@@ -275,10 +282,18 @@ def _search(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
     recorded = int(np.clip(LINEARISATION_WORK // max(size, 1), samples, PROBE_SAMPLES))
     noise = np.random.default_rng(LINEARISATION_SEED).standard_normal((recorded, program.state_dimension))
     minimum = _alpha_table(schedule, size, capabilities.per_phase, {row: upper for row in rows})
-    recorder = _record_probes(program, schedule, noise,
-                              (lambda: minimum,
-                               lambda: settling_alpha(program, schedule, capabilities, lower, upper, matrices)))
-    probes = {} if recorder is None else dict(zip(rows, recorder.probes, strict=True))
+    if (calibration_probes is not None and len(calibration_probes) == len(rows)
+            and calibration_probes[0].start.shape[0] >= recorded):
+        # The calibration run's loops (their starts, drives and fixed points do not depend on α), not a run
+        # of their own: at 36M weights each run of the loops costs seconds.
+        recorder = IdealExecutor(program, minimum, tolerance=LINEARISATION_TOLERANCE,
+                                 max_iterations=LINEARISATION_MAX_ITERATIONS)
+        probes = dict(zip(rows, adopted_probes(recorder, calibration_probes, recorded), strict=True))
+    else:
+        recorder = record_probes(program, schedule, noise, (
+            lambda: minimum, lambda: settling_alpha(program, schedule, capabilities, lower, upper, matrices)),
+            LINEARISATION_TOLERANCE, LINEARISATION_MAX_ITERATIONS)
+        probes = {} if recorder is None else dict(zip(rows, recorder.probes, strict=True))
     zero_state = slope_bounds(program)[None, :]
     linearisations = {row: Linearisation(matrices[row], slopes(program, probes[row].fixed_point[:samples])
                                          if row in probes else zero_state) for row in rows}
@@ -322,21 +337,6 @@ def _summarise(summary: dict, choice: GroupChoice, chosen: str) -> None:
     for name, total in choice.measured.items():
         previous = summary["probe_iterations"].get(name, 0.0)
         summary["probe_iterations"][name] = None if previous is None or not np.isfinite(total) else previous + total
-
-
-def _record_probes(program: BlockProgram, schedule: Schedule, noise: np.ndarray, attempts
-                   ) -> ProbeRecorder | None:
-    """The probe run of the first α table ``attempts`` make (each called only if the ones before did not
-    settle) whose loops settle; None when none does."""
-    for make in attempts:
-        attempt = ProbeRecorder(program, make(), tolerance=LINEARISATION_TOLERANCE,
-                                max_iterations=LINEARISATION_MAX_ITERATIONS)
-        try:
-            attempt.run(schedule, noise)
-        except ConvergenceError:
-            continue
-        return attempt
-    return None
 
 
 def _refuse(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str,

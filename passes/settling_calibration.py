@@ -4,11 +4,14 @@ Requires: a program with its static injection table, its schedule, the target's 
 conditioning drive of the calibration samples (``admc.compiler.calibration_drive``; None for an unconditional
 program). Guarantees: the first of ``settling_tables`` whose loops settle, within the α pass's iteration limit, on
 the state-scaling calibration samples (``calibration_samples`` of them, its seed and tolerance), with the peaks that
-very run measured (``CalibrationPeaks``: what ``measure_peaks`` returns for that table, bit for bit); the last table
-and no peaks when none settles (the backend's own calibration run then reports the loop that does not settle).
+very run measured (``CalibrationPeaks``: what ``measure_peaks`` returns for that table, bit for bit) and its closed
+loops (``ProbeRecorder``: start, drive and fixed point of each, which the α pass's judge and linearisations need and
+which do not depend on α); the last table and no peaks when none settles (the backend's own calibration run then
+reports the loop that does not settle).
 
 Why one run: a backend that chooses α in its lowering needs a settling α only for its calibration run. Checking the
-α on samples of its own first ran every loop of the program once more: 7.5 of the 87 s of a 36M-weight build.
+α on samples of its own first ran every loop of the program once more (7.5 of the 87 s of a 36M-weight build), and
+the α pass ran them once more again to record its probes.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import numpy as np
 
 from admc.core.errors import ConvergenceError
 from admc.ir.program import BlockProgram, Schedule
+from admc.passes.alpha_probe import ProbeRecorder
 from admc.passes.alpha_selection import LINEARISATION_MAX_ITERATIONS, AlphaCapabilities, settling_tables
-from admc.passes.state_scaling import CalibrationPeaks, calibration_samples, measure_peaks
+from admc.passes.state_scaling import CalibrationPeaks, calibration_run, calibration_samples
 
 
 def settle_and_calibrate(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities,
@@ -28,9 +32,9 @@ def settle_and_calibrate(program: BlockProgram, schedule: Schedule, capabilities
     tables = settling_tables(program, schedule, capabilities)
     for table in tables:
         try:
-            state_peak, drive_peak = measure_peaks(program, schedule, table, samples=samples, extra_drive=drive,
-                                                   max_iterations=LINEARISATION_MAX_ITERATIONS)
+            run = calibration_run(program, schedule, table, samples=samples, extra_drive=drive,
+                                  max_iterations=LINEARISATION_MAX_ITERATIONS, executor_type=ProbeRecorder)
         except ConvergenceError:
             continue
-        return table, CalibrationPeaks(table, samples, state_peak, drive_peak)
+        return table, CalibrationPeaks(table, samples, run.state_peak, run.drive_peak, run.probes)
     return tables[-1], None

@@ -45,6 +45,8 @@ class CalibrationPeaks:
     samples: int
     state_peak: np.ndarray
     drive_peak: np.ndarray
+    # The run's closed loops (``alpha_probe.ProbeRecorder``): where each started, its drive and fixed point.
+    probes: list | None = None
 
     def measured(self, alpha: np.ndarray, samples: int) -> bool:
         """Whether this run is the one ``measure_peaks`` would make with ``alpha`` on ``samples`` samples."""
@@ -57,11 +59,20 @@ def measure_peaks(program: BlockProgram, schedule: Schedule, alpha: np.ndarray,
     """Per-channel peak |state| and |injected drive| on seeded Gaussian noise (ideal execution);
     ``extra_drive`` is the samples' per-phase conditioning drive for conditional programs; ``max_iterations``
     (default: the executor's) bounds each loop, beyond which the executor's ``ConvergenceError`` is raised."""
+    executor = calibration_run(program, schedule, alpha, samples, seed, extra_drive, max_iterations)
+    return executor.state_peak, executor.drive_peak
+
+
+def calibration_run(program: BlockProgram, schedule: Schedule, alpha: np.ndarray,
+                    samples: int = CALIBRATION_SAMPLES, seed: int = CALIBRATION_SEED, extra_drive=None,
+                    max_iterations: int | None = None, executor_type: type = IdealExecutor) -> IdealExecutor:
+    """The executor (``executor_type``: the ideal one, or a subclass that records more) after ``measure_peaks``'s
+    run: its ``state_peak`` and ``drive_peak``, and whatever the subclass recorded."""
     noise = np.random.default_rng(seed).standard_normal((samples, program.state_dimension))
     limits = {} if max_iterations is None else {"max_iterations": max_iterations}
-    executor = IdealExecutor(program, alpha, tolerance=CALIBRATION_TOLERANCE, record_peaks=True, **limits)
+    executor = executor_type(program, alpha, tolerance=CALIBRATION_TOLERANCE, record_peaks=True, **limits)
     executor.run(schedule, noise, extra_drive)
-    return executor.state_peak, executor.drive_peak
+    return executor
 
 
 def choose_scales(program: BlockProgram, state_peak: np.ndarray, drive_peak: np.ndarray, voltage_limit: float,

@@ -72,3 +72,36 @@ def test_an_aoc_build_runs_the_calibration_loops_once(monkeypatch, tmp_path) -> 
     example = Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx"
     build(example, tmp_path / "bundle", target="aoc-48")
     assert calls == []  # the state scaling took the settling run's peaks
+
+
+def test_the_calibration_loops_serve_the_alpha_pass_in_the_scaled_volts(monkeypatch, tmp_path) -> None:
+    # The α pass takes the calibration run's closed loops (made on the spine program) instead of a probe run of
+    # its own. Converted to the scaled program's volts they must be that program's fixed points: one loop
+    # application there leaves each where it is (to the run's tolerance), and the α pass records no probes.
+    from pathlib import Path
+
+    from admc.compiler.driver import build
+    from admc.passes import alpha_selection
+    from admc.targets.aoc import backend
+
+    seen = {}
+    original = backend._calibration_probes
+
+    def keep(compiled, scaled):
+        seen["probes"], seen["scaled"] = original(compiled, scaled), scaled
+        return seen["probes"]
+
+    def refuse(*arguments, **options):
+        raise AssertionError("the α pass ran its own probe run")
+
+    monkeypatch.setattr(backend, "_calibration_probes", keep)
+    monkeypatch.setattr(alpha_selection, "record_probes", refuse)
+    example = Path(__file__).resolve().parents[1] / "examples" / "two_moons.onnx"
+    build(example, tmp_path / "bundle", target="aoc-48")
+    scaled, probes = seen["scaled"], seen["probes"]
+    assert probes and any(group.voltage_scale != 1.0 for group in scaled.groups)  # the conversion is exercised
+    executor = IdealExecutor(scaled, np.zeros(scaled.size))
+    for probe in probes:
+        compiled = executor._compiled(probe.compiled.phase)
+        moved = executor._apply(compiled, probe.fixed_point, probe.drive) - probe.fixed_point
+        assert np.max(np.abs(moved)) <= 1e-5 * max(1.0, float(np.max(np.abs(probe.fixed_point))))

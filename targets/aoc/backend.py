@@ -19,6 +19,7 @@ import numpy as np
 
 from admc.core.errors import AdmcError
 from admc.ir.program import CLOSED, FEEDBACK, FIXED, STEP, block_indices, block_name
+from admc.passes.alpha_probe import scaled_probes
 from admc.passes.alpha_selection import AlphaCapabilities, AlphaSelection, select_alpha
 from admc.passes.routing_table import routing_json
 from admc.passes.state_scaling import (
@@ -218,6 +219,17 @@ def alpha_in_range(compiled, scaled, tile_rows, target) -> AlphaSelection:
     for rows in tile_rows:
         np.maximum.at(row_peaks, rows.channels, np.max(np.abs(rows.weights), axis=1, initial=0.0))
     selection = select_alpha(scaled, compiled.schedule, AlphaCapabilities.of(target), compiled.alpha_mode,
-                             row_peaks, target.gain.beta_max, compiled.force)
+                             row_peaks, target.gain.beta_max, compiled.force, _calibration_probes(compiled, scaled))
     # The bounds are the floor already; the maximum only absorbs rounding in 1 − β_max / m_i.
     return replace(selection, alpha=np.maximum(selection.alpha, floor))
+
+
+def _calibration_probes(compiled, scaled) -> list | None:
+    """The closed loops of the calibration run (made on the spine program), in the scaled program's volts."""
+    made = compiled.calibration_peaks
+    if made is None or made.probes is None:
+        return None
+    factor = np.ones(scaled.size)
+    for group, spine_group in zip(scaled.groups, compiled.program.groups, strict=True):
+        factor[group.offset:group.stop] = group.voltage_scale / spine_group.voltage_scale
+    return scaled_probes(made.probes, factor)
