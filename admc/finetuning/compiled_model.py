@@ -24,9 +24,13 @@ import torch
 from admc.bundle.store import Bundle
 from admc.compiler.driver import SourceModel, compile_source, emit_bundle
 from admc.core.errors import AdmcError
-from admc.finetuning.graph_torch import graph_velocity, trainable_names
+from admc.finetuning.graph_torch import TorchGraph, graph_velocity, trainable_names
 from admc.finetuning.program_torch import ProgramMap
 from admc.targets.backends import backend_of
+
+# Training solves each velocity phase to this relative change (the twin's simulation to 1e-13): the objective and
+# its gradient move by ~1e-9 of themselves, far below one Adam step, and a third of the loop's iterations go.
+TRAINING_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class CompiledModel:
                             f"{', '.join(source.graph.condition_inputs)}) is not supported yet; fine-tune an "
                             "unconditional model")
         self.source = source
+        self.torch_graph = TorchGraph(source.graph)
         names = [name for name in trainable_names(source.graph) if writable is None or name in writable]
         if not names:
             raise AdmcError(f"{source.name}: no weights to fine-tune (no floating constants the file stores)")
@@ -83,8 +88,10 @@ class CompiledModel:
                                                                                strict=True)])
         return arrays, change
 
-    def velocity(self, y: torch.Tensor, points: list[PhasePoint], chip: int = 0) -> torch.Tensor:
-        """The program's velocity at each sample's state and phase point, through chip ``chip``'s twin."""
+    def velocity(self, y: torch.Tensor, points: list[PhasePoint], chip: int = 0,
+                 tolerance: float | None = TRAINING_TOLERANCE) -> torch.Tensor:
+        """The program's velocity at each sample's state and phase point, through chip ``chip``'s twin, each
+        phase solved to ``tolerance`` (None: the twin's own)."""
         arrays, change = self.program()
         twin = self.twins[chip % len(self.twins)]
         scales = np.array([point.step_scale for point in points])
@@ -93,7 +100,7 @@ class CompiledModel:
         iterations = 0
         for scale in np.unique(scales):
             chosen = torch.as_tensor(np.flatnonzero(scales == scale))
-            value = twin.velocity(y[chosen], rows[chosen], float(scale), arrays, change)
+            value = twin.velocity(y[chosen], rows[chosen], float(scale), arrays, change, tolerance)
             result = result.index_copy(0, chosen, value)
             iterations += twin.iterations
         self.iterations = iterations
@@ -102,12 +109,12 @@ class CompiledModel:
     def digital_velocity(self, y: torch.Tensor, points: list[PhasePoint]) -> torch.Tensor:
         """The source model's velocity at each sample's state and time (torch, float64)."""
         times = torch.as_tensor([point.time for point in points], dtype=y.dtype)
-        return graph_velocity(self.source.graph, self.parameters, y, times)
+        return graph_velocity(self.torch_graph, self.parameters, y, times)
 
     def teacher_velocity(self, y: torch.Tensor, points: list[PhasePoint]) -> torch.Tensor:
         """The source model's velocity with its weights before fine-tuning (the ``teacher`` objective's target)."""
         times = torch.as_tensor([point.time for point in points], dtype=y.dtype)
-        return graph_velocity(self.source.graph, self.initial, y, times)
+        return graph_velocity(self.torch_graph, self.initial, y, times)
 
     def samples(self, noise: np.ndarray, chip: int = 0) -> np.ndarray:
         """The program's final samples on chip ``chip``'s twin (no noise, no gradient)."""

@@ -58,6 +58,12 @@ class Draws:
     points: list
 
 
+def adam(parameters: list[torch.Tensor], learning_rate: float) -> torch.optim.Adam:
+    """The optimiser of every fit: Adam with its multi-tensor update (a dozen operations per step for all the
+    weights instead of a dozen per weight; the same arithmetic, deterministic)."""
+    return torch.optim.Adam(parameters, lr=learning_rate, foreach=True)
+
+
 def draw(model, data: torch.Tensor, count: int, generator: torch.Generator) -> Draws:
     """``count`` samples of the data (with replacement), their noise and their phase points."""
     index = torch.randint(data.shape[0], (count,), generator=generator)
@@ -92,7 +98,7 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
     train_data = torch.as_tensor(train, dtype=torch.float64)
     fixed = draw(model, torch.as_tensor(holdout, dtype=torch.float64), settings.holdout_batch, holdout_generator)
     parameters = list(model.parameters.values())
-    optimiser = torch.optim.Adam(parameters, lr=settings.learning_rate or LEARNING_RATES[settings.objective])
+    optimiser = adam(parameters, settings.learning_rate or LEARNING_RATES[settings.objective])
 
     def held_out() -> float:
         with torch.no_grad():

@@ -62,11 +62,12 @@ def activate_state(twin, state: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 @dataclass
 class Linearisation:
-    """J at a state: ρ [B, n] per output channel, each path's light slope [B, n], φ [n]."""
+    """J at a fixed point, as the split adjoint uses it: ρ [B, n] per output channel, each path's light slope times
+    φ [B, n], and 1 / (1 − ρ α φ) [B, n]."""
 
     rows: torch.Tensor
     slopes: tuple[torch.Tensor, ...]
-    free: torch.Tensor
+    inverse_diagonal: torch.Tensor
 
 
 class PhaseLoop:
@@ -155,21 +156,26 @@ class PhaseLoop:
     def linearisation(self, fixed: torch.Tensor) -> Linearisation:
         """J at a fixed point ``fixed`` (held) in its factors (no graph). A channel at a rail there is clipped:
         an unclipped value lands exactly on a rail with probability zero."""
+        with torch.enable_grad():  # element-wise: the gradient of each light's sum is its slope
+            probe = fixed.detach().requires_grad_()
+            lights = activate_state(self.twin, probe)
+            slopes = [torch.autograd.grad(light.sum(), probe, retain_graph=index + 1 < len(lights))[0]
+                      for index, light in enumerate(lights)]
         with torch.no_grad():
-            _, slopes = torch.func.jvp(lambda value: activate_state(self.twin, value), (fixed,),
-                                       (torch.ones_like(fixed),))
             rows = self.rescale * self.free
             settings = self.twin.nonidealities.saturation
             if settings.enabled:
                 rows = rows * ((fixed > settings.low) & (fixed < settings.high)).to(fixed.dtype)
-        return Linearisation(rows.expand_as(fixed), tuple(slopes), self.free)
+            rows = rows.expand_as(fixed)
+            return Linearisation(rows, tuple(slope * self.free for slope in slopes),
+                                 1.0 / (1.0 - rows * self.alpha * self.free))
 
     def adjoint_step(self, linear: Linearisation, gradient: torch.Tensor, solution: torch.Tensor) -> torch.Tensor:
         """One split step of (I − J)ᵀ g = v: g ← (v + φ ⊙ Nᵀ(ρ ⊙ g)) / (1 − ρ α φ)."""
         weighted = linear.rows * solution
-        total = 0.0
+        total = gradient
         for operator, slope in zip(self.operators, linear.slopes, strict=True):
             operator = operator.detach()
             product = weighted @ operator if self.dense else self._routed_transpose(operator, weighted)
-            total = total + slope * product
-        return (gradient + linear.free * total) / (1.0 - linear.rows * self.alpha * linear.free)
+            total = torch.addcmul(total, slope, product)
+        return total * linear.inverse_diagonal

@@ -33,7 +33,13 @@ from admc.ir.program import CLOSED, OPEN, SCALE_CLASSES, Phase, block_scale, pha
 from admc.targets.aoc.chain import loop_gains
 from admc.targets.aoc.differentiable_loop import PhaseLoop
 from admc.targets.aoc.differentiable_optics import OpticsDelta
-from admc.targets.aoc.fixed_point import iterative_adjoint, plain_fixed_point, split_adjoint, split_fixed_point
+from admc.targets.aoc.fixed_point import (
+    ADJOINT_TOLERANCE,
+    iterative_adjoint,
+    plain_fixed_point,
+    split_adjoint,
+    split_fixed_point,
+)
 from admc.targets.aoc.physics import clip_injection
 from admc.targets.aoc.twin import NOISE_FREE_TOLERANCE, AocTwin, all_off
 from admc.targets.aoc.twin_phases import NOISE_FREE_MAX_ITERATIONS
@@ -83,16 +89,17 @@ class DifferentiableTwin:
         negative = twin._tensor(matrices.negative) + factor * change_negative
         return (positive, negative), twin._per_channel(twin._tensor(constant))
 
-    def _fixed_point(self, loop: PhaseLoop, state: torch.Tensor, key: tuple, where: str) -> torch.Tensor:
+    def _fixed_point(self, loop: PhaseLoop, state: torch.Tensor, key: tuple, where: str,
+                     tolerance: float) -> torch.Tensor:
         """F(z*) of the phase's loop with the gradient of its fixed point z* (module docstring)."""
         start = loop.hold(state.detach())
         splits = self.solver == SPLIT and loop.splits() and key not in self._unsplit
-        solved = split_fixed_point(loop.unrelaxed, start, self.tolerance) if splits else None
+        solved = split_fixed_point(loop.unrelaxed, start, tolerance) if splits else None
         if solved is None:
             if splits:
                 self._unsplit.add(key)  # a phase's stability does not change with small weight changes
             splits = False
-            solved = plain_fixed_point(loop.map, start, self.tolerance, NOISE_FREE_MAX_ITERATIONS, where)
+            solved = plain_fixed_point(loop.map, start, tolerance, NOISE_FREE_MAX_ITERATIONS, where)
         fixed, count = solved
         self.iterations += count
         result = loop.map(fixed)
@@ -101,7 +108,8 @@ class DifferentiableTwin:
 
             def adjoint(gradient: torch.Tensor) -> torch.Tensor:
                 solved = None if linear is None else split_adjoint(
-                    lambda value, current: loop.adjoint_step(linear, value, current), gradient)
+                    lambda value, current: loop.adjoint_step(linear, value, current), gradient,
+                    max(ADJOINT_TOLERANCE, tolerance))
                 if solved is None:
                     solved = iterative_adjoint(loop.map, fixed, gradient, NOISE_FREE_MAX_ITERATIONS)
                 self.adjoint_iterations += solved[1]
@@ -110,8 +118,10 @@ class DifferentiableTwin:
             result.register_hook(adjoint)
         return result
 
-    def phase(self, phase: Phase, state, inject, hold, arrays, flat_change, time_index, where: str):
-        """(state after the phase, its readout) for one phase, with the gradient of its fixed point."""
+    def phase(self, phase: Phase, state, inject, hold, arrays, flat_change, time_index, where: str,
+              tolerance: float | None = None):
+        """(state after the phase, its readout) for one phase, with the gradient of its fixed point solved to
+        ``tolerance`` (None: the twin's)."""
         twin = self.twin
         matrices, constant = self._matrices(flat_change, phase)
         drive = self._drive(phase, inject, hold, arrays, time_index) + constant
@@ -122,7 +132,7 @@ class DifferentiableTwin:
                 state = loop.update(state)
             self.iterations += twin.open_iterations
             return loop.hold(state), state[:, twin.readout] / twin.readout_scale
-        fixed = self._fixed_point(loop, state, (phase.loop, phase.step_scale), where)
+        fixed = self._fixed_point(loop, state, (phase.loop, phase.step_scale), where, tolerance or self.tolerance)
         readout = fixed if closed else loop.update(fixed)
         return fixed, readout[:, twin.readout] / twin.readout_scale
 
@@ -172,7 +182,7 @@ class DifferentiableTwin:
         return torch.stack(trajectory)
 
     def velocity(self, y: torch.Tensor, time_index: torch.Tensor, step_scale: float, arrays,
-                 flat_change: torch.Tensor) -> torch.Tensor:
+                 flat_change: torch.Tensor, tolerance: float | None = None) -> torch.Tensor:
         """f̂(y, t) = (readout − y) / h of an open phase held and injected at y, t the static table's
         ``time_index`` per sample, h = ``step_scale``."""
         twin = self.twin
@@ -181,5 +191,5 @@ class DifferentiableTwin:
         state = y.new_zeros(y.shape[0], twin.size)
         for channels, scale in twin.initialised:
             state = torch.cat([state[:, :channels.start], scale * y, state[:, channels.stop:]], dim=1)
-        _, readout = self.phase(phase, state, y, y, arrays, flat_change, time_index, "velocity phase")
+        _, readout = self.phase(phase, state, y, y, arrays, flat_change, time_index, "velocity phase", tolerance)
         return (readout - y) / step_scale
