@@ -91,3 +91,24 @@ def test_the_split_gradient_is_the_finite_differences(tmp_path):
         assert worst <= 1e-6
     finally:
         model.close()
+
+
+def test_the_routed_module_form_gives_the_dense_velocity_and_gradient(monkeypatch):
+    """Large programs keep the optics as routed module matrices (and their transposes in the split adjoint): the
+    same value and gradient as the dense channel matrices of a small one."""
+    from admc.targets.aoc import differentiable_loop
+
+    model = _compiled(EXAMPLES / "two_moons.pt2", "hw48")
+    try:
+        generator = np.random.default_rng(2)
+        states = torch.as_tensor(generator.standard_normal((16, 2)))
+        weights = torch.as_tensor(generator.standard_normal((16, 2)))
+        dense, dense_gradient, _ = _velocity_and_gradient(model, SPLIT, states, weights)
+        monkeypatch.setattr(differentiable_loop, "DENSE_RATIO", 0)
+        routed, routed_gradient, _ = _velocity_and_gradient(model, SPLIT, states, weights)
+        assert not model.twins[0]._unsplit
+        assert float((routed - dense).abs().max()) <= 1e-12
+        for name, value in dense_gradient.items():
+            assert float((routed_gradient[name] - value).abs().max()) <= 1e-9 * max(1.0, float(value.abs().max()))
+    finally:
+        model.close()
