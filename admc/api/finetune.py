@@ -20,10 +20,11 @@ from admc.finetuning.run import finetune as run_finetune
 def finetune(model: str | os.PathLike, data: str | os.PathLike | np.ndarray, output: str | os.PathLike,
              target: str | os.PathLike = "aoc-48", *, calibration: str | os.PathLike | None = None,
              max_steps: int = 200, seed: int = 0, objective: str = FLOW_MATCHING, workers: int = 1,
-             address: str | None = None) -> FinetuneResult:
+             address: str | None = None, rebuild: bool = True) -> FinetuneResult:
     """Fine-tune ``model`` for ``target`` (and the measured machine ``calibration``: ``"hw48"``, ``"hw16"`` or a
     file) on ``data`` and write the tuned model at ``output``; ``objective`` ``"flow-matching"`` (the data's
     x₁ − x₀) or ``"teacher"`` (the source model's own velocity at the same states); ``workers`` > 1 or a Ray
-    cluster's ``address``: each step's gradient computed data-parallel on Ray; see docs/finetune.md."""
+    cluster's ``address``: each step's gradient computed data-parallel on Ray; ``rebuild`` False: select through
+    the structure compiled for the source instead of recompiling at each evaluation; see docs/finetune.md."""
     return run_finetune(model, data, output, target, calibration=calibration, max_steps=max_steps, seed=seed,
-                        objective=objective, workers=workers, address=address)
+                        objective=objective, workers=workers, address=address, rebuild=rebuild)

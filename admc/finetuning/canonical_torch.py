@@ -4,7 +4,7 @@ Why by probing: canonicalisation (``passes/canonicalize.py``) folds linear ops, 
 embeddings into node matrices with numpy algebra, so it is not differentiable. Every node's pre-activation is
 affine in the node's atoms (σ of earlier nodes, the state x and tanh(x)) and its constant part depends on t
 alone, for any weights: that is what canonicalisation checks. So the same graph, evaluated in torch with each
-atom's value replaced by a probe (``graph_torch.run_graph`` overrides), gives each node's matrices as the
+atom's value replaced by a probe (``graph_torch.TorchGraph`` overrides), gives each node's matrices as the
 differences of its pre-activation between unit probes and the zero probe, and its bias and time terms at any t
 as its pre-activation at the zero probe: one batched evaluation, exact to rounding, autograd through it. The
 structure (which op is which node, which atoms a node reads) is the compiler's own, recorded while the numpy
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from admc.core.errors import AdmcError
-from admc.finetuning.graph_torch import run_graph
+from admc.finetuning.graph_torch import TorchGraph
 from admc.ir.adm import IDENTITY, STATE, Atom
 from admc.ir.affine import Form
 from admc.ir.graph import Graph
@@ -76,6 +76,7 @@ class CanonicalProbe:
         recorder = _RecordingCanonicaliser(fused, activations, "the target")
         recorder.run()
         self.graph = fused
+        self.prepared: dict[torch.dtype, TorchGraph] = {}  # the graph sorted and its constants converted, per dtype
         self.atom_values = recorder.atom_values
         self.node_inputs = {**recorder.node_inputs, OUTPUT: fused.outputs[0]}
         self.reads = dict(reads)
@@ -103,8 +104,10 @@ class CanonicalProbe:
         dimension = next(entry.shape[1] for entry in self.graph.inputs if entry.name == self.graph.state_input)
         state = probe[:, linear] if linear is not None else torch.zeros(rows, int(dimension), dtype=dtype)
         overrides = {name: probe[:, self.columns[atom]] for name, atom in self.atom_values.items()}
-        values = run_graph(self.graph, parameters, {self.graph.state_input: state, self.graph.time_input: time},
-                           overrides, dtype)
+        if dtype not in self.prepared:
+            self.prepared[dtype] = TorchGraph(self.graph, dtype)
+        values = self.prepared[dtype].run(parameters, {self.graph.state_input: state, self.graph.time_input: time},
+                                          overrides)
         matrices, constants = {}, {}
         for node, read in self.reads.items():
             value = values[self.node_inputs[node]].reshape(rows, -1)

@@ -40,6 +40,10 @@ def add_parser(commands) -> None:
                           "this process, no Ray)")
     finetune.add_argument("--address", metavar="ADDR",
                           help="join this Ray cluster (as admc sweep does) and run on its CPUs, or on --workers")
+    finetune.add_argument("--no-rebuild", action="store_true",
+                          help="measure the held-out loss through the structure compiled for the source instead of "
+                          "recompiling the tuned weights at each evaluation (faster; the rebuilt model may then "
+                          "differ from what was measured)")
     finetune.add_argument("-q", "--quiet", action="store_true",
                           help="no progress line (it is shown only when stderr is a terminal)")
     finetune.set_defaults(handler=command_finetune)
@@ -53,9 +57,13 @@ def command_finetune(arguments: argparse.Namespace) -> int:
         result = finetune(arguments.model, arguments.data, arguments.output, arguments.target,
                           calibration=arguments.calibration, max_steps=arguments.max_steps, seed=arguments.seed,
                           objective=arguments.objective, workers=arguments.workers, address=arguments.address,
-                          progress=progress.update)
+                          rebuild=not arguments.no_rebuild, progress=progress.update)
     for name, fitted in (("program", result.program), ("control", result.control)):
         print(f"{name}: {fitted.steps} steps, best held-out loss {min(loss for _, loss in fitted.holdout_loss):.5f} "
               f"(step {fitted.best_step}; before {fitted.holdout_loss[0][1]:.5f})")
+    if result.program.rebuilds:
+        print(f"program: rebuilt {result.program.rebuilds} times; each held-out loss is the rebuilt program's")
+    if result.program.stopped:
+        print(f"program: stopped at {result.program.stopped}")
     print(f"wrote {result.output}")
     return 0

@@ -8,9 +8,10 @@ own (``"digital"``, the control: same data, draws, steps and optimiser). ``objec
 target x₁ − x₀ by the source model's own velocity at x_t (its weights before fine-tuning): the same states, a
 target without the flow-matching variance, which makes the machine compute what the source computes (the
 digital control then has nothing to learn). Adam on the float64 weights;
-every ``evaluate_every`` steps the loss on the held-out split (fixed draws) is measured, the best weights are
-kept and training stops after ``patience`` evaluations without improvement. Every draw comes from generators
-seeded by ``seed``: the same call gives the same weights bit for bit.
+every ``evaluate_every`` steps the loss on the held-out split (fixed draws) is measured — for a program fit
+given ``rebuild``, on the program recompiled for the current weights, which the fit then continues through — the
+best weights are kept and training stops after ``patience`` evaluations without improvement. Every draw comes from
+generators seeded by ``seed``: the same call gives the same weights bit for bit.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from admc.core.errors import AdmcError
 from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, TEACHER
 
 THROUGH = ("program", "digital")
@@ -33,8 +35,8 @@ class FitSettings:
     batch: int = 128
     learning_rate: float | None = None  # None: the objective's (LEARNING_RATES)
     seed: int = 0
-    evaluate_every: int = 10
-    patience: int = 5
+    evaluate_every: int = 25  # a program fit rebuilds the model here: a compile per evaluation
+    patience: int = 4
     holdout_batch: int = 512
     objective: str = FLOW_MATCHING
 
@@ -47,6 +49,8 @@ class FitResult:
     holdout_loss: list[tuple[int, float]] = field(default_factory=list)
     seconds_per_step: float = 0.0
     loop_iterations_per_step: float = 0.0
+    rebuilds: int = 0  # recompilations of the tuned weights during the fit
+    stopped: str | None = None  # why training stopped before early stopping or the step limit, if it did
 
 
 @dataclass
@@ -56,6 +60,12 @@ class Draws:
     noise: torch.Tensor
     data: torch.Tensor
     points: list
+
+
+def adam(parameters: list[torch.Tensor], learning_rate: float) -> torch.optim.Adam:
+    """The optimiser of every fit: Adam with its multi-tensor update (a dozen operations per step for all the
+    weights instead of a dozen per weight; the same arithmetic, deterministic)."""
+    return torch.optim.Adam(parameters, lr=learning_rate, foreach=True)
 
 
 def draw(model, data: torch.Tensor, count: int, generator: torch.Generator) -> Draws:
@@ -82,58 +92,92 @@ def loss_of(model, draws: Draws, through: str, chip: int, objective: str = FLOW_
     return ((velocity - target) ** 2).mean()
 
 
+class _Selection:
+    """The held-out loss on fixed draws, measured every ``evaluate_every`` steps, and the best weights so far.
+    With ``rebuild``, the model is recompiled for its current weights before each measurement, so every loss
+    compared (the source's at step 0 included: its compile is its rebuild) is the rebuilt program's."""
+
+    def __init__(self, model, fixed: Draws, through: str, settings: FitSettings, rebuild):
+        self.model, self.fixed, self.through, self.settings, self.rebuild = model, fixed, through, settings, rebuild
+        self.best, self.best_step, self.waited = self._loss(), 0, 0
+        self.best_weights = self._weights()
+        self.history = [(0, self.best)]
+        self.stopped: str | None = None
+
+    def _loss(self) -> float:
+        with torch.no_grad():
+            return float(loss_of(self.model, self.fixed, self.through, 0, self.settings.objective))
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {name: value.detach().clone() for name, value in self.model.parameters.items()}
+
+    def evaluate(self, step: int) -> bool:
+        """Measure at ``step``; False when the model could not be rebuilt (training stops, the best stays)."""
+        if self.rebuild is not None:
+            try:
+                self.rebuild({name: value.detach().numpy().copy() for name, value in self.model.parameters.items()})
+            except AdmcError as error:
+                self.stopped = f"step {step}: the tuned weights do not rebuild ({error})"
+                return False
+        value = self._loss()
+        self.history.append((step, value))
+        if value < self.best:
+            self.best, self.best_step, self.waited = value, step, 0
+            self.best_weights = self._weights()
+        else:
+            self.waited += 1
+        return self.waited < self.settings.patience
+
+
+def _step(model, draws: Draws, through: str, step: int, objective: str, gradient) -> float:
+    """One step's loss, its gradient left in the parameters' ``grad``."""
+    if gradient is None:
+        loss = loss_of(model, draws, through, step - 1, objective)
+        loss.backward()
+        return float(loss.detach())
+    loss, gradients = gradient(draws, step - 1, objective)
+    for name, value in model.parameters.items():
+        value.grad = gradients[name].to(value.dtype)
+    return loss
+
+
 def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: FitSettings,
-        progress: Callable[[int, int, float, float], None] | None = None, gradient=None) -> FitResult:
+        progress: Callable[[int, int, float, float], None] | None = None, gradient=None,
+        rebuild: Callable[[dict[str, np.ndarray]], None] | None = None) -> FitResult:
     """Fine-tune ``model.parameters`` in place (restored to the best held-out weights); see the module docstring.
     ``progress(step, max_steps, loss, best held-out loss)`` is called after every step; ``gradient(draws, chip,
-    objective)`` (``parallel.DataParallel``), when given, computes each step's loss and gradient instead."""
+    objective)`` (``parallel.DataParallel``), when given, computes each step's loss and gradient instead;
+    ``rebuild(weights)``, when given, recompiles the model (and the workers') for the current weights before each
+    held-out evaluation (``_Selection``): the fit then continues through the new structure."""
     generator = torch.Generator().manual_seed(settings.seed)
     holdout_generator = torch.Generator().manual_seed(settings.seed + 1)
     train_data = torch.as_tensor(train, dtype=torch.float64)
     fixed = draw(model, torch.as_tensor(holdout, dtype=torch.float64), settings.holdout_batch, holdout_generator)
-    parameters = list(model.parameters.values())
-    optimiser = torch.optim.Adam(parameters, lr=settings.learning_rate or LEARNING_RATES[settings.objective])
-
-    def held_out() -> float:
-        with torch.no_grad():
-            return float(loss_of(model, fixed, through, 0, settings.objective))
-
-    best, best_step, waited = held_out(), 0, 0
-    best_weights = {name: value.detach().clone() for name, value in model.parameters.items()}
-    result = FitResult({}, 0, 0, [(0, best)])
+    optimiser = adam(list(model.parameters.values()), settings.learning_rate or LEARNING_RATES[settings.objective])
+    selection = _Selection(model, fixed, through, settings, rebuild)
+    result = FitResult({}, 0, 0)
     began, iterations = time.perf_counter(), 0
     for step in range(1, settings.max_steps + 1):
         draws = draw(model, train_data, settings.batch, generator)
         optimiser.zero_grad()
-        if gradient is None:
-            loss = loss_of(model, draws, through, step - 1, settings.objective)
-            loss.backward()
-            loss = float(loss.detach())
-        else:
-            loss, gradients = gradient(draws, step - 1, settings.objective)
-            for name, value in model.parameters.items():
-                value.grad = gradients[name].to(value.dtype)
+        loss = _step(model, draws, through, step, settings.objective, gradient)
         iterations += getattr(gradient or model, "iterations", 0) if through == "program" else 0
         optimiser.step()
         result.steps = step
+        going = True
         if step % settings.evaluate_every == 0 or step == settings.max_steps:
-            value = held_out()
-            result.holdout_loss.append((step, value))
-            if value < best:
-                best, best_step, waited = value, step, 0
-                best_weights = {name: tensor.detach().clone() for name, tensor in model.parameters.items()}
-            else:
-                waited += 1
+            going = selection.evaluate(step)
         if progress is not None:
-            progress(step, settings.max_steps, loss, best)
-        if waited >= settings.patience:
+            progress(step, settings.max_steps, loss, selection.best)
+        if not going:
             break
     elapsed = time.perf_counter() - began
     with torch.no_grad():
         for name, value in model.parameters.items():
-            value.copy_(best_weights[name])
-    result.weights = {name: value.numpy().copy() for name, value in best_weights.items()}
-    result.best_step = best_step
+            value.copy_(selection.best_weights[name])
+    result.weights = {name: value.numpy().copy() for name, value in selection.best_weights.items()}
+    result.best_step, result.holdout_loss, result.stopped = selection.best_step, selection.history, selection.stopped
+    result.rebuilds = getattr(model, "rebuilds", 0) if rebuild is not None else 0
     result.seconds_per_step = elapsed / max(result.steps, 1)
     result.loop_iterations_per_step = iterations / max(result.steps, 1)
     return result

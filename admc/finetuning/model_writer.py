@@ -5,7 +5,8 @@ by placeholder name, as ``admc.frontends.torch_importer`` names the graph's cons
 graph constant name. Guarantees: :func:`writable_names` are the constants a file stores (what fine-tuning may
 change); :func:`write_tuned` writes a copy of the source in which only those weights differ, each in its
 original dtype, so ``admc build`` takes it as it took the source; the output is written atomically (nothing
-half-written); the same weights give the same bytes. An output whose suffix is not the source's is refused.
+half-written); the same weights give the same bytes; :func:`load_tuned` loads those bytes as ``admc build`` would.
+An output whose suffix is not the source's is refused.
 """
 
 from __future__ import annotations
@@ -82,3 +83,12 @@ def write_tuned(source: str | Path, weights: Mapping[str, np.ndarray], output: s
     """Write the tuned model at ``output`` (atomically); returns its path."""
     check_output(source, output)
     return write_file_atomically(output, tuned_bytes(source, weights))
+
+
+def load_tuned(source: str | Path, weights: Mapping[str, np.ndarray], directory: str | Path):
+    """The tuned model as ``admc build`` would read it: written into ``directory`` and loaded (a ``SourceModel``)."""
+    from admc.compiler.driver import load_source
+
+    path = Path(directory) / f"tuned{Path(source).suffix}"
+    path.write_bytes(tuned_bytes(source, weights))
+    return load_source(path)

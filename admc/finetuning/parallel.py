@@ -7,7 +7,8 @@ sent, not shared). Guarantees: :class:`DataParallel` starts ``workers`` actors (
 the same target and machine (compilation is deterministic, so every worker holds the same program). Called with
 one step's draws, it splits them into contiguous shards, one per worker, and returns the loss and the gradient
 of the whole batch as the shard-size-weighted mean of the workers' (summed in worker order, so the same draws
-give the same result); ``close`` ends the actors and the session.
+give the same result); ``rebuild`` recompiles every worker's model for given weights; ``close`` ends the actors
+and the session.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class GradientWorker:
         self._directory = tempfile.TemporaryDirectory(prefix="admc-finetune-worker-")
         path = Path(self._directory.name) / f"model{suffix}"
         path.write_bytes(content)
+        self.path = path
         description = load_target(target)
         options = replace(BuildOptions(), calibration=target_machine(description, calibration))
         self.model = CompiledModel(load_source(path), description, options, seed=seed, chips=chips,
@@ -51,6 +53,12 @@ class GradientWorker:
         loss.backward()
         return float(loss.detach()), {name: value.grad.numpy().copy() for name, value in
                                       self.model.parameters.items()}, int(self.model.iterations)
+
+    def rebuild(self, weights: dict[str, np.ndarray]) -> None:
+        """Recompile for ``weights`` as the driver does (``CompiledModel.rebuild``)."""
+        from admc.finetuning.model_writer import load_tuned
+
+        self.model.rebuild(load_tuned(self.path, weights, self._directory.name))
 
     def close(self) -> None:
         """Remove the worker's temporary model and bundle."""
@@ -89,6 +97,10 @@ class DataParallel:
                      for name in weights}
         self.iterations = sum(count for _, _, count in results)
         return loss, gradients
+
+    def rebuild(self, weights: dict[str, np.ndarray]) -> None:
+        """Every worker recompiles for ``weights`` (the driver's rebuild; the build is deterministic)."""
+        self._ray.get([actor.rebuild.remote(weights) for actor in self._actors])
 
     def close(self) -> None:
         try:

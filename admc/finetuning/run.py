@@ -10,11 +10,14 @@ objective flow matching on the data, or the source model's own velocity as the t
 as the control, the source's weights by digital flow matching on the same data for the same number of steps;
 the tuned model is written in the source's format (``model_writer``), atomically. The same inputs and seed give
 the same bytes. ``workers`` > 1 or an ``address`` run the program's fit data-parallel on Ray (``parallel``); one
-worker in this process is the default.
+worker in this process is the default. ``rebuild`` (the default) recompiles the tuned weights before each held-out
+evaluation, as ``admc build`` of the written file would, and selects on that rebuilt program's loss: the written
+model is never worse there than the source (step 0 is a candidate).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +31,7 @@ from admc.core.array_files import read_npy
 from admc.core.errors import AdmcError
 from admc.finetuning.compiled_model import CompiledModel
 from admc.finetuning.flow_matching import FitResult, FitSettings, fit
-from admc.finetuning.model_writer import check_output, writable_names, write_tuned
+from admc.finetuning.model_writer import check_output, load_tuned, writable_names, write_tuned
 from admc.finetuning.objectives import FLOW_MATCHING, OBJECTIVES
 from admc.targets.loader import load_target
 
@@ -53,10 +56,23 @@ def _split(data: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _fit_program(compiled: CompiledModel, model: Path, target, calibration, seed: int, chips: int,
                  train: np.ndarray, holdout: np.ndarray, settings: FitSettings, progress, workers: int,
-                 address: str | None) -> FitResult:
-    """The program's fit, in this process (one worker, no address) or data-parallel on Ray."""
-    if address is None and workers == 1:
-        return fit(compiled, train, holdout, "program", settings, progress)
+                 address: str | None, rebuild: bool) -> FitResult:
+    """The program's fit, in this process (one worker, no address) or data-parallel on Ray; with ``rebuild``,
+    recompiled for the tuned weights (as the tuned file) before each held-out evaluation."""
+    with tempfile.TemporaryDirectory(prefix="admc-finetune-tuned-") as directory:
+        def recompile(weights: dict[str, np.ndarray]) -> None:
+            compiled.rebuild(load_tuned(model, weights, directory))
+
+        if address is None and workers == 1:
+            return fit(compiled, train, holdout, "program", settings, progress,
+                       rebuild=recompile if rebuild else None)
+        return _fit_parallel(compiled, model, target, calibration, seed, chips, train, holdout, settings, progress,
+                             workers, address, recompile if rebuild else None)
+
+
+def _fit_parallel(compiled: CompiledModel, model: Path, target, calibration, seed: int, chips: int,
+                  train: np.ndarray, holdout: np.ndarray, settings: FitSettings, progress, workers: int,
+                  address: str | None, recompile) -> FitResult:
     from admc.finetuning.parallel import DataParallel
 
     # Workers need no shared file system: the model is sent; a target or calibration file is named absolutely.
@@ -64,8 +80,13 @@ def _fit_program(compiled: CompiledModel, model: Path, target, calibration, seed
                            for value in (target, calibration))
     parallel = DataParallel(model, target, calibration, seed, chips, set(compiled.parameters),
                             None if address is not None and workers == 1 else workers, address, compiled.parameters)
+    def rebuild_all(weights: dict[str, np.ndarray]) -> None:
+        recompile(weights)
+        parallel.rebuild(weights)
+
     try:
-        return fit(compiled, train, holdout, "program", settings, progress, gradient=parallel)
+        return fit(compiled, train, holdout, "program", settings, progress, gradient=parallel,
+                   rebuild=rebuild_all if recompile is not None else None)
     finally:
         parallel.close()
 
@@ -73,7 +94,7 @@ def _fit_program(compiled: CompiledModel, model: Path, target, calibration, seed
 def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Path, target: str | Path = "aoc-48",
              *, calibration: str | Path | None = None, max_steps: int = 200, seed: int = 0,
              objective: str = FLOW_MATCHING, settings: FitSettings | None = None, chips: int = DEFAULT_CHIPS,
-             control: bool = True, workers: int = 1, address: str | None = None,
+             control: bool = True, workers: int = 1, address: str | None = None, rebuild: bool = True,
              progress: Callable[[str, int, int, float, float], None] | None = None) -> FinetuneResult:
     """See the module docstring; ``progress(phase, step, max_steps, loss, best held-out)`` after each step."""
     model, output = Path(model), Path(output)
@@ -99,7 +120,7 @@ def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Pat
     try:
         report = (lambda name: (lambda *values: progress(name, *values))) if progress else (lambda name: None)
         program = _fit_program(compiled, model, target, calibration, seed, chips, train, holdout, settings,
-                               report("program"), workers, address)
+                               report("program"), workers, address, rebuild)
         digital = None
         if control:
             with torch.no_grad():
