@@ -101,3 +101,14 @@ def test_a_compressed_archive_is_refused() -> None:
         archive.writestr("module_0000_positive.png", b"png")
     with pytest.raises(Exception, match="is compressed"):
         unpack_images(buffer.getvalue(), "archive")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_threaded_encoding_gives_the_same_bytes_in_order(monkeypatch, dtype) -> None:
+    from admc.targets.aoc import png
+
+    monkeypatch.setattr(png, "PARALLEL_FROM", 4)
+    monkeypatch.setattr(png, "ENCODE_CHUNK", 3)  # chunks that do not divide the stack
+    monkeypatch.setattr(png.os, "cpu_count", lambda: 2)
+    stack = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, (11, 6, 5)).astype(dtype)
+    assert png.encode_pngs(stack) == [encode_png(image) for image in stack]

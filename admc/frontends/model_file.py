@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from admc.core.errors import AdmcError
-from admc.frontends.onnx_import import import_onnx, self_contained_bytes
+from admc.frontends.onnx_import import import_onnx, open_onnx, self_contained_bytes
 from admc.ir.graph import Graph
 
 ONNX = "onnx"
@@ -59,5 +59,8 @@ def model_content(path: str | Path, file_format: str) -> bytes:
 def open_model(path: str | Path) -> OpenedModel:
     """Import a model file by its suffix; its content is read after the frontend has checked it."""
     file_format = model_format(path)
+    if file_format == ONNX:  # read and checked once for both
+        graph, content = open_onnx(path)
+        return OpenedModel(graph, file_format, content)
     graph = import_model(path, file_format)
     return OpenedModel(graph, file_format, model_content(path, file_format))

@@ -17,7 +17,7 @@ import numpy as np
 from admc.bundle.store import npy_bytes
 from admc.ir.program import block_indices
 from admc.targets.aoc.image_archive import IMAGE_ARCHIVE_FROM, module_image_name, pack_images
-from admc.targets.aoc.png import encode_png
+from admc.targets.aoc.png import encode_pngs
 
 PATHS = ("positive", "negative")
 # Worst per-step NRMSE of the quantised program against the reference allowed at 8 bits (issue 3's figure),
@@ -63,8 +63,8 @@ def image_set_payloads(index: int, image_set, modules: int, float_weights: bool)
     images = {}
     for path in PATHS:
         payloads[entry["grey"][path]] = npy_bytes(image_set.grey[path])
-        images.update({module_image_name(module, path): encode_png(image_set.grey[path][module])
-                       for module in range(modules)})
+        encoded = encode_pngs(image_set.grey[path][:modules])
+        images.update({module_image_name(module, path): encoded[module] for module in range(modules)})
     if modules > IMAGE_ARCHIVE_FROM:
         entry["image_archive"] = image_archive_name(index)
         payloads[entry["image_archive"]] = pack_images(images)

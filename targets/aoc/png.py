@@ -18,6 +18,7 @@ is Pillow's.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 import zlib
@@ -30,6 +31,10 @@ from admc.core.atomic import write_file_atomically
 from admc.core.errors import AdmcError
 
 COMPRESSION_LEVEL = 9
+# Stacks of at least this many images are encoded on a thread per core, in chunks of ENCODE_CHUNK: zlib releases
+# the GIL while it compresses, and a 36M-weight program has 31,384 images (5 s of one core at level 9).
+PARALLEL_FROM = 512
+ENCODE_CHUNK = 256
 MAX_PIXELS = 4096 * 4096  # the largest SLM a description allows (module.ports ≤ 4096)
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GREYSCALE = 0  # PNG colour type
@@ -54,6 +59,20 @@ def encode_png(grey_levels: np.ndarray) -> bytes:
     filtered = np.hstack([np.zeros((height, 1), dtype=np.uint8), rows]).tobytes()  # filter type 0 on every row
     return (_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(filtered, COMPRESSION_LEVEL))
             + _chunk(b"IEND", b""))
+
+
+def encode_pngs(stack: np.ndarray) -> list[bytes]:
+    """``encode_png`` of every image of a [count, rows, columns] stack, in order (the same bytes as one by one);
+    a large stack on as many threads as the machine has cores."""
+    if len(stack) < PARALLEL_FROM or (os.cpu_count() or 1) < 2:
+        return [encode_png(image) for image in stack]
+    from concurrent.futures import ThreadPoolExecutor
+
+    def chunk(start: int) -> list[bytes]:
+        return [encode_png(image) for image in stack[start:start + ENCODE_CHUNK]]
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        return [image for part in pool.map(chunk, range(0, len(stack), ENCODE_CHUNK)) for image in part]
 
 
 def write_png(path: str | Path, grey_levels: np.ndarray) -> None:
