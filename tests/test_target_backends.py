@@ -186,12 +186,13 @@ def test_a_target_refuses_a_solver_of_the_other_kind() -> None:
 
 
 def test_quantisation_in_chunks_of_tiles_gives_the_same_bundle(tmp_path: Path, monkeypatch) -> None:
-    """``quantise_set`` quantises up to ``QUANTISE_TILES`` tiles per call; one tile per call (as it once did)
-    must give the same bytes in every payload."""
+    """``quantise_set`` quantises up to ``QUANTISE_TILES`` tiles per call, several calls on threads; one tile per
+    call (as it once did), every call on a thread pool, must give the same bytes in every payload."""
     import admc.targets.aoc.backend as aoc_backend
 
     chunked = Bundle(build(EXAMPLE, tmp_path / "chunked", target="aoc-48", steps=2))
     assert len(chunked.manifest["aoc"]["tiles"]) > 1
     monkeypatch.setattr(aoc_backend, "QUANTISE_TILES", 1)
+    monkeypatch.setattr(aoc_backend.os, "cpu_count", lambda: 2)  # the threaded path, whatever the machine
     single = Bundle(build(EXAMPLE, tmp_path / "single", target="aoc-48", steps=2))
     assert single.manifest["payloads"] == chunked.manifest["payloads"]

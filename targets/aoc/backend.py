@@ -13,6 +13,8 @@ weight), exactly when the target has float weights; no step changes its argument
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -158,7 +160,8 @@ def quantise_set(placement: Placement, program, transmissions: list[np.ndarray],
     # same levels as tile by tile): per-tile calls cost 20 % more at 36M weights, and a chunk bounds the memory.
     chunks = [(factor, positions[start:start + QUANTISE_TILES]) for factor, positions in by_factor.items()
               for start in range(0, len(positions), QUANTISE_TILES)]
-    for factor, positions in chunks:
+    def quantise_chunk(chunk: tuple[float, list[int]]) -> None:
+        factor, positions = chunk
         flat = np.concatenate([(factor * transmissions[position]).ravel() for position in positions])
         ends = np.cumsum([transmissions[position].size for position in positions])[:-1]
         for path, part in zip(PATHS, sign_split(flat), strict=True):
@@ -174,6 +177,15 @@ def quantise_set(placement: Placement, program, transmissions: list[np.ndarray],
                 realised[path][window] = realised_piece.reshape(shape).T
                 if level_piece is not None:
                     grey[path][window] = level_piece.reshape(shape).T
+
+    # Chunks write disjoint windows (tiles never share a module's ports), and numpy releases the GIL in the
+    # search and the arithmetic: on a thread per core a 36M-weight program's 62 chunks take half the time.
+    if len(chunks) > 1 and (os.cpu_count() or 1) > 1:
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            list(pool.map(quantise_chunk, chunks))
+    else:
+        for chunk in chunks:
+            quantise_chunk(chunk)
     return ImageSet(factors, grey, realised)
 
 
