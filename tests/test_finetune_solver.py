@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gradient_check import worst_gradient_error
 
 from admc.compiler.build_options import BuildOptions, target_machine
 from admc.compiler.driver import load_source
@@ -74,20 +75,7 @@ def test_the_split_gradient_is_the_finite_differences(tmp_path):
     try:
         loss().backward()
         assert not model.twins[0]._unsplit, "the velocity phase fell back to the plain iteration"
-        step, worst = 1e-5, 0.0
-        for parameter in model.parameters.values():
-            flat = parameter.data.view(-1)
-            for index in generator.choice(flat.numel(), size=min(2, flat.numel()), replace=False):
-                with torch.no_grad():
-                    original = float(flat[index])
-                    flat[index] = original + step
-                    up = float(loss())
-                    flat[index] = original - step
-                    down = float(loss())
-                    flat[index] = original
-                difference = (up - down) / (2 * step)
-                automatic = float(parameter.grad.view(-1)[index])
-                worst = max(worst, abs(difference - automatic) / max(abs(difference), 1e-8))
+        worst = worst_gradient_error(model.parameters.values(), loss, generator)
         assert worst <= 1e-6
     finally:
         model.close()

@@ -110,25 +110,23 @@ class PhaseLoop:
         return total
 
     def _routed(self, operator: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
-        twin = self.twin
-        batch = light.shape[0]
-        modules, _, inputs = operator.shape
-        led = torch.nn.functional.pad(light, (0, 1))[:, twin.input_channel.reshape(-1)]
-        signal = torch.einsum("bmq,mpq->bmp", led.view(batch, modules, inputs), operator)
-        summed = light.new_zeros(batch, twin.size + 1).index_add(1, twin.output_channel.reshape(-1),
-                                                                  signal.reshape(batch, -1))
-        return summed[:, :twin.size]
+        """A light per sample in the module form: each module's LEDs gathered, its detectors scattered."""
+        return self._through_modules(operator, light, self.twin.input_channel, self.twin.output_channel,
+                                     "bmq,mpq->bmp")
 
     def _routed_transpose(self, operator: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Aᵀ value per sample in the module form: each module's rows gathered, its columns scattered."""
-        twin = self.twin
-        batch = value.shape[0]
-        modules, outputs, _ = operator.shape
-        rows = torch.nn.functional.pad(value, (0, 1))[:, twin.output_channel.reshape(-1)]
-        signal = torch.einsum("bmp,mpq->bmq", rows.view(batch, modules, outputs), operator)
-        summed = value.new_zeros(batch, twin.size + 1).index_add(1, twin.input_channel.reshape(-1),
-                                                                  signal.reshape(batch, -1))
-        return summed[:, :twin.size]
+        return self._through_modules(operator, value, self.twin.output_channel, self.twin.input_channel,
+                                     "bmp,mpq->bmq")
+
+    def _through_modules(self, operator: torch.Tensor, value: torch.Tensor, gathered: torch.Tensor,
+                         scattered: torch.Tensor, pattern: str) -> torch.Tensor:
+        batch, modules = value.shape[0], operator.shape[0]
+        entries = torch.nn.functional.pad(value, (0, 1))[:, gathered.reshape(-1)]
+        signal = torch.einsum(pattern, entries.view(batch, modules, -1), operator)
+        summed = value.new_zeros(batch, self.twin.size + 1).index_add(1, scattered.reshape(-1),
+                                                                      signal.reshape(batch, -1))
+        return summed[:, :self.twin.size]
 
     def _saturate(self, result: torch.Tensor) -> torch.Tensor:
         settings = self.twin.nonidealities.saturation
