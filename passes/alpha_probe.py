@@ -25,8 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admc.core.errors import ConvergenceError
-from admc.runtime.executor import DIVERGENCE_BOUND, IdealExecutor
+from admc.runtime.executor import DIVERGENCE_BOUND, IdealExecutor, first_settled
 
 PATIENCE = 4.0
 PATIENCE_SLACK = 2
@@ -58,14 +57,13 @@ def record_probes(program, schedule, noise: np.ndarray, attempts, tolerance: flo
                   ) -> ProbeRecorder | None:
     """The probe run of the first α table ``attempts`` make (each called only if the ones before did not
     settle) whose loops settle; None when none does."""
-    for make in attempts:
+    def run(make) -> ProbeRecorder:
         attempt = ProbeRecorder(program, make(), tolerance=tolerance, max_iterations=max_iterations)
-        try:
-            attempt.run(schedule, noise)
-        except ConvergenceError:
-            continue
+        attempt.run(schedule, noise)
         return attempt
-    return None
+
+    found = first_settled(attempts, run)
+    return None if found is None else found[1]
 
 
 def adopted_probes(executor: IdealExecutor, probes: list[PhaseProbe], samples: int) -> list[PhaseProbe]:

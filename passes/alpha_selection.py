@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from admc.core.errors import AdmcError, ConvergenceError
+from admc.core.errors import AdmcError
 from admc.ir.program import CLOSED, SCALE_CLASSES, BlockProgram, Schedule, block_scale
 from admc.passes.alpha_acceptance import (
     ACCEPTANCE_LIMIT,
@@ -46,7 +46,7 @@ from admc.passes.alpha_cycle import BlockCycle, block_cycle
 from admc.passes.alpha_probe import PhaseProbe, adopted_probes, record_probes
 from admc.passes.alpha_problem import Linearisation, solve_global
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
-from admc.runtime.executor import IdealExecutor
+from admc.runtime.executor import IdealExecutor, first_settled
 
 MODES = ("auto", "global", "min")
 LINEARISATION_SAMPLES = 8  # fewer on large programs: LINEARISATION_WORK channel-samples at most
@@ -194,14 +194,10 @@ def settling_alpha(program: BlockProgram, schedule: Schedule, capabilities: Alph
     tables = settling_tables(program, schedule, capabilities, lower, upper, matrices)
     if not closed_phases(schedule):
         return tables[0]
-    for table in tables:
-        try:
-            IdealExecutor(program, table, tolerance=LINEARISATION_TOLERANCE,
-                          max_iterations=LINEARISATION_MAX_ITERATIONS).run(schedule, noise)
-        except ConvergenceError:
-            continue
-        return table
-    return tables[-1]
+    found = first_settled(tables, lambda table: IdealExecutor(
+        program, table, tolerance=LINEARISATION_TOLERANCE, max_iterations=LINEARISATION_MAX_ITERATIONS
+    ).run(schedule, noise))
+    return tables[-1] if found is None else found[0]
 
 
 def settling_tables(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities,

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from admc.core.errors import ConvergenceError
 from admc.ir.program import BlockProgram, Schedule
 from admc.passes.alpha_probe import ProbeRecorder
 from admc.passes.alpha_selection import LINEARISATION_MAX_ITERATIONS, AlphaCapabilities, settling_tables
 from admc.passes.state_scaling import CalibrationPeaks, calibration_run, calibration_samples
+from admc.runtime.executor import first_settled
 
 
 def settle_and_calibrate(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities,
@@ -30,11 +30,10 @@ def settle_and_calibrate(program: BlockProgram, schedule: Schedule, capabilities
     """The settling α table and the calibration peaks measured with it (None when no table settles)."""
     samples = calibration_samples(program)
     tables = settling_tables(program, schedule, capabilities)
-    for table in tables:
-        try:
-            run = calibration_run(program, schedule, table, samples=samples, extra_drive=drive,
-                                  max_iterations=LINEARISATION_MAX_ITERATIONS, executor_type=ProbeRecorder)
-        except ConvergenceError:
-            continue
-        return table, CalibrationPeaks(table, samples, run.state_peak, run.drive_peak, run.probes)
-    return tables[-1], None
+    found = first_settled(tables, lambda table: calibration_run(
+        program, schedule, table, samples=samples, extra_drive=drive, max_iterations=LINEARISATION_MAX_ITERATIONS,
+        executor_type=ProbeRecorder))
+    if found is None:
+        return tables[-1], None
+    table, run = found
+    return table, CalibrationPeaks(table, samples, run.state_peak, run.drive_peak, run.probes)

@@ -14,7 +14,7 @@ either way the ``ExecutionResult``'s trajectory holds the state at the schedule'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -299,3 +299,14 @@ def run_ideal(program: BlockProgram, schedule: Schedule, alpha: np.ndarray | Non
                             "has no per-sample condition drive)")
         return ExecutionResult(run_program_continuous(program, schedule.grid, noise))
     return IdealExecutor(program, alpha, **options).run(schedule, noise, drive)
+
+
+def first_settled(candidates: Iterable, run: Callable) -> tuple | None:
+    """The first of ``candidates`` whose ``run`` does not raise ``ConvergenceError`` (its loops settle), with what
+    the run returned; None when none does. Candidates after it are not run."""
+    for candidate in candidates:
+        try:
+            return candidate, run(candidate)
+        except ConvergenceError:
+            continue
+    return None
