@@ -53,12 +53,14 @@ class ProbeRecorder(IdealExecutor):
         return state, count, residual
 
 
-def record_probes(program, schedule, noise: np.ndarray, attempts, tolerance: float, max_iterations: int
-                  ) -> ProbeRecorder | None:
+def record_probes(program, schedule, noise: np.ndarray, attempts, tolerance: float, max_iterations: int,
+                  float32_products: bool = False) -> ProbeRecorder | None:
     """The probe run of the first α table ``attempts`` make (each called only if the ones before did not
-    settle) whose loops settle; None when none does."""
+    settle) whose loops settle; None when none does. ``float32_products``: the executor's (see
+    ``admc.runtime.executor.float32_products_for``)."""
     def run(make) -> ProbeRecorder:
-        attempt = ProbeRecorder(program, make(), tolerance=tolerance, max_iterations=max_iterations)
+        attempt = ProbeRecorder(program, make(), tolerance=tolerance, max_iterations=max_iterations,
+                                float32_products=float32_products)
         attempt.run(schedule, noise)
         return attempt
 
