@@ -81,8 +81,9 @@ def test_a_conditional_program_runs_as_the_bundle_twin(tmp_path, kind, guidance,
         model.close()
 
 
-def test_the_digital_velocity_is_the_guided_source(tmp_path):
-    """(1 + W)·f(x, t, c) − W·f(x, t, ∅) of the torch module itself, at every phase point."""
+def test_the_teacher_is_the_guided_source_and_the_digital_velocity_the_conditional_one(tmp_path):
+    """The teacher: (1 + W)·f(x, t, c) − W·f(x, t, ∅) of the torch module itself, at every phase point; the digital
+    velocity (what the control trains): f(x, t, c)."""
     module = make("embedding").double()
     model = _compiled(_export("embedding", tmp_path), "embedding", 3.0)
     try:
@@ -90,9 +91,12 @@ def test_the_digital_velocity_is_the_guided_source(tmp_path):
         labels = torch.arange(len(model.phase_points)) % CLASSES
         times = torch.as_tensor([point.time for point in model.phase_points], dtype=torch.float64)
         with torch.no_grad():
-            expected = 4.0 * module(y, times, labels) - 3.0 * module(y, times, torch.full_like(labels, CLASSES))
-            value = model.digital_velocity(y, model.phase_points, conditions={"label": labels})
-        np.testing.assert_allclose(value.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+            conditional = module(y, times, labels)
+            expected = 4.0 * conditional - 3.0 * module(y, times, torch.full_like(labels, CLASSES))
+            teacher = model.teacher_velocity(y, model.phase_points, conditions={"label": labels})
+            digital = model.digital_velocity(y, model.phase_points, conditions={"label": labels})
+        np.testing.assert_allclose(teacher.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(digital.numpy(), conditional.numpy(), rtol=1e-12, atol=1e-12)
     finally:
         model.close()
 

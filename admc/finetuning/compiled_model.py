@@ -12,8 +12,9 @@ from seeds ``seed``, ``seed + 1``, … for a nominal target; the one measured ma
 ``phase_points`` are the (time, step scale, static-table row) at
 which the program evaluates the velocity, the times fine-tuning draws. A conditional model's calls take each
 sample's ``conditions`` (condition input name → [B, ...]): the program's velocity adds the conditioning
-interface's drive computed from the current weights (``ProgramMap.condition_drive``), and with guidance W every
-velocity is the guided one, (1 + W)·f(x, t, c) − W·f(x, t, ∅), as the build compiled it.
+interface's drive computed from the current weights (``ProgramMap.condition_drive``); with guidance W the program's
+and the teacher's velocities are the guided one, (1 + W)·f(x, t, c) − W·f(x, t, ∅), as the build compiled it, and
+the digital velocity is f(x, t, c), what a conditional model is trained to compute.
 """
 
 from __future__ import annotations
@@ -157,24 +158,28 @@ class CompiledModel:
         self.iterations = iterations
         return result
 
-    def _source_velocity(self, parameters, y: torch.Tensor, points: list[PhasePoint], conditions) -> torch.Tensor:
-        """The source graph's velocity, guided as the build is: (1 + W)·f(x, t, c) − W·f(x, t, ∅)."""
+    def _source_velocity(self, parameters, y: torch.Tensor, points: list[PhasePoint], conditions,
+                         guided: bool) -> torch.Tensor:
+        """The source graph's velocity f(x, t[, c]); ``guided``: as the build combines it with guidance W,
+        (1 + W)·f(x, t, c) − W·f(x, t, ∅)."""
         times = torch.as_tensor([point.time for point in points], dtype=y.dtype)
         given = self.conditions_of(conditions, len(points))
         velocity = graph_velocity(self.torch_graph, parameters, y, times, given)
         weight, null = self.compiled.condition_interface.guidance, self.compiled.null_conditions
-        if weight is None:
+        if weight is None or not guided:
             return velocity
         unconditional = graph_velocity(self.torch_graph, parameters, y, times, with_null(given, null, len(points)))
         return (1.0 + weight) * velocity - weight * unconditional
 
     def digital_velocity(self, y: torch.Tensor, points: list[PhasePoint], conditions=None) -> torch.Tensor:
-        """The source model's velocity at each sample's state and time (torch, float64)."""
-        return self._source_velocity(self.parameters, y, points, conditions)
+        """The source model's velocity at each sample's state and time (torch, float64), as the model is trained:
+        f(x, t, c) unguided (guidance combines two evaluations when sampling; the control trains the model)."""
+        return self._source_velocity(self.parameters, y, points, conditions, guided=False)
 
     def teacher_velocity(self, y: torch.Tensor, points: list[PhasePoint], conditions=None) -> torch.Tensor:
-        """The source model's velocity with its weights before fine-tuning (the ``teacher`` objective's target)."""
-        return self._source_velocity(self.initial, y, points, conditions)
+        """The source model's velocity with its weights before fine-tuning, guided as the program computes it (the
+        ``teacher`` objective's target)."""
+        return self._source_velocity(self.initial, y, points, conditions, guided=True)
 
     def samples(self, noise: np.ndarray, chip: int = 0, conditions=None) -> np.ndarray:
         """The program's final samples on chip ``chip``'s twin (no noise, no gradient); ``conditions``: each
