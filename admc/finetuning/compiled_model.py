@@ -132,9 +132,14 @@ class CompiledModel:
 
     def conditions_of(self, conditions, rows: int) -> dict[str, torch.Tensor]:
         """Per-sample condition arrays as the graph's condition input tensors ({} for an unconditional model)."""
-        if not self.source.graph.condition_inputs:
+        names = self.source.graph.condition_inputs
+        if not names:
             return {}
-        return condition_tensors(self.source.graph, conditions or {}, rows)
+        missing = [name for name in names if name not in (conditions or {})]
+        if missing:
+            raise AdmcError(f"{self.source.name}: a conditional model's velocity needs each sample's "
+                            f"{', '.join(missing)}")
+        return condition_tensors(self.source.graph, conditions, rows)
 
     def velocity(self, y: torch.Tensor, points: list[PhasePoint], chip: int = 0,
                  tolerance: float | None = TRAINING_TOLERANCE, conditions=None) -> torch.Tensor:

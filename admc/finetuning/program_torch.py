@@ -38,6 +38,15 @@ def group_atom(group: StateGroup) -> Atom:
     return Atom(STATE, group.activation) if group.role in ("state", "readout") else Atom(group.name, group.activation)
 
 
+def _width(network, nodes: Mapping, atom: Atom) -> int:
+    """How many columns an atom has: the state's dimension, a boundary's features or a hidden node's size."""
+    if atom.source == STATE:
+        return network.state_dimension
+    if atom.source in network.conditions:
+        return network.conditions[atom.source].features
+    return nodes[atom.source].size
+
+
 @dataclass
 class ProgramArrays:
     """Scaled program arrays: ``blocks`` in the program's order; ``static`` per class [S, n] at ``times``
@@ -63,9 +72,7 @@ class ProgramMap:
         nodes = {node.name: node for node in network.nodes}
         reads = {name: sorted(node.terms) for name, node in nodes.items()}
         reads[OUTPUT] = sorted(network.output.terms)
-        sizes = {atom: network.state_dimension if atom.source == STATE else network.conditions[atom.source].features
-                 if atom.source in network.conditions else nodes[atom.source].size
-                 for read in reads.values() for atom in read}
+        sizes = {atom: _width(network, nodes, atom) for read in reads.values() for atom in read}
         self.probe = CanonicalProbe(compiled.source.graph, tuple(compiled.target.activations), reads, sizes)
         self.times = np.asarray(program.static_table.times, dtype=np.float64)
         with torch.no_grad():
