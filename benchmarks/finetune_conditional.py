@@ -16,6 +16,9 @@ build is, for the same number of steps). Source, tuned model and control are eac
 - per class, W2 and final-sample NRMSE of the calibrated twin's samples (read noise on, as `admc simulate
   --calibration hw48` runs it) against the *source* model's ideal samples (the float64 reference solver, guided),
   from the same noise and labels (an equal number per class).
+
+First, the differentiable path fine-tuning trains through is checked against the bundle twin on this build: with
+the source's weights, float64, read noise off, the largest difference of their final samples (every class).
 """
 
 from __future__ import annotations
@@ -49,6 +52,37 @@ SOURCE = ROOT / "examples" / "conditional" / "eight_gaussians.onnx"
 TARGET, CALIBRATION, GUIDANCE, NULL = "aoc-48", "hw48", 3.0, {"label": NULL_TOKEN}
 SOLVER, STEPS = "implicit-euler", 16  # the target's default solver and grid: what admc build (and finetune) use
 TRAIN_SAMPLES, TRAIN_SEED, NOISE_SEED, VERIFY_SAMPLES = 4096, 10, 12, 256
+
+
+def twin_agreement(noise: np.ndarray, labels: np.ndarray) -> dict:
+    """max |differentiable path − bundle twin| of the final samples, source weights, float64, read noise off."""
+    from dataclasses import replace
+
+    from admc.compiler.build_options import BuildOptions, target_machine
+    from admc.compiler.driver import load_source
+    from admc.finetuning.compiled_model import CompiledModel
+    from admc.runtime.guidance import run_conditions
+    from admc.targets.aoc.measured_device import measured_nonidealities
+    from admc.targets.aoc.twin import AocTwin, nonidealities_of
+    from admc.targets.loader import load_target
+
+    target = load_target(TARGET)
+    options = replace(BuildOptions(), calibration=target_machine(target, CALIBRATION), guidance=GUIDANCE,
+                      null_conditions=NULL)
+    model = CompiledModel(load_source(SOURCE), target, options, seed=0)
+    try:
+        mine = model.samples(noise, conditions={"label": labels})
+        effects = nonidealities_of(model.bundle)
+        calibration = model.compiled.calibration
+        effects = replace(measured_nonidealities(calibration, effects),
+                          read_noise=replace(effects.read_noise, enabled=False))
+        twin = AocTwin(model.bundle, effects, calibration=calibration, seed=0, switch_on_calibrated=False)
+        drive = run_conditions(model.bundle, len(noise), {"label": labels}).drive(twin.program)
+        theirs = twin.run(noise, extra_drive=drive).trajectory[-1]
+    finally:
+        model.close()
+    return {"samples": len(noise), "max_abs_difference": float(np.abs(mine - theirs).max()),
+            "sample_scale": float(np.abs(theirs).max())}
 
 
 def built(model: Path, directory: Path) -> Path:
@@ -134,6 +168,8 @@ def main() -> None:
                            "learning_rate": LEARNING_RATES[TEACHER], "train_samples": TRAIN_SAMPLES,
                            "evaluation_samples": arguments.samples, "verify_samples": VERIFY_SAMPLES,
                            "w2": "exact (POT EMD via admc.verify.metrics.wasserstein2), equal-size sets per class"}}
+    report["differentiable_path_vs_bundle_twin"] = twin_agreement(noise[:64], labels[:64])
+    print(f"differentiable path vs bundle twin: {report['differentiable_path_vs_bundle_twin']}", flush=True)
     with tempfile.TemporaryDirectory() as temporary:
         written, report["fit"] = tune(train, train_labels, arguments.max_steps, Path(temporary))
         report["results"] = evaluate({"source": SOURCE, **written}, noise, labels, Path(temporary))
