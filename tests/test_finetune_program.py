@@ -1,7 +1,8 @@
 """The differentiable program path (admc/finetuning, targets/aoc/differentiable_*.py): with the source's own
-weights it runs what the bundle twin runs (nominal and calibrated, ADM form, standard MLP, time embedding), its
-map from weights to the program is the compiler's at other weights too, its gradients are the finite
-differences', and what it does not cover is refused."""
+weights it runs what the bundle twin runs (nominal and calibrated, ADM form, standard MLP, time embedding;
+conditional models and guidance: test_finetune_conditional.py), its map from weights to the program is the
+compiler's at other weights too, its gradients are the finite differences', and what it does not cover is
+refused."""
 
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ from admc.targets.aoc.twin import AocTwin, nonidealities_of
 from admc.targets.loader import load_target
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conditional_models import example_condition, make  # noqa: E402
-from models import AdmForm, SinusoidalTime, StandardMlp, example_inputs, export_pt2, seeded  # noqa: E402
+from models import AdmForm, SinusoidalTime, StandardMlp, export_pt2, seeded  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 EXACT = 1e-10
@@ -135,18 +135,7 @@ def test_quantised_change_is_straight_through(tmp_path):
         model.close()
 
 
-def test_conditional_models_and_targets_without_a_differentiable_twin_are_refused(tmp_path):
-    module = make("embedding")
-    x, t = example_inputs()
-    from admc.frontends.torch_export import export_module
-
-    program = export_module(module, (x, t, example_condition("embedding")), source="conditional")
-    import torch as torch_module
-
-    path = tmp_path / "conditional.pt2"
-    torch_module.export.save(program, path)
-    source = load_source(path, condition_inputs=("label",))
-    with pytest.raises(AdmcError, match="conditional"):
-        CompiledModel(source, load_target("aoc-48"), replace(BuildOptions(), steps=2))
+def test_targets_without_a_differentiable_twin_are_refused():
+    """(Conditional models and guidance are covered: tests/test_finetune_conditional.py.)"""
     with pytest.raises(AdmcError, match="no differentiable twin"):
         CompiledModel(load_source(EXAMPLES / "two_moons.onnx"), load_target("ideal"), BuildOptions())

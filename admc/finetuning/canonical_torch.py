@@ -10,10 +10,17 @@ as its pre-activation at the zero probe: one batched evaluation, exact to roundi
 structure (which op is which node, which atoms a node reads) is the compiler's own, recorded while the numpy
 canonicaliser runs, never re-derived.
 
-Requires: a ``Graph`` with identified inputs and no condition inputs (a conditional model is refused naming
-what is unsupported). Guarantees: :class:`CanonicalProbe` ``.evaluate(parameters, times)`` returns per node
-(and ``output``) the matrix of every atom it reads and its constant part at each time; with the source's own
-weights they equal the compiled canonical network's to rounding (``program_torch`` checks the program).
+Condition inputs: where a value computed from conditions (and t) alone enters the state-dependent network, the
+compiler makes it a boundary atom ``condition:k`` (``passes/condition_interface.py``). The recorder notes which
+graph value each boundary is; the probe feeds that value probe columns like an activation's output (so its
+matrices come out like any atom's), and :meth:`CanonicalProbe.boundary_values` evaluates the same graph values
+for given conditions and times in torch (an embedding table is a weight like any other).
+
+Requires: a ``Graph`` with identified inputs (condition inputs among them, if any). Guarantees:
+:class:`CanonicalProbe` ``.evaluate(parameters, times)`` returns per node (and ``output``) the matrix of every atom
+it reads (boundary atoms included) and its constant part at each time; with the source's own weights they equal
+the compiled canonical network's to rounding (``program_torch`` checks the program); ``.boundary_values`` gives
+each boundary's per-sample value [B, features] as the compiler's conditioning interface computes it.
 """
 
 from __future__ import annotations
@@ -24,10 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from admc.core.errors import AdmcError
-from admc.finetuning.graph_torch import TorchGraph
+from admc.finetuning.graph_torch import TorchGraph, condition_tensors
 from admc.ir.adm import IDENTITY, STATE, Atom
 from admc.ir.affine import Form
+from admc.ir.condition import ConditionValue
 from admc.ir.graph import Graph
 from admc.passes import canonicalize as canonical_pass
 from admc.passes import fuse_algebraic_sigmoid
@@ -43,8 +50,13 @@ class _RecordingCanonicaliser(canonical_pass._Canonicaliser):
         super().__init__(*arguments)
         self.atom_values: dict[str, Atom] = {}  # op output name -> the atom it is
         self.node_inputs: dict[str, str] = {}  # node name -> the value its pre-activation is
+        self.condition_names: dict[int, str] = {}  # id of a condition value meeting the state -> its graph name
 
     def _apply(self, op, arguments):
+        if any(isinstance(argument, Form) for argument in arguments):
+            self.condition_names.update((id(argument), name) for argument, name in zip(arguments, op.inputs,
+                                                                                      strict=False)
+                                        if isinstance(argument, ConditionValue))
         before = len(self.nodes)
         result = super()._apply(op, arguments)
         if op.op_type in canonical_pass.ACTIVATION_OPS and isinstance(result, Form) and len(result.terms) == 1:
@@ -68,14 +80,13 @@ class CanonicalProbe:
     def __init__(self, graph: Graph, activations: tuple[str, ...], reads: Mapping[str, list[Atom]],
                  sizes: Mapping[Atom, int]):
         """``reads``: node name → the atoms the compiled node reads; ``sizes``: each atom's width."""
-        if graph.condition_inputs:
-            raise AdmcError(f"{graph.source}: fine-tuning a conditional model (condition inputs "
-                            f"{', '.join(graph.condition_inputs)}) is not supported yet; fine-tune an "
-                            "unconditional model")
         fused, _ = fuse_algebraic_sigmoid.apply(graph)
         recorder = _RecordingCanonicaliser(fused, activations, "the target")
         recorder.run()
         self.graph = fused
+        # boundary atom name ("condition:k") -> (the graph value it is, its shape after the batch)
+        self.boundaries = {name: (recorder.condition_names[id(value)], value.shape)
+                           for name, value in recorder.conditions.boundaries.items()}
         self.prepared: dict[torch.dtype, TorchGraph] = {}  # the graph sorted and its constants converted, per dtype
         self.atom_values = recorder.atom_values
         self.node_inputs = {**recorder.node_inputs, OUTPUT: fused.outputs[0]}
@@ -104,10 +115,15 @@ class CanonicalProbe:
         dimension = next(entry.shape[1] for entry in self.graph.inputs if entry.name == self.graph.state_input)
         state = probe[:, linear] if linear is not None else torch.zeros(rows, int(dimension), dtype=dtype)
         overrides = {name: probe[:, self.columns[atom]] for name, atom in self.atom_values.items()}
-        if dtype not in self.prepared:
-            self.prepared[dtype] = TorchGraph(self.graph, dtype)
-        values = self.prepared[dtype].run(parameters, {self.graph.state_input: state, self.graph.time_input: time},
-                                          overrides)
+        # Condition values are replaced at their boundaries, so the condition inputs themselves are zeros here.
+        inputs = {self.graph.state_input: state, self.graph.time_input: time,
+                  **condition_tensors(self.graph, {}, rows, dtype)}
+        for atom_name, (value_name, shape) in self.boundaries.items():
+            if Atom(atom_name, IDENTITY) not in self.columns:  # a boundary no compiled node reads
+                continue
+            columns = probe[:, self.columns[Atom(atom_name, IDENTITY)]].reshape(rows, *shape)
+            (inputs if value_name in inputs else overrides)[value_name] = columns
+        values = self._prepared(dtype).run(parameters, inputs, overrides)
         matrices, constants = {}, {}
         for node, read in self.reads.items():
             value = values[self.node_inputs[node]].reshape(rows, -1)
@@ -116,3 +132,21 @@ class CanonicalProbe:
             matrices[node] = {atom: unit[self.columns[atom]].T for atom in read}
             constants[node] = value[1 + self.width:]
         return CanonicalForms(matrices, constants)
+
+    def _prepared(self, dtype: torch.dtype) -> TorchGraph:
+        if dtype not in self.prepared:
+            self.prepared[dtype] = TorchGraph(self.graph, dtype)
+        return self.prepared[dtype]
+
+    def boundary_values(self, parameters: Mapping[str, torch.Tensor], times: torch.Tensor,
+                        conditions: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each boundary atom's value [B, features] for per-sample ``times`` [B] and ``conditions`` (autograd
+        through the weights of the condition subgraph)."""
+        rows, dtype = times.shape[0], times.dtype
+        dimension = next(entry.shape[1] for entry in self.graph.inputs if entry.name == self.graph.state_input)
+        time = times.reshape(-1, 1) if self.time_rank == 2 else times.reshape(-1)
+        inputs = {self.graph.state_input: torch.zeros(rows, int(dimension), dtype=dtype), self.graph.time_input: time,
+                  **condition_tensors(self.graph, conditions, rows, dtype)}
+        values = self._prepared(dtype).run(parameters, inputs)
+        return {name: values[value_name].to(dtype).reshape(rows, -1)
+                for name, (value_name, _) in self.boundaries.items()}

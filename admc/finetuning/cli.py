@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from admc.cli import options as option
+from admc.core.errors import AdmcError
 from admc.finetuning.objectives import FLOW_MATCHING, OBJECTIVES
 
 
@@ -20,11 +21,18 @@ def add_parser(commands) -> None:
                                    "computed through the compiled program on the target's twin (a measured machine "
                                    "with --calibration); a digital control with the same steps; the tuned model is "
                                    "written in the source's format, for admc build (docs/finetune.md).")
-    finetune.add_argument("model", help="an .onnx or .pt2 file (unconditional)")
+    finetune.add_argument("model", help="an .onnx or .pt2 file")
     finetune.add_argument("--target", default="aoc-48", metavar="TARGET", help="aoc | aoc-48 | aoc-16 | FILE.yaml")
     finetune.add_argument("--calibration", metavar="hw48|hw16|FILE", help="fine-tune for this measured machine")
     finetune.add_argument("--data", required=True, type=option.input_file, metavar="SAMPLES.npy",
                           help="training samples [N, d] (a share is held out for early stopping)")
+    finetune.add_argument("--condition", action="append", metavar="NAME=FILE.npy",
+                          help="a conditional model's condition input NAME for each sample of --data (one row per "
+                          "sample: [N] class indices, or [N, *shape] for a vector); repeatable")
+    finetune.add_argument("--guidance", type=float, metavar="W",
+                          help="fine-tune the program built with classifier-free guidance W, as build --guidance")
+    finetune.add_argument("--null-condition", action="append", metavar="NAME=VALUE",
+                          help="the unconditional input for --guidance (a class index or 'zeros'); repeatable")
     finetune.add_argument("-o", "--output", required=True, type=option.output_file, metavar="TUNED.onnx|.pt2",
                           help="where to write the tuned model (the source's format)")
     finetune.add_argument("--max-steps", type=option.FINETUNE_STEPS, default=200, metavar="N",
@@ -53,8 +61,16 @@ def command_finetune(arguments: argparse.Namespace) -> int:
     from admc.finetuning.progress import FinetuneProgress
     from admc.finetuning.run import finetune
 
+    conditions = {}
+    for pair in arguments.condition or []:
+        name, separator, path = pair.partition("=")
+        if not separator or not name or not path:
+            raise AdmcError(f"--condition '{pair}': expected NAME=FILE.npy (one row per sample of --data)")
+        conditions[name] = path
     with FinetuneProgress(quiet=arguments.quiet) as progress:
         result = finetune(arguments.model, arguments.data, arguments.output, arguments.target,
+                          conditions=conditions or None, guidance=arguments.guidance,
+                          null_conditions=arguments.null_condition,
                           calibration=arguments.calibration, max_steps=arguments.max_steps, seed=arguments.seed,
                           objective=arguments.objective, workers=arguments.workers, address=arguments.address,
                           rebuild=not arguments.no_rebuild, progress=progress.update)

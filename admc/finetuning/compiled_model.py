@@ -10,14 +10,18 @@ tuned file would make). ``parameters`` are the source's weights (float64 leaves,
 from seeds ``seed``, ``seed + 1``, … for a nominal target; the one measured machine for a calibrated build),
 ``digital_velocity`` the source model's own (``teacher_velocity`` with its weights before fine-tuning);
 ``phase_points`` are the (time, step scale, static-table row) at
-which the program evaluates the velocity, the times fine-tuning draws.
+which the program evaluates the velocity, the times fine-tuning draws. A conditional model's calls take each
+sample's ``conditions`` (condition input name → [B, ...]): the program's velocity adds the conditioning
+interface's drive computed from the current weights (``ProgramMap.condition_drive``); with guidance W the program's
+and the teacher's velocities are the guided one, (1 + W)·f(x, t, c) − W·f(x, t, ∅), as the build compiled it, and
+the digital velocity is f(x, t, c), what a conditional model is trained to compute.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,8 @@ import torch
 from admc.bundle.store import Bundle
 from admc.compiler.driver import SourceModel, compile_source, emit_bundle
 from admc.core.errors import AdmcError
-from admc.finetuning.graph_torch import TorchGraph, graph_velocity, trainable_names
+from admc.finetuning.conditions_torch import with_null
+from admc.finetuning.graph_torch import TorchGraph, condition_tensors, graph_velocity, trainable_names
 from admc.finetuning.program_torch import ProgramMap
 from admc.targets.backends import backend_of
 
@@ -51,10 +56,6 @@ class CompiledModel:
         if backend is None or backend.differentiable_twin is None:
             raise AdmcError(f"target '{target.name}' has no differentiable twin to fine-tune through; use a "
                             "target with one (aoc-48, aoc-16)")
-        if source.graph.condition_inputs:
-            raise AdmcError(f"{source.name}: fine-tuning a conditional model (condition inputs "
-                            f"{', '.join(source.graph.condition_inputs)}) is not supported yet; fine-tune an "
-                            "unconditional model")
         names = [name for name in trainable_names(source.graph) if writable is None or name in writable]
         if not names:
             raise AdmcError(f"{source.name}: no weights to fine-tune (no floating constants the file stores)")
@@ -119,14 +120,39 @@ class CompiledModel:
                                                                                strict=True)])
         return arrays, change
 
+    def _conditioned(self, arrays, times: torch.Tensor, conditions, table_rows) -> object:
+        """``arrays`` with each sample's condition drive added to its static injection: ``static`` per class
+        becomes [B, n] (``table_rows`` [B], each sample's row) or [S, B, n] (``table_rows`` None: every row)."""
+        drive = self.program_map.condition_drive(self.parameters, arrays, times, conditions)
+        if table_rows is not None:
+            return replace(arrays, static={name: arrays.static[name][table_rows] + drive[name] for name in drive})
+        count = len(self.program_map.times)
+        return replace(arrays, static={name: arrays.static[name][:, None, :] + drive[name].reshape(
+            count, -1, drive[name].shape[1]) for name in drive})
+
+    def conditions_of(self, conditions, rows: int) -> dict[str, torch.Tensor]:
+        """Per-sample condition arrays as the graph's condition input tensors ({} for an unconditional model)."""
+        names = self.source.graph.condition_inputs
+        if not names:
+            return {}
+        missing = [name for name in names if name not in (conditions or {})]
+        if missing:
+            raise AdmcError(f"{self.source.name}: a conditional model's velocity needs each sample's "
+                            f"{', '.join(missing)}")
+        return condition_tensors(self.source.graph, conditions, rows)
+
     def velocity(self, y: torch.Tensor, points: list[PhasePoint], chip: int = 0,
-                 tolerance: float | None = TRAINING_TOLERANCE) -> torch.Tensor:
+                 tolerance: float | None = TRAINING_TOLERANCE, conditions=None) -> torch.Tensor:
         """The program's velocity at each sample's state and phase point, through chip ``chip``'s twin, each
         phase solved to ``tolerance`` (None: the twin's own)."""
         arrays, change = self.program()
         twin = self.twins[chip % len(self.twins)]
         scales = np.array([point.step_scale for point in points])
         rows = torch.as_tensor([point.row for point in points])
+        if self.source.graph.condition_inputs:  # each sample's own static row, its conditions' drive added
+            times = torch.as_tensor([point.time for point in points], dtype=y.dtype)
+            arrays = self._conditioned(arrays, times, self.conditions_of(conditions, len(points)), rows)
+            rows = torch.arange(len(points))
         result = torch.zeros_like(y)
         iterations = 0
         for scale in np.unique(scales):
@@ -137,19 +163,39 @@ class CompiledModel:
         self.iterations = iterations
         return result
 
-    def digital_velocity(self, y: torch.Tensor, points: list[PhasePoint]) -> torch.Tensor:
-        """The source model's velocity at each sample's state and time (torch, float64)."""
+    def _source_velocity(self, parameters, y: torch.Tensor, points: list[PhasePoint], conditions,
+                         guided: bool) -> torch.Tensor:
+        """The source graph's velocity f(x, t[, c]); ``guided``: as the build combines it with guidance W,
+        (1 + W)·f(x, t, c) − W·f(x, t, ∅)."""
         times = torch.as_tensor([point.time for point in points], dtype=y.dtype)
-        return graph_velocity(self.torch_graph, self.parameters, y, times)
+        given = self.conditions_of(conditions, len(points))
+        velocity = graph_velocity(self.torch_graph, parameters, y, times, given)
+        weight, null = self.compiled.condition_interface.guidance, self.compiled.null_conditions
+        if weight is None or not guided:
+            return velocity
+        unconditional = graph_velocity(self.torch_graph, parameters, y, times, with_null(given, null, len(points)))
+        return (1.0 + weight) * velocity - weight * unconditional
 
-    def teacher_velocity(self, y: torch.Tensor, points: list[PhasePoint]) -> torch.Tensor:
-        """The source model's velocity with its weights before fine-tuning (the ``teacher`` objective's target)."""
-        times = torch.as_tensor([point.time for point in points], dtype=y.dtype)
-        return graph_velocity(self.torch_graph, self.initial, y, times)
+    def digital_velocity(self, y: torch.Tensor, points: list[PhasePoint], conditions=None) -> torch.Tensor:
+        """The source model's velocity at each sample's state and time (torch, float64), as the model is trained:
+        f(x, t, c) unguided (guidance combines two evaluations when sampling; the control trains the model)."""
+        return self._source_velocity(self.parameters, y, points, conditions, guided=False)
 
-    def samples(self, noise: np.ndarray, chip: int = 0) -> np.ndarray:
-        """The program's final samples on chip ``chip``'s twin (no noise, no gradient)."""
+    def teacher_velocity(self, y: torch.Tensor, points: list[PhasePoint], conditions=None) -> torch.Tensor:
+        """The source model's velocity with its weights before fine-tuning, guided as the program computes it (the
+        ``teacher`` objective's target)."""
+        return self._source_velocity(self.initial, y, points, conditions, guided=True)
+
+    def samples(self, noise: np.ndarray, chip: int = 0, conditions=None) -> np.ndarray:
+        """The program's final samples on chip ``chip``'s twin (no noise, no gradient); ``conditions``: each
+        sample's, for a conditional model."""
         with torch.no_grad():
             arrays, change = self.program()
+            if self.source.graph.condition_inputs:
+                count, batch = len(self.program_map.times), len(noise)
+                given = self.conditions_of(conditions, batch)
+                times = torch.as_tensor(np.repeat(self.program_map.times, batch))
+                arrays = self._conditioned(arrays, times, {name: value.repeat(count, *([1] * (value.dim() - 1)))
+                                                           for name, value in given.items()}, None)
             twin = self.twins[chip % len(self.twins)]
             return twin.run(torch.as_tensor(noise, dtype=torch.float64), arrays, change)[-1].numpy()

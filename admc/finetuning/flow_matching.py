@@ -11,7 +11,9 @@ digital control then has nothing to learn). Adam on the float64 weights;
 every ``evaluate_every`` steps the loss on the held-out split (fixed draws) is measured — for a program fit
 given ``rebuild``, on the program recompiled for the current weights, which the fit then continues through — the
 best weights are kept and training stops after ``patience`` evaluations without improvement. Every draw comes from
-generators seeded by ``seed``: the same call gives the same weights bit for bit.
+generators seeded by ``seed``: the same call gives the same weights bit for bit. A conditional model's samples
+come with their conditions (``conditions``: per split, condition input name → one value per sample), drawn with
+them and passed to every velocity.
 """
 
 from __future__ import annotations
@@ -55,11 +57,17 @@ class FitResult:
 
 @dataclass
 class Draws:
-    """One batch: the noise x₀, the data x₁ and each sample's phase point."""
+    """One batch: the noise x₀, the data x₁, each sample's phase point and (a conditional model) conditions."""
 
     noise: torch.Tensor
     data: torch.Tensor
     points: list
+    conditions: dict = field(default_factory=dict)
+
+    def shard(self, start: int, stop: int) -> Draws:
+        """Samples ``start:stop`` of the batch."""
+        return Draws(self.noise[start:stop], self.data[start:stop], self.points[start:stop],
+                     {name: value[start:stop] for name, value in self.conditions.items()})
 
 
 def adam(parameters: list[torch.Tensor], learning_rate: float) -> torch.optim.Adam:
@@ -68,25 +76,27 @@ def adam(parameters: list[torch.Tensor], learning_rate: float) -> torch.optim.Ad
     return torch.optim.Adam(parameters, lr=learning_rate, foreach=True)
 
 
-def draw(model, data: torch.Tensor, count: int, generator: torch.Generator) -> Draws:
-    """``count`` samples of the data (with replacement), their noise and their phase points."""
+def draw(model, data: torch.Tensor, count: int, generator: torch.Generator, conditions: dict | None = None) -> Draws:
+    """``count`` samples of the data (with replacement, with their ``conditions``), their noise and phase points."""
     index = torch.randint(data.shape[0], (count,), generator=generator)
     noise = torch.randn(count, data.shape[1], generator=generator, dtype=data.dtype)
     choice = torch.randint(len(model.phase_points), (count,), generator=generator).tolist()
-    return Draws(noise, data[index], [model.phase_points[k] for k in choice])
+    return Draws(noise, data[index], [model.phase_points[k] for k in choice],
+                 {name: value[index] for name, value in (conditions or {}).items()})
 
 
 def loss_of(model, draws: Draws, through: str, chip: int, objective: str = FLOW_MATCHING) -> torch.Tensor:
     """The loss of ``draws`` (the objective's target), through the program on chip ``chip`` or digitally."""
     times = torch.as_tensor([point.time for point in draws.points], dtype=draws.data.dtype)[:, None]
     state = times * draws.data + (1.0 - times) * draws.noise
+    given = {"conditions": draws.conditions} if draws.conditions else {}  # an unconditional model takes none
     if through == "program":
-        velocity = model.velocity(state, draws.points, chip)
+        velocity = model.velocity(state, draws.points, chip, **given)
     else:
-        velocity = model.digital_velocity(state, draws.points)
+        velocity = model.digital_velocity(state, draws.points, **given)
     if objective == TEACHER:
         with torch.no_grad():
-            target = model.teacher_velocity(state, draws.points)
+            target = model.teacher_velocity(state, draws.points, **given)
     else:
         target = draws.data - draws.noise
     return ((velocity - target) ** 2).mean()
@@ -143,22 +153,27 @@ def _step(model, draws: Draws, through: str, step: int, objective: str, gradient
 
 def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: FitSettings,
         progress: Callable[[int, int, float, float], None] | None = None, gradient=None,
-        rebuild: Callable[[dict[str, np.ndarray]], None] | None = None) -> FitResult:
+        rebuild: Callable[[dict[str, np.ndarray]], None] | None = None,
+        conditions: tuple[dict, dict] | None = None) -> FitResult:
     """Fine-tune ``model.parameters`` in place (restored to the best held-out weights); see the module docstring.
     ``progress(step, max_steps, loss, best held-out loss)`` is called after every step; ``gradient(draws, chip,
     objective)`` (``parallel.DataParallel``), when given, computes each step's loss and gradient instead;
     ``rebuild(weights)``, when given, recompiles the model (and the workers') for the current weights before each
-    held-out evaluation (``_Selection``): the fit then continues through the new structure."""
+    held-out evaluation (``_Selection``): the fit then continues through the new structure. ``conditions``: the
+    training and the held-out samples' conditions (a conditional model)."""
     generator = torch.Generator().manual_seed(settings.seed)
     holdout_generator = torch.Generator().manual_seed(settings.seed + 1)
     train_data = torch.as_tensor(train, dtype=torch.float64)
-    fixed = draw(model, torch.as_tensor(holdout, dtype=torch.float64), settings.holdout_batch, holdout_generator)
+    train_conditions, holdout_conditions = ({name: torch.as_tensor(value) for name, value in split.items()}
+                                            for split in (conditions or ({}, {})))
+    fixed = draw(model, torch.as_tensor(holdout, dtype=torch.float64), settings.holdout_batch, holdout_generator,
+                 holdout_conditions)
     optimiser = adam(list(model.parameters.values()), settings.learning_rate or LEARNING_RATES[settings.objective])
     selection = _Selection(model, fixed, through, settings, rebuild)
     result = FitResult({}, 0, 0)
     began, iterations = time.perf_counter(), 0
     for step in range(1, settings.max_steps + 1):
-        draws = draw(model, train_data, settings.batch, generator)
+        draws = draw(model, train_data, settings.batch, generator, train_conditions)
         optimiser.zero_grad()
         loss = _step(model, draws, through, step, settings.objective, gradient)
         iterations += getattr(gradient or model, "iterations", 0) if through == "program" else 0

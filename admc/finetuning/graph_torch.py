@@ -79,6 +79,16 @@ def _slice(op: Op, data, starts, ends, axes=None, steps=None):
     return data[tuple(index)]
 
 
+def _gather(op: Op, data, indices):
+    """ONNX Gather: ``data``'s slices along ``axis`` at ``indices`` (any shape; negative counts from the end)."""
+    axis = int(op.attributes.get("axis", 0))
+    axis = axis + data.dim() if axis < 0 else axis
+    index = torch.as_tensor(indices).long()
+    index = torch.where(index < 0, index + data.shape[axis], index)
+    picked = torch.index_select(data, axis, index.reshape(-1))
+    return picked.reshape(*data.shape[:axis], *index.shape, *data.shape[axis + 1:])
+
+
 def _unary(function: Callable) -> Callable:
     return lambda op, value: function(value)
 
@@ -117,6 +127,7 @@ TORCH_SEMANTICS: dict[str, Callable] = {
     "Transpose": lambda op, data: data.permute(*(op.attributes.get("perm") or reversed(range(data.dim())))),
     "Concat": lambda op, *parts: torch.cat(parts, dim=int(op.attributes.get("axis", 0))),
     "Slice": _slice,
+    "Gather": _gather,
 }
 
 
@@ -167,11 +178,28 @@ def run_graph(graph: Graph, parameters: Mapping[str, torch.Tensor], inputs: Mapp
     return TorchGraph(graph, dtype).run(parameters, inputs, overrides)
 
 
+def condition_tensors(graph: Graph, conditions: Mapping[str, object], rows: int, dtype: torch.dtype = torch.float64
+                      ) -> dict[str, torch.Tensor]:
+    """Every condition input of ``graph`` as a tensor of its declared shape ([rows, ...]; int64 for an integer
+    input): ``conditions``' values, zeros where a condition is absent."""
+    result = {}
+    for entry in graph.inputs:
+        if entry.name in graph.condition_inputs:
+            shape = [int(size) for size in entry.shape[1:]]
+            kind = torch.int64 if entry.integer else dtype
+            value = conditions.get(entry.name)
+            result[entry.name] = torch.zeros(rows, *shape, dtype=kind) if value is None else (
+                torch.as_tensor(value).to(kind).reshape(rows, *shape))
+    return result
+
+
 def graph_velocity(graph: Graph | TorchGraph, parameters: Mapping[str, torch.Tensor], x: torch.Tensor,
-                   t: torch.Tensor) -> torch.Tensor:
-    """f(x, t) of the graph (the digital source model) in torch; t is [B] and shaped as the graph's input."""
+                   t: torch.Tensor, conditions: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """f(x, t[, c]) of the graph (the digital source model) in torch; t is [B] and shaped as the graph's input;
+    ``conditions`` are the condition inputs' per-sample values, shaped as the graph's inputs."""
     prepared = graph if isinstance(graph, TorchGraph) else TorchGraph(graph, x.dtype)
     graph = prepared.graph
     shape = next(entry.shape for entry in graph.inputs if entry.name == graph.time_input)
     time = t.reshape(-1, 1) if len(shape) == 2 else t.reshape(-1)
-    return prepared.run(parameters, {graph.state_input: x, graph.time_input: time})[graph.outputs[0]]
+    return prepared.run(parameters, {graph.state_input: x, graph.time_input: time, **(conditions or {})}
+                        )[graph.outputs[0]]

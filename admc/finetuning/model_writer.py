@@ -85,10 +85,12 @@ def write_tuned(source: str | Path, weights: Mapping[str, np.ndarray], output: s
     return write_file_atomically(output, tuned_bytes(source, weights))
 
 
-def load_tuned(source: str | Path, weights: Mapping[str, np.ndarray], directory: str | Path):
-    """The tuned model as ``admc build`` would read it: written into ``directory`` and loaded (a ``SourceModel``)."""
+def load_tuned(source: str | Path, weights: Mapping[str, np.ndarray], directory: str | Path,
+               condition_inputs: tuple[str, ...] = ()):
+    """The tuned model as ``admc build`` would read it (``condition_inputs`` as ``--condition`` names them):
+    written into ``directory`` and loaded (a ``SourceModel``)."""
     from admc.compiler.driver import load_source
 
     path = Path(directory) / f"tuned{Path(source).suffix}"
     path.write_bytes(tuned_bytes(source, weights))
-    return load_source(path)
+    return load_source(path, condition_inputs=tuple(condition_inputs))

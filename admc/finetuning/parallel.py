@@ -28,7 +28,9 @@ class GradientWorker:
     """One worker's compiled model: the gradient of the loss on a shard of draws at given weights."""
 
     def __init__(self, content: bytes, suffix: str, target: str, calibration, seed: int, chips: int,
-                 writable: set[str]):
+                 writable: set[str], build: dict | None = None):
+        """``build``: further build options as ``BuildOptions`` fields (a conditional model's condition inputs,
+        guidance and null conditions), as the driver compiled with."""
         from admc.compiler.build_options import BuildOptions, target_machine
         from admc.compiler.driver import load_source
         from admc.finetuning.compiled_model import CompiledModel
@@ -39,9 +41,9 @@ class GradientWorker:
         path.write_bytes(content)
         self.path = path
         description = load_target(target)
-        options = replace(BuildOptions(), calibration=target_machine(description, calibration))
-        self.model = CompiledModel(load_source(path), description, options, seed=seed, chips=chips,
-                                   writable=writable)
+        options = replace(BuildOptions(), **(build or {}), calibration=target_machine(description, calibration))
+        self.model = CompiledModel(load_source(path, condition_inputs=options.condition_inputs), description, options,
+                                   seed=seed, chips=chips, writable=writable)
 
     def gradient(self, weights: dict[str, np.ndarray], draws: Draws, chip: int, objective: str
                  ) -> tuple[float, dict[str, np.ndarray], int]:
@@ -58,7 +60,8 @@ class GradientWorker:
         """Recompile for ``weights`` as the driver does (``CompiledModel.rebuild``)."""
         from admc.finetuning.model_writer import load_tuned
 
-        self.model.rebuild(load_tuned(self.path, weights, self._directory.name))
+        self.model.rebuild(load_tuned(self.path, weights, self._directory.name,
+                                      self.model.source.graph.condition_inputs))
 
     def close(self) -> None:
         """Remove the worker's temporary model and bundle."""
@@ -70,14 +73,16 @@ class DataParallel:
     """``workers`` Ray actors computing one step's gradient together (see the module docstring)."""
 
     def __init__(self, model: Path, target: str, calibration, seed: int, chips: int, writable: set[str],
-                 workers: int | None, address: str | None, parameters: dict[str, torch.Tensor]):
+                 workers: int | None, address: str | None, parameters: dict[str, torch.Tensor],
+                 build: dict | None = None):
         from admc.sweep.cluster import cluster_cpus, ray_session
 
         self._stack = ExitStack()
         ray = self._stack.enter_context(ray_session(workers, address))
         count = workers or cluster_cpus(ray)
         actor = ray.remote(num_cpus=1)(GradientWorker)
-        arguments = (Path(model).read_bytes(), Path(model).suffix, str(target), calibration, seed, chips, writable)
+        arguments = (Path(model).read_bytes(), Path(model).suffix, str(target), calibration, seed, chips, writable,
+                     build)
         self._ray, self._actors, self._parameters = ray, [actor.remote(*arguments) for _ in range(count)], parameters
         self.iterations = 0
 
@@ -85,8 +90,7 @@ class DataParallel:
         weights = {name: value.detach().numpy().copy() for name, value in self._parameters.items()}
         bounds = np.linspace(0, len(draws.points), len(self._actors) + 1).astype(int)
         shards = [(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True) if stop > start]
-        calls = [actor.gradient.remote(weights, Draws(draws.noise[start:stop], draws.data[start:stop],
-                                                      draws.points[start:stop]), chip, objective)
+        calls = [actor.gradient.remote(weights, draws.shard(start, stop), chip, objective)
                  for actor, (start, stop) in zip(self._actors, shards, strict=False)]
         results = self._ray.get(calls)
         total = len(draws.points)
