@@ -56,14 +56,16 @@ class BoxRecorder(IdealExecutor):
     """An ideal run that also records, per closed phase (in order), per sample, the per-channel min and max of
     every state its loop visits from iteration k on, for each k of ``TAIL_STARTS`` (iteration 0 is the start):
     ``boxes`` is a list of (low, high), each [len(TAIL_STARTS), samples, n] (a box that no iteration reached is
-    empty: low = +inf > high). Above ``SDP_LIMIT`` channels (where no local certificate runs) it records
-    (None, None): the boxes would be samples × channels × phases floats for nothing."""
+    empty: low = +inf > high), for the closed loop that needed the most iterations (the first on ties) and
+    (None, None) for the others. Above ``SDP_LIMIT`` channels (where no local certificate runs) every entry is
+    (None, None)."""
 
     def __init__(self, *arguments, **options):
         super().__init__(*arguments, **options)
         self.boxes: list[tuple[np.ndarray | None, np.ndarray | None]] = []
         self._box: tuple[np.ndarray, np.ndarray] | None = None
         self._count = 0
+        self._kept: tuple[int, int] | None = None  # (position in ``boxes``, iterations) of the slowest loop
 
     def _apply(self, compiled, state: np.ndarray, drive: np.ndarray) -> np.ndarray:
         updated = super()._apply(compiled, state, drive)
@@ -88,8 +90,19 @@ class BoxRecorder(IdealExecutor):
         try:
             return super()._closed(step, index, compiled, drive, state, result)
         finally:
-            self.boxes.append(self._box)
+            self._keep(self._box, self._count)
             self._box = None
+
+    def _keep(self, box: tuple[np.ndarray, np.ndarray], count: int) -> None:
+        """Keep the boxes of the slowest closed loop so far (the first on ties: the phase ``LOCAL_PHASES`` = 1
+        certifies), (None, None) for the others: a build of many steps would otherwise hold them all."""
+        if self._kept is None or count > self._kept[1]:
+            if self._kept is not None:
+                self.boxes[self._kept[0]] = (None, None)
+            self._kept = (len(self.boxes), count)
+            self.boxes.append(box)
+        else:
+            self.boxes.append((None, None))
 
 
 def widen(low: np.ndarray, high: np.ndarray, margin: float = LOCAL_MARGIN) -> tuple[np.ndarray, np.ndarray]:
@@ -123,6 +136,8 @@ def local_certificate(program: BlockProgram, phase: Phase, alpha: np.ndarray, lo
     ``TAIL_STARTS`` whose boxes certify one ρ < 1 (``from_iteration``; ``contraction_raw`` None when none does),
     the smaller of it and the global bound (``contraction``), and the iterations that certifies (k + the
     iterations at ρ from there)."""
+    if low is None or high is None:
+        raise ValueError("no boxes recorded for this phase (BoxRecorder keeps the slowest closed loop's only)")
     loop = loop_matrix(program, phase).toarray()
     for position, start in enumerate(TAIL_STARTS):
         if not np.all(low[position] <= high[position]):
