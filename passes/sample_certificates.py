@@ -32,7 +32,7 @@ import scipy.linalg as linalg
 from admc.passes.sdp_certificate import CHECK_MARGIN
 
 FREQUENCIES = 9  # points of the half circle (the loop is real: G(z̄) is the conjugate of G(z))
-BISECTIONS = 7  # ρ to (upper − lower) / 2⁷
+RESOLUTION = 2e-3  # ρ bisected to this (absolute)
 PERRON_ITERATIONS = 60
 SCALING_FLOOR = 1e-4  # D ≥ this × max D: Λ's range stays within 10⁸ (the Riccati solve's conditioning)
 LADDER = (0.01, 0.02, 0.04, 0.08, 0.16)  # relative steps above the bisection's ρ when its P fails
@@ -217,15 +217,26 @@ def _certify_at(case: dict, rho: float, tested: tuple[float, np.ndarray] | None 
     return None
 
 
+def _bracket(case: dict, low: float, upper: float) -> tuple[float, float, tuple | None]:
+    """[low, high] with the cheap test failing at low and passing at high (its result kept): from a ρ already
+    reached (low > 0) the box usually needs a little more, so the steps above it double from ``RESOLUTION``;
+    otherwise the whole [ρ(M_c), upper]."""
+    step, high = RESOLUTION, upper
+    while low > 0.0 and low + step < upper:
+        tested = case["frequency"].test(low + step)
+        if tested is not None and tested[0] < 1.0:
+            return max(low, low + step / 2.0), low + step, tested
+        step *= 2.0
+    return max(low, case["frequency"].radius), high, case["frequency"].test(high)
+
+
 def _smallest(case: dict, low: float, upper: float) -> FullCertificate | None:
-    """Bisection of the cheap test on [low, upper], then the Riccati P at the ρ found (a little higher while the
-    grid missed the peak or the dense check fails)."""
-    low = max(low, case["frequency"].radius)
-    passed = case["frequency"].test(upper)
+    """Bisection of the cheap test above ``low`` to ``RESOLUTION``, then the Riccati P at the ρ found (a little
+    higher while the grid missed the peak or the dense check fails)."""
+    low, high, passed = _bracket(case, low, upper)
     if passed is None or passed[0] >= 1.0:
         return None
-    high = upper
-    for _ in range(BISECTIONS):
+    while high - low > RESOLUTION:
         middle = (low + high) / 2.0
         tested = case["frequency"].test(middle)
         if tested is not None and tested[0] < 1.0:
