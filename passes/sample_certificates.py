@@ -1,16 +1,17 @@
 """Full-P local certificates: contraction of a closed loop over one sample's box, in a full weighted norm.
 
 Requires: the loop matrix A [n, n] of a closed phase, its α [n] and a slope sector [a, b] per channel (σ' over a
-box of states: ``local_certificates.slope_sector``). Guarantees: a returned ρ is certified by a symmetric P ≻ 0
-and multipliers λ ≥ 0 checked here densely, independently of how they were found: with F(ρ) = Eᵀ P E −
-diag(ρ² P, 0) + [[−Λ diag(a b), Λ diag(a + b) / 2], [Λ diag(a + b) / 2, −Λ]], E = [diag(α), diag(1 − α) A],
-P's Cholesky factorisation exists and λ_max(F(ρ)) ≤ −margin × max |F|. Then for any two states of the box and
-any drive ‖F(z) − F(z')‖_P ≤ ρ ‖z − z'‖_P (the S-procedure of ``sdp_certificate`` with a full P).
+box of states: ``local_certificates.slope_sector``). Guarantees: a returned ρ is certified by a symmetric P and
+multipliers λ ≥ 0 checked here densely, independently of how they were found: P and −F(ρ) − margin × max|F| × I
+have Cholesky factors, F(ρ) the 2n × 2n LMI matrix in midpoint form (``lmi_midpoint``: the S-procedure LMI of
+``sdp_certificate`` with a full P, under the congruence w = c z + r p). Then for any two states of the box and
+any drive ‖F(z) − F(z')‖_P ≤ ρ ‖z − z'‖_P. ``boxes_certificate`` gives one ρ for a list of boxes, each with its
+own checked (P, λ).
 
 Why a full P, per sample: on two moons (T = 4) the block cycle is too non-normal for a diagonal P (it
 certifies 1.28 where ρ(J) ≤ 0.83), and one box over all samples is too wide for any norm: slopes that each
-channel takes somewhere in it, put together, give loop matrices of spectral radius above 1 (1.03 on aoc-48,
-1.10 on ideal), which no certificate over that box can go below. Each sample's own box stays below 1.
+channel takes somewhere in it, put together, give loop matrices of spectral radius 1.10 (aoc-48) and 1.20
+(ideal), below which no certificate over that box can go. On each sample's own box: at most 0.96 and 1.006.
 
 How (P, λ) are found, without an SDP solver (n² / 2 variables: 414 s through cvxpy at 66 channels): write the
 sector as midpoint c and radius r, δz' = M_c δz + B p with M_c = diag(α) + diag(1 − α) A diag(c), B =
