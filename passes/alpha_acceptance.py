@@ -23,7 +23,7 @@ from admc.core.errors import AdmcError, ConvergenceError
 from admc.core.schedule import time_grid
 from admc.ir.program import BlockProgram, Schedule, tabulate_static_injection
 from admc.passes.step_phases import build_schedule
-from admc.runtime.executor import IdealExecutor
+from admc.runtime.executor import IdealExecutor, float32_products_for
 
 # Samples: as many as ACCEPTANCE_WORK channel-samples allow, between these (the run is one vectorised batch;
 # a rare sample whose loop never settles — 1 in 64 on some random programs — needs hundreds to be seen: 512
@@ -64,8 +64,8 @@ def settle_on_fresh_samples(program: BlockProgram, schedule: Schedule, alpha: np
     # choice they accept runs on the whole batch, unchanged.
     screen = ACCEPTANCE_SAMPLES[0]
     for batch in ((noise[:screen], noise) if samples > screen else (noise,)):
-        executor = IdealExecutor(program, alpha, tolerance=tolerance,
-                                 max_iterations=ACCEPTANCE_LIMIT // SETTLE_MARGIN)
+        executor = IdealExecutor(program, alpha, tolerance=tolerance, max_iterations=ACCEPTANCE_LIMIT // SETTLE_MARGIN,
+                                 float32_products=float32_products_for(program, tolerance))
         try:
             result = executor.run(schedule, batch)
         except ConvergenceError as error:

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sparse
 
 from admc.passes.alpha_acceptance import ACCEPTANCE_LIMIT, SETTLE_MARGIN
-from admc.passes.alpha_channelwise import DENSE_LIMIT, descend, worst_radius
+from admc.passes.alpha_channelwise import DENSE_LIMIT, RadiusMemo, descend, worst_radius
 from admc.passes.alpha_cycle import BlockCycle, blockwise_radius, search_blockwise, tail_radius
 from admc.passes.alpha_probe import PhaseProbe, probe_iterations
 from admc.passes.alpha_problem import Linearisation, noise_gain, solve_global, spectral_radius
@@ -78,11 +78,11 @@ def block_values(cycle: BlockCycle, u: np.ndarray) -> np.ndarray | None:
 
 
 def group_radius(parts: list[Linearisation], dense: list[np.ndarray] | None, cycle: BlockCycle | None,
-                 u: np.ndarray) -> float:
+                 u: np.ndarray, memo: RadiusMemo | None = None) -> float:
     """Worst spectral radius of M(u) over the group's linearisations: dense eigenvalues, else the exact cycle
     formula when u is block-constant on the cycle's groups (any u on its tails), else ARPACK."""
     if dense is not None:
-        return worst_radius(dense, u)
+        return worst_radius(dense, u, memo)
     values = None if cycle is None else block_values(cycle, u)
     if values is not None:
         return max(float(blockwise_radius(cycle, values)), tail_radius(cycle, u))
@@ -93,7 +93,7 @@ def candidates(parts: list[Linearisation], cycle: BlockCycle | None, lower: np.n
                mode: str, noise_weight: float, noise_model: str, cone_programs: int = 8,
                previous: np.ndarray | None = None) -> GroupChoice:
     """The spectral candidates and their radii (``auto``: all four; ``global``: min and global)."""
-    size = lower.size
+    size, memo = lower.size, RadiusMemo()
     dense = dense_jacobians(parts) if size <= DENSE_LIMIT else None
     if dense is not None:
         eigenvalues = np.concatenate([np.linalg.eigvals(jacobian) for jacobian in dense])
@@ -102,7 +102,7 @@ def candidates(parts: list[Linearisation], cycle: BlockCycle | None, lower: np.n
     single = solve_global(parts, float(np.max(lower)), float(np.min(upper)), noise_weight, noise_model,
                           eigenvalues)
     options = {"min": upper.copy(), "global": np.clip(np.full(size, single), lower, upper)}
-    radii = {name: group_radius(parts, dense, cycle, u) for name, u in options.items()}
+    radii = {name: group_radius(parts, dense, cycle, u, memo) for name, u in options.items()}
     notes: list[str] = []
     if mode == "auto" and cycle is not None:
         low = np.array([np.max(lower[part]) for part in cycle.slices])
@@ -112,7 +112,7 @@ def candidates(parts: list[Linearisation], cycle: BlockCycle | None, lower: np.n
         for part, value in zip(cycle.slices, values, strict=True):
             blockwise[part] = value
         options["blockwise"] = np.clip(blockwise, lower, upper)
-        radii["blockwise"] = group_radius(parts, dense, cycle, options["blockwise"])
+        radii["blockwise"] = group_radius(parts, dense, cycle, options["blockwise"], memo)
     if mode == "auto" and dense is not None:
         # Descents from the best spectral candidate and from the previous phase's choice (neighbouring
         # phases' loops are alike, so it starts near a good optimum): ρ is not convex, so each start can end in
@@ -125,10 +125,10 @@ def candidates(parts: list[Linearisation], cycle: BlockCycle | None, lower: np.n
         descents: dict[bytes, tuple[np.ndarray, float]] = {}
         for name, start in starts.items():
             if start.tobytes() not in descents:  # the descent is deterministic: an equal start, an equal end
-                worst = sorted(dense, key=lambda jacobian: -worst_radius([jacobian], start))[:WORST_LINEARISATIONS]
+                worst = sorted(dense, key=lambda jacobian: -memo.radius(jacobian, start))[:WORST_LINEARISATIONS]
                 found, count = descend(worst, lower, upper, start, noise_weight, noise_model,
-                                       max(3, cone_programs // len(starts)))
-                descents[start.tobytes()], solved = (found, worst_radius(dense, found)), solved + count
+                                       max(3, cone_programs // len(starts)), memo)
+                descents[start.tobytes()], solved = (found, worst_radius(dense, found, memo)), solved + count
             label = "channelwise" if "channelwise" not in options else f"channelwise from {name}"
             options[label], radii[label] = descents[start.tobytes()]
         notes.append(f"channel-wise: {solved} cone programs")
@@ -144,15 +144,22 @@ def _work(probe: PhaseProbe) -> int:
 
 def judge(executor, probes: list[PhaseProbe], choice: GroupChoice, tolerance: float, noise_model: str,
           noisy: bool) -> GroupChoice:
-    """The candidate with the fewest iterations on the probes (× noise gain on a target with read noise)."""
+    """The candidate with the fewest iterations on the probes (× noise gain on a target with read noise).
+
+    Equal candidates run once (above the dense limit `min`, `global` and `blockwise` are often one table), and
+    with a single distinct candidate there is nothing to judge: it is chosen and nothing is measured."""
     names = [name for name in ORDER if name in choice.options]
     table = np.stack([choice.options[name] for name in names])
-    totals = np.zeros(len(names))
+    distinct, position = np.unique(table, axis=0, return_inverse=True)
+    if distinct.shape[0] == 1:
+        return GroupChoice(choice.options, choice.radii, names[0], {}, choice.notes)
+    totals = np.zeros(distinct.shape[0])
     for probe in probes:
         samples = int(min(JUDGE_SAMPLES, probe.start.shape[0]))
-        limit = int(np.clip(PROBE_WORK // (_work(probe) * samples * len(names)), 50, PROBE_LIMIT))
+        limit = int(np.clip(PROBE_WORK // (_work(probe) * samples * distinct.shape[0]), 50, PROBE_LIMIT))
         trimmed = PhaseProbe(probe.compiled, probe.start[:samples], probe.drive[:samples], probe.fixed_point)
-        totals += probe_iterations(executor, trimmed, 1.0 - table, tolerance, limit, PATIENCE)
+        totals += probe_iterations(executor, trimmed, 1.0 - distinct, tolerance, limit, PATIENCE)
+    totals = totals[position.reshape(-1)]
     noise = np.array([float(np.mean(noise_gain(np.clip(u, 1e-12, 1.0), noise_model))) for u in table])
     score = totals * noise if noisy else totals
     measured = {name: float(total) for name, total in zip(names, totals, strict=True)}

@@ -42,10 +42,27 @@ def relaxed(jacobian: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.eye(u.size) - u[:, None] * (np.eye(u.size) - jacobian)
 
 
-def worst_radius(jacobians: list[np.ndarray], u: np.ndarray) -> float:
-    """The largest spectral radius of M(u) over the linearisations."""
-    return max((float(np.max(np.abs(np.linalg.eigvals(relaxed(jacobian, u))), initial=0.0))
-                for jacobian in jacobians), default=0.0)
+class RadiusMemo:
+    """ρ(M(u)) per linearisation, each computed once per distinct u: the candidates' radii, the ordering of a
+    descent's linearisations and the descent itself ask for the same ones (on a two-moons build, 379 of the
+    769 dense eigenproblems were repeats). Keyed by the Jacobian's identity, which the memo keeps alive."""
+
+    def __init__(self) -> None:
+        self._radii: dict[tuple[int, bytes], float] = {}
+        self._jacobians: dict[int, np.ndarray] = {}
+
+    def radius(self, jacobian: np.ndarray, u: np.ndarray) -> float:
+        key = (id(jacobian), np.asarray(u, dtype=float).tobytes())
+        if key not in self._radii:
+            self._jacobians[id(jacobian)] = jacobian
+            self._radii[key] = float(np.max(np.abs(np.linalg.eigvals(relaxed(jacobian, u))), initial=0.0))
+        return self._radii[key]
+
+
+def worst_radius(jacobians: list[np.ndarray], u: np.ndarray, memo: RadiusMemo | None = None) -> float:
+    """The largest spectral radius of M(u) over the linearisations (``memo``: radii already computed)."""
+    memo = memo or RadiusMemo()
+    return max((memo.radius(jacobian, u) for jacobian in jacobians), default=0.0)
 
 
 def eigenvalue_gradients(jacobian: np.ndarray, u: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,14 +78,16 @@ def eigenvalue_gradients(jacobian: np.ndarray, u: np.ndarray, count: int) -> tup
 
 
 def descend(jacobians: list[np.ndarray], lower: np.ndarray, upper: np.ndarray, start: np.ndarray,
-            noise_weight: float = 0.0, noise_model: str = "after_skip", max_steps: int = MAX_STEPS
-            ) -> tuple[np.ndarray, int]:
+            noise_weight: float = 0.0, noise_model: str = "after_skip", max_steps: int = MAX_STEPS,
+            memo: RadiusMemo | None = None) -> tuple[np.ndarray, int]:
     """Channel-wise u from ``start`` by trust-region steps of the cone program; (u, programs solved)."""
     from admc.passes.alpha_problem import noise_gain
 
+    memo = memo or RadiusMemo()
+
     def objective(u: np.ndarray) -> float:
         penalty = noise_weight * float(np.mean(noise_gain(u, noise_model))) if noise_weight > 0 else 0.0
-        return worst_radius(jacobians, u) + penalty
+        return worst_radius(jacobians, u, memo) + penalty
 
     u = np.clip(np.asarray(start, dtype=float), lower, upper)
     if not jacobians or np.all(upper <= lower):

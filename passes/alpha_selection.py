@@ -46,7 +46,7 @@ from admc.passes.alpha_cycle import BlockCycle, block_cycle
 from admc.passes.alpha_probe import PhaseProbe, adopted_probes, record_probes
 from admc.passes.alpha_problem import Linearisation, solve_global
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
-from admc.runtime.executor import IdealExecutor, first_settled
+from admc.runtime.executor import STALL_WINDOW, IdealExecutor, first_settled, float32_products_for, stored_weights
 
 MODES = ("auto", "global", "min")
 LINEARISATION_SAMPLES = 8  # fewer on large programs: LINEARISATION_WORK channel-samples at most
@@ -195,8 +195,9 @@ def settling_alpha(program: BlockProgram, schedule: Schedule, capabilities: Alph
     if not closed_phases(schedule):
         return tables[0]
     found = first_settled(tables, lambda table: IdealExecutor(
-        program, table, tolerance=LINEARISATION_TOLERANCE, max_iterations=LINEARISATION_MAX_ITERATIONS
-    ).run(schedule, noise))
+        program, table, tolerance=LINEARISATION_TOLERANCE, max_iterations=LINEARISATION_MAX_ITERATIONS,
+        float32_products=float32_products_for(program, LINEARISATION_TOLERANCE),
+        stall_window=None if table is tables[-1] else STALL_WINDOW).run(schedule, noise))
     return tables[-1] if found is None else found[0]
 
 
@@ -278,17 +279,19 @@ def _search(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
     recorded = int(np.clip(LINEARISATION_WORK // max(size, 1), samples, PROBE_SAMPLES))
     noise = np.random.default_rng(LINEARISATION_SEED).standard_normal((recorded, program.state_dimension))
     minimum = _alpha_table(schedule, size, capabilities.per_phase, {row: upper for row in rows})
+    # The recorder's executor also runs the judge's loops, to the settle tolerance.
+    float32 = float32_products_for(program, min(LINEARISATION_TOLERANCE, capabilities.settle_tolerance))
     if (calibration_probes is not None and len(calibration_probes) == len(rows)
             and calibration_probes[0].start.shape[0] >= recorded):
         # The calibration run's loops (their starts, drives and fixed points do not depend on α), not a run
         # of their own: at 36M weights each run of the loops costs seconds.
         recorder = IdealExecutor(program, minimum, tolerance=LINEARISATION_TOLERANCE,
-                                 max_iterations=LINEARISATION_MAX_ITERATIONS)
+                                 max_iterations=LINEARISATION_MAX_ITERATIONS, float32_products=float32)
         probes = dict(zip(rows, adopted_probes(recorder, calibration_probes, recorded), strict=True))
     else:
         recorder = record_probes(program, schedule, noise, (
             lambda: minimum, lambda: settling_alpha(program, schedule, capabilities, lower, upper, matrices)),
-            LINEARISATION_TOLERANCE, LINEARISATION_MAX_ITERATIONS)
+            LINEARISATION_TOLERANCE, LINEARISATION_MAX_ITERATIONS, float32)
         probes = {} if recorder is None else dict(zip(rows, recorder.probes, strict=True))
     zero_state = slope_bounds(program)[None, :]
     linearisations = {row: Linearisation(matrices[row], slopes(program, probes[row].fixed_point[:samples])
@@ -356,7 +359,7 @@ def _refuse(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
 def cycle_products_allowed(program: BlockProgram) -> int:
     """How many cycle products (one per linearisation) ``CYCLE_WORK`` pays for: each multiplies every weight by
     the smallest group's width, 2 × weights × width flops (18 GFLOP at 36M weights, d = 256)."""
-    weights = sum(block.matrix.size for block in program.blocks)
+    weights = stored_weights(program)
     width = min((group.size for group in program.groups if group.size), default=1)
     return max(1, int(CYCLE_WORK // max(2 * weights * width, 1)))
 

@@ -197,7 +197,9 @@ class _Canonicaliser:
             raise self.fail(op, "transA=1 on a state-dependent input is not a batch of vectors")
         self._require_vector(op, left)
         weights = right.T if op.attributes.get("transB", 0) else right
-        result = left.linear(float(op.attributes.get("alpha", 1.0)) * weights.T)
+        alpha = float(op.attributes.get("alpha", 1.0))
+        # × 1.0 is exact: no scaled copy of the weights (the form's product copies them once anyway).
+        result = left.linear(weights.T if alpha == 1.0 else alpha * weights.T)
         if bias is None:
             return result
         beta = float(op.attributes.get("beta", 1.0))

@@ -22,8 +22,14 @@ from admc.ir.program import BlockProgram, Schedule
 from admc.passes.alpha_selection import BLAS_THREADS, closed_phases
 from admc.passes.convergence_certificates import SDP_LIMIT, certify_phase, steps_needed
 from admc.passes.local_certificates import LOCAL_MARGIN, LOCAL_PHASES, BoxRecorder, local_certificate
+from admc.runtime.executor import float32_products_for, samples_within_work
 
 BUDGET_SAMPLES = 32
+# 32 samples up to 65,536 weights, fewer above (never under 16): at 36M weights a sample's loops cost about
+# as much as a whole small build, and a program's slowest loop is found among 16 as well as among 32 (the
+# margin below covers what the samples miss).
+BUDGET_WORK = BUDGET_SAMPLES << 16
+BUDGET_MIN_SAMPLES = 16
 BUDGET_SEED = 1
 BUDGET_MAX_ITERATIONS = 100_000
 # The budget is this × the iterations the ideal program needs: room for the machine's non-idealities (the
@@ -40,8 +46,10 @@ def _alpha_row(alpha: np.ndarray, row: int) -> np.ndarray:
 def measured_iterations(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float
                         ) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]]] | None:
     """Iterations per phase (flat) on the calibration samples and the box each closed loop visited."""
-    noise = np.random.default_rng(BUDGET_SEED).standard_normal((BUDGET_SAMPLES, program.state_dimension))
-    recorder = BoxRecorder(program, alpha, tolerance=tolerance, max_iterations=BUDGET_MAX_ITERATIONS)
+    samples = samples_within_work(program, BUDGET_WORK, BUDGET_MIN_SAMPLES, BUDGET_SAMPLES)
+    noise = np.random.default_rng(BUDGET_SEED).standard_normal((samples, program.state_dimension))
+    recorder = BoxRecorder(program, alpha, tolerance=tolerance, max_iterations=BUDGET_MAX_ITERATIONS,
+                           float32_products=float32_products_for(program, tolerance))
     try:
         result = recorder.run(schedule, noise)
     except ConvergenceError:
@@ -115,7 +123,9 @@ def _local_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray,
     dense semidefinite search too).
     The local T_min is not derived: the box is that of this schedule's trajectories, and another T has other
     trajectories (a box from this T proves nothing there)."""
-    section = {"margin": LOCAL_MARGIN, "samples": BUDGET_SAMPLES, "seed": BUDGET_SEED, "t_min": None,
+    section = {"margin": LOCAL_MARGIN, "samples": samples_within_work(program, BUDGET_WORK, BUDGET_MIN_SAMPLES,
+                                                                        BUDGET_SAMPLES),
+               "seed": BUDGET_SEED, "t_min": None,
                "phases": []}
     if recorded is None or not phases or program.size > SDP_LIMIT:
         return section

@@ -22,7 +22,7 @@ from admc.ir.program import BlockProgram, Schedule
 from admc.passes.alpha_probe import ProbeRecorder
 from admc.passes.alpha_selection import LINEARISATION_MAX_ITERATIONS, AlphaCapabilities, settling_tables
 from admc.passes.state_scaling import CalibrationPeaks, calibration_run, calibration_samples
-from admc.runtime.executor import first_settled
+from admc.runtime.executor import STALL_WINDOW, first_settled
 
 
 def settle_and_calibrate(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities,
@@ -32,7 +32,7 @@ def settle_and_calibrate(program: BlockProgram, schedule: Schedule, capabilities
     tables = settling_tables(program, schedule, capabilities)
     found = first_settled(tables, lambda table: calibration_run(
         program, schedule, table, samples=samples, extra_drive=drive, max_iterations=LINEARISATION_MAX_ITERATIONS,
-        executor_type=ProbeRecorder))
+        executor_type=ProbeRecorder, stall_window=None if table is tables[-1] else STALL_WINDOW))
     if found is None:
         return tables[-1], None
     table, run = found

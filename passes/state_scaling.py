@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from admc.ir.program import BlockProgram, InjectionPart, MatrixBlock, Schedule, StaticInjection
-from admc.runtime.executor import IdealExecutor
+from admc.runtime.executor import IdealExecutor, float32_products_for, samples_within_work
 
 HEADROOM = 0.8
 CALIBRATION_SAMPLES = 256
@@ -33,8 +33,7 @@ CALIBRATION_MIN_SAMPLES = 16
 
 def calibration_samples(program: BlockProgram) -> int:
     """How many calibration samples ``program`` gets (CALIBRATION_WORK over its weight count, clipped)."""
-    weights = sum(block.matrix.size for block in program.blocks)
-    return int(np.clip(CALIBRATION_WORK // max(weights, 1), CALIBRATION_MIN_SAMPLES, CALIBRATION_SAMPLES))
+    return samples_within_work(program, CALIBRATION_WORK, CALIBRATION_MIN_SAMPLES, CALIBRATION_SAMPLES)
 
 
 @dataclass(frozen=True)
@@ -65,12 +64,16 @@ def measure_peaks(program: BlockProgram, schedule: Schedule, alpha: np.ndarray,
 
 def calibration_run(program: BlockProgram, schedule: Schedule, alpha: np.ndarray,
                     samples: int = CALIBRATION_SAMPLES, seed: int = CALIBRATION_SEED, extra_drive=None,
-                    max_iterations: int | None = None, executor_type: type = IdealExecutor) -> IdealExecutor:
+                    max_iterations: int | None = None, executor_type: type = IdealExecutor,
+                    stall_window: int | None = None) -> IdealExecutor:
     """The executor (``executor_type``: the ideal one, or a subclass that records more) after ``measure_peaks``'s
-    run: its ``state_peak`` and ``drive_peak``, and whatever the subclass recorded."""
+    run: its ``state_peak`` and ``drive_peak``, and whatever the subclass recorded. ``stall_window``: the
+    executor's (give up on a loop that stops progressing)."""
     noise = np.random.default_rng(seed).standard_normal((samples, program.state_dimension))
     limits = {} if max_iterations is None else {"max_iterations": max_iterations}
-    executor = executor_type(program, alpha, tolerance=CALIBRATION_TOLERANCE, record_peaks=True, **limits)
+    executor = executor_type(program, alpha, tolerance=CALIBRATION_TOLERANCE, record_peaks=True,
+                             float32_products=float32_products_for(program, CALIBRATION_TOLERANCE),
+                             stall_window=stall_window, **limits)
     executor.run(schedule, noise, extra_drive)
     return executor
 

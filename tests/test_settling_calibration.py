@@ -105,3 +105,33 @@ def test_the_calibration_loops_serve_the_alpha_pass_in_the_scaled_volts(monkeypa
         compiled = executor._compiled(probe.compiled.phase)
         moved = executor._apply(compiled, probe.fixed_point, probe.drive) - probe.fixed_point
         assert np.max(np.abs(moved)) <= 1e-5 * max(1.0, float(np.max(np.abs(probe.fixed_point))))
+
+
+def test_a_stalled_trial_is_given_up_early_and_a_settling_one_is_untouched() -> None:
+    # α = −1 makes the loop x ← −x + 2F(x): on a weak program it oscillates around the fixed point with a
+    # constant amplitude, never settling and never diverging.
+    program, schedule = _program(gain=0.2)
+    noise = np.random.default_rng(1).standard_normal((4, program.state_dimension))
+    oscillating = np.full(program.size, -1.0)
+    applied = []
+
+    class Counting(IdealExecutor):
+        def _apply(self, *arguments):
+            applied.append(1)
+            return super()._apply(*arguments)
+
+    try:
+        Counting(program, oscillating, tolerance=1e-6, max_iterations=5_000, stall_window=50).run(schedule, noise)
+        raise AssertionError("the oscillating loop settled: the test's premise is wrong")
+    except ConvergenceError as error:
+        assert "no progress in 50 iterations" in str(error)
+    assert len(applied) < 200  # given up after the window, not at the 5,000-iteration limit
+    try:
+        IdealExecutor(program, oscillating, tolerance=1e-6, max_iterations=2_000).run(schedule, noise)
+        raise AssertionError("without a stall window the loop should run to its limit and fail")
+    except ConvergenceError as error:
+        assert "not settled after 2000" in str(error)
+    good = np.full(program.size, 0.3)
+    watched = IdealExecutor(program, good, tolerance=1e-10, stall_window=50).run(schedule, noise)
+    plain = IdealExecutor(program, good, tolerance=1e-10).run(schedule, noise)
+    assert np.array_equal(watched.trajectory, plain.trajectory) and watched.iterations == plain.iterations

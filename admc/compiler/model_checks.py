@@ -38,10 +38,10 @@ def checked_static_injection(program: BlockProgram, times: np.ndarray, graph: Gr
 
 
 def _first_bad_entry(array: np.ndarray) -> tuple[int, ...] | None:
-    magnitude = np.abs(array)
-    if magnitude.size == 0 or magnitude.max() <= DIVERGENCE_BOUND:  # NaN never passes this comparison
+    # min and max read the array without a temporary (|array| of the weights: 285 MB at 36M); NaN fails both.
+    if array.size == 0 or (-DIVERGENCE_BOUND <= np.min(array) and np.max(array) <= DIVERGENCE_BOUND):
         return None
-    bad = ~(magnitude <= DIVERGENCE_BOUND)
+    bad = ~(np.abs(array) <= DIVERGENCE_BOUND)
     return tuple(int(index) for index in np.argwhere(bad)[0])
 
 

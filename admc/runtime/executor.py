@@ -7,6 +7,8 @@ the feed-forward pass (``open_iterations`` applications; longer when α > 0, unt
 iterate to a fixed point (relative change ≤ ``tolerance``) or exactly ``loop_iterations`` times when a
 budget is given. A loop that does not settle raises ``ConvergenceError`` naming the step, the phase and
 the residual. Only the stored blocks are multiplied: cost is proportional to the non-zero blocks.
+With ``float32_products`` (build-time runs of large programs only, see ``float32_products_for``) the weights
+are multiplied as float32 copies; states, drives and relaxation stay float64.
 ``run_ideal`` runs a program for its schedule on the executor its solver needs: discrete solvers on this loop
 executor, the ``continuous`` solver on the adaptive continuous-time integration (``admc.runtime.continuous``);
 either way the ``ExecutionResult``'s trajectory holds the state at the schedule's grid points.
@@ -38,6 +40,19 @@ DEFAULT_TOLERANCE = 1e-13
 DEFAULT_MAX_ITERATIONS = 100_000
 # A state this large has left any physical range: the loop is diverging (caught long before overflow).
 DIVERGENCE_BOUND = 1e8
+# With ``stall_window``, a closed loop whose relative change is no smaller than this many iterations ago is
+# given up (ConvergenceError): a loop contracting at ρ = 0.999 still falls by 18 % over 200 iterations, and one
+# that slow could not reach 1e-6 within the build's 1,666-iteration limits anyway. For trials with a fallback
+# (the first of several α tables), so a non-settling trial costs 200 iterations, not the whole limit.
+STALL_WINDOW = 200
+# At scale a loop application is bound by reading the weights (285 MB of float64 per application at 36M
+# weights): float32 copies halve that and the product runs about twice as fast (4096 × 4096 block, 16
+# samples, one thread: 38.6 → 19.1 ms). Each product is then rounded to ~6e-8 relative, which build-time runs
+# to a tolerance of 1e-6 or looser absorb (their states only set scales, count iterations or linearise);
+# below FLOAT32_FROM_WEIGHTS the weights fit in cache and nothing is gained, and simulate and verify always
+# run float64.
+FLOAT32_FROM_WEIGHTS = 1 << 21
+FLOAT32_LOOSEST_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -54,9 +69,11 @@ class ExecutionResult:
 class _CompiledPhase:
     """A phase with its block scales and static vector resolved once."""
 
-    def __init__(self, program: BlockProgram, phase: Phase, blocks: dict | None = None):
+    def __init__(self, program: BlockProgram, phase: Phase, blocks: dict | None = None, float32: bool = False):
         """``blocks``: scaled blocks already made for other phases, by their scale factors (phases of one step
-        size share them, so a run scales each weight matrix once per distinct step size, not once per phase)."""
+        size share them, so a run scales each weight matrix once per distinct step size, not once per phase).
+        ``float32``: each block as a C-ordered float32 matrix [rows, columns] instead of the float64
+        transpose (the product's fastest form, ``matrix @ activated.T``)."""
         self.phase = phase
         factors = {name: block_scale(name, phase.step_scale, phase.loop) for name in SCALE_CLASSES}
         key = tuple(factors[name] for name in SCALE_CLASSES)
@@ -64,6 +81,9 @@ class _CompiledPhase:
             self.blocks = blocks[key]
         else:
             self.blocks = _scaled_blocks(program, factors)
+            if float32:
+                self.blocks = [(rows, columns, np.ascontiguousarray(matrix.T, dtype=np.float32))
+                               for rows, columns, matrix in self.blocks]
             if blocks is not None:
                 blocks[key] = self.blocks
         if program.static_table is None:
@@ -96,8 +116,10 @@ class IdealExecutor:
     def __init__(self, program: BlockProgram, alpha: np.ndarray | None = None,
                  tolerance: float = DEFAULT_TOLERANCE, max_iterations: int = DEFAULT_MAX_ITERATIONS,
                  loop_iterations: int | None = None, record_residuals: bool = False, record_settling: bool = False,
-                 record_peaks: bool = False):
+                 record_peaks: bool = False, float32_products: bool = False, stall_window: int | None = None):
         self.program = program
+        self.float32_products = float32_products
+        self.stall_window = stall_window
         alpha = np.zeros(program.size) if alpha is None else np.asarray(alpha, dtype=np.float64)
         # A table holds one row per phase (targets that set α per phase); its rows are selected in run_step.
         self.alpha_table = alpha if alpha.ndim == 2 else None
@@ -108,7 +130,9 @@ class IdealExecutor:
         self.loop_iterations = loop_iterations
         self.record_settling = record_settling
         self.record_residuals = record_residuals
-        self.activations = [(slice(group.offset, group.stop), group.activation, group.sigma_gain)
+        # (channels, activation or None for a linear group, gain): resolved once, not on every iteration.
+        self.activations = [(slice(group.offset, group.stop),
+                             group.activation if is_activation(group.activation) else None, group.sigma_gain)
                             for group in program.groups]
         self.held = [(slice(group.offset, group.stop), group.voltage_scale)
                      for group in program.groups if group.held]
@@ -136,13 +160,13 @@ class IdealExecutor:
 
     def _compiled(self, phase: Phase) -> _CompiledPhase:
         if phase not in self._cache:
-            self._cache[phase] = _CompiledPhase(self.program, phase, self._blocks)
+            self._cache[phase] = _CompiledPhase(self.program, phase, self._blocks, self.float32_products)
         return self._cache[phase]
 
     def _activated(self, state: np.ndarray) -> np.ndarray:
         activated = state.copy()
         for channels, activation, gain in self.activations:
-            if is_activation(activation):
+            if activation is not None:
                 activated[:, channels] = activate(activation, gain * state[:, channels])
             elif gain != 1.0:
                 activated[:, channels] = gain * state[:, channels]
@@ -155,9 +179,15 @@ class IdealExecutor:
         relax: their α is taken as 0 and their output is the operator's (the explicit step's readout).
         """
         activated = self._activated(state)
-        result = np.broadcast_to(drive, state.shape).copy()
-        for rows, columns, matrix_transposed in compiled.blocks:
-            result[:, rows] += activated[:, columns] @ matrix_transposed
+        # A drive of the state's shape (every loop but the probes' tiled ones) needs no broadcast view (~9 µs).
+        result = drive.copy() if drive.shape == state.shape else np.broadcast_to(drive, state.shape).copy()
+        if self.float32_products:
+            activated = activated.astype(np.float32)
+            for rows, columns, matrix in compiled.blocks:
+                result[:, rows] += (matrix @ activated[:, columns].T).T
+        else:
+            for rows, columns, matrix_transposed in compiled.blocks:
+                result[:, rows] += activated[:, columns] @ matrix_transposed
         alpha = self.alpha if compiled.phase.loop == CLOSED else self.open_alpha
         updated = alpha * state + (1.0 - alpha) * result
         if self.state_peak is not None and updated.size:
@@ -225,12 +255,13 @@ class IdealExecutor:
 
     def _closed(self, step: int, index: int, compiled: _CompiledPhase, drive: np.ndarray,
                 state: np.ndarray, result: ExecutionResult) -> tuple[np.ndarray, int, float]:
-        history = []
+        history, past = [], []
         count, residual = 0, np.inf
         while True:
             updated = self._apply(compiled, state, drive)
             count += 1
-            change = np.max(np.abs(updated - state), axis=1) / np.maximum(1.0, np.max(np.abs(updated), axis=1))
+            magnitude = np.max(np.abs(updated), axis=1)
+            change = np.max(np.abs(updated - state), axis=1) / np.maximum(1.0, magnitude)
             residual = float(np.max(change)) if change.size else 0.0
             state = updated
             if self.record_residuals and step == 0:
@@ -242,7 +273,13 @@ class IdealExecutor:
                 break
             if self.record_settling and count >= self.max_iterations and np.all(np.isfinite(state)):
                 break  # reported per sample below, not raised
-            _check_progress(step, index, "closed", count, residual, self.max_iterations, state)
+            if self.stall_window is not None and self.loop_iterations is None:
+                past.append(residual)
+                if count > self.stall_window and residual >= past[count - 1 - self.stall_window]:
+                    raise ConvergenceError(f"step {step}, phase {index} (closed loop): no progress in "
+                                           f"{self.stall_window} iterations (relative change {residual:.3e})")
+            _check_progress(step, index, "closed", count, residual, self.max_iterations, state,
+                            float(np.max(magnitude)) if magnitude.size else 0.0)
         if history:
             result.residual_history.append(np.stack(history))
         if self.record_settling:
@@ -277,8 +314,9 @@ def _relative_change(updated: np.ndarray, previous: np.ndarray) -> float:
 
 
 def _check_progress(step: int, phase: int, loop: str, count: int, residual: float, limit: int,
-                    state: np.ndarray) -> None:
-    peak = float(np.max(np.abs(state), initial=0.0))
+                    state: np.ndarray, peak: float | None = None) -> None:
+    """``peak``: max |state| when the caller has it already."""
+    peak = float(np.max(np.abs(state), initial=0.0)) if peak is None else peak
     if not np.isfinite(residual) or not np.isfinite(peak) or peak > DIVERGENCE_BOUND:
         raise ConvergenceError(f"step {step}, phase {phase} ({loop} loop): the loop diverged after {count} "
                                f"iterations (|state| reached {peak:.3e}, relative change {residual:.3e})")
@@ -286,6 +324,22 @@ def _check_progress(step: int, phase: int, loop: str, count: int, residual: floa
         raise ConvergenceError(f"step {step}, phase {phase} ({loop} loop): not settled after {count} "
                                f"iterations (relative change {residual:.3e}); the step may be too large "
                                "for the fixed point to contract")
+
+
+def stored_weights(program: BlockProgram) -> int:
+    """The weights one loop application multiplies: every stored block's entries."""
+    return sum(block.matrix.size for block in program.blocks)
+
+
+def float32_products_for(program: BlockProgram, tolerance: float) -> bool:
+    """Whether a build-time run of ``program`` to ``tolerance`` multiplies in float32 (see FLOAT32_FROM_WEIGHTS)."""
+    return stored_weights(program) >= FLOAT32_FROM_WEIGHTS and tolerance >= FLOAT32_LOOSEST_TOLERANCE
+
+
+def samples_within_work(program: BlockProgram, work: int, fewest: int, most: int) -> int:
+    """How many samples a build-time run of ``program`` gets: ``work`` (sample × weights) over its weights, within
+    [fewest, most] (a run's cost then stops growing as weights × samples at scale)."""
+    return int(np.clip(work // max(stored_weights(program), 1), fewest, most))
 
 
 def run_ideal(program: BlockProgram, schedule: Schedule, alpha: np.ndarray | None, noise: np.ndarray,

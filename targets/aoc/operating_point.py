@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from admc.ir.adm import TANH, activate
-from admc.runtime.executor import IdealExecutor
+from admc.runtime.executor import IdealExecutor, float32_products_for, samples_within_work
 from admc.targets.aoc.chain import MeasuredChain, led_light, sigmoid_output
 from admc.targets.aoc.nonidealities import NonIdealities
 
@@ -73,8 +73,7 @@ class _Recorder(IdealExecutor):
 
 def record_samples(program) -> int:
     """How many samples ``record_states`` runs for ``program`` (RECORD_WORK over its weight count, clipped)."""
-    weights = sum(block.matrix.size for block in program.blocks)
-    return int(np.clip(RECORD_WORK // max(weights, 1), RECORD_MIN_SAMPLES, RECORD_SAMPLES))
+    return samples_within_work(program, RECORD_WORK, RECORD_MIN_SAMPLES, RECORD_SAMPLES)
 
 
 def record_states(program, schedule, alpha, samples: int = RECORD_SAMPLES, seed: int = RECORD_SEED,
@@ -82,7 +81,8 @@ def record_states(program, schedule, alpha, samples: int = RECORD_SAMPLES, seed:
     """[S, n] states σ reads during the ideal run of ``program`` on seeded noise (subsampled); ``extra_drive``:
     a conditional program's per-phase conditioning drive for those ``samples``."""
     noise = np.random.default_rng(seed).standard_normal((samples, program.state_dimension))
-    recorder = _Recorder(program, alpha, tolerance=RECORD_TOLERANCE, stride=8)
+    recorder = _Recorder(program, alpha, tolerance=RECORD_TOLERANCE, stride=8,
+                         float32_products=float32_products_for(program, RECORD_TOLERANCE))
     recorder.run(schedule, noise, extra_drive)
     states = np.concatenate(recorder.states)
     if states.shape[0] > SAMPLES_PER_CHANNEL:
