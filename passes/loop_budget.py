@@ -178,10 +178,11 @@ def _describe(section: dict) -> list[str]:
     local = section.get("local") or {}
     for entry in local.get("phases", []):
         raw = entry["contraction_raw"]
-        value = "none below the global bound" if raw is None else f"{raw:.4f}"
-        lines.append(f"  local (states the {local['samples']} calibration samples visit, widened by "
-                     f"{100 * local['margin']:g} %): step {entry['step']} phase {entry['phase']} SDP {value} "
-                     f"(global {entry['global']:.4f}); iterations certified {entry['certified_iterations']}")
+        value = "none below 1" if raw is None else f"{raw:.4f} from iteration {entry.get('from_iteration', 0)}"
+        lines.append(f"  local (a full-P norm per box of the states each of the {local['samples']} calibration "
+                     f"samples visits, widened by {100 * local['margin']:g} %): step {entry['step']} phase "
+                     f"{entry['phase']} {value} (global {entry['global']:.4f}); iterations certified "
+                     f"{entry['certified_iterations']}")
     lines.extend(f"note: {note}" for note in section.get("notes", []))
     return lines
 

@@ -55,11 +55,12 @@ def _low(slope: np.ndarray, slope_low: np.ndarray | None) -> np.ndarray:
 
 def lmi_matrix(loop: np.ndarray, alpha: np.ndarray, slope: np.ndarray, weights: np.ndarray,
                multipliers: np.ndarray, rho: float, slope_low: np.ndarray | None = None) -> np.ndarray:
-    """F(ρ), dense 2n × 2n, written out term by term (the independent check's own assembly)."""
+    """F(ρ), dense 2n × 2n, written out term by term (the independent check's own assembly); ``weights`` is the
+    diagonal of P [n] or a full P [n, n] (``sample_certificates``)."""
     size, low = alpha.size, _low(slope, slope_low)
     stacked = np.hstack([np.diag(alpha), (1.0 - alpha)[:, None] * loop])
-    matrix = stacked.T @ (weights[:, None] * stacked)
-    matrix[:size, :size] -= rho * rho * np.diag(weights)
+    matrix = stacked.T @ (weights[:, None] * stacked if weights.ndim == 1 else weights @ stacked)
+    matrix[:size, :size] -= rho * rho * (np.diag(weights) if weights.ndim == 1 else weights)
     index = np.arange(size)
     matrix[index, index] -= multipliers * low * slope
     matrix[index, size + index] += multipliers * (low + slope) / 2.0

@@ -6,13 +6,15 @@ import json
 
 import numpy as np
 import pytest
+import scipy.sparse as sparse
 from block_programs import random_cycle_program
 from models import StandardMlp, export_onnx, seeded
 
 from admc.compiler.driver import build
 from admc.ir.program import CLOSED, Phase, tabulate_static_injection
-from admc.passes.local_certificates import BoxRecorder, slope_sector, widen
+from admc.passes.local_certificates import TAIL_STARTS, BoxRecorder, slope_sector, widen
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
+from admc.passes.sample_certificates import boxes_certificate, certifies_full, full_certificate
 from admc.passes.sdp_certificate import lmi_matrix, sdp_certificate
 from admc.passes.step_phases import build_schedule
 from admc.runtime.executor import IdealExecutor
@@ -113,7 +115,8 @@ def test_shrinking_the_sector_never_raises_the_certified_bound(seed: int) -> Non
 
 
 def test_box_recorder_holds_every_state_of_the_loops() -> None:
-    """The box is the min/max of the loop's start and every iterate (here rerun and compared)."""
+    """Per sample and per tail start k, the box is the min/max of the loop's states from iteration k on (the
+    start is iteration 0; here rerun one iteration at a time and compared)."""
     program, alpha, _ = _case()
     schedule = build_schedule("implicit-euler", np.linspace(0, 1, 3))
     program.biases = []
@@ -121,25 +124,33 @@ def test_box_recorder_holds_every_state_of_the_loops() -> None:
     noise = np.random.default_rng(0).standard_normal((4, program.state_dimension))
     recorder = BoxRecorder(program, alpha, tolerance=1e-10)
     result = recorder.run(schedule, noise)
-    assert len(recorder.boxes) == 2 and result.iterations[0][0] > 1
+    count = result.iterations[0][0]
+    assert len(recorder.boxes) == 2 and count > TAIL_STARTS[2]
+    # only the slowest closed loop's boxes are kept (the first on ties): here step 0's
+    assert count >= result.iterations[1][0] and recorder.boxes[1] == (None, None)
     low, high = recorder.boxes[0]
+    assert low.shape == (len(TAIL_STARTS), 4, program.size)
     visited = []
-    for budget in range(1, result.iterations[0][0] + 1):  # step 0's loop, stopped after each iteration
+    for budget in range(1, count + 1):  # step 0's loop, stopped after each iteration
         executor = IdealExecutor(program, alpha, loop_iterations=budget)
-        executor._closed = _keep_state(executor._closed, visited)
+        executor._closed = _keep_state(executor._closed, visited, budget == 1)
         executor.run(schedule, noise)
-    states = np.concatenate(visited)
-    np.testing.assert_allclose(low, states.min(axis=0), atol=1e-12)
-    np.testing.assert_allclose(high, states.max(axis=0), atol=1e-12)
-    wider = widen(low, high, 0.1)
-    np.testing.assert_allclose(wider[1] - wider[0], 1.2 * (high - low))
+    states = np.stack(visited)  # [iteration, sample, n], iteration 0 the start
+    for position, start in enumerate(TAIL_STARTS):
+        if start > count:
+            assert np.all(low[position] > high[position])  # no iteration reached: empty
+            continue
+        np.testing.assert_allclose(low[position], states[start:].min(axis=0), atol=1e-12)
+        np.testing.assert_allclose(high[position], states[start:].max(axis=0), atol=1e-12)
+    wider = widen(low[0], high[0], 0.1)
+    np.testing.assert_allclose(wider[1] - wider[0], 1.2 * (high[0] - low[0]))
 
 
-def _keep_state(closed, visited: list):
+def _keep_state(closed, visited: list, with_start: bool):
     def wrapped(step, index, compiled, drive, state, result):
         updated = closed(step, index, compiled, drive, state.copy(), result)
         if step == 0:
-            visited.extend([state.copy(), updated[0].copy()])
+            visited.extend(([state.copy()] if with_start else []) + [updated[0].copy()])
         return updated
     return wrapped
 
@@ -156,8 +167,10 @@ def test_tiny_build_local_bound_is_below_the_global_one(tmp_path) -> None:
     slowest = max(section["phases"], key=lambda phase: phase["measured_iterations"])
     assert (entry["step"], entry["phase"]) == (slowest["step"], slowest["phase"])
     assert entry["global"] == closed[(entry["step"], entry["phase"])]["best"]
-    assert entry["contraction_raw"] is not None and entry["contraction_raw"] < 0.9 * entry["global"]
+    assert entry["contraction_raw"] is not None and entry["contraction_raw"] < min(1.0, 0.9 * entry["global"])
     assert entry["contraction"] == entry["contraction_raw"]
+    assert entry["from_iteration"] in TAIL_STARTS and entry["boxes"] == local["samples"]
+    assert entry["certified_iterations"] > entry["from_iteration"]
 
 
 def test_program_above_the_sdp_limit_gets_no_semidefinite_search_and_says_so(tmp_path, monkeypatch) -> None:
@@ -180,3 +193,86 @@ def test_program_above_the_sdp_limit_gets_no_semidefinite_search_and_says_so(tmp
     assert section["local"]["phases"] == []
     assert all(phase["sdp"] is None for phase in section["phases"])
     assert any("no semidefinite certificates" in note and "> 10" in note for note in section["notes"])
+
+
+def _full_case(seed: int = 0, gain: float = 1.2, half_width: float = 0.2):
+    """A block cycle (6 + 6 hidden channels, 2 state) at α = 0.1 on a box of half width 0.2 around a random
+    centre: the diagonal search certifies 1.06 there, a full P 0.72."""
+    program = random_cycle_program((6, 6), seed, gain, driven=False)
+    alpha = np.full(program.size, 0.1)
+    centre = np.random.default_rng(seed).normal(0.0, 1.0, program.size)
+    low, high = centre - half_width, centre + half_width
+    return program, alpha, loop_matrix(program, PHASE).toarray(), low, high, *slope_sector(program, low, high)
+
+
+def test_full_certificate_passes_the_dense_check_in_both_forms_and_no_further() -> None:
+    """The (P, λ, ρ) returned pass the midpoint-form check, the sector form (the diagonal certificate's own
+    assembly, λ / r²) is negative definite too, the same (P, λ) fail 0.01 lower, and ρ is not below the
+    spectral radius of the loop at the sector's end slopes (no norm does better)."""
+    program, alpha, loop, _, _, lower, upper = _full_case()
+    certificate = full_certificate(loop, alpha, lower, upper, 3.0)
+    assert certificate is not None and certificate.rho < 1.0
+    matrix, multipliers, rho = certificate.matrix, certificate.multipliers, certificate.rho
+    np.testing.assert_allclose(matrix, matrix.T)
+    assert certifies_full(loop, alpha, lower, upper, matrix, multipliers, rho)
+    assert not certifies_full(loop, alpha, lower, upper, matrix, multipliers, rho - 0.01)
+    radius = (upper - lower) / 2.0
+    sector_form = lmi_matrix(loop, alpha, upper, matrix, multipliers / radius ** 2, rho, lower)
+    assert np.linalg.eigvalsh(sector_form)[-1] < 0.0
+    for slopes_at_an_end in (lower, upper):
+        relaxed = np.diag(alpha) + (1 - alpha)[:, None] * loop * slopes_at_an_end[None, :]
+        assert rho >= np.max(np.abs(np.linalg.eigvals(relaxed))) - 1e-9
+
+
+def test_full_p_certifies_below_one_where_the_diagonal_search_does_not() -> None:
+    program, alpha, loop, _, _, lower, upper = _full_case()
+    diagonal = sdp_certificate(sparse.csr_matrix(loop), alpha, upper, 3.0, lower)
+    full = full_certificate(loop, alpha, lower, upper, 3.0)
+    assert diagonal is not None and full is not None
+    assert full.rho < 1.0 < diagonal.rho
+
+
+def test_full_contraction_is_never_beaten_by_pairs_or_trajectories_in_the_box() -> None:
+    """Measured in the certificate's P-norm: pairs of box states after one application, and two trajectories of
+    the loop (a drive whose fixed point is in the box) for every iteration where both stay in the box."""
+    program, alpha, loop, low, high, lower, upper = _full_case()
+    certificate = full_certificate(loop, alpha, lower, upper, 3.0)
+    assert certificate is not None
+    rng = np.random.default_rng(4)
+    fixed = (low + high) / 2.0
+    drive = fixed - np.tanh(fixed) @ loop.T  # the loop's fixed point is the box's centre
+
+    def step(state: np.ndarray) -> np.ndarray:
+        return alpha * state + (1 - alpha) * (np.tanh(state) @ loop.T + drive)
+
+    def distance(difference: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.einsum("...i,ij,...j->...", difference, certificate.matrix, difference))
+
+    first = rng.uniform(low, high, (2000, program.size))
+    second = np.concatenate([rng.uniform(low, high, (1000, program.size)),
+                             np.clip(first[1000:] + 1e-3 * rng.standard_normal((1000, program.size)), low, high)])
+    ratio = distance(step(first) - step(second)) / distance(first - second)
+    assert np.max(ratio) <= certificate.rho * (1 + 1e-9)
+    assert np.max(ratio) > 0.5 * certificate.rho  # the pairs do probe the contraction
+    states, others, ratios = rng.uniform(low, high, (64, program.size)), rng.uniform(low, high, (64, program.size)), []
+    for _ in range(30):
+        inside = np.all((states >= low) & (states <= high) & (others >= low) & (others <= high), axis=1)
+        updated, updated_others = step(states), step(others)
+        ratios.extend((distance(updated - updated_others) / distance(states - others))[inside])
+        states, others = updated, updated_others
+    assert len(ratios) > 64 and max(ratios) <= certificate.rho * (1 + 1e-9)
+
+
+def test_one_rho_for_several_boxes_is_certified_on_each_by_its_own_p() -> None:
+    program, alpha, loop, _, _, _, _ = _full_case()
+    centres = np.random.default_rng(7).normal(0.0, 0.8, (3, program.size))
+    sectors = [slope_sector(program, centre - 0.15, centre + 0.15) for centre in centres]
+    found = boxes_certificate(loop, alpha, sectors, 3.0)
+    assert found is not None
+    rho, certificates = found
+    separate = [full_certificate(loop, alpha, lower, upper, 3.0) for lower, upper in sectors]
+    assert rho >= max(certificate.rho for certificate in separate) - 1e-3
+    assert rho <= max(certificate.rho for certificate in separate) + 0.02
+    for (lower, upper), certificate in zip(sectors, certificates, strict=True):
+        assert certificate.rho <= rho
+        assert certifies_full(loop, alpha, lower, upper, certificate.matrix, certificate.multipliers, rho)
