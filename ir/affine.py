@@ -76,6 +76,10 @@ class Identity:
         self.shape = (self.size, self.size)
         self.ndim = 2
 
+    @property
+    def T(self) -> Identity:  # noqa: N802 (numpy's name: a time term's evaluation reads ``matrix.T``)
+        return self
+
     def __rmatmul__(self, matrix: np.ndarray) -> np.ndarray:
         matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != self.size:
@@ -142,7 +146,8 @@ class Form:
         # Row scaling instead of a dense diag(factors) product: memory linear in the form's weights.
         column = factors[:, None]
         return Form({atom: column * dense(weights) for atom, weights in self.terms.items()}, factors * self.constant,
-                    [TimeTerm(column * term.matrix, term.function, term.description) for term in self.time_terms],
+                    [TimeTerm(column * dense(term.matrix), term.function, term.description)
+                     for term in self.time_terms],
                     self.shape)
 
     def plus(self, other: Form) -> Form:
@@ -157,7 +162,9 @@ class Form:
 
     def plus_time(self, value: TimeValue, description: str) -> Form:
         columns = int(np.prod(value.shape, dtype=np.int64)) if value.shape else 1
-        matrix = np.eye(self.features) if columns == self.features else np.ones((self.features, 1))
+        # A per-feature time value enters through the identity, kept implicit: a dense one is n² (128 MB for a
+        # layer of 4,096 features, most of canonicalisation's time at 36M weights, first touches of memory).
+        matrix = Identity(self.features) if columns == self.features else np.ones((self.features, 1))
         term = TimeTerm(matrix, value.as_columns(), description)
         return Form(dict(self.terms), self.constant.copy(), [*self.time_terms, term], self.shape)
 
@@ -168,7 +175,8 @@ class Form:
         rows = np.asarray(indices, dtype=np.int64)  # row selection, without a dense selector matrix
         return Form({atom: weights.rows(rows) if isinstance(weights, Identity) else weights[rows]
                      for atom, weights in self.terms.items()}, self.constant[rows],
-                    [TimeTerm(term.matrix[rows], term.function, term.description) for term in self.time_terms],
+                    [TimeTerm(term.matrix.rows(rows) if isinstance(term.matrix, Identity) else term.matrix[rows],
+                              term.function, term.description) for term in self.time_terms],
                     (rows.size,))
 
     @staticmethod
