@@ -139,16 +139,23 @@ def choose_tiling(blocks: Sequence[BlockShape], ports: int) -> list[TileExtent]:
     """The tiling that first-fit-decreasing packs into the fewest modules: each uniform policy, then
     block-by-block changes of policy that strictly reduce the count (first policy wins ties)."""
     names = list(SPLIT_POLICIES)
-    sizes: dict = {}  # a block's tile sizes under a policy, cut once: the search tries each many times
+    # A block's tiles under a policy, cut once (the search tries each many times): how many are full
+    # ports × ports tiles, and the sizes of the others. First-fit-decreasing gives each full tile a bin of its
+    # own before placing the rest, in the rest's own order, so the count is the full tiles plus the rest's
+    # bins, and the search never re-packs the thousands of full tiles of a large network.
+    sizes: dict = {}
 
     def bins(policies: Sequence[str]) -> int:
-        items = []
+        full, rest = 0, []
         for position, policy in enumerate(policies):
             if (position, policy) not in sizes:
                 extents = _tiling_for([blocks[position]], ports, [policy])
-                sizes[position, policy] = [(extent.rows, extent.columns) for extent in extents]
-            items.extend(sizes[position, policy])
-        return max(pack_first_fit_decreasing(items, ports), default=-1) + 1
+                cut = [(extent.rows, extent.columns) for extent in extents]
+                sizes[position, policy] = (sum(item == (ports, ports) for item in cut),
+                                           [item for item in cut if item != (ports, ports)])
+            full += sizes[position, policy][0]
+            rest.extend(sizes[position, policy][1])
+        return full + max(pack_first_fit_decreasing(rest, ports), default=-1) + 1
 
     best_policies = min(([name] * len(blocks) for name in names), key=bins)
     best_bins = bins(best_policies)

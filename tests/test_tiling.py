@@ -401,3 +401,19 @@ def test_first_fit_decreasing_places_full_tiles_as_the_plain_algorithm_does(seed
     items = [(PORTS, PORTS) if generator.random() < 0.4 else (generator.randint(1, PORTS), generator.randint(1, PORTS))
              for _ in range(generator.randint(1, 120))]
     assert pack_first_fit_decreasing(items, PORTS) == _plain_first_fit_decreasing(items, PORTS)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_full_tiles_take_one_bin_each_and_leave_the_rest_packed_alone(seed: int) -> None:
+    # choose_tiling counts bins as (full tiles) + (bins of the other tiles packed alone): the identity checked
+    # here on random mixes of full and partial tiles against packing them all together.
+    from admc.passes.tile_packing import pack_first_fit_decreasing
+
+    rng = np.random.default_rng(seed)
+    ports = 8
+    items = [(ports, ports) if rng.random() < 0.4 else tuple(int(side) for side in rng.integers(1, ports + 1, 2))
+             for _ in range(int(rng.integers(5, 60)))]
+    together = max(pack_first_fit_decreasing(items, ports), default=-1) + 1
+    rest = [item for item in items if item != (ports, ports)]
+    alone = sum(item == (ports, ports) for item in items) + max(pack_first_fit_decreasing(rest, ports), default=-1) + 1
+    assert together == alone
