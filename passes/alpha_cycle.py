@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from admc.ir.program import SCALE_CLASSES, BlockProgram, Phase, block_scale
+from admc.runtime.executor import FLOAT32_FROM_WEIGHTS, stored_weights
 
 GRID_POINTS = 48
 SWEEPS = 4
@@ -70,32 +71,41 @@ def block_cycle(program: BlockProgram, phase: Phase, slopes: np.ndarray) -> Bloc
     order = [order[0], *reversed(order[1:])]  # forward direction: g_0 → g_1 → … (g_b reads g_{b−1})
     slices = [slice(program.group(name).offset, program.group(name).stop) for name in order]
     narrow = _narrow_block(order, incoming, program.group(start).size)
+    slopes = np.atleast_2d(slopes)
+    if stored_weights(program) >= FLOAT32_FROM_WEIGHTS:
+        # At scale the products are most of the pass: float32 halves them (a d × d cycle spectrum to ~1e-7).
+        incoming = {row: (column, matrix.astype(np.float32), *rest)
+                    for row, (column, matrix, *rest) in incoming.items()}
+    if narrow is None:
+        products = _cycle_products(order, slices, incoming, slopes, 0, np.eye(program.group(start).size))
+        return BlockCycle(order, slices, np.asarray([np.linalg.eigvals(product) for product in products]), tails)
+    # C = J_0 S ⋯ J_1 S has the non-zero eigenvalues of its rotation starting at the low-rank block
+    # f·L·R, and those of R·S·(the rest of the cycle)·f·L, a rank × rank matrix; the other eigenvalues are 0.
+    index, (left, right), factor = narrow
     eigenvalues = []
-    for slope in np.atleast_2d(slopes):
-        if narrow is None:
-            eigenvalues.append(np.linalg.eigvals(_cycle_product(order, slices, incoming, slope, 0,
-                                                                np.eye(program.group(start).size))))
-            continue
-        # C = J_0 S ⋯ J_1 S has the non-zero eigenvalues of its rotation starting at the low-rank block
-        # f·L·R, and those of R·S·(the rest of the cycle)·f·L, a rank × rank matrix; the other eigenvalues are 0.
-        index, (left, right), factor = narrow
-        chain = _cycle_product(order, slices, incoming, slope, index, factor * left, skip_last=True)
-        small = right @ (slope[slices[index - 1]][:, None] * chain)
-        values = np.linalg.eigvals(small)
+    for slope, chain in zip(slopes, _cycle_products(order, slices, incoming, slopes, index, factor * left,
+                                                    skip_last=True), strict=True):
+        values = np.linalg.eigvals(right @ (slope[slices[index - 1]][:, None] * chain))
         eigenvalues.append(np.concatenate([values, np.zeros(program.group(start).size - values.size)]))
     return BlockCycle(order, slices, np.asarray(eigenvalues), tails)
 
 
-def _cycle_product(order: list[str], slices: list[slice], incoming: dict, slope: np.ndarray, first: int,
-                   product: np.ndarray, skip_last: bool = False) -> np.ndarray:
-    """``product`` carried round the cycle from group ``order[first]``: each block in turn, its input channels
-    scaled by σ' (the last block left out with ``skip_last``: the caller applies it in factored form)."""
-    count = len(order) - (1 if skip_last else 0)
+def _cycle_products(order: list[str], slices: list[slice], incoming: dict, slopes: np.ndarray, first: int,
+                    start: np.ndarray, skip_last: bool = False) -> list[np.ndarray]:
+    """``start`` carried round the cycle from group ``order[first]`` once per row of ``slopes`` [L, n]: each block
+    in turn, its input channels scaled by that row's σ' (the last block left out with ``skip_last``: the caller
+    applies it in factored form). The L products go side by side through one product per block, so each
+    block is read once, not L times."""
+    count, width = len(order) - (1 if skip_last else 0), start.shape[1]
+    product = np.tile(start, (1, slopes.shape[0]))  # [rows, L · width]
     for step in range(1, count + 1):
         index = (first + step) % len(order)
         matrix = incoming[order[index]][1]
-        product = matrix @ (slope[slices[index - 1]][:, None] * product)
-    return product
+        scale = slopes[:, slices[index - 1]].T  # [rows, L]
+        scaled = (product.reshape(product.shape[0], slopes.shape[0], width) * scale[:, :, None])
+        product = matrix @ scaled.reshape(product.shape[0], -1).astype(matrix.dtype, copy=False)
+    product = product.astype(np.float64, copy=False)
+    return [product[:, row * width:(row + 1) * width] for row in range(slopes.shape[0])]
 
 
 def _narrow_block(order: list[str], incoming: dict, width: int) -> tuple | None:

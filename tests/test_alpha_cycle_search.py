@@ -179,13 +179,13 @@ def test_a_folded_blocks_low_rank_gives_the_cycle_eigenvalues_of_the_full_produc
     phase = Phase(CLOSED, 0.5, 1.0, ())
     slopes = np.random.default_rng(seed).uniform(0.1, 1.0, (2, program.size))
     calls = []
-    original = alpha_cycle._cycle_product
+    original = alpha_cycle._cycle_products
 
     def counting(*arguments, **options):
-        calls.append(options.get("skip_last", False))
+        calls.extend([options.get("skip_last", False)] * arguments[3].shape[0])  # one per row of slopes
         return original(*arguments, **options)
 
-    monkeypatch.setattr(alpha_cycle, "_cycle_product", counting)
+    monkeypatch.setattr(alpha_cycle, "_cycle_products", counting)
     narrow = alpha_cycle.block_cycle(program, phase, slopes).eigenvalues
     assert calls == [True, True]
     wide = alpha_cycle.block_cycle(full, phase, slopes).eigenvalues
