@@ -121,11 +121,12 @@ def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.
             iteration += 1
             executor.alpha = np.repeat(candidates[active], samples, axis=0)
             updated = executor._apply(probe.compiled, state, drive)
-            change = np.max(np.abs(updated - state), axis=1) / np.maximum(1.0, np.max(np.abs(updated), axis=1))
+            magnitude = np.abs(updated).max(axis=1)
+            change = np.abs(updated - state).max(axis=1) / np.maximum(1.0, magnitude)
             change = change.reshape(active.size, samples)
-            worst = np.max(change, axis=1)
+            worst = change.max(axis=1)
             last_exceeded[active] = np.where(change > tolerance, iteration, last_exceeded[active])
-            peak = np.max(np.abs(updated), axis=1).reshape(active.size, samples).max(axis=1)
+            peak = magnitude.reshape(active.size, samples).max(axis=1)
             settled = worst <= tolerance
             if by_groups:
                 counts[active[settled]] = iteration

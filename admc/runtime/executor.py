@@ -260,9 +260,11 @@ class IdealExecutor:
         while True:
             updated = self._apply(compiled, state, drive)
             count += 1
-            magnitude = np.max(np.abs(updated), axis=1)
-            change = np.max(np.abs(updated - state), axis=1) / np.maximum(1.0, magnitude)
-            residual = float(np.max(change)) if change.size else 0.0
+            # ndarray methods, not np.max: the same reductions without numpy's Python wrapper (~1.5 µs each, which
+            # is most of an iteration on the smallest programs).
+            magnitude = np.abs(updated).max(axis=1)
+            change = np.abs(updated - state).max(axis=1) / np.maximum(1.0, magnitude)
+            residual = float(change.max()) if change.size else 0.0
             state = updated
             if self.record_residuals and step == 0:
                 history.append(change)
@@ -279,7 +281,7 @@ class IdealExecutor:
                     raise ConvergenceError(f"step {step}, phase {index} (closed loop): no progress in "
                                            f"{self.stall_window} iterations (relative change {residual:.3e})")
             _check_progress(step, index, "closed", count, residual, self.max_iterations, state,
-                            float(np.max(magnitude)) if magnitude.size else 0.0)
+                            float(magnitude.max()) if magnitude.size else 0.0)
         if history:
             result.residual_history.append(np.stack(history))
         if self.record_settling:
