@@ -9,6 +9,9 @@ tuned file would make). ``parameters`` are the source's weights (float64 leaves,
 ``velocity`` is the program's velocity through the twin of one chip (``chips`` twins with static errors drawn
 from seeds ``seed``, ``seed + 1``, … for a nominal target; the one measured machine for a calibrated build),
 ``digital_velocity`` the source model's own (``teacher_velocity`` with its weights before fine-tuning);
+``final_samples`` the program's final samples through the twin with the gradient through every step
+(``samples`` without it), ``reference_samples`` the source's ideal samples with its weights before fine-tuning
+(verify's reference executor on the first build);
 ``phase_points`` are the (time, step scale, static-table row) at
 which the program evaluates the velocity, the times fine-tuning draws. A conditional model's calls take each
 sample's ``conditions`` (condition input name → [B, ...]): the program's velocity adds the conditioning
