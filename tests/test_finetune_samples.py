@@ -96,3 +96,29 @@ def test_the_command_writes_a_model_admc_build_takes(tmp_path, capsys):
     source, written = load_source(tmp_path / "model.onnx"), load_source(tuned)
     assert written.signature == source.signature
     assert (build(tuned, tmp_path / "bundle", target="aoc-48", steps=2) / "manifest.json").is_file()
+
+
+def test_a_guided_conditional_loss_is_the_bundle_twins_error_against_the_guided_reference(tmp_path):
+    """Each sample's condition drives both the twin and the reference, guided at the build's W."""
+    from test_finetune_conditional import INPUT_NAMES, NULL, _bundle_twin_samples, _compiled, _export
+    from test_finetune_conditional import example_condition as condition_of
+
+    path = _export("embedding", tmp_path)
+    model = _compiled(path, "embedding", 3.0, "hw48")
+    name = INPUT_NAMES["embedding"][2]
+    try:
+        noise = np.random.default_rng(0).standard_normal((8, 2))
+        conditions = {name: condition_of("embedding", 8).numpy()}
+        base = draw(model, torch.as_tensor(noise), 8, torch.Generator().manual_seed(0),
+                    {name: torch.as_tensor(conditions[name])})
+        draws = with_reference(model, replace(base, noise=torch.as_tensor(noise), conditions={
+            name: torch.as_tensor(conditions[name])}))
+        with torch.no_grad():
+            loss = float(loss_of(model, draws, "program", 0, SAMPLES))
+        twin = _bundle_twin_samples(model, noise, conditions)
+        ideal = admc.reference(path, noise, solver=model.compiled.schedule.solver, steps=2, conditions=conditions,
+                               guidance=3.0, null_conditions=[f"{name}={NULL['embedding']}"])
+        assert abs(loss - float(np.mean((twin - ideal) ** 2))) <= 1e-10
+        assert loss > 1e-8
+    finally:
+        model.close()
