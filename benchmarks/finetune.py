@@ -1,6 +1,8 @@
 """Fine-tuning for a measured machine (issue 24): two moons compiled for hw48, fine-tuned for it, on its twin.
 
-Run: `nice .venv/bin/python benchmarks/finetune.py [--max-steps N] [--samples N] [--json OUT]` (writes
+Run: `nice .venv/bin/python benchmarks/finetune.py [--max-steps N] [--samples N] [--objectives O ...] [--no-control]
+[--json OUT]` (the samples objective: `OMP_NUM_THREADS=1` on shared cores, `--objectives samples --no-control --json
+benchmarks/results/finetune_samples.json`; writes
 benchmarks/results/finetune.json; ~10 min on two shared cores at the defaults, most of it the evaluation's builds
 and noisy twin runs).
 
@@ -40,9 +42,9 @@ from admc.bundle.store import Bundle  # noqa: E402
 from admc.compiler.build_options import BuildOptions, target_machine  # noqa: E402
 from admc.compiler.driver import build, load_source  # noqa: E402
 from admc.finetuning.compiled_model import CompiledModel  # noqa: E402
-from admc.finetuning.flow_matching import FitSettings, adam, draw, loss_of  # noqa: E402
+from admc.finetuning.flow_matching import FitSettings, adam, draw, loss_of, with_reference  # noqa: E402
 from admc.finetuning.model_writer import write_tuned  # noqa: E402
-from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, OBJECTIVES, TEACHER  # noqa: E402
+from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, OBJECTIVES, SAMPLES, TEACHER  # noqa: E402
 from admc.finetuning.run import finetune  # noqa: E402
 from admc.runtime.reference import run_reference  # noqa: E402
 from admc.targets.aoc.calibration import read_calibration  # noqa: E402
@@ -103,22 +105,26 @@ def plain_step_seconds(batch: torch.Tensor, repeats: int = 200) -> float:
     return float(np.median(seconds[1:]))
 
 
-def timing(train: np.ndarray, batch: int) -> dict:
-    """Seconds per fine-tuning step and loop iterations per step, beside one plain torch step (both on one
-    thread: the cores are shared, and a 2-32-32-2 network gains nothing from more)."""
+def timing(train: np.ndarray, batch: int, objective: str = TEACHER) -> dict:
+    """Seconds per fine-tuning step with ``objective`` and loop iterations per step, beside one plain torch step
+    (both on one thread: the cores are shared, and a 2-32-32-2 network gains nothing from more). A ``samples``
+    step runs the whole sampler (every phase of every step) forward and its adjoint back."""
     torch.set_num_threads(1)
     target = load_target(TARGET)
     options = replace(BuildOptions(), calibration=target_machine(target, CALIBRATION))
     model = CompiledModel(load_source(SOURCE), target, options, seed=0)
     try:
-        optimiser = adam(list(model.parameters.values()), LEARNING_RATES[TEACHER])
+        optimiser = adam(list(model.parameters.values()), LEARNING_RATES[objective])
         generator = torch.Generator().manual_seed(0)
         data = torch.as_tensor(train)
         seconds, iterations, adjoint = [], [], []
         for step in range(TIMED_STEPS + 1):
             began = time.perf_counter()
             draws = draw(model, data, batch, generator)
-            loss = loss_of(model, draws, "program", 0, TEACHER)
+            if objective == SAMPLES:  # its targets (computed once in a fit) are not part of the step's time
+                draws = with_reference(model, draws)
+                began = time.perf_counter()
+            loss = loss_of(model, draws, "program", 0, objective)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -130,7 +136,8 @@ def timing(train: np.ndarray, batch: int) -> dict:
     finally:
         model.close()
     step_seconds = float(np.median(seconds))
-    return {"batch": batch, "threads": 1, "timed_steps": TIMED_STEPS, "finetune_step_seconds": step_seconds,
+    return {"objective": objective, "batch": batch, "threads": 1, "timed_steps": TIMED_STEPS,
+            "finetune_step_seconds": step_seconds,
             "plain_torch_step_seconds": plain, "ratio": step_seconds / plain,
             "loop_iterations_per_step_forward": float(np.mean(iterations)),
             "adjoint_iterations_per_step": float(np.mean(adjoint)),
@@ -178,11 +185,12 @@ def main() -> None:
     parser.add_argument("--objectives", nargs="+", default=[TEACHER, FLOW_MATCHING], choices=OBJECTIVES)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "finetune.json")
     parser.add_argument("--timing-only", action="store_true", help="re-measure the timing into an existing JSON")
+    parser.add_argument("--no-control", action="store_true", help="leave out the digital control")
     arguments = parser.parse_args()
     train = two_moons(TRAIN_SAMPLES, np.random.default_rng(TRAIN_SEED))
     if arguments.timing_only:
         report = json.loads(arguments.json.read_text())
-        report["timing"] = timing(train, FitSettings().batch)
+        report["timing"] = timing(train, FitSettings().batch, arguments.objectives[0])
         print(json.dumps(report["timing"], indent=1))
         arguments.json.write_text(json.dumps(report, indent=1) + "\n")
         return
@@ -192,7 +200,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
         for index, objective in enumerate(arguments.objectives):
-            written, fits[objective] = tune(objective, train, arguments.max_steps, directory, control=index == 0)
+            written, fits[objective] = tune(objective, train, arguments.max_steps, directory,
+                                            control=index == 0 and not arguments.no_control)
             models.update(written)
         if TEACHER in arguments.objectives:  # what selecting through the structure compiled for the source gives
             written, fits[f"{TEACHER}, fixed structure"] = tune(TEACHER, train, arguments.max_steps, directory,
@@ -207,8 +216,8 @@ def main() -> None:
                      "w2": "exact (POT EMD via admc.verify.metrics.wasserstein2), equal-size sets"},
         "fits": fits,
         "results": rows,
-        "goals": goals(rows),
-        "timing": timing(train, settings.batch),
+        "goals": goals(rows), "load_average_at_end": list(os.getloadavg()), "fit_threads": torch.get_num_threads(),
+        "timing": timing(train, settings.batch, arguments.objectives[0]),
     }
     print(json.dumps(report["timing"], indent=1))
     arguments.json.parent.mkdir(parents=True, exist_ok=True)

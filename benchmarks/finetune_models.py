@@ -1,7 +1,8 @@
 """Fine-tuning for a measured machine (issue 24) beyond the ADM form: a standard MLP and a time-embedding model.
 
-Run: `nice .venv/bin/python benchmarks/finetune_models.py [--max-steps N] [--samples N] [--json OUT]` (writes
-benchmarks/results/finetune_models.json; a few minutes on two shared cores at the defaults).
+Run: `nice .venv/bin/python benchmarks/finetune_models.py [--max-steps N] [--samples N] [--objective O]
+[--no-control] [--json OUT]` (writes benchmarks/results/finetune_models.json; a few minutes on two shared cores at
+the defaults; ``--objective samples`` writes finetune_models_samples.json beside it unless ``--json`` is given).
 
 Two model kinds the compiler canonicalises differently from the shipped ADM-form two moons, each trained here
 on two-moons data (seeded, CPU, a few seconds; no download) and exported to ONNX:
@@ -12,7 +13,8 @@ on two-moons data (seeded, CPU, a few seconds; no download) and exported to ONNX
   first hidden layer of ``x → 32 → 32 → 2`` (a time-embedding subnetwork).
 
 Each is fine-tuned by `admc.finetune` for aoc-48 with the shipped hw48 calibration with the ``teacher``
-objective (rebuilt and selected on the rebuilt program every 25 steps), beside the digital control (the same
+objective (or ``--objective``; rebuilt and selected on the rebuilt program every 25 steps), beside the digital
+control (unless ``--no-control``; the same
 weights trained by flow matching for the same number of steps). Source, tuned model and control are each built
 for aoc-48 with `--calibration hw48` and run on the calibrated twin (read noise on) from the same noise, and
 measured as in `benchmarks/finetune.py`: W2 of the twin's samples to fresh two-moons data, W2 of each model's own
@@ -42,7 +44,7 @@ from train_two_moons import export_velocity_onnx, fit_flow_matching, two_moons  
 
 from admc.finetuning.flow_matching import FitSettings  # noqa: E402
 from admc.finetuning.model_writer import write_tuned  # noqa: E402
-from admc.finetuning.objectives import LEARNING_RATES, TEACHER  # noqa: E402
+from admc.finetuning.objectives import LEARNING_RATES, OBJECTIVES, TEACHER  # noqa: E402
 from admc.finetuning.run import finetune  # noqa: E402
 
 SOURCE_STEPS, SOURCE_BATCH, SOURCE_SEED = 3000, 512, 3  # as examples/train_two_moons.py trains two moons
@@ -89,31 +91,35 @@ def trained_source(kind: str, directory: Path) -> Path:
     return export_velocity_onnx(model, directory / f"{kind.replace('-', '_')}.onnx")
 
 
-def tune(kind: str, source: Path, train: np.ndarray, max_steps: int, directory: Path) -> tuple[dict, dict]:
-    """The teacher fine-tuning for hw48 (rebuilt at each evaluation) and its digital control, both written."""
+def tune(kind: str, source: Path, train: np.ndarray, max_steps: int, directory: Path, objective: str,
+         control: bool) -> tuple[dict, dict]:
+    """The fine-tuning for hw48 with ``objective`` (rebuilt at each evaluation) and, with ``control``, its digital
+    control, all written."""
     began = time.perf_counter()
     output = directory / f"{source.stem}_tuned.onnx"
     result = finetune(source, train, output, TARGET, calibration=CALIBRATION, max_steps=max_steps, seed=0,
-                      objective=TEACHER, progress=lambda fit, step, steps, loss, best: print(
+                      objective=objective, control=control, progress=lambda fit, step, steps, loss, best: print(
                           f"  {kind} {fit} {step}/{steps} loss {loss:.5f} best {best:.5f}", flush=True)
                       if step % 25 == 0 else None)
-    control = write_tuned(source, result.control.weights, directory / f"{source.stem}_control.onnx")
-    models = {"tuned (teacher, rebuilt)": output, "control (digital flow matching, same steps)": control}
+    models = {f"tuned ({objective}, rebuilt)": output}
     figures = {"steps": result.program.steps, "best_step": result.program.best_step,
                "rebuilds": result.program.rebuilds, "stopped": result.program.stopped,
-               "holdout_loss": result.program.holdout_loss, "seconds": time.perf_counter() - began,
-               "control": {"steps": result.control.steps, "best_step": result.control.best_step,
-                           "holdout_loss": result.control.holdout_loss}}
+               "holdout_loss": result.program.holdout_loss, "seconds": time.perf_counter() - began}
+    if control:
+        written = write_tuned(source, result.control.weights, directory / f"{source.stem}_control.onnx")
+        models["control (digital flow matching, same steps)"] = written
+        figures["control"] = {"steps": result.control.steps, "best_step": result.control.best_step,
+                              "holdout_loss": result.control.holdout_loss}
     return models, figures
 
 
 def run_kind(kind: str, train: np.ndarray, data: np.ndarray, noise: np.ndarray, max_steps: int,
-             directory: Path) -> dict:
+             directory: Path, objective: str = TEACHER, control: bool = True) -> dict:
     began = time.perf_counter()
     source = trained_source(kind, directory)
     training_seconds = time.perf_counter() - began
     print(f"{kind}: trained in {training_seconds:.1f} s", flush=True)
-    written, fit = tune(kind, source, train, max_steps, directory)
+    written, fit = tune(kind, source, train, max_steps, directory, objective, control)
     rows = evaluate({"source": source, **written}, noise, data, directory)
     return {"source_training": {"steps": SOURCE_STEPS, "batch": SOURCE_BATCH, "seed": SOURCE_SEED,
                                 "seconds": training_seconds},
@@ -125,21 +131,27 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--kinds", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "finetune_models.json")
+    parser.add_argument("--objective", default=TEACHER, choices=OBJECTIVES)
+    parser.add_argument("--no-control", action="store_true", help="leave out the digital control")
+    parser.add_argument("--json", type=Path)
     arguments = parser.parse_args()
+    suffix = "" if arguments.objective == TEACHER else f"_{arguments.objective}"
+    arguments.json = arguments.json or ROOT / "benchmarks" / "results" / f"finetune_models{suffix}.json"
     torch.set_num_threads(1)  # the cores are shared; one thread also keeps the source's training reproducible
     train = two_moons(TRAIN_SAMPLES, np.random.default_rng(TRAIN_SEED))
     data = two_moons(arguments.samples, np.random.default_rng(DATA_SEED))
     noise = np.random.default_rng(NOISE_SEED).standard_normal((arguments.samples, 2))
     report = {"target": TARGET, "calibration": CALIBRATION,
-              "settings": {"max_steps": arguments.max_steps, "batch": FitSettings().batch, "objective": TEACHER,
-                           "learning_rate": LEARNING_RATES[TEACHER], "train_samples": TRAIN_SAMPLES,
+              "settings": {"max_steps": arguments.max_steps, "batch": FitSettings().batch,
+                           "objective": arguments.objective, "learning_rate": LEARNING_RATES[arguments.objective],
+                           "train_samples": TRAIN_SAMPLES,
                            "evaluation_samples": arguments.samples,
                            "w2": "exact (POT EMD via admc.verify.metrics.wasserstein2), equal-size sets"},
               "models": {}}
     with tempfile.TemporaryDirectory() as temporary:
         for kind in arguments.kinds:
-            report["models"][kind] = run_kind(kind, train, data, noise, arguments.max_steps, Path(temporary))
+            report["models"][kind] = run_kind(kind, train, data, noise, arguments.max_steps, Path(temporary),
+                                              arguments.objective, not arguments.no_control)
     report["load_average"] = list(os.getloadavg())
     arguments.json.parent.mkdir(parents=True, exist_ok=True)
     arguments.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -40,9 +40,11 @@ def add_parser(commands) -> None:
     finetune.add_argument("--seed", type=option.SEED, default=0, metavar="S",
                           help="seed of the split, the draws and the chips' static errors (default 0)")
     finetune.add_argument("--objective", default=FLOW_MATCHING, choices=OBJECTIVES,
-                          help="the velocity's target: the data's x₁ − x₀ (default), or the source model's own "
-                          "velocity at the same states (no flow-matching variance: the machine learns to compute "
-                          "what the source computes)")
+                          help="what is fitted: flow-matching, the velocity to the data's x₁ − x₀ (default); "
+                          "teacher, the velocity to the source model's own at the same states (no flow-matching "
+                          "variance: the machine learns to compute what the source computes); samples, the "
+                          "program's final samples to the source's ideal ones from the same noise, through every "
+                          "step of the sampler (costlier per step)")
     finetune.add_argument("--workers", type=option.WORKERS, default=1, metavar="N",
                           help="torch processes computing each step's gradient on Ray, data-parallel (default 1: "
                           "this process, no Ray)")

@@ -9,6 +9,9 @@ tuned file would make). ``parameters`` are the source's weights (float64 leaves,
 ``velocity`` is the program's velocity through the twin of one chip (``chips`` twins with static errors drawn
 from seeds ``seed``, ``seed + 1``, … for a nominal target; the one measured machine for a calibrated build),
 ``digital_velocity`` the source model's own (``teacher_velocity`` with its weights before fine-tuning);
+``final_samples`` the program's final samples through the twin with the gradient through every step
+(``samples`` without it), ``reference_samples`` the source's ideal samples with its weights before fine-tuning
+(verify's reference executor on the first build);
 ``phase_points`` are the (time, step scale, static-table row) at
 which the program evaluates the velocity, the times fine-tuning draws. A conditional model's calls take each
 sample's ``conditions`` (condition input name → [B, ...]): the program's velocity adds the conditioning
@@ -27,13 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from admc.bundle.program import bundle_program, source_velocity
 from admc.bundle.store import Bundle
 from admc.compiler.driver import SourceModel, compile_source, emit_bundle
 from admc.core.errors import AdmcError
 from admc.finetuning.conditions_torch import with_null
 from admc.finetuning.graph_torch import TorchGraph, condition_tensors, graph_velocity, trainable_names
 from admc.finetuning.program_torch import ProgramMap
+from admc.runtime.bundle_interface import read_interface
 from admc.targets.backends import backend_of
+from admc.verify.conditions import ConditionDraw, reference
 
 # Training solves each velocity phase to this relative change (the twin's simulation to 1e-13): the objective and
 # its gradient move by ~1e-9 of themselves, far below one Adam step, and a third of the loop's iterations go.
@@ -66,6 +72,9 @@ class CompiledModel:
         self._directory = tempfile.TemporaryDirectory(prefix="admc-finetune-")
         self.rebuilds = 0
         self._compile(source)
+        # The source's ideal samples are verify's reference of the bundle compiled from the source's own weights.
+        self._reference = (source_velocity(self.bundle), bundle_program(self.bundle)[1], read_interface(self.bundle),
+                           self.compiled.condition_interface.guidance, self.compiled.null_conditions)
 
     def _compile(self, source: SourceModel) -> None:
         """Compile ``source`` (its weights equal to ``parameters``) and fix the structure fine-tuning runs through."""
@@ -186,16 +195,33 @@ class CompiledModel:
         ``teacher`` objective's target)."""
         return self._source_velocity(self.initial, y, points, conditions, guided=True)
 
+    def final_samples(self, noise: torch.Tensor, chip: int = 0, conditions=None) -> torch.Tensor:
+        """The program's final samples [B, d] from ``noise`` on chip ``chip``'s twin (no read noise), with the
+        gradient through every phase of every step (each fixed point's by implicit differentiation: the twin's
+        ``run``, the same code path as :meth:`samples`); ``conditions``: each sample's, for a conditional model."""
+        arrays, change = self.program()
+        if self.source.graph.condition_inputs:
+            count, batch = len(self.program_map.times), len(noise)
+            given = self.conditions_of(conditions, batch)
+            times = torch.as_tensor(np.repeat(self.program_map.times, batch))
+            arrays = self._conditioned(arrays, times, {name: value.repeat(count, *([1] * (value.dim() - 1)))
+                                                       for name, value in given.items()}, None)
+        twin = self.twins[chip % len(self.twins)]
+        result = twin.run(noise, arrays, change)[-1]
+        self.iterations = twin.iterations
+        return result
+
     def samples(self, noise: np.ndarray, chip: int = 0, conditions=None) -> np.ndarray:
-        """The program's final samples on chip ``chip``'s twin (no noise, no gradient); ``conditions``: each
-        sample's, for a conditional model."""
+        """:meth:`final_samples` without a gradient, as an array."""
         with torch.no_grad():
-            arrays, change = self.program()
-            if self.source.graph.condition_inputs:
-                count, batch = len(self.program_map.times), len(noise)
-                given = self.conditions_of(conditions, batch)
-                times = torch.as_tensor(np.repeat(self.program_map.times, batch))
-                arrays = self._conditioned(arrays, times, {name: value.repeat(count, *([1] * (value.dim() - 1)))
-                                                           for name, value in given.items()}, None)
-            twin = self.twins[chip % len(self.twins)]
-            return twin.run(torch.as_tensor(noise, dtype=torch.float64), arrays, change)[-1].numpy()
+            return self.final_samples(torch.as_tensor(noise, dtype=torch.float64), chip, conditions).numpy()
+
+    def reference_samples(self, noise: np.ndarray, conditions=None) -> np.ndarray:
+        """The source model's ideal samples [B, d] from ``noise`` with its weights before fine-tuning: the bundle
+        compiled from them integrated by verify's reference executor (``admc.verify.conditions.reference``: the
+        build's solver, grid and fixed-point iterations, guided as the build is), for each sample's
+        ``conditions`` (name → [B, ...])."""
+        velocity, schedule, interface, guidance, null = self._reference
+        given = {name: np.asarray(value) for name, value in (conditions or {}).items()}
+        draw = ConditionDraw(interface, interface.check(given, len(noise)), np.zeros(0), guidance, null)
+        return reference(draw, velocity, np.asarray(noise, dtype=np.float64), schedule).samples

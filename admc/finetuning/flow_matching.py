@@ -7,7 +7,11 @@ program's velocity through the twin (``through="program"``; chips cycled step by
 own (``"digital"``, the control: same data, draws, steps and optimiser). ``objective`` "teacher" replaces the
 target x₁ − x₀ by the source model's own velocity at x_t (its weights before fine-tuning): the same states, a
 target without the flow-matching variance, which makes the machine compute what the source computes (the
-digital control then has nothing to learn). Adam on the float64 weights;
+digital control then has nothing to learn). ``objective`` "samples" fits the program's final samples instead: the
+mean squared error against the source model's ideal samples from the same noise (``CompiledModel.reference_samples``,
+computed once: one seeded noise per training sample, and the held-out draws' own), with the gradient through every
+phase of every step of the sampler on the twin (``CompiledModel.final_samples``); the data enter only through
+their conditions (a conditional model), and the digital control stays flow matching. Adam on the float64 weights;
 every ``evaluate_every`` steps the loss on the held-out split (fixed draws) is measured — for a program fit
 given ``rebuild``, on the program recompiled for the current weights, which the fit then continues through — the
 best weights are kept and training stops after ``patience`` evaluations without improvement. Every draw comes from
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 
 from admc.core.errors import AdmcError
-from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, TEACHER
+from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, SAMPLES, TEACHER
 
 THROUGH = ("program", "digital")
 
@@ -76,17 +80,27 @@ def adam(parameters: list[torch.Tensor], learning_rate: float) -> torch.optim.Ad
     return torch.optim.Adam(parameters, lr=learning_rate, foreach=True)
 
 
-def draw(model, data: torch.Tensor, count: int, generator: torch.Generator, conditions: dict | None = None) -> Draws:
-    """``count`` samples of the data (with replacement, with their ``conditions``), their noise and phase points."""
+def draw(model, data: torch.Tensor, count: int, generator: torch.Generator, conditions: dict | None = None,
+         noise: torch.Tensor | None = None) -> Draws:
+    """``count`` samples of the data (with replacement, with their ``conditions``), their noise and phase points;
+    ``noise``: each data row's own (the samples objective's pool), else drawn afresh."""
     index = torch.randint(data.shape[0], (count,), generator=generator)
-    noise = torch.randn(count, data.shape[1], generator=generator, dtype=data.dtype)
+    noise = torch.randn(count, data.shape[1], generator=generator, dtype=data.dtype) if noise is None else noise[index]
     choice = torch.randint(len(model.phase_points), (count,), generator=generator).tolist()
     return Draws(noise, data[index], [model.phase_points[k] for k in choice],
                  {name: value[index] for name, value in (conditions or {}).items()})
 
 
 def loss_of(model, draws: Draws, through: str, chip: int, objective: str = FLOW_MATCHING) -> torch.Tensor:
-    """The loss of ``draws`` (the objective's target), through the program on chip ``chip`` or digitally."""
+    """The loss of ``draws`` (the objective's target), through the program on chip ``chip`` or digitally. For
+    ``samples`` the draws' data are the source's ideal samples from their noise (``with_reference``)."""
+    if objective == SAMPLES:
+        if through != "program":
+            raise AdmcError("objective 'samples' fits the program's samples on the twin; the digital control is "
+                            "fitted by flow matching")
+        samples = model.final_samples(draws.noise, chip, **({"conditions": draws.conditions} if draws.conditions
+                                                             else {}))
+        return ((samples - draws.data) ** 2).mean()
     times = torch.as_tensor([point.time for point in draws.points], dtype=draws.data.dtype)[:, None]
     state = times * draws.data + (1.0 - times) * draws.noise
     given = {"conditions": draws.conditions} if draws.conditions else {}  # an unconditional model takes none
@@ -100,6 +114,14 @@ def loss_of(model, draws: Draws, through: str, chip: int, objective: str = FLOW_
     else:
         target = draws.data - draws.noise
     return ((velocity - target) ** 2).mean()
+
+
+def with_reference(model, draws: Draws) -> Draws:
+    """``draws`` with their data replaced by the source's ideal samples from their noise (the samples objective's
+    targets)."""
+    targets = model.reference_samples(draws.noise.numpy(), {name: value.numpy() for name, value in
+                                                            draws.conditions.items()})
+    return Draws(draws.noise, torch.as_tensor(targets, dtype=draws.noise.dtype), draws.points, draws.conditions)
 
 
 class _Selection:
@@ -168,12 +190,19 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
                                             for split in (conditions or ({}, {})))
     fixed = draw(model, torch.as_tensor(holdout, dtype=torch.float64), settings.holdout_batch, holdout_generator,
                  holdout_conditions)
+    pool = None  # the samples objective: one noise per training sample, its reference sample the row's target
+    if settings.objective == SAMPLES:
+        fixed = with_reference(model, fixed)
+        reference = with_reference(model, Draws(torch.randn(train_data.shape, generator=generator,
+                                                            dtype=train_data.dtype), train_data, [],
+                                                train_conditions))
+        pool, train_data = reference.noise, reference.data
     optimiser = adam(list(model.parameters.values()), settings.learning_rate or LEARNING_RATES[settings.objective])
     selection = _Selection(model, fixed, through, settings, rebuild)
     result = FitResult({}, 0, 0)
     began, iterations = time.perf_counter(), 0
     for step in range(1, settings.max_steps + 1):
-        draws = draw(model, train_data, settings.batch, generator, train_conditions)
+        draws = draw(model, train_data, settings.batch, generator, train_conditions, pool)
         optimiser.zero_grad()
         loss = _step(model, draws, through, step, settings.objective, gradient)
         iterations += getattr(gradient or model, "iterations", 0) if through == "program" else 0

@@ -7,7 +7,8 @@ Guarantees: every input is checked before any work (a missing or malformed data 
 shape naming the expected and the given shape, an unknown target, an output in another format: ``AdmcError``,
 nothing written); the data are split by a seeded permutation into training and held-out parts; the program's
 weights are fitted through the compiled program on the twin (``flow_matching.fit``, ``through="program"``; the
-objective flow matching on the data, or the source model's own velocity as the target: ``teacher``), then,
+objective flow matching on the data, the source model's own velocity as the target: ``teacher``, or the
+source's ideal final samples from the same noise: ``samples``), then,
 as the control, the source's weights by digital flow matching on the same data for the same number of steps;
 the tuned model is written in the source's format (``model_writer``), atomically. The same inputs and seed give
 the same bytes. ``workers`` > 1 or an ``address`` run the program's fit data-parallel on Ray (``parallel``); one
