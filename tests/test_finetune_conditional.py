@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_twin import bundle_twin_samples
 from gradient_check import worst_gradient_error
 
 from admc.cli.commands import main
 from admc.compiler.build_options import BuildOptions, target_machine
 from admc.compiler.driver import build, load_source
 from admc.finetuning.compiled_model import CompiledModel
-from admc.runtime.guidance import run_conditions
-from admc.targets.aoc.twin import AocTwin, nonidealities_of
 from admc.targets.loader import load_target
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,20 +49,6 @@ def _compiled(path: Path, kind: str, guidance: float | None, calibration: str | 
     return CompiledModel(load_source(path, condition_inputs=(name,)), target, options, seed=3, quantise=quantise)
 
 
-def _bundle_twin_samples(model: CompiledModel, noise: np.ndarray, conditions: dict) -> np.ndarray:
-    """The bundle twin's final samples for these conditions, noise-free (as ``admc simulate`` drives them)."""
-    effects = nonidealities_of(model.bundle)
-    effects = replace(effects, read_noise=replace(effects.read_noise, enabled=False))
-    calibration = model.compiled.calibration
-    if calibration is not None:
-        from admc.targets.aoc.measured_device import measured_nonidealities
-
-        effects = replace(measured_nonidealities(calibration, effects), read_noise=effects.read_noise)
-    twin = AocTwin(model.bundle, effects, calibration=calibration, seed=3, switch_on_calibrated=False)
-    drive = run_conditions(model.bundle, len(noise), conditions).drive(twin.program)
-    return twin.run(noise, extra_drive=drive).trajectory[-1]
-
-
 @pytest.mark.parametrize(("kind", "guidance", "calibration"), [
     ("embedding", 3.0, None), ("embedding", 3.0, "hw48"), ("concat", 2.0, None), ("dense", None, None)])
 def test_a_conditional_program_runs_as_the_bundle_twin(tmp_path, kind, guidance, calibration):
@@ -72,7 +57,7 @@ def test_a_conditional_program_runs_as_the_bundle_twin(tmp_path, kind, guidance,
         assert model.compiled.condition_interface.parts
         noise = np.random.default_rng(0).standard_normal((8, 2))
         conditions = {INPUT_NAMES[kind][2]: example_condition(kind, 8).numpy()}
-        twin = _bundle_twin_samples(model, noise, conditions)
+        twin = bundle_twin_samples(model, noise, conditions)
         assert np.abs(model.samples(noise, conditions=conditions) - twin).max() <= EXACT
         # The conditions matter: another class gives other samples.
         other = {name: np.roll(value, 1, axis=0) for name, value in conditions.items()}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_twin import bundle_twin_samples
 from gradient_check import worst_gradient_error
 
 from admc.compiler.build_options import BuildOptions, target_machine
@@ -20,7 +21,6 @@ from admc.compiler.driver import SourceModel, compile_source, load_source
 from admc.core.errors import AdmcError
 from admc.finetuning.compiled_model import CompiledModel
 from admc.finetuning.program_torch import ProgramMap
-from admc.targets.aoc.twin import AocTwin, nonidealities_of
 from admc.targets.loader import load_target
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -37,25 +37,12 @@ def _compiled(model: Path, calibration: str | None = None, steps: int = 4, quant
     return CompiledModel(load_source(model), target, options, seed=3, quantise=quantise)
 
 
-def _bundle_twin_samples(model: CompiledModel, noise: np.ndarray) -> np.ndarray:
-    """The bundle twin's final samples, noise-free (every other effect as the build's target, or measured)."""
-    effects = nonidealities_of(model.bundle)
-    effects = replace(effects, read_noise=replace(effects.read_noise, enabled=False))
-    calibration = model.compiled.calibration
-    if calibration is not None:
-        from admc.targets.aoc.measured_device import measured_nonidealities
-
-        effects = replace(measured_nonidealities(calibration, effects), read_noise=effects.read_noise)
-    twin = AocTwin(model.bundle, effects, calibration=calibration, seed=3, switch_on_calibrated=False)
-    return twin.run(noise).trajectory[-1]
-
-
 @pytest.mark.parametrize("calibration", [None, "hw48"])
 def test_two_moons_runs_as_the_bundle_twin(calibration):
     model = _compiled(EXAMPLES / "two_moons.pt2", calibration, steps=2)
     try:
         noise = np.random.default_rng(0).standard_normal((16, 2))
-        difference = np.abs(model.samples(noise) - _bundle_twin_samples(model, noise)).max()
+        difference = np.abs(model.samples(noise) - bundle_twin_samples(model, noise)).max()
         assert difference <= EXACT
     finally:
         model.close()
@@ -68,7 +55,7 @@ def test_standard_mlp_and_time_embedding_run_as_the_bundle_twin(tmp_path, module
     try:
         assert model.compiled.program.layout == "folded-input"
         noise = np.random.default_rng(1).standard_normal((8, 2))
-        assert np.abs(model.samples(noise) - _bundle_twin_samples(model, noise)).max() <= EXACT
+        assert np.abs(model.samples(noise) - bundle_twin_samples(model, noise)).max() <= EXACT
     finally:
         model.close()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_twin import bundle_twin_samples
 from gradient_check import worst_gradient_error
 
 import admc
@@ -22,7 +23,6 @@ from admc.core.errors import AdmcError
 from admc.finetuning.compiled_model import CompiledModel
 from admc.finetuning.flow_matching import draw, loss_of, with_reference
 from admc.finetuning.objectives import OBJECTIVES, SAMPLES
-from admc.targets.aoc.twin import AocTwin, nonidealities_of
 from admc.targets.loader import load_target
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -54,10 +54,8 @@ def test_the_loss_is_the_bundle_twins_error_against_the_reference(tmp_path, modu
         draws = _draws(model, 8, 0)
         with torch.no_grad():
             loss = float(loss_of(model, draws, "program", 0, SAMPLES))
-        effects = nonidealities_of(model.bundle)
-        effects = replace(effects, read_noise=replace(effects.read_noise, enabled=False))
         noise = draws.noise.numpy()
-        twin = AocTwin(model.bundle, effects, seed=3, switch_on_calibrated=False).run(noise).trajectory[-1]
+        twin = bundle_twin_samples(model, noise)
         ideal = admc.reference(path, noise, solver=model.compiled.schedule.solver, steps=STEPS)
         assert abs(loss - float(np.mean((twin - ideal) ** 2))) <= 1e-10
         assert loss > 1e-8  # the machine does differ from the source: the check is not vacuous
@@ -100,7 +98,7 @@ def test_the_command_writes_a_model_admc_build_takes(tmp_path, capsys):
 
 def test_a_guided_conditional_loss_is_the_bundle_twins_error_against_the_guided_reference(tmp_path):
     """Each sample's condition drives both the twin and the reference, guided at the build's W."""
-    from test_finetune_conditional import INPUT_NAMES, NULL, _bundle_twin_samples, _compiled, _export
+    from test_finetune_conditional import INPUT_NAMES, NULL, _compiled, _export
     from test_finetune_conditional import example_condition as condition_of
 
     path = _export("embedding", tmp_path)
@@ -115,7 +113,7 @@ def test_a_guided_conditional_loss_is_the_bundle_twins_error_against_the_guided_
             name: torch.as_tensor(conditions[name])}))
         with torch.no_grad():
             loss = float(loss_of(model, draws, "program", 0, SAMPLES))
-        twin = _bundle_twin_samples(model, noise, conditions)
+        twin = bundle_twin_samples(model, noise, conditions)
         ideal = admc.reference(path, noise, solver=model.compiled.schedule.solver, steps=2, conditions=conditions,
                                guidance=3.0, null_conditions=[f"{name}={NULL['embedding']}"])
         assert abs(loss - float(np.mean((twin - ideal) ** 2))) <= 1e-10
