@@ -89,3 +89,26 @@ def test_the_teacher_objective_brings_the_machine_towards_the_source(files, tmp_
     before, after = result.program.holdout_loss[0][1], result.program.holdout_loss[-1][1]
     assert 0.0 < after < before
     assert result.control.steps == result.program.steps
+
+
+def test_the_schedule_given_is_the_one_fine_tuned(files, tmp_path, monkeypatch):
+    # The tuned model is for the build the user makes: --solver/--steps reach every compile of the fit.
+    from admc.finetuning import compiled_model
+
+    schedules = []
+    original = compiled_model.compile_source
+
+    def recording(source, target, options, *arguments, **keywords):
+        compiled = original(source, target, options, *arguments, **keywords)
+        schedules.append((compiled.schedule.solver, len(compiled.schedule.steps)))
+        return compiled
+
+    monkeypatch.setattr(compiled_model, "compile_source", recording)
+    assert _finetune(files, "model.onnx", tmp_path / "tuned.onnx", "--solver", "cn", "--steps", "4") == 0
+    assert schedules and set(schedules) == {("crank-nicolson", 4)}
+
+
+def test_an_unknown_solver_exits_2_and_writes_nothing(files, tmp_path, capsys):
+    assert _finetune(files, "model.onnx", tmp_path / "tuned.onnx", "--solver", "nope") == 2
+    assert "unknown solver 'nope'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -25,14 +25,18 @@ def finetune(model: str | os.PathLike, data: str | os.PathLike | np.ndarray, out
              max_steps: int = 200, seed: int = 0, objective: str = FLOW_MATCHING, workers: int = 1,
              address: str | None = None, rebuild: bool = True,
              conditions: Mapping[str, str | os.PathLike | np.ndarray] | None = None, guidance: float | None = None,
-             null_conditions: Mapping[str, Any] | Sequence[str] | None = None) -> FinetuneResult:
+             null_conditions: Mapping[str, Any] | Sequence[str] | None = None, solver: str | None = None,
+             steps: int = 16, fp_iterations: int | None = None) -> FinetuneResult:
     """Fine-tune ``model`` for ``target`` (and the measured machine ``calibration``: ``"hw48"``, ``"hw16"`` or a
     file) on ``data`` and write the tuned model at ``output``; ``objective`` ``"flow-matching"`` (the data's
     x₁ − x₀) or ``"teacher"`` (the source model's own velocity at the same states); ``workers`` > 1 or a Ray
     cluster's ``address``: each step's gradient computed data-parallel on Ray; ``rebuild`` False: select through
     the structure compiled for the source instead of recompiling at each evaluation; a conditional model's
     ``conditions`` (input name → one value per sample of ``data``: an array or ``.npy`` file) and its build's
-    ``guidance`` W and ``null_conditions`` (``{"label": 8}``) as for ``admc.build``; see docs/finetune.md."""
+    ``guidance`` W and ``null_conditions`` (``{"label": 8}``) as for ``admc.build``; ``solver``, ``steps`` and
+    ``fp_iterations``: the build's schedule, as for ``admc.build`` (fine-tune the structure you will build); see
+    docs/finetune.md."""
     return run_finetune(model, data, output, target, calibration=calibration, max_steps=max_steps, seed=seed,
                         objective=objective, workers=workers, address=address, rebuild=rebuild,
-                        conditions=conditions, guidance=guidance, null_conditions=null_conditions)
+                        conditions=conditions, guidance=guidance, null_conditions=null_conditions,
+                        solver=solver, steps=steps, fp_iterations=fp_iterations)

@@ -44,17 +44,8 @@ def _require_run_memory(batch: int, steps: int, channels: int, repeats: int = 1,
 
 
 def _grid_arguments(parser: argparse.ArgumentParser) -> None:
-    from admc.passes.solvers import SOLVER_ALIASES, SOLVERS
-
-    parser.add_argument("--solver", default=None,
-                        help=f"{' | '.join(SOLVERS)} (aliases: {', '.join(SOLVER_ALIASES)}; default: the "
-                             "target's; implicit-euler for the reference)")
-    parser.add_argument("--steps", type=option.STEPS, default=16, metavar="T",
-                        help="uniform grid t_n = n/T (default 16)")
+    option.schedule_arguments(parser, "the target's; implicit-euler for the reference")
     parser.add_argument("--grid", metavar="FILE", help="a .npy or .txt file of time points (overrides --steps)")
-    parser.add_argument("--fp-iterations", type=option.FP_ITERATIONS, metavar="N",
-                        help="fixed-point iterations per implicit step, the "
-                        "explicit-Euler warm start counted as the first")
     parser.add_argument("--time-input", metavar="NAME",
                         help="name of the model's time input, when admc cannot tell which input is t")
 

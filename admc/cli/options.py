@@ -151,3 +151,16 @@ def input_file(text: str) -> str:
     if not text:
         raise ArgumentError("expected a file name, got ''")
     return text
+
+
+def schedule_arguments(parser, solver_default: str = "the target's") -> None:
+    """``--solver``, ``--steps`` and ``--fp-iterations``: the schedule a build compiles (``admc build`` and
+    ``admc reference``, and ``admc finetune``, whose fitted structure must be the one the user builds)."""
+    from admc.passes.solvers import SOLVER_ALIASES, SOLVERS
+
+    parser.add_argument("--solver", default=None,
+                        help=f"{' | '.join(SOLVERS)} (aliases: {', '.join(SOLVER_ALIASES)}; default: {solver_default})")
+    parser.add_argument("--steps", type=STEPS, default=16, metavar="T", help="uniform grid t_n = n/T (default 16)")
+    parser.add_argument("--fp-iterations", type=FP_ITERATIONS, metavar="N",
+                        help="fixed-point iterations per implicit step, the explicit-Euler warm start counted as the "
+                             "first")

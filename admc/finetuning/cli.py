@@ -33,6 +33,8 @@ def add_parser(commands) -> None:
                           help="fine-tune the program built with classifier-free guidance W, as build --guidance")
     finetune.add_argument("--null-condition", action="append", metavar="NAME=VALUE",
                           help="the unconditional input for --guidance (a class index or 'zeros'); repeatable")
+    # The structure fine-tuned must be the one the user builds: the same schedule options as admc build.
+    option.schedule_arguments(finetune)
     finetune.add_argument("-o", "--output", required=True, type=option.output_file, metavar="TUNED.onnx|.pt2",
                           help="where to write the tuned model (the source's format)")
     finetune.add_argument("--max-steps", type=option.FINETUNE_STEPS, default=200, metavar="N",
@@ -73,7 +75,8 @@ def command_finetune(arguments: argparse.Namespace) -> int:
         result = finetune(arguments.model, arguments.data, arguments.output, arguments.target,
                           conditions=conditions or None, guidance=arguments.guidance,
                           null_conditions=arguments.null_condition,
-                          calibration=arguments.calibration, max_steps=arguments.max_steps, seed=arguments.seed,
+                          calibration=arguments.calibration, solver=arguments.solver, steps=arguments.steps,
+                          fp_iterations=arguments.fp_iterations, max_steps=arguments.max_steps, seed=arguments.seed,
                           objective=arguments.objective, workers=arguments.workers, address=arguments.address,
                           rebuild=not arguments.no_rebuild, progress=progress.update)
     for name, fitted in (("program", result.program), ("control", result.control)):

@@ -118,10 +118,12 @@ def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Pat
              control: bool = True, workers: int = 1, address: str | None = None, rebuild: bool = True,
              conditions: Mapping[str, str | Path | np.ndarray] | None = None, guidance: float | None = None,
              null_conditions: Mapping[str, object] | Sequence[str] | None = None,
+             solver: str | None = None, steps: int = 16, fp_iterations: int | None = None,
              progress: Callable[[str, int, int, float, float], None] | None = None) -> FinetuneResult:
     """See the module docstring; ``progress(phase, step, max_steps, loss, best held-out)`` after each step.
     ``conditions``: a conditional model's condition per sample of ``data`` (input name → ``.npy`` path or array);
-    ``guidance`` W and ``null_conditions`` as for ``admc.build``."""
+    ``guidance`` W and ``null_conditions`` as for ``admc.build``; ``solver``, ``steps`` and ``fp_iterations``:
+    the schedule of the build fine-tuned through (as ``admc build``; the tuned model is for that build)."""
     model, output = Path(model), Path(output)
     check_output(model, output)
     if not output.parent.is_dir():
@@ -132,7 +134,7 @@ def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Pat
     where = data if not isinstance(data, np.ndarray) else "data"
     source, given = load_conditioned(model, conditions, samples.shape[0], str(where))
     build = {"condition_inputs": source.graph.condition_inputs, "guidance": guidance,
-             "null_conditions": null_conditions}
+             "null_conditions": null_conditions, "solver": solver, "steps": steps, "fp_iterations": fp_iterations}
     options = replace(BuildOptions(), **build, calibration=target_machine(description, calibration))
     dimension = next(entry.shape[1] for entry in source.graph.inputs if entry.name == source.graph.state_input)
     if samples.ndim != 2 or samples.shape[1] != dimension or samples.shape[0] < 2:
