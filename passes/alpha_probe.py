@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from admc.runtime.executor import DIVERGENCE_BOUND, STALL_WINDOW, IdealExecutor, first_settled
+from admc.runtime.executor import DIVERGENCE_BOUND, IdealExecutor, first_settled
 
 PATIENCE = 4.0
 PATIENCE_SLACK = 2
@@ -58,14 +58,11 @@ def record_probes(program, schedule, noise: np.ndarray, attempts, tolerance: flo
     """The probe run of the first α table ``attempts`` make (each called only if the ones before did not
     settle) whose loops settle; None when none does. ``float32_products``: the executor's (see
     ``admc.runtime.executor.float32_products_for``)."""
-    attempts = tuple(attempts)
-
-    def run(make) -> ProbeRecorder:
-        # An attempt with a fallback after it gives up on a stalled loop (its probes would be the fallback's:
-        # fixed points do not depend on α).
+    def run(make, stall_window: int | None) -> ProbeRecorder:
+        # A stalled attempt with a fallback after it is given up: its probes would be the fallback's (fixed
+        # points do not depend on α).
         attempt = ProbeRecorder(program, make(), tolerance=tolerance, max_iterations=max_iterations,
-                                float32_products=float32_products,
-                                stall_window=None if make is attempts[-1] else STALL_WINDOW)
+                                float32_products=float32_products, stall_window=stall_window)
         attempt.run(schedule, noise)
         return attempt
 

@@ -46,7 +46,7 @@ from admc.passes.alpha_cycle import BlockCycle, block_cycle
 from admc.passes.alpha_probe import PhaseProbe, adopted_probes, record_probes
 from admc.passes.alpha_problem import Linearisation, solve_global
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
-from admc.runtime.executor import STALL_WINDOW, IdealExecutor, first_settled, float32_products_for, stored_weights
+from admc.runtime.executor import IdealExecutor, first_settled, float32_products_for, stored_weights
 
 MODES = ("auto", "global", "min")
 LINEARISATION_SAMPLES = 8  # fewer on large programs: LINEARISATION_WORK channel-samples at most
@@ -194,10 +194,10 @@ def settling_alpha(program: BlockProgram, schedule: Schedule, capabilities: Alph
     tables = settling_tables(program, schedule, capabilities, lower, upper, matrices)
     if not closed_phases(schedule):
         return tables[0]
-    found = first_settled(tables, lambda table: IdealExecutor(
+    found = first_settled(tables, lambda table, stall_window: IdealExecutor(
         program, table, tolerance=LINEARISATION_TOLERANCE, max_iterations=LINEARISATION_MAX_ITERATIONS,
         float32_products=float32_products_for(program, LINEARISATION_TOLERANCE),
-        stall_window=None if table is tables[-1] else STALL_WINDOW).run(schedule, noise))
+        stall_window=stall_window).run(schedule, noise))
     return tables[-1] if found is None else found[0]
 
 

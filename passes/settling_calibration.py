@@ -22,7 +22,7 @@ from admc.ir.program import BlockProgram, Schedule
 from admc.passes.alpha_probe import ProbeRecorder
 from admc.passes.alpha_selection import LINEARISATION_MAX_ITERATIONS, AlphaCapabilities, settling_tables
 from admc.passes.state_scaling import CalibrationPeaks, calibration_run, calibration_samples
-from admc.runtime.executor import STALL_WINDOW, first_settled
+from admc.runtime.executor import first_settled
 
 
 def settle_and_calibrate(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities,
@@ -30,9 +30,9 @@ def settle_and_calibrate(program: BlockProgram, schedule: Schedule, capabilities
     """The settling α table and the calibration peaks measured with it (None when no table settles)."""
     samples = calibration_samples(program)
     tables = settling_tables(program, schedule, capabilities)
-    found = first_settled(tables, lambda table: calibration_run(
+    found = first_settled(tables, lambda table, stall_window: calibration_run(
         program, schedule, table, samples=samples, extra_drive=drive, max_iterations=LINEARISATION_MAX_ITERATIONS,
-        executor_type=ProbeRecorder, stall_window=None if table is tables[-1] else STALL_WINDOW))
+        executor_type=ProbeRecorder, stall_window=stall_window))
     if found is None:
         return tables[-1], None
     table, run = found

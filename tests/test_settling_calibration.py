@@ -135,3 +135,19 @@ def test_a_stalled_trial_is_given_up_early_and_a_settling_one_is_untouched() -> 
     watched = IdealExecutor(program, good, tolerance=1e-10, stall_window=50).run(schedule, noise)
     plain = IdealExecutor(program, good, tolerance=1e-10).run(schedule, noise)
     assert np.array_equal(watched.trajectory, plain.trajectory) and watched.iterations == plain.iterations
+
+
+def test_only_candidates_with_a_fallback_get_the_stall_window() -> None:
+    from admc.runtime.executor import STALL_WINDOW, first_settled
+
+    calls = []
+
+    def run(candidate, stall_window):
+        calls.append((candidate, stall_window))
+        if candidate != "last":
+            raise ConvergenceError("does not settle")
+        return "ran"
+
+    assert first_settled(iter(["first", "second", "last"]), run) == ("last", "ran")
+    assert calls == [("first", STALL_WINDOW), ("second", STALL_WINDOW), ("last", None)]
+    assert first_settled(["first"], lambda candidate, stall_window: stall_window) == ("first", None)

@@ -358,11 +358,14 @@ def run_ideal(program: BlockProgram, schedule: Schedule, alpha: np.ndarray | Non
 
 
 def first_settled(candidates: Iterable, run: Callable) -> tuple | None:
-    """The first of ``candidates`` whose ``run`` does not raise ``ConvergenceError`` (its loops settle), with what
-    the run returned; None when none does. Candidates after it are not run."""
-    for candidate in candidates:
+    """The first of ``candidates`` whose ``run(candidate, stall_window)`` does not raise ``ConvergenceError`` (its
+    loops settle), with what the run returned; None when none does. Candidates after it are not run. Every
+    candidate but the last is run with ``STALL_WINDOW`` (its executor's ``stall_window``): a stalled loop there
+    is given up at once, as the next candidate is tried anyway; the last runs to its limit."""
+    candidates = list(candidates)
+    for position, candidate in enumerate(candidates):
         try:
-            return candidate, run(candidate)
+            return candidate, run(candidate, STALL_WINDOW if position < len(candidates) - 1 else None)
         except ConvergenceError:
             continue
     return None
