@@ -112,11 +112,11 @@ def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.
     by_groups = per_sample and group > 0 and samples >= 2 * group
     best = np.inf
     saved_alpha = executor.alpha
+    executor.alpha = np.repeat(candidates, samples, axis=0)
     try:
         iteration = 0
         while iteration < limit:
             iteration += 1
-            executor.alpha = np.repeat(candidates[active], samples, axis=0)
             updated = executor._apply(probe.compiled, state, drive)
             magnitude = np.abs(updated).max(axis=1)
             change = np.abs(updated - state).max(axis=1) / np.maximum(1.0, magnitude)
@@ -142,8 +142,12 @@ def probe_iterations(executor: IdealExecutor, probe: PhaseProbe, candidates: np.
             keep = ~settled & np.isfinite(worst) & (peak <= DIVERGENCE_BOUND)
             if not np.any(keep):
                 break
-            rows = np.repeat(keep, samples)
-            active, state, drive = active[keep], updated[rows], drive[rows]
+            if not np.all(keep):  # the batch shrinks only when a candidate leaves it
+                rows = np.repeat(keep, samples)
+                active, state, drive = active[keep], updated[rows], drive[rows]
+                executor.alpha = executor.alpha[rows]
+            else:
+                state = updated
     finally:
         executor.alpha = saved_alpha
     if per_sample:

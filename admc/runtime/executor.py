@@ -131,9 +131,9 @@ class IdealExecutor:
         self.record_settling = record_settling
         self.record_residuals = record_residuals
         # (channels, activation or None for a linear group, gain): resolved once, not on every iteration.
-        self.activations = [(slice(group.offset, group.stop),
-                             group.activation if is_activation(group.activation) else None, group.sigma_gain)
-                            for group in program.groups]
+        self.activations = activation_runs(program)
+        whole = len(self.activations) == 1 and self.activations[0][0] == slice(0, program.size)
+        self._single_run = self.activations[0][1:] if whole else None
         self.held = [(slice(group.offset, group.stop), group.voltage_scale)
                      for group in program.groups if group.held]
         self._select_alpha(self.alpha)
@@ -164,6 +164,13 @@ class IdealExecutor:
         return self._cache[phase]
 
     def _activated(self, state: np.ndarray) -> np.ndarray:
+        """σ(gain · state) on the activated channels, gain · state on linear ones; a new array."""
+        if self._single_run is not None:  # every channel one activation and gain: one call, no copy
+            activation, gain = self._single_run
+            scaled = state if gain == 1.0 else gain * state
+            if activation is None:
+                return state.copy() if scaled is state else scaled
+            return activate(activation, scaled)
         activated = state.copy()
         for channels, activation, gain in self.activations:
             if activation is not None:
@@ -306,6 +313,20 @@ class IdealExecutor:
             x, state = self.run_step(step, phases, x, state, result)
             result.trajectory[step + 1] = x
         return result
+
+
+def activation_runs(program: BlockProgram) -> list[tuple[slice, str | None, float]]:
+    """(channels, activation or None for linear, σ gain) per run of adjacent groups that share activation and
+    gain: σ applied run by run gives the same values as group by group, in fewer numpy calls (on the smallest
+    programs those calls, not the arithmetic, are an iteration's cost)."""
+    runs: list[tuple[slice, str | None, float]] = []
+    for group in sorted(program.groups, key=lambda group: group.offset):
+        activation = group.activation if is_activation(group.activation) else None
+        if runs and runs[-1][0].stop == group.offset and runs[-1][1:] == (activation, group.sigma_gain):
+            runs[-1] = (slice(runs[-1][0].start, group.stop), activation, group.sigma_gain)
+        else:
+            runs.append((slice(group.offset, group.stop), activation, group.sigma_gain))
+    return runs
 
 
 def _relative_change(updated: np.ndarray, previous: np.ndarray) -> float:
