@@ -77,7 +77,8 @@ class Placement:
         except ValueError:
             raise AdmcError(f"tile refers to block '{tile.block}', which is not among the placed blocks") from None
 
-    def to_dict(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """Everything but the tiles (a manifest's record: ``asdict`` of 15,000 tiles at 36M weights took 1.7 s)."""
         return {
             "layout": self.layout,
             "solver": self.solver,
@@ -85,8 +86,10 @@ class Placement:
             "modules_used": self.modules_used,
             "lower_bound": self.lower_bound,
             "tile_lower_bound": self.tile_lower_bound,
-            "tiles": [asdict(tile) for tile in self.tiles],
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary(), "tiles": [asdict(tile) for tile in self.tiles]}
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Placement:

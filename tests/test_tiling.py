@@ -417,3 +417,17 @@ def test_full_tiles_take_one_bin_each_and_leave_the_rest_packed_alone(seed: int)
     rest = [item for item in items if item != (ports, ports)]
     alone = sum(item == (ports, ports) for item in items) + max(pack_first_fit_decreasing(rest, ports), default=-1) + 1
     assert together == alone
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_runs_of_equal_tiles_are_placed_as_the_plain_algorithm_places_them_one_by_one(seed: int) -> None:
+    # A large network's partial tiles are long runs of a few shapes (edge strips), which the packer places a run
+    # at a time: a bin takes as many of the run as fit. Few shapes on small modules make many such runs, and
+    # bins that a run fills on one side or leaves with room for the next shape.
+    generator = random.Random(seed)
+    ports = generator.choice((4, 6, 9, 48))
+    shapes = [(generator.randint(1, ports), generator.randint(1, ports)) for _ in range(generator.randint(1, 4))]
+    items = [shape for shape in shapes for _ in range(generator.randint(0, 90))]
+    if seed % 2:
+        generator.shuffle(items)
+    assert pack_first_fit_decreasing(items, ports) == _plain_first_fit_decreasing(items, ports)

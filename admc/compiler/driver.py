@@ -31,6 +31,7 @@ from admc.compiler.packing import pack_for_target
 from admc.compiler.pass_checks import Probe, canonical_check, guidance_check, lowering_check, pack_check
 from admc.compiler.sections import bundle_contents
 from admc.core.errors import AdmcError
+from admc.core.retained_heap import retained_heap
 from admc.core.schedule import time_grid
 from admc.frontends.model_file import open_model
 from admc.frontends.signature import Signature, identify_signature
@@ -203,7 +204,7 @@ def compile_source(source: SourceModel, target: Any, options: BuildOptions | Non
     BLAS runs on one thread throughout: the passes' products are small batches (8-256 samples) and small dense
     factorisations, which threads barely speed up, and on a busy machine OpenBLAS's spinning threads made the
     calibration runs of a 3.9M-weight build 8× slower (47 s against 6 s, benchmarks/scaling.py)."""
-    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"), retained_heap():
         return _compile_source(source, target, options, passes)
 
 
@@ -275,5 +276,6 @@ def build(model: str | Path | torch.nn.Module, output: str | Path, target: str |
     target_description = load_target(target)
     # A calibration file is read (and refused) before the model is.
     settings = replace(settings, calibration=target_machine(target_description, settings.calibration))
-    source = load_source(model, settings.example_inputs, settings.time_input, settings.condition_inputs)
-    return emit_bundle(compile_source(source, target_description, settings, passes), output)
+    with retained_heap():  # the import's freed buffers serve the first passes (compile_source's scope nests)
+        source = load_source(model, settings.example_inputs, settings.time_input, settings.condition_inputs)
+        return emit_bundle(compile_source(source, target_description, settings, passes), output)

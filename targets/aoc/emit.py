@@ -154,7 +154,7 @@ def aoc_section(target, scaled, alpha, placement, routing, beta, image_sets, hea
         "grey": sets[0].get("grey"),
         "transmission": sets[0].get("transmission"),
         "tiles": tiles,
-        "placement": {key: value for key, value in placement.to_dict().items() if key != "tiles"},
+        "placement": placement.summary(),
         "headroom": headroom,
         "weight_error": weight_errors,
         "summary": summary,

@@ -135,7 +135,7 @@ def attach_rram_program(compiled, intended, realised, report, placement, routing
         "adc": {"bits": target.periphery.adc_bits, "range": adc_range},
         "routing": "rram/routing.json",
         "tiles": tiles,
-        "placement": {key: value for key, value in placement.to_dict().items() if key != "tiles"},
+        "placement": placement.summary(),
         "periphery": periphery,
         "timing": time_scale.to_dict(),
         "weight_error": errors,
