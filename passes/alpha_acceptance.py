@@ -1,7 +1,9 @@
 """Acceptance of an α choice: its closed loops settle on fresh seeded samples, or the build is refused.
 
 Requires: the program, its schedule, the α table chosen and the target's settle tolerance. Guarantees:
-``settle_on_fresh_samples`` runs ``ACCEPTANCE_SAMPLES`` samples drawn with ``ACCEPTANCE_SEED`` (not the samples
+``settle_on_fresh_samples`` runs ``ACCEPTANCE_SAMPLES`` samples drawn with ``ACCEPTANCE_SEED`` (and, for a
+conditional program, conditions drawn with ``conditions(program, samples, ACCEPTANCE_SEED)``: the loops the machine
+runs always carry a condition) (not the samples
 α was chosen on, seed 7, nor the loop budget's, seed 1) through the whole schedule with the executor's own
 arithmetic and returns the iterations of every phase, or the executor's ``ConvergenceError`` (which names the
 step and phase) when a loop does not settle within ``ACCEPTANCE_LIMIT`` iterations or diverges; the first
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +27,9 @@ from admc.core.schedule import time_grid
 from admc.ir.program import BlockProgram, Schedule, tabulate_static_injection
 from admc.passes.step_phases import build_schedule
 from admc.runtime.executor import IdealExecutor, float32_products_for
+
+if TYPE_CHECKING:
+    from admc.runtime.conditioning import ConditionDraw
 
 # Samples: as many as ACCEPTANCE_WORK channel-samples allow, between these (the run is one vectorised batch;
 # a rare sample whose loop never settles — 1 in 64 on some random programs — needs hundreds to be seen: 512
@@ -54,8 +60,8 @@ class Acceptance:
                 "largest_iterations": max(self.iterations, default=0), "failure": self.failure}
 
 
-def settle_on_fresh_samples(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float
-                            ) -> Acceptance:
+def settle_on_fresh_samples(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float,
+                            conditions: ConditionDraw | None = None) -> Acceptance:
     """Every closed loop settles within ACCEPTANCE_LIMIT / SETTLE_MARGIN iterations on fresh samples."""
     samples = int(np.clip(ACCEPTANCE_WORK // max(program.size, 1), *ACCEPTANCE_SAMPLES))
     noise = np.random.default_rng(ACCEPTANCE_SEED).standard_normal((samples, program.state_dimension))
@@ -63,14 +69,20 @@ def settle_on_fresh_samples(program: BlockProgram, schedule: Schedule, alpha: np
     # samples that costs a thirtieth of the whole batch (the T_min search refuses several grids in a row). A
     # choice they accept runs on the whole batch, unchanged.
     screen = ACCEPTANCE_SAMPLES[0]
+    drive = None if conditions is None else conditions(program, samples, ACCEPTANCE_SEED)
     for batch in ((noise[:screen], noise) if samples > screen else (noise,)):
         executor = IdealExecutor(program, alpha, tolerance=tolerance, max_iterations=ACCEPTANCE_LIMIT // SETTLE_MARGIN,
                                  float32_products=float32_products_for(program, tolerance))
         try:
-            result = executor.run(schedule, batch)
+            result = executor.run(schedule, batch, _first_rows(drive, len(batch)))
         except ConvergenceError as error:
             return Acceptance(len(batch), ACCEPTANCE_SEED, False, [], str(error))
     return Acceptance(samples, ACCEPTANCE_SEED, True, [count for step in result.iterations for count in step])
+
+
+def _first_rows(drive, rows: int):
+    """The drive of the first ``rows`` samples (the screen's conditions are the whole batch's first ones)."""
+    return None if drive is None else (lambda phase: drive(phase)[:rows])
 
 
 def uniform_variant(program: BlockProgram, schedule: Schedule, steps: int) -> tuple[BlockProgram, Schedule]:

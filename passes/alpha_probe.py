@@ -54,16 +54,16 @@ class ProbeRecorder(IdealExecutor):
 
 
 def record_probes(program, schedule, noise: np.ndarray, attempts, tolerance: float, max_iterations: int,
-                  float32_products: bool = False) -> ProbeRecorder | None:
+                  float32_products: bool = False, drive=None) -> ProbeRecorder | None:
     """The probe run of the first α table ``attempts`` make (each called only if the ones before did not
     settle) whose loops settle; None when none does. ``float32_products``: the executor's (see
-    ``admc.runtime.executor.float32_products_for``)."""
+    ``admc.runtime.executor.float32_products_for``); ``drive``: a conditional program's per-sample drive."""
     def run(make, stall_window: int | None) -> ProbeRecorder:
         # A stalled attempt with a fallback after it is given up: its probes would be the fallback's (fixed
         # points do not depend on α).
         attempt = ProbeRecorder(program, make(), tolerance=tolerance, max_iterations=max_iterations,
                                 float32_products=float32_products, stall_window=stall_window)
-        attempt.run(schedule, noise)
+        attempt.run(schedule, noise, drive)
         return attempt
 
     found = first_settled(attempts, run)

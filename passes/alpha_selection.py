@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -47,6 +48,9 @@ from admc.passes.alpha_probe import PhaseProbe, adopted_probes, record_probes
 from admc.passes.alpha_problem import Linearisation, solve_global
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
 from admc.runtime.executor import IdealExecutor, first_settled, float32_products_for, stored_weights
+
+if TYPE_CHECKING:
+    from admc.runtime.conditioning import ConditionDraw
 
 MODES = ("auto", "global", "min")
 LINEARISATION_SAMPLES = 8  # fewer on large programs: LINEARISATION_WORK channel-samples at most
@@ -232,20 +236,24 @@ def settling_tables(program: BlockProgram, schedule: Schedule, capabilities: Alp
 
 def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str = "auto",
                  row_peaks: np.ndarray | None = None, beta_max: float | None = None,
-                 force: bool = False, calibration_probes: list[PhaseProbe] | None = None) -> AlphaSelection:
+                 force: bool = False, calibration_probes: list[PhaseProbe] | None = None,
+                 conditions: ConditionDraw | None = None) -> AlphaSelection:
     """``calibration_probes``: the closed loops of a settled run of ``program`` on this schedule already made (a
     calibration run's ``ProbeRecorder``, in ``program``'s units), used instead of a probe run of its own when it
-    holds enough samples."""
+    holds enough samples. ``conditions``: a conditional program's conditions for the pass's own runs (its probes
+    and the acceptance), drawn with each run's seed."""
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
-        selection = _choose(program, schedule, capabilities, mode, row_peaks, beta_max, calibration_probes)
+        selection = _choose(program, schedule, capabilities, mode, row_peaks, beta_max, calibration_probes,
+                            conditions)
         if selection.acceptance is not None and not selection.acceptance.settled and not force:
-            _refuse(program, schedule, capabilities, mode, row_peaks, beta_max, selection)
+            _refuse(program, schedule, capabilities, mode, row_peaks, beta_max, selection, conditions)
         return selection
 
 
 def _choose(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str,
             row_peaks: np.ndarray | None, beta_max: float | None,
-            calibration_probes: list[PhaseProbe] | None = None) -> AlphaSelection:
+            calibration_probes: list[PhaseProbe] | None = None, conditions: ConditionDraw | None = None
+            ) -> AlphaSelection:
     """The selection and its acceptance on fresh samples (not yet refused)."""
     size = program.size
     lower, upper = bounds(size, capabilities, row_peaks, beta_max)
@@ -261,16 +269,17 @@ def _choose(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
         selection = AlphaSelection(_alpha_table(schedule, size, capabilities.per_phase,
                                                 {row: upper for _, _, row in closed}), "min")
     else:
-        selection = _search(program, schedule, capabilities, mode, closed, lower, upper, calibration_probes)
+        selection = _search(program, schedule, capabilities, mode, closed, lower, upper, calibration_probes,
+                            conditions)
     if closed:
         selection.acceptance = settle_on_fresh_samples(program, schedule, selection.alpha,
-                                                       capabilities.settle_tolerance)
+                                                       capabilities.settle_tolerance, conditions)
     return selection
 
 
 def _search(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str, closed,
-            lower: np.ndarray, upper: np.ndarray, calibration_probes: list[PhaseProbe] | None = None
-            ) -> AlphaSelection:
+            lower: np.ndarray, upper: np.ndarray, calibration_probes: list[PhaseProbe] | None = None,
+            conditions: ConditionDraw | None = None) -> AlphaSelection:
     size = program.size
     flat = [phase for phases in schedule.steps for phase in phases]
     rows = [row for _, _, row in closed]
@@ -291,7 +300,8 @@ def _search(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
     else:
         recorder = record_probes(program, schedule, noise, (
             lambda: minimum, lambda: settling_alpha(program, schedule, capabilities, lower, upper, matrices)),
-            LINEARISATION_TOLERANCE, LINEARISATION_MAX_ITERATIONS, float32)
+            LINEARISATION_TOLERANCE, LINEARISATION_MAX_ITERATIONS, float32,
+            None if conditions is None else conditions(program, recorded, LINEARISATION_SEED))
         probes = {} if recorder is None else dict(zip(rows, recorder.probes, strict=True))
     zero_state = slope_bounds(program)[None, :]
     linearisations = {row: Linearisation(matrices[row], slopes(program, probes[row].fixed_point[:samples])
@@ -339,10 +349,11 @@ def _summarise(summary: dict, choice: GroupChoice, chosen: str) -> None:
 
 
 def _refuse(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str,
-            row_peaks: np.ndarray | None, beta_max: float | None, selection: AlphaSelection) -> None:
+            row_peaks: np.ndarray | None, beta_max: float | None, selection: AlphaSelection,
+            conditions: ConditionDraw | None = None) -> None:
     """Refuse a choice whose loops do not settle on fresh samples, with the T_min this pass can build."""
     def choose(variant: BlockProgram, uniform: Schedule) -> None:
-        result = _choose(variant, uniform, capabilities, mode, row_peaks, beta_max)
+        result = _choose(variant, uniform, capabilities, mode, row_peaks, beta_max, conditions=conditions)
         if not result.acceptance.settled:
             raise AdmcError("does not settle")
 

@@ -13,6 +13,7 @@ Where no certificate holds but the samples settle, ``notes`` says so plainly; th
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -23,6 +24,9 @@ from admc.passes.alpha_selection import BLAS_THREADS, closed_phases
 from admc.passes.convergence_certificates import SDP_LIMIT, certify_phase, steps_needed
 from admc.passes.local_certificates import LOCAL_MARGIN, LOCAL_PHASES, BoxRecorder, local_certificate
 from admc.runtime.executor import float32_products_for, samples_within_work
+
+if TYPE_CHECKING:
+    from admc.runtime.conditioning import ConditionDraw
 
 BUDGET_SAMPLES = 32
 # 32 samples up to 65,536 weights, fewer above (never under 16): at 36M weights a sample's loops cost about
@@ -43,31 +47,37 @@ def _alpha_row(alpha: np.ndarray, row: int) -> np.ndarray:
     return alpha[row] if alpha.ndim == 2 else alpha
 
 
-def measured_iterations(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float
+def measured_iterations(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float,
+                        conditions: ConditionDraw | None = None
                         ) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]]] | None:
-    """Iterations per phase (flat) on the calibration samples and the box each closed loop visited."""
+    """Iterations per phase (flat) on the calibration samples (with their conditions, for a conditional program)
+    and the box each closed loop visited."""
     samples = samples_within_work(program, BUDGET_WORK, BUDGET_MIN_SAMPLES, BUDGET_SAMPLES)
     noise = np.random.default_rng(BUDGET_SEED).standard_normal((samples, program.state_dimension))
     recorder = BoxRecorder(program, alpha, tolerance=tolerance, max_iterations=BUDGET_MAX_ITERATIONS,
                            float32_products=float32_products_for(program, tolerance))
     try:
-        result = recorder.run(schedule, noise)
+        drive = None if conditions is None else conditions(program, samples, BUDGET_SEED)
+        result = recorder.run(schedule, noise, drive)
     except ConvergenceError:
         return None
     return [count for step in result.iterations for count in step], recorder.boxes
 
 
 def convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, settle_tolerance: float,
-                        loop_iteration_s: float | None = None, selection: dict | None = None) -> dict:
+                        loop_iteration_s: float | None = None, selection: dict | None = None,
+                        conditions: ConditionDraw | None = None) -> dict:
     # Small dense factorisations: BLAS threads only add synchronisation (as in the α pass).
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
-        return _convergence_section(program, schedule, alpha, settle_tolerance, loop_iteration_s, selection)
+        return _convergence_section(program, schedule, alpha, settle_tolerance, loop_iteration_s, selection,
+                                    conditions)
 
 
 def _convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, settle_tolerance: float,
-                         loop_iteration_s: float | None, selection: dict | None) -> dict:
+                         loop_iteration_s: float | None, selection: dict | None,
+                         conditions: ConditionDraw | None = None) -> dict:
     flat = [phase for phases in schedule.steps for phase in phases]
-    recorded = measured_iterations(program, schedule, alpha, settle_tolerance)
+    recorded = measured_iterations(program, schedule, alpha, settle_tolerance, conditions)
     measured = None if recorded is None else recorded[0]
     cache: dict[tuple, dict] = {}
     norms: dict = {}  # block norms shared by every phase's certificate and the T_min bounds (group_norms)
