@@ -41,8 +41,9 @@ from admc.runtime.bundle_interface import read_interface
 from admc.targets.backends import backend_of
 from admc.verify.conditions import ConditionDraw, reference
 
-# Training solves each velocity phase to this relative change (the twin's simulation to 1e-13): the objective and
-# its gradient move by ~1e-9 of themselves, far below one Adam step, and a third of the loop's iterations go.
+# Training solves each phase (the velocity's, or every phase of the sampler for the samples objective) to this
+# relative change (the twin's simulation to 1e-13): the objective and its gradient move by ~1e-9 of themselves,
+# far below one Adam step, and a third of the loop's iterations go.
 TRAINING_TOLERANCE = 1e-9
 
 
@@ -195,10 +196,12 @@ class CompiledModel:
         ``teacher`` objective's target)."""
         return self._source_velocity(self.initial, y, points, conditions, guided=True)
 
-    def final_samples(self, noise: torch.Tensor, chip: int = 0, conditions=None) -> torch.Tensor:
+    def final_samples(self, noise: torch.Tensor, chip: int = 0, conditions=None,
+                      tolerance: float | None = TRAINING_TOLERANCE) -> torch.Tensor:
         """The program's final samples [B, d] from ``noise`` on chip ``chip``'s twin (no read noise), with the
         gradient through every phase of every step (each fixed point's by implicit differentiation: the twin's
-        ``run``, the same code path as :meth:`samples`); ``conditions``: each sample's, for a conditional model."""
+        ``run``, the same code path as :meth:`samples`), each phase solved to ``tolerance`` (None: the twin's
+        own); ``conditions``: each sample's, for a conditional model."""
         arrays, change = self.program()
         if self.source.graph.condition_inputs:
             count, batch = len(self.program_map.times), len(noise)
@@ -207,14 +210,16 @@ class CompiledModel:
             arrays = self._conditioned(arrays, times, {name: value.repeat(count, *([1] * (value.dim() - 1)))
                                                        for name, value in given.items()}, None)
         twin = self.twins[chip % len(self.twins)]
-        result = twin.run(noise, arrays, change)[-1]
+        result = twin.run(noise, arrays, change, tolerance)[-1]
         self.iterations = twin.iterations
         return result
 
     def samples(self, noise: np.ndarray, chip: int = 0, conditions=None) -> np.ndarray:
-        """:meth:`final_samples` without a gradient, as an array."""
+        """:meth:`final_samples` without a gradient, as an array, each phase solved to the twin's own tolerance
+        (what ``admc simulate`` runs)."""
         with torch.no_grad():
-            return self.final_samples(torch.as_tensor(noise, dtype=torch.float64), chip, conditions).numpy()
+            return self.final_samples(torch.as_tensor(noise, dtype=torch.float64), chip, conditions,
+                                      tolerance=None).numpy()
 
     def reference_samples(self, noise: np.ndarray, conditions=None) -> np.ndarray:
         """The source model's ideal samples [B, d] from ``noise`` with its weights before fine-tuning: the bundle
