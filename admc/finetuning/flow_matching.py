@@ -14,7 +14,8 @@ phase of every step of the sampler on the twin (``CompiledModel.final_samples``)
 their conditions (a conditional model), and the digital control stays flow matching. Adam on the float64 weights;
 every ``evaluate_every`` steps the loss on the held-out split (fixed draws) is measured — for a program fit
 given ``rebuild``, on the program recompiled for the current weights, which the fit then continues through — the
-best weights are kept and training stops after ``patience`` evaluations without improvement. Every draw comes from
+best weights are kept and training stops after ``patience`` evaluations without improvement; the learning rate
+is constant or falls to 0 at ``max_steps`` on a cosine (``schedule``). Every draw comes from
 generators seeded by ``seed``: the same call gives the same weights bit for bit. A conditional model's samples
 come with their conditions (``conditions``: per split, condition input name → one value per sample), drawn with
 them and passed to every velocity.
@@ -22,6 +23,7 @@ them and passed to every velocity.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +35,8 @@ from admc.core.errors import AdmcError
 from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, SAMPLES, TEACHER
 
 THROUGH = ("program", "digital")
+CONSTANT, COSINE = "constant", "cosine"
+SCHEDULES = (CONSTANT, COSINE)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class FitSettings:
     patience: int = 4
     holdout_batch: int = 512
     objective: str = FLOW_MATCHING
+    # "cosine": the learning rate falls from its start to 0 at ``max_steps`` as (1 + cos(π k / max_steps)) / 2, so
+    # the last steps between rebuilds move the weights (and what the next rebuild compiles) less.
+    schedule: str = CONSTANT
+    # Before each rebuild, also measure the held-out loss through the structure the fit trained through (one more
+    # held-out evaluation each): how much a rebuild moves the loss (FitResult.trained_through_loss).
+    record_trained_through: bool = False
 
 
 @dataclass
@@ -57,6 +67,7 @@ class FitResult:
     loop_iterations_per_step: float = 0.0
     rebuilds: int = 0  # recompilations of the tuned weights during the fit
     stopped: str | None = None  # why training stopped before early stopping or the step limit, if it did
+    trained_through_loss: list[tuple[int, float]] = field(default_factory=list)  # record_trained_through
 
 
 @dataclass
@@ -134,6 +145,7 @@ class _Selection:
         self.best, self.best_step, self.waited = self._loss(), 0, 0
         self.best_weights = self._weights()
         self.history = [(0, self.best)]
+        self.trained_through: list[tuple[int, float]] = []
         self.stopped: str | None = None
 
     def _loss(self) -> float:
@@ -146,6 +158,8 @@ class _Selection:
     def evaluate(self, step: int) -> bool:
         """Measure at ``step``; False when the model could not be rebuilt (training stops, the best stays)."""
         if self.rebuild is not None:
+            if self.settings.record_trained_through:
+                self.trained_through.append((step, self._loss()))
             try:
                 self.rebuild({name: value.detach().numpy().copy() for name, value in self.model.parameters.items()})
             except AdmcError as error:
@@ -173,6 +187,17 @@ def _step(model, draws: Draws, through: str, step: int, objective: str, gradient
     return loss
 
 
+def _scheduler(optimiser: torch.optim.Optimizer, settings: FitSettings):
+    """The learning-rate schedule (None: constant)."""
+    if settings.schedule not in SCHEDULES:
+        raise AdmcError(f"learning-rate schedule {settings.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    if settings.schedule == CONSTANT:
+        return None
+    steps = max(settings.max_steps, 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimiser,
+                                             lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, steps) / steps)))
+
+
 def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: FitSettings,
         progress: Callable[[int, int, float, float], None] | None = None, gradient=None,
         rebuild: Callable[[dict[str, np.ndarray]], None] | None = None,
@@ -198,6 +223,7 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
                                                 train_conditions))
         pool, train_data = reference.noise, reference.data
     optimiser = adam(list(model.parameters.values()), settings.learning_rate or LEARNING_RATES[settings.objective])
+    scheduler = _scheduler(optimiser, settings)
     selection = _Selection(model, fixed, through, settings, rebuild)
     result = FitResult({}, 0, 0)
     began, iterations = time.perf_counter(), 0
@@ -207,6 +233,8 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
         loss = _step(model, draws, through, step, settings.objective, gradient)
         iterations += getattr(gradient or model, "iterations", 0) if through == "program" else 0
         optimiser.step()
+        if scheduler is not None:
+            scheduler.step()
         result.steps = step
         going = True
         if step % settings.evaluate_every == 0 or step == settings.max_steps:
@@ -221,6 +249,7 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
             value.copy_(selection.best_weights[name])
     result.weights = {name: value.numpy().copy() for name, value in selection.best_weights.items()}
     result.best_step, result.holdout_loss, result.stopped = selection.best_step, selection.history, selection.stopped
+    result.trained_through_loss = selection.trained_through
     result.rebuilds = getattr(model, "rebuilds", 0) if rebuild is not None else 0
     result.seconds_per_step = elapsed / max(result.steps, 1)
     result.loop_iterations_per_step = iterations / max(result.steps, 1)
