@@ -78,10 +78,11 @@ def bootstrap_error(estimate: np.ndarray, reference: np.ndarray) -> float:
     return float(np.std(values))
 
 
-def decompose(model: Path, source_ideal: np.ndarray, noise: np.ndarray, seeds: int, directory: Path) -> dict:
+def decompose(model: Path, source_ideal: np.ndarray, noise: np.ndarray, seeds: int, directory: Path,
+              target: str = TARGET) -> dict:
     """The NRMSE of ``model`` built for hw48 against ``source_ideal``: total (read noise on), systematic (off),
     read noise alone (noisy against noise-free, same bundle), per twin seed."""
-    bundle = Bundle(build(model, directory / f"{model.stem}_floor_bundle", target=TARGET, calibration=CALIBRATION))
+    bundle = Bundle(build(model, directory / f"{model.stem}_floor_bundle", target=target, calibration=CALIBRATION))
     clean = twin_samples(bundle, noise, 0, read_noise=False)
     noisy = [twin_samples(bundle, noise, seed, read_noise=True) for seed in range(seeds)]
     total = [nrmse(sample, source_ideal) for sample in noisy]
@@ -97,10 +98,11 @@ def decompose(model: Path, source_ideal: np.ndarray, noise: np.ndarray, seeds: i
             "noise_free_samples": clean}
 
 
-def training_view(model: Path, noise: np.ndarray, source_ideal: np.ndarray, clean: np.ndarray) -> dict:
+def training_view(model: Path, noise: np.ndarray, source_ideal: np.ndarray, clean: np.ndarray,
+                  target_name: str = TARGET) -> dict:
     """What the fit sees for ``model``: its differentiable twin's samples against the bundle twin's noise-free ones,
     and its target (verify's reference executor of the source's build) against the benchmark's ideal samples."""
-    target = load_target(TARGET)
+    target = load_target(target_name)
     options = replace(BuildOptions(), calibration=target_machine(target, CALIBRATION))
     compiled = CompiledModel(load_source(model), target, options, seed=0)
     try:
@@ -116,12 +118,12 @@ def source_of(kind: str, directory: Path) -> Path:
     return SOURCE if kind == "two-moons" else trained_source(kind, directory)
 
 
-def tuned(kind: str, source: Path, train: np.ndarray, max_steps: int, settings: FitSettings, directory: Path
-          ) -> tuple[Path, dict]:
+def tuned(kind: str, source: Path, train: np.ndarray, max_steps: int, settings: FitSettings, directory: Path,
+          target: str = TARGET) -> tuple[Path, dict]:
     """``source`` fine-tuned with the samples objective as the benchmarks run it."""
     output = directory / f"{kind}_tuned_samples.onnx"
     began = time.perf_counter()
-    result = finetune(source, train, output, TARGET, calibration=CALIBRATION, max_steps=max_steps, seed=0,
+    result = finetune(source, train, output, target, calibration=CALIBRATION, max_steps=max_steps, seed=0,
                       objective=SAMPLES, control=False, settings=settings,
                       progress=lambda fit, step, steps, loss, best: print(
                           f"  {kind} {step}/{steps} loss {loss:.6f} best {best:.6f}", flush=True)
@@ -131,16 +133,16 @@ def tuned(kind: str, source: Path, train: np.ndarray, max_steps: int, settings: 
 
 
 def floor_of(kind: str, noise: np.ndarray, train: np.ndarray, arguments, settings: FitSettings,
-             directory: Path) -> dict:
+             directory: Path, target: str) -> dict:
     source = source_of(kind, directory)
     source_ideal = ideal_samples(source, noise)
-    rows = {"source": decompose(source, source_ideal, noise, arguments.seeds, directory)}
+    rows = {"source": decompose(source, source_ideal, noise, arguments.seeds, directory, target)}
     rows["source"]["training_view"] = training_view(source, noise, source_ideal,
-                                                    rows["source"]["noise_free_samples"])
+                                                    rows["source"]["noise_free_samples"], target)
     fit = None
     if arguments.max_steps > 0:
-        path, fit = tuned(kind, source, train, arguments.max_steps, settings, directory)
-        rows["tuned (samples)"] = decompose(path, source_ideal, noise, arguments.seeds, directory)
+        path, fit = tuned(kind, source, train, arguments.max_steps, settings, directory, target)
+        rows["tuned (samples)"] = decompose(path, source_ideal, noise, arguments.seeds, directory, target)
     for name, row in rows.items():
         row.pop("noise_free_samples")
         print(f"{kind} {name}: total {row['total_read_noise_on'][0]:.4f}, systematic "
@@ -154,19 +156,27 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=300, help="0: the sources only")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--seeds", type=int, default=4, help="twin (read noise) seeds")
+    parser.add_argument("--bit-depth", type=int, help="the SLM's grey-level bits instead of aoc-48's 8 (an assumption "
+                        "of the preset: the calibration fixes none), to see what quantisation contributes")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "finetune_floor.json")
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     train = two_moons(TRAIN_SAMPLES, np.random.default_rng(TRAIN_SEED))
     noise = np.random.default_rng(NOISE_SEED).standard_normal((arguments.samples, 2))
     settings = FitSettings()
-    report = {"target": TARGET, "calibration": CALIBRATION, "evaluation_samples": arguments.samples,
+    report = {"target": TARGET, "bit_depth": arguments.bit_depth or 8, "calibration": CALIBRATION,
+              "evaluation_samples": arguments.samples,
               "twin_seeds": arguments.seeds, "fit": {"objective": SAMPLES, "max_steps": arguments.max_steps,
                                                      "settings": vars(settings)}, "models": {}}
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as temporary:
+        target = TARGET
+        if arguments.bit_depth:  # the preset with only the SLM's bit depth changed
+            target = str(Path(temporary) / f"aoc-48-{arguments.bit_depth}bit.yaml")
+            Path(target).write_text(f"inherits: aoc-48\nname: aoc-48-{arguments.bit_depth}bit\n"
+                                    f"slm:\n  bit_depth: {arguments.bit_depth}\n")
         for kind in arguments.kinds:
-            report["models"][kind] = floor_of(kind, noise, train, arguments, settings, Path(temporary))
+            report["models"][kind] = floor_of(kind, noise, train, arguments, settings, Path(temporary), target)
     report["seconds"] = time.perf_counter() - began
     report["load_average"] = list(os.getloadavg())
     arguments.json.parent.mkdir(parents=True, exist_ok=True)

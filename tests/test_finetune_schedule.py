@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from admc.compiler.driver import load_source
 from admc.core.errors import AdmcError
 from admc.finetuning.flow_matching import COSINE, FitSettings, _scheduler, adam
 from admc.finetuning.objectives import TEACHER
@@ -64,3 +65,20 @@ def test_recording_the_trained_through_loss_leaves_the_fit_unchanged(tmp_path):
     # Through the structure trained through, the loss is not the rebuilt one (a rebuild changes the program).
     assert all(through != rebuilt for (_, through), (_, rebuilt) in zip(recorded.trained_through_loss,
                                                                         recorded.holdout_loss[1:], strict=True))
+
+
+def test_rollback_returns_to_the_best_weights_after_each_evaluation_without_improvement(tmp_path):
+    """Steps far too large make every evaluation worse than the source: each sends the fit back to the source's
+    weights (rebuilt), until patience ends it; the written model is the source's weights."""
+    source = export_pt2(seeded(AdmForm((6, 5)), 2), tmp_path / "model.pt2")
+    data = 0.5 * np.random.default_rng(0).standard_normal((40, 2)) + 0.3
+    settings = FitSettings(learning_rate=0.3, evaluate_every=2, holdout_batch=64, patience=3, rollback=True)
+    program = finetune(source, data, tmp_path / "tuned.pt2", max_steps=12, seed=1, objective=TEACHER,
+                       settings=settings, control=False).program
+    losses = [loss for _, loss in program.holdout_loss]
+    assert program.best_step == 0 and all(loss > losses[0] for loss in losses[1:])
+    assert program.steps == 6 and program.rollbacks == 2  # the third evaluation without improvement stops it
+    assert program.rebuilds == 3 + 2  # each evaluation's and each rollback's
+    original = load_source(source).graph.constants
+    for name, value in program.weights.items():
+        np.testing.assert_allclose(value, np.asarray(original[name]), rtol=1e-6)
