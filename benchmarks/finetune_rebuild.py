@@ -49,14 +49,18 @@ from admc.verify.metrics import nrmse  # noqa: E402
 
 BASE = FitSettings(objective=SAMPLES, record_trained_through=True)
 VARIANTS = {
-    "baseline": BASE,
-    "cosine": replace(BASE, schedule=COSINE, patience=12),
-    "rebuild-every-5": replace(BASE, evaluate_every=5, patience=20),
-    "cosine, rebuild-every-5": replace(BASE, schedule=COSINE, evaluate_every=5, patience=60),
+    # Fits as they ran before a pixel past full scale lost its gradient (FitSettings.hold_full_scale).
+    "baseline": replace(BASE, hold_full_scale=False),
+    "hold-full-scale": BASE,
+    "cosine": replace(BASE, schedule=COSINE, patience=12, hold_full_scale=False),
+    "rebuild-every-5": replace(BASE, evaluate_every=5, patience=20, hold_full_scale=False),
+    "cosine, rebuild-every-5": replace(BASE, schedule=COSINE, evaluate_every=5, patience=60, hold_full_scale=False),
     # Through the source's structure throughout (``rebuild=False``): what the fit reaches where no rebuild moves
     # the structure; the written model is rebuilt only when measured.
-    "no-rebuild": replace(BASE, patience=12),
-    "rollback": replace(BASE, rollback=True, patience=6),
+    "no-rebuild": replace(BASE, patience=12, hold_full_scale=False),
+    "rollback": replace(BASE, rollback=True, patience=6, hold_full_scale=False),
+    "patience-8": replace(BASE, patience=8, hold_full_scale=False),  # with --max-steps 600: the longer run
+    "hold-full-scale, patience-8": replace(BASE, patience=8),
 }
 NO_REBUILD = {"no-rebuild"}
 JSON = ROOT / "benchmarks" / "results" / "finetune_rebuild.json"
@@ -78,7 +82,8 @@ def variant(kind: str, name: str, source: Path, train: np.ndarray, noise: np.nda
                           f"  {kind} {name} {step}/{steps} loss {loss:.6f} best {best:.6f}", flush=True)
                       if step % 25 == 0 else None)
     fit = result.program
-    row = {"settings": dict(vars(VARIANTS[name])), "rebuild": name not in NO_REBUILD, "steps": fit.steps,
+    row = {"settings": dict(vars(VARIANTS[name])), "max_steps": max_steps, "rebuild": name not in NO_REBUILD,
+           "steps": fit.steps,
            "rollbacks": fit.rollbacks,
            "best_step": fit.best_step, "rebuilds": fit.rebuilds, "seconds": time.perf_counter() - began,
            "holdout_loss": fit.holdout_loss, "trained_through_holdout_loss": fit.trained_through_loss}

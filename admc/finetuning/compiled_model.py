@@ -58,7 +58,7 @@ class CompiledModel:
     """See the module docstring."""
 
     def __init__(self, source: SourceModel, target, options, *, seed: int = 0, chips: int = 1,
-                 quantise: bool = True, writable: set[str] | None = None):
+                 quantise: bool = True, writable: set[str] | None = None, hold_full_scale: bool = True):
         backend = backend_of(target)
         if backend is None or backend.differentiable_twin is None:
             raise AdmcError(f"target '{target.name}' has no differentiable twin to fine-tune through; use a "
@@ -69,7 +69,7 @@ class CompiledModel:
         self.parameters = {name: torch.nn.Parameter(torch.as_tensor(np.asarray(source.graph.constants[name]),
                                                                     dtype=torch.float64)) for name in names}
         self.initial = {name: value.detach().clone() for name, value in self.parameters.items()}
-        self._setup = (backend, target, options, seed, chips, quantise)
+        self._setup = (backend, target, options, seed, chips, quantise, hold_full_scale)
         self._directory = tempfile.TemporaryDirectory(prefix="admc-finetune-")
         self.rebuilds = 0
         self._compile(source)
@@ -79,7 +79,7 @@ class CompiledModel:
 
     def _compile(self, source: SourceModel) -> None:
         """Compile ``source`` (its weights equal to ``parameters``) and fix the structure fine-tuning runs through."""
-        backend, target, options, seed, chips, quantise = self._setup
+        backend, target, options, seed, chips, quantise, hold_full_scale = self._setup
         self.source = source
         self.torch_graph = TorchGraph(source.graph)
         self.compiled = compile_source(source, target, options)
@@ -91,7 +91,8 @@ class CompiledModel:
         calibration = self.compiled.calibration
         count = 1 if calibration is not None else max(1, int(chips))
         self.twins = [backend.differentiable_twin(self.bundle, shapes, seed=seed + chip, quantise=quantise,
-                                                  calibration=calibration) for chip in range(count)]
+                                                  calibration=calibration, hold_full_scale=hold_full_scale)
+                      for chip in range(count)]
         times = np.asarray(self.compiled.program.static_table.times)
         points = {(phase.time, phase.step_scale) for phases in self.compiled.schedule.steps for phase in phases}
         self.phase_points = [PhasePoint(time, scale, int(np.flatnonzero(times == time)[0]))

@@ -147,7 +147,8 @@ def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Pat
     job = _Job(samples[train], samples[held], tuple({name: value[part] for name, value in given.items()}
                                                     for part in (train, held)), build)
     torch.manual_seed(seed)
-    compiled = CompiledModel(source, description, options, seed=seed, chips=chips, writable=writable_names(model))
+    compiled = CompiledModel(source, description, options, seed=seed, chips=chips, writable=writable_names(model),
+                             hold_full_scale=settings.hold_full_scale)
     try:
         report = (lambda name: (lambda *values: progress(name, *values))) if progress else (lambda name: None)
         program = _fit_program(compiled, model, target, calibration, seed, chips, job, settings,

@@ -56,15 +56,16 @@ class DifferentiableTwin:
 
     def __init__(self, bundle, block_shapes: list[tuple[int, int]], nonidealities=None, *, calibration=None,
                  seed: int | None = None, tolerance: float = NOISE_FREE_TOLERANCE, quantise: bool = True,
-                 solver: str = SPLIT):
+                 solver: str = SPLIT, hold_full_scale: bool = True):
         """``solver``: how each phase's fixed point and adjoint are found: ``split`` (the loop without its
         relaxation, ``differentiable_loop``; the twin's own iteration where that does not converge) or ``plain``
-        (the twin's own iteration and the adjoint iteration g ← v + Jᵀ g)."""
+        (the twin's own iteration and the adjoint iteration g ← v + Jᵀ g). ``hold_full_scale``: on a measured
+        machine, no gradient for a pixel pushed past full scale (``differentiable_optics.saturated``)."""
         twin = AocTwin(bundle, nonidealities, calibration=calibration, seed=seed, operator="modules")
         noise_off = all_off(twin.nonidealities).read_noise
         twin.nonidealities = type(twin.nonidealities)(**{**vars(twin.nonidealities), "read_noise": noise_off})
         self.twin = twin
-        self.delta = OpticsDelta(twin, block_shapes, quantise)
+        self.delta = OpticsDelta(twin, block_shapes, quantise, hold_full_scale)
         self.tolerance = tolerance
         self.solver = solver
         self._unsplit: set[tuple] = set()  # (loop, step scale) of phases whose splitting did not contract
