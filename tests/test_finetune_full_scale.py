@@ -1,6 +1,6 @@
 """A pixel pushed past full scale on a measured machine (targets/aoc/differentiable_optics.py, ``saturated``): the
-forward holds it at full scale either way; with ``hold_full_scale`` (the default) it gets no gradient, so the fit
-does not push a weight the machine cannot show it, which the next rebuild would realise at once."""
+forward holds it at full scale either way; with ``hold_full_scale`` (an option, off by default) it gets no gradient,
+so the fit does not push a weight the machine cannot show it, which the next rebuild would realise at once."""
 
 from __future__ import annotations
 

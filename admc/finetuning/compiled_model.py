@@ -58,7 +58,7 @@ class CompiledModel:
     """See the module docstring."""
 
     def __init__(self, source: SourceModel, target, options, *, seed: int = 0, chips: int = 1,
-                 quantise: bool = True, writable: set[str] | None = None, hold_full_scale: bool = True):
+                 quantise: bool = True, writable: set[str] | None = None, hold_full_scale: bool = False):
         backend = backend_of(target)
         if backend is None or backend.differentiable_twin is None:
             raise AdmcError(f"target '{target.name}' has no differentiable twin to fine-tune through; use a "

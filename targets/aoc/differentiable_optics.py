@@ -37,7 +37,8 @@ def saturated(value: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     past it. Why: the compiled structure puts each module's largest pixels at full scale, so a weight pushed up
     there does not move what the machine loads; the straight-through estimator alone would still pass its gradient,
     the optimiser would keep pushing a weight the loss cannot see, and the next rebuild (new gains) would realise
-    all of it at once. Held here, as the nominal target's ``clamp(max=1)`` holds it, the fit sees what it gets."""
+    all of it at once. Held here, as the nominal target's ``clamp(max=1)`` holds it, the fit sees what it gets
+    (``hold_full_scale``; measured on two moons hw48 it fits worse, so it is off by default)."""
     top = grid[:, -1][None, :, None]
     return torch.where(value > top, top.expand_as(value), value)
 
@@ -74,10 +75,10 @@ class OpticsDelta:
     """The bundle's pixel map and loaded values, and the change of its optics for a ΔW (module docstring)."""
 
     def __init__(self, twin, block_shapes: list[tuple[int, int]], quantise: bool = True,
-                 hold_full_scale: bool = True):
+                 hold_full_scale: bool = False):
         """``quantise`` False: the changed values are neither requantised nor clipped to full scale (the smooth
-        map a gradient check differentiates). ``hold_full_scale`` False: on a measured machine, a pixel past full
-        scale keeps the straight-through gradient (how fine-tuning ran before ``saturated``)."""
+        map a gradient check differentiates). ``hold_full_scale``: on a measured machine, a pixel past full scale
+        gets no gradient (``saturated``); without it, the straight-through gradient (the default)."""
         self.hold_full_scale = hold_full_scale
         bundle = twin.bundle
         if len(image_sets(bundle)) != 1:

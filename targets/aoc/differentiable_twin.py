@@ -56,7 +56,7 @@ class DifferentiableTwin:
 
     def __init__(self, bundle, block_shapes: list[tuple[int, int]], nonidealities=None, *, calibration=None,
                  seed: int | None = None, tolerance: float = NOISE_FREE_TOLERANCE, quantise: bool = True,
-                 solver: str = SPLIT, hold_full_scale: bool = True):
+                 solver: str = SPLIT, hold_full_scale: bool = False):
         """``solver``: how each phase's fixed point and adjoint are found: ``split`` (the loop without its
         relaxation, ``differentiable_loop``; the twin's own iteration where that does not converge) or ``plain``
         (the twin's own iteration and the adjoint iteration g ← v + Jᵀ g). ``hold_full_scale``: on a measured

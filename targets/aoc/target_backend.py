@@ -72,7 +72,7 @@ def verify_bound(bundle) -> tuple[str, float]:
 
 
 def differentiable_twin(bundle, block_shapes, seed: int, quantise: bool = True, calibration=None,
-                        hold_full_scale: bool = True):
+                        hold_full_scale: bool = False):
     from admc.targets.aoc.differentiable_twin import DifferentiableTwin
 
     return DifferentiableTwin(bundle, block_shapes, calibration=calibration, seed=seed, quantise=quantise,
