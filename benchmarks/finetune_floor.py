@@ -163,7 +163,7 @@ def main() -> None:
     torch.set_num_threads(1)
     train = two_moons(TRAIN_SAMPLES, np.random.default_rng(TRAIN_SEED))
     noise = np.random.default_rng(NOISE_SEED).standard_normal((arguments.samples, 2))
-    settings = FitSettings()
+    settings = FitSettings(objective=SAMPLES, max_steps=arguments.max_steps)  # as finetune() runs it
     report = {"target": TARGET, "bit_depth": arguments.bit_depth or 8, "calibration": CALIBRATION,
               "evaluation_samples": arguments.samples,
               "twin_seeds": arguments.seeds, "fit": {"objective": SAMPLES, "max_steps": arguments.max_steps,
