@@ -54,6 +54,8 @@ VARIANTS = {
     "hold-full-scale": replace(BASE, hold_full_scale=True),
     "cosine": replace(BASE, schedule=COSINE, patience=12),
     "rebuild-every-5": replace(BASE, evaluate_every=5, patience=20),
+    "rebuild-every-10": replace(BASE, evaluate_every=10, patience=10),
+    "rebuild-every-50": replace(BASE, evaluate_every=50, patience=3),
     "cosine, rebuild-every-5": replace(BASE, schedule=COSINE, evaluate_every=5, patience=60),
     # Through the source's structure throughout (``rebuild=False``): what the fit reaches where no rebuild moves
     # the structure; the written model is rebuilt only when measured.
