@@ -56,6 +56,7 @@ VARIANTS = {
     "rebuild-every-5": replace(BASE, evaluate_every=5, patience=20),
     "rebuild-every-10": replace(BASE, evaluate_every=10, patience=10),
     "rebuild-every-50": replace(BASE, evaluate_every=50, patience=3),
+    "rebuild-every-100": replace(BASE, evaluate_every=100, patience=2),
     "cosine, rebuild-every-5": replace(BASE, schedule=COSINE, evaluate_every=5, patience=60),
     # Through the source's structure throughout (``rebuild=False``): what the fit reaches where no rebuild moves
     # the structure; the written model is rebuilt only when measured.
@@ -153,7 +154,8 @@ def main() -> None:
                 if arguments.lottery and index == 0:
                     row["lottery"] = lottery(source, output, directory)
                 row["load_average"] = list(os.getloadavg())
-                merge({kind: {name: row}})
+                default = parser.get_default("max_steps")
+                merge({kind: {name if arguments.max_steps == default else f"{name}, {arguments.max_steps} steps": row}})
     print(f"wrote {JSON}")
 
 
