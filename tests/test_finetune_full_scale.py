@@ -50,3 +50,18 @@ def test_the_forward_is_the_same_and_the_gradient_stops_past_full_scale():
     assert torch.equal(held, passed)
     differences = [float((held_gradient[name] - passed_gradient[name]).abs().max()) for name in held_gradient]
     assert max(differences) > 1e-6
+
+
+def test_hold_full_scale_is_refused_with_workers(tmp_path):
+    """The Ray workers build their own twins without it: refused before any work, nothing written."""
+    import pytest
+
+    from admc.core.errors import AdmcError
+    from admc.finetuning.flow_matching import FitSettings
+    from admc.finetuning.run import finetune
+
+    data = np.random.default_rng(0).standard_normal((20, 2))
+    with pytest.raises(AdmcError, match="hold_full_scale"):
+        finetune(EXAMPLES / "two_moons.onnx", data, tmp_path / "tuned.onnx", calibration="hw48", workers=2,
+                 settings=FitSettings(hold_full_scale=True))
+    assert not (tmp_path / "tuned.onnx").exists()
