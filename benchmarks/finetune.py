@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ from train_two_moons import AdmMlp, two_moons  # noqa: E402
 from admc.bundle.store import Bundle  # noqa: E402
 from admc.compiler.build_options import BuildOptions, target_machine  # noqa: E402
 from admc.compiler.driver import build, load_source  # noqa: E402
-from admc.finetuning.compiled_model import CompiledModel  # noqa: E402
+from admc.finetuning.compiled_model import TRAINING_TOLERANCE, CompiledModel  # noqa: E402
 from admc.finetuning.flow_matching import FitSettings, adam, draw, loss_of, with_reference  # noqa: E402
 from admc.finetuning.model_writer import write_tuned  # noqa: E402
 from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, OBJECTIVES, SAMPLES, TEACHER  # noqa: E402
@@ -105,14 +106,18 @@ def plain_step_seconds(batch: torch.Tensor, repeats: int = 200) -> float:
     return float(np.median(seconds[1:]))
 
 
-def timing(train: np.ndarray, batch: int, objective: str = TEACHER) -> dict:
+def timing(train: np.ndarray, batch: int, objective: str = TEACHER, twin_tolerance: bool = False) -> dict:
     """Seconds per fine-tuning step with ``objective`` and loop iterations per step, beside one plain torch step
     (both on one thread: the cores are shared, and a 2-32-32-2 network gains nothing from more). A ``samples``
-    step runs the whole sampler (every phase of every step) forward and its adjoint back."""
+    step runs the whole sampler (every phase of every step) forward and its adjoint back, each phase solved to the
+    training tolerance (``TRAINING_TOLERANCE``), or with ``twin_tolerance`` to the twin's own (1e-13: how it ran
+    before ``DifferentiableTwin.run`` took a tolerance)."""
     torch.set_num_threads(1)
     target = load_target(TARGET)
     options = replace(BuildOptions(), calibration=target_machine(target, CALIBRATION))
     model = CompiledModel(load_source(SOURCE), target, options, seed=0)
+    if twin_tolerance:
+        model.final_samples = partial(model.final_samples, tolerance=None)
     try:
         optimiser = adam(list(model.parameters.values()), LEARNING_RATES[objective])
         generator = torch.Generator().manual_seed(0)
@@ -137,6 +142,7 @@ def timing(train: np.ndarray, batch: int, objective: str = TEACHER) -> dict:
         model.close()
     step_seconds = float(np.median(seconds))
     return {"objective": objective, "batch": batch, "threads": 1, "timed_steps": TIMED_STEPS,
+            "phase_tolerance": "the twin's (1e-13)" if twin_tolerance else TRAINING_TOLERANCE,
             "finetune_step_seconds": step_seconds,
             "plain_torch_step_seconds": plain, "ratio": step_seconds / plain,
             "loop_iterations_per_step_forward": float(np.mean(iterations)),
@@ -192,6 +198,9 @@ def main() -> None:
         report = json.loads(arguments.json.read_text())
         report["timing"] = timing(train, FitSettings().batch, arguments.objectives[0])
         print(json.dumps(report["timing"], indent=1))
+        if arguments.objectives[0] == SAMPLES:  # beside it, the same step solved to the twin's tolerance
+            report["timing_at_twin_tolerance"] = timing(train, FitSettings().batch, SAMPLES, twin_tolerance=True)
+            print(json.dumps(report["timing_at_twin_tolerance"], indent=1))
         arguments.json.write_text(json.dumps(report, indent=1) + "\n")
         return
     data = two_moons(arguments.samples, np.random.default_rng(DATA_SEED))

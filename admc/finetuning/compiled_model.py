@@ -41,8 +41,9 @@ from admc.runtime.bundle_interface import read_interface
 from admc.targets.backends import backend_of
 from admc.verify.conditions import ConditionDraw, reference
 
-# Training solves each velocity phase to this relative change (the twin's simulation to 1e-13): the objective and
-# its gradient move by ~1e-9 of themselves, far below one Adam step, and a third of the loop's iterations go.
+# Training solves each phase (the velocity's, or every phase of the sampler for the samples objective) to this
+# relative change (the twin's simulation to 1e-13): the objective and its gradient move by ~1e-9 of themselves,
+# far below one Adam step, and a third of the loop's iterations go.
 TRAINING_TOLERANCE = 1e-9
 
 
@@ -57,7 +58,7 @@ class CompiledModel:
     """See the module docstring."""
 
     def __init__(self, source: SourceModel, target, options, *, seed: int = 0, chips: int = 1,
-                 quantise: bool = True, writable: set[str] | None = None):
+                 quantise: bool = True, writable: set[str] | None = None, hold_full_scale: bool = False):
         backend = backend_of(target)
         if backend is None or backend.differentiable_twin is None:
             raise AdmcError(f"target '{target.name}' has no differentiable twin to fine-tune through; use a "
@@ -68,7 +69,7 @@ class CompiledModel:
         self.parameters = {name: torch.nn.Parameter(torch.as_tensor(np.asarray(source.graph.constants[name]),
                                                                     dtype=torch.float64)) for name in names}
         self.initial = {name: value.detach().clone() for name, value in self.parameters.items()}
-        self._setup = (backend, target, options, seed, chips, quantise)
+        self._setup = (backend, target, options, seed, chips, quantise, hold_full_scale)
         self._directory = tempfile.TemporaryDirectory(prefix="admc-finetune-")
         self.rebuilds = 0
         self._compile(source)
@@ -78,7 +79,7 @@ class CompiledModel:
 
     def _compile(self, source: SourceModel) -> None:
         """Compile ``source`` (its weights equal to ``parameters``) and fix the structure fine-tuning runs through."""
-        backend, target, options, seed, chips, quantise = self._setup
+        backend, target, options, seed, chips, quantise, hold_full_scale = self._setup
         self.source = source
         self.torch_graph = TorchGraph(source.graph)
         self.compiled = compile_source(source, target, options)
@@ -90,7 +91,8 @@ class CompiledModel:
         calibration = self.compiled.calibration
         count = 1 if calibration is not None else max(1, int(chips))
         self.twins = [backend.differentiable_twin(self.bundle, shapes, seed=seed + chip, quantise=quantise,
-                                                  calibration=calibration) for chip in range(count)]
+                                                  calibration=calibration, hold_full_scale=hold_full_scale)
+                      for chip in range(count)]
         times = np.asarray(self.compiled.program.static_table.times)
         points = {(phase.time, phase.step_scale) for phases in self.compiled.schedule.steps for phase in phases}
         self.phase_points = [PhasePoint(time, scale, int(np.flatnonzero(times == time)[0]))
@@ -195,10 +197,12 @@ class CompiledModel:
         ``teacher`` objective's target)."""
         return self._source_velocity(self.initial, y, points, conditions, guided=True)
 
-    def final_samples(self, noise: torch.Tensor, chip: int = 0, conditions=None) -> torch.Tensor:
+    def final_samples(self, noise: torch.Tensor, chip: int = 0, conditions=None,
+                      tolerance: float | None = TRAINING_TOLERANCE) -> torch.Tensor:
         """The program's final samples [B, d] from ``noise`` on chip ``chip``'s twin (no read noise), with the
         gradient through every phase of every step (each fixed point's by implicit differentiation: the twin's
-        ``run``, the same code path as :meth:`samples`); ``conditions``: each sample's, for a conditional model."""
+        ``run``, the same code path as :meth:`samples`), each phase solved to ``tolerance`` (None: the twin's
+        own); ``conditions``: each sample's, for a conditional model."""
         arrays, change = self.program()
         if self.source.graph.condition_inputs:
             count, batch = len(self.program_map.times), len(noise)
@@ -207,14 +211,16 @@ class CompiledModel:
             arrays = self._conditioned(arrays, times, {name: value.repeat(count, *([1] * (value.dim() - 1)))
                                                        for name, value in given.items()}, None)
         twin = self.twins[chip % len(self.twins)]
-        result = twin.run(noise, arrays, change)[-1]
+        result = twin.run(noise, arrays, change, tolerance)[-1]
         self.iterations = twin.iterations
         return result
 
     def samples(self, noise: np.ndarray, chip: int = 0, conditions=None) -> np.ndarray:
-        """:meth:`final_samples` without a gradient, as an array."""
+        """:meth:`final_samples` without a gradient, as an array, each phase solved to the twin's own tolerance
+        (what ``admc simulate`` runs)."""
         with torch.no_grad():
-            return self.final_samples(torch.as_tensor(noise, dtype=torch.float64), chip, conditions).numpy()
+            return self.final_samples(torch.as_tensor(noise, dtype=torch.float64), chip, conditions,
+                                      tolerance=None).numpy()
 
     def reference_samples(self, noise: np.ndarray, conditions=None) -> np.ndarray:
         """The source model's ideal samples [B, d] from ``noise`` with its weights before fine-tuning: the bundle

@@ -14,7 +14,9 @@ phase of every step of the sampler on the twin (``CompiledModel.final_samples``)
 their conditions (a conditional model), and the digital control stays flow matching. Adam on the float64 weights;
 every ``evaluate_every`` steps the loss on the held-out split (fixed draws) is measured — for a program fit
 given ``rebuild``, on the program recompiled for the current weights, which the fit then continues through — the
-best weights are kept and training stops after ``patience`` evaluations without improvement. Every draw comes from
+best weights are kept and training stops after ``patience`` evaluations without improvement; the learning rate
+is constant or falls to 0 at ``max_steps`` on a cosine (``schedule``); with ``rollback`` an evaluation without
+improvement sends the fit back to the best weights with half the learning rate. Every draw comes from
 generators seeded by ``seed``: the same call gives the same weights bit for bit. A conditional model's samples
 come with their conditions (``conditions``: per split, condition input name → one value per sample), drawn with
 them and passed to every velocity.
@@ -22,6 +24,7 @@ them and passed to every velocity.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +36,9 @@ from admc.core.errors import AdmcError
 from admc.finetuning.objectives import FLOW_MATCHING, LEARNING_RATES, SAMPLES, TEACHER
 
 THROUGH = ("program", "digital")
+CONSTANT, COSINE = "constant", "cosine"
+ROLLBACK_FACTOR = 0.5
+SCHEDULES = (CONSTANT, COSINE)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,19 @@ class FitSettings:
     patience: int = 4
     holdout_batch: int = 512
     objective: str = FLOW_MATCHING
+    # "cosine": the learning rate falls from its start to 0 at ``max_steps`` as (1 + cos(π k / max_steps)) / 2, so
+    # the last steps between rebuilds move the weights (and what the next rebuild compiles) less.
+    schedule: str = CONSTANT
+    # Before each rebuild, also measure the held-out loss through the structure the fit trained through (one more
+    # held-out evaluation each): how much a rebuild moves the loss (FitResult.trained_through_loss).
+    record_trained_through: bool = False
+    # On an evaluation without improvement, go back to the best weights (rebuilt as they were) with the learning rate
+    # times ``ROLLBACK_FACTOR`` and Adam's moments cleared, instead of continuing from the worse weights: each
+    # evaluation then tries the best so far again with smaller steps (early stopping still counts these).
+    rollback: bool = False
+    # On a measured machine, no gradient for a pixel pushed past full scale (the forward holds it there). Off by
+    # default: measured on two moons hw48 (benchmarks/finetune_rebuild.py) it fits worse (NRMSE 0.0285 against 0.0258).
+    hold_full_scale: bool = False
 
 
 @dataclass
@@ -57,6 +76,8 @@ class FitResult:
     loop_iterations_per_step: float = 0.0
     rebuilds: int = 0  # recompilations of the tuned weights during the fit
     stopped: str | None = None  # why training stopped before early stopping or the step limit, if it did
+    trained_through_loss: list[tuple[int, float]] = field(default_factory=list)  # record_trained_through
+    rollbacks: int = 0  # returns to the best weights (FitSettings.rollback)
 
 
 @dataclass
@@ -129,11 +150,15 @@ class _Selection:
     With ``rebuild``, the model is recompiled for its current weights before each measurement, so every loss
     compared (the source's at step 0 included: its compile is its rebuild) is the rebuilt program's."""
 
-    def __init__(self, model, fixed: Draws, through: str, settings: FitSettings, rebuild):
+    def __init__(self, model, fixed: Draws, through: str, settings: FitSettings, rebuild, optimiser=None,
+                 scheduler=None):
         self.model, self.fixed, self.through, self.settings, self.rebuild = model, fixed, through, settings, rebuild
+        self.optimiser, self.scheduler = optimiser, scheduler
+        self.rollbacks = 0
         self.best, self.best_step, self.waited = self._loss(), 0, 0
         self.best_weights = self._weights()
         self.history = [(0, self.best)]
+        self.trained_through: list[tuple[int, float]] = []
         self.stopped: str | None = None
 
     def _loss(self) -> float:
@@ -146,6 +171,8 @@ class _Selection:
     def evaluate(self, step: int) -> bool:
         """Measure at ``step``; False when the model could not be rebuilt (training stops, the best stays)."""
         if self.rebuild is not None:
+            if self.settings.record_trained_through:
+                self.trained_through.append((step, self._loss()))
             try:
                 self.rebuild({name: value.detach().numpy().copy() for name, value in self.model.parameters.items()})
             except AdmcError as error:
@@ -158,7 +185,23 @@ class _Selection:
             self.best_weights = self._weights()
         else:
             self.waited += 1
+            if self.settings.rollback and self.waited < self.settings.patience:
+                self._roll_back()
         return self.waited < self.settings.patience
+
+    def _roll_back(self) -> None:
+        """The best weights again (their rebuild: the compile is deterministic), smaller steps, Adam restarted."""
+        with torch.no_grad():
+            for name, value in self.model.parameters.items():
+                value.copy_(self.best_weights[name])
+        if self.rebuild is not None:
+            self.rebuild({name: value.numpy().copy() for name, value in self.best_weights.items()})
+        for group in self.optimiser.param_groups:
+            group["lr"] *= ROLLBACK_FACTOR
+        if self.scheduler is not None:  # it sets the rate from its base rates at every step
+            self.scheduler.base_lrs = [rate * ROLLBACK_FACTOR for rate in self.scheduler.base_lrs]
+        self.optimiser.state.clear()
+        self.rollbacks += 1
 
 
 def _step(model, draws: Draws, through: str, step: int, objective: str, gradient) -> float:
@@ -171,6 +214,17 @@ def _step(model, draws: Draws, through: str, step: int, objective: str, gradient
     for name, value in model.parameters.items():
         value.grad = gradients[name].to(value.dtype)
     return loss
+
+
+def _scheduler(optimiser: torch.optim.Optimizer, settings: FitSettings):
+    """The learning-rate schedule (None: constant)."""
+    if settings.schedule not in SCHEDULES:
+        raise AdmcError(f"learning-rate schedule {settings.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    if settings.schedule == CONSTANT:
+        return None
+    steps = max(settings.max_steps, 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimiser,
+                                             lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, steps) / steps)))
 
 
 def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: FitSettings,
@@ -198,7 +252,8 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
                                                 train_conditions))
         pool, train_data = reference.noise, reference.data
     optimiser = adam(list(model.parameters.values()), settings.learning_rate or LEARNING_RATES[settings.objective])
-    selection = _Selection(model, fixed, through, settings, rebuild)
+    scheduler = _scheduler(optimiser, settings)
+    selection = _Selection(model, fixed, through, settings, rebuild, optimiser, scheduler)
     result = FitResult({}, 0, 0)
     began, iterations = time.perf_counter(), 0
     for step in range(1, settings.max_steps + 1):
@@ -207,6 +262,8 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
         loss = _step(model, draws, through, step, settings.objective, gradient)
         iterations += getattr(gradient or model, "iterations", 0) if through == "program" else 0
         optimiser.step()
+        if scheduler is not None:
+            scheduler.step()
         result.steps = step
         going = True
         if step % settings.evaluate_every == 0 or step == settings.max_steps:
@@ -221,6 +278,7 @@ def fit(model, train: np.ndarray, holdout: np.ndarray, through: str, settings: F
             value.copy_(selection.best_weights[name])
     result.weights = {name: value.numpy().copy() for name, value in selection.best_weights.items()}
     result.best_step, result.holdout_loss, result.stopped = selection.best_step, selection.history, selection.stopped
+    result.trained_through_loss, result.rollbacks = selection.trained_through, selection.rollbacks
     result.rebuilds = getattr(model, "rebuilds", 0) if rebuild is not None else 0
     result.seconds_per_step = elapsed / max(result.steps, 1)
     result.loop_iterations_per_step = iterations / max(result.steps, 1)

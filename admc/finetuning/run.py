@@ -143,11 +143,14 @@ def finetune(model: str | Path, data: str | Path | np.ndarray, output: str | Pat
     if objective not in OBJECTIVES:
         raise AdmcError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
     settings = replace(settings or FitSettings(), max_steps=int(max_steps), seed=int(seed), objective=objective)
+    if settings.hold_full_scale and (workers != 1 or address is not None):
+        raise AdmcError("hold_full_scale is an experiment of one process: the Ray workers compute gradients without it")
     train, held = _split_indices(samples.shape[0], seed)
     job = _Job(samples[train], samples[held], tuple({name: value[part] for name, value in given.items()}
                                                     for part in (train, held)), build)
     torch.manual_seed(seed)
-    compiled = CompiledModel(source, description, options, seed=seed, chips=chips, writable=writable_names(model))
+    compiled = CompiledModel(source, description, options, seed=seed, chips=chips, writable=writable_names(model),
+                             hold_full_scale=settings.hold_full_scale)
     try:
         report = (lambda name: (lambda *values: progress(name, *values))) if progress else (lambda name: None)
         program = _fit_program(compiled, model, target, calibration, seed, chips, job, settings,

@@ -32,6 +32,17 @@ from admc.targets.aoc.sigma_shape import port_scales
 TINY_GAIN = 1e-12  # a pixel whose chain passes less than this (a dead port) takes no change
 
 
+def saturated(value: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``value`` [M, P_out, P_in] held at its row's full scale (the top of ``grid`` [P_out, L]), with no gradient
+    past it. Why: the compiled structure puts each module's largest pixels at full scale, so a weight pushed up
+    there does not move what the machine loads; the straight-through estimator alone would still pass its gradient,
+    the optimiser would keep pushing a weight the loss cannot see, and the next rebuild (new gains) would realise
+    all of it at once. Held here, as the nominal target's ``clamp(max=1)`` holds it, the fit sees what it gets
+    (``hold_full_scale``; measured on two moons hw48 it fits worse, so it is off by default)."""
+    top = grid[:, -1][None, :, None]
+    return torch.where(value > top, top.expand_as(value), value)
+
+
 def straight_through(value: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
     """The nearest point of ``grid`` [P_out, L] (increasing per row; ties to the lower point) for each entry of
     ``value`` [M, P_out, P_in], with the identity gradient; ``grid`` None: the value itself."""
@@ -63,9 +74,12 @@ def split_change(positive: torch.Tensor, negative: torch.Tensor, change: torch.T
 class OpticsDelta:
     """The bundle's pixel map and loaded values, and the change of its optics for a ΔW (module docstring)."""
 
-    def __init__(self, twin, block_shapes: list[tuple[int, int]], quantise: bool = True):
+    def __init__(self, twin, block_shapes: list[tuple[int, int]], quantise: bool = True,
+                 hold_full_scale: bool = False):
         """``quantise`` False: the changed values are neither requantised nor clipped to full scale (the smooth
-        map a gradient check differentiates)."""
+        map a gradient check differentiates). ``hold_full_scale``: on a measured machine, a pixel past full scale
+        gets no gradient (``saturated``); without it, the straight-through gradient (the default)."""
+        self.hold_full_scale = hold_full_scale
         bundle = twin.bundle
         if len(image_sets(bundle)) != 1:
             raise AdmcError(f"{bundle.path}: fine-tuning needs a target with per-channel gains (this bundle holds "
@@ -176,6 +190,8 @@ class OpticsDelta:
         positive, negative = split_change(self.base["positive"], self.base["negative"], change)
         results = []
         for path, value, sign in (("positive", positive, 1.0), ("negative", negative, -1.0)):
+            if self.grids[path] is not None and self.hold_full_scale:
+                value = saturated(value, self.grids[path])
             quantised = straight_through(value, self.grids[path])
             rows = self.pixel_gain[path] * (quantised - self.base[path])
             if self.crosstalk[path] is not None:

@@ -20,8 +20,10 @@ held channels) are unrolled instead.
 
 Requires: an AOC bundle with one image set, and arrays shaped as its program. Guarantees: with the arrays of
 the compiled program (ΔW = 0), no noise and float64, :meth:`DifferentiableTwin.run` equals ``AocTwin.run`` to
-the loop tolerance (the same fixed point, to the same convergence test); :meth:`DifferentiableTwin.velocity` is the
-program's velocity at a state, (readout − y) / h of an open phase held at y with step scale h.
+the loop tolerance (the same fixed point, to the same convergence test); given a ``tolerance``, every phase stops
+at a relative change |F(z) − z| ≤ it (the largest at exit is ``exit_residual``);
+:meth:`DifferentiableTwin.velocity` is the program's velocity at a state, (readout − y) / h of an open phase held
+at y with step scale h.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from admc.targets.aoc.fixed_point import (
     ADJOINT_TOLERANCE,
     iterative_adjoint,
     plain_fixed_point,
+    relative_change,
     split_adjoint,
     split_fixed_point,
 )
@@ -53,19 +56,21 @@ class DifferentiableTwin:
 
     def __init__(self, bundle, block_shapes: list[tuple[int, int]], nonidealities=None, *, calibration=None,
                  seed: int | None = None, tolerance: float = NOISE_FREE_TOLERANCE, quantise: bool = True,
-                 solver: str = SPLIT):
+                 solver: str = SPLIT, hold_full_scale: bool = False):
         """``solver``: how each phase's fixed point and adjoint are found: ``split`` (the loop without its
         relaxation, ``differentiable_loop``; the twin's own iteration where that does not converge) or ``plain``
-        (the twin's own iteration and the adjoint iteration g ← v + Jᵀ g)."""
+        (the twin's own iteration and the adjoint iteration g ← v + Jᵀ g). ``hold_full_scale``: on a measured
+        machine, no gradient for a pixel pushed past full scale (``differentiable_optics.saturated``)."""
         twin = AocTwin(bundle, nonidealities, calibration=calibration, seed=seed, operator="modules")
         noise_off = all_off(twin.nonidealities).read_noise
         twin.nonidealities = type(twin.nonidealities)(**{**vars(twin.nonidealities), "read_noise": noise_off})
         self.twin = twin
-        self.delta = OpticsDelta(twin, block_shapes, quantise)
+        self.delta = OpticsDelta(twin, block_shapes, quantise, hold_full_scale)
         self.tolerance = tolerance
         self.solver = solver
         self._unsplit: set[tuple] = set()  # (loop, step scale) of phases whose splitting did not contract
         self.iterations = 0  # loop applications of the last call's fixed points (forward)
+        self.exit_residual = 0.0  # the last call's largest relative change |F(z) − z| where a phase stopped
         self.adjoint_iterations = 0  # steps of the adjoint solves since (backward)
 
     # -- the loop of one phase -----------------------------------------------------------------------
@@ -103,6 +108,7 @@ class DifferentiableTwin:
         fixed, count = solved
         self.iterations += count
         result = loop.map(fixed)
+        self.exit_residual = max(self.exit_residual, float(relative_change(result.detach(), fixed).max()))
         if result.requires_grad:
             linear = loop.linearisation(fixed) if splits else None
 
@@ -157,10 +163,14 @@ class DifferentiableTwin:
     def _time_index(self, time: float) -> int:
         return int(np.flatnonzero(self.twin.static_times == time)[0])
 
-    def run(self, noise: torch.Tensor, arrays, flat_change: torch.Tensor) -> torch.Tensor:
-        """The trajectory [T + 1, B, d] of the whole schedule from ``noise`` (like ``AocTwin.run``, no noise)."""
+    def run(self, noise: torch.Tensor, arrays, flat_change: torch.Tensor, tolerance: float | None = None
+            ) -> torch.Tensor:
+        """The trajectory [T + 1, B, d] of the whole schedule from ``noise`` (like ``AocTwin.run``, no noise), each
+        phase's fixed point solved to a relative change ≤ ``tolerance`` (None: the twin's own, what the equality
+        with ``AocTwin.run`` holds for; training may ask for less, e.g. 1e-9, and saves iterations)."""
         twin = self.twin
         self.iterations = self.adjoint_iterations = 0
+        self.exit_residual = 0.0
         x = noise
         state = noise.new_zeros(noise.shape[0], twin.size)
         for channels, scale in twin.initialised:
@@ -176,7 +186,7 @@ class DifferentiableTwin:
                                           dim=1)
                 state, outputs[f"phase:{index}"] = self.phase(phase, state, inject, hold, arrays, flat_change,
                                                               self._time_index(phase.time),
-                                                              f"step {step}, phase {index}")
+                                                              f"step {step}, phase {index}", tolerance)
             x = outputs[f"phase:{len(phases) - 1}"]
             trajectory.append(x)
         return torch.stack(trajectory)
@@ -187,6 +197,7 @@ class DifferentiableTwin:
         ``time_index`` per sample, h = ``step_scale``."""
         twin = self.twin
         self.iterations = self.adjoint_iterations = 0
+        self.exit_residual = 0.0
         phase = Phase(OPEN, step_scale, float("nan"), (("x", 1.0),), (("x", 1.0),))
         state = y.new_zeros(y.shape[0], twin.size)
         for channels, scale in twin.initialised:

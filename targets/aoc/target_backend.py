@@ -71,10 +71,12 @@ def verify_bound(bundle) -> tuple[str, float]:
     return bound_for_target(bundle.target)
 
 
-def differentiable_twin(bundle, block_shapes, seed: int, quantise: bool = True, calibration=None):
+def differentiable_twin(bundle, block_shapes, seed: int, quantise: bool = True, calibration=None,
+                        hold_full_scale: bool = False):
     from admc.targets.aoc.differentiable_twin import DifferentiableTwin
 
-    return DifferentiableTwin(bundle, block_shapes, calibration=calibration, seed=seed, quantise=quantise)
+    return DifferentiableTwin(bundle, block_shapes, calibration=calibration, seed=seed, quantise=quantise,
+                              hold_full_scale=hold_full_scale)
 
 
 BACKEND = TargetBackend("aoc", lowering, read_program, run_twin, simulate, describe, check_files, verify_bound,
