@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -47,10 +46,8 @@ from admc.passes.alpha_cycle import BlockCycle, block_cycle
 from admc.passes.alpha_probe import PhaseProbe, adopted_probes, record_probes
 from admc.passes.alpha_problem import Linearisation, solve_global
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
+from admc.runtime.conditioning import ConditionDraw
 from admc.runtime.executor import IdealExecutor, first_settled, float32_products_for, stored_weights
-
-if TYPE_CHECKING:
-    from admc.runtime.conditioning import ConditionDraw
 
 MODES = ("auto", "global", "min")
 LINEARISATION_SAMPLES = 8  # fewer on large programs: LINEARISATION_WORK channel-samples at most
@@ -240,8 +237,7 @@ def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaC
                  conditions: ConditionDraw | None = None) -> AlphaSelection:
     """``calibration_probes``: the closed loops of a settled run of ``program`` on this schedule already made (a
     calibration run's ``ProbeRecorder``, in ``program``'s units), used instead of a probe run of its own when it
-    holds enough samples. ``conditions``: a conditional program's conditions for the pass's own runs (its probes
-    and the acceptance), drawn with each run's seed."""
+    holds enough samples. ``conditions``: a conditional program's draws for the pass's probes and acceptance."""
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
         selection = _choose(program, schedule, capabilities, mode, row_peaks, beta_max, calibration_probes,
                             conditions)
