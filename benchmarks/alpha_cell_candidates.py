@@ -26,28 +26,17 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from alpha_benchmark import held_out_sets  # noqa: E402
-from alpha_channelwise import compiled_program  # noqa: E402
+from alpha_channelwise import compiled_program, iterations_per_phase  # noqa: E402
 
 import admc.passes.alpha_selection as selection_module  # noqa: E402
-from admc.core.errors import ConvergenceError  # noqa: E402
 from admc.passes.alpha_problem import noise_gain  # noqa: E402
 from admc.passes.alpha_selection import closed_phases  # noqa: E402
-from admc.runtime.executor import IdealExecutor  # noqa: E402
-
-TOLERANCE = 1e-10
-LIMIT = 5_000
 
 
 def per_phase(program, schedule, alpha: np.ndarray, sets: np.ndarray) -> np.ndarray | None:
     """Mean iterations per closed phase over the held-out sets (None: a loop does not settle)."""
-    totals = []
-    for noise in sets:
-        try:
-            result = IdealExecutor(program, alpha, tolerance=TOLERANCE, max_iterations=LIMIT).run(schedule, noise)
-        except ConvergenceError:
-            return None
-        totals.append([count for step in result.iterations for count in step])
-    return np.mean(totals, axis=0)
+    counts = iterations_per_phase(program, schedule, alpha, sets)
+    return None if counts is None else np.mean(counts, axis=0)
 
 
 def main() -> None:

@@ -68,15 +68,22 @@ def measured(recorder: ProbeRecorder, table: np.ndarray, per_phase: bool) -> np.
     return np.stack(columns, axis=1)
 
 
-def held_out(program, schedule, alpha, sets) -> float | None:
-    totals = []
+def iterations_per_phase(program, schedule, alpha, sets) -> np.ndarray | None:
+    """Loop iterations per (held-out set, phase), [sets, phases]; None when a loop does not settle."""
+    counts = []
     for noise in sets:
         try:
             result = IdealExecutor(program, alpha, tolerance=TOLERANCE, max_iterations=LIMIT).run(schedule, noise)
         except ConvergenceError:
             return None
-        totals.append(sum(sum(step) for step in result.iterations))
-    return float(np.mean(totals))
+        counts.append([count for step in result.iterations for count in step])
+    return np.array(counts, dtype=float)
+
+
+def held_out(program, schedule, alpha, sets) -> float | None:
+    """Mean over the held-out sets of the total iterations (None: a loop does not settle)."""
+    counts = iterations_per_phase(program, schedule, alpha, sets)
+    return None if counts is None else float(np.mean(counts.sum(axis=1)))
 
 
 def _as_rows(alpha: np.ndarray, closed: list, per_phase: bool) -> np.ndarray:
