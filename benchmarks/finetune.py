@@ -184,6 +184,14 @@ def goals(rows: dict) -> dict:
                    "nrmse_goal_met": row["nrmse_machine_vs_source_ideal"] <= 0.01} for name, row in rows.items()}
 
 
+def write_report(path: Path, report: dict) -> None:
+    """The benchmark's JSON, with the load average it ran at (every fine-tuning benchmark writes its results so)."""
+    report["load_average"] = list(os.getloadavg())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {path} (load average {report['load_average']})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-steps", type=int, default=300)
@@ -201,7 +209,7 @@ def main() -> None:
         if arguments.objectives[0] == SAMPLES:  # beside it, the same step solved to the twin's tolerance
             report["timing_at_twin_tolerance"] = timing(train, FitSettings().batch, SAMPLES, twin_tolerance=True)
             print(json.dumps(report["timing_at_twin_tolerance"], indent=1))
-        arguments.json.write_text(json.dumps(report, indent=1) + "\n")
+        write_report(arguments.json, report)
         return
     data = two_moons(arguments.samples, np.random.default_rng(DATA_SEED))
     noise = np.random.default_rng(NOISE_SEED).standard_normal((arguments.samples, 2))
@@ -229,9 +237,7 @@ def main() -> None:
         "timing": timing(train, settings.batch, arguments.objectives[0]),
     }
     print(json.dumps(report["timing"], indent=1))
-    arguments.json.parent.mkdir(parents=True, exist_ok=True)
-    arguments.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {arguments.json}")
+    write_report(arguments.json, report)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ the source's weights, float64, read noise off, the largest difference of their f
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -35,8 +33,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples" / "conditional"))
+sys.path[:0] = [str(ROOT / "examples" / "conditional"), str(ROOT / "benchmarks")]
 
+from finetune import write_report  # noqa: E402
 from train_eight_gaussians import CLASSES, NULL_TOKEN, eight_gaussians  # noqa: E402
 
 import admc  # noqa: E402
@@ -174,10 +173,7 @@ def main() -> None:
         written, report["fit"] = tune(train, train_labels, arguments.max_steps, Path(temporary))
         report["results"] = evaluate({"source": SOURCE, **written}, noise, labels, Path(temporary))
     report["seconds"] = time.perf_counter() - began
-    report["load_average"] = list(os.getloadavg())
-    arguments.json.parent.mkdir(parents=True, exist_ok=True)
-    arguments.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {arguments.json} ({report['seconds']:.0f} s, load average {report['load_average']})")
+    write_report(arguments.json, report)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,6 @@ NRMSE of 512 samples is itself an estimate: its bootstrap standard error (1000 r
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -41,7 +39,17 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "examples")]
 
-from finetune import CALIBRATION, NOISE_SEED, ROOT, SOURCE, TARGET, TRAIN_SAMPLES, TRAIN_SEED, ideal_samples  # noqa: E402
+from finetune import (  # noqa: E402
+    CALIBRATION,
+    NOISE_SEED,
+    ROOT,
+    SOURCE,
+    TARGET,
+    TRAIN_SAMPLES,
+    TRAIN_SEED,
+    ideal_samples,
+    write_report,
+)
 from finetune_models import trained_source  # noqa: E402
 from train_two_moons import two_moons  # noqa: E402
 
@@ -178,10 +186,7 @@ def main() -> None:
         for kind in arguments.kinds:
             report["models"][kind] = floor_of(kind, noise, train, arguments, settings, Path(temporary), target)
     report["seconds"] = time.perf_counter() - began
-    report["load_average"] = list(os.getloadavg())
-    arguments.json.parent.mkdir(parents=True, exist_ok=True)
-    arguments.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {arguments.json}")
+    write_report(arguments.json, report)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ samples (here: the model trained in this script).
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -39,7 +37,18 @@ from torch import nn
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "examples")]
 
-from finetune import CALIBRATION, DATA_SEED, NOISE_SEED, ROOT, TARGET, TRAIN_SAMPLES, TRAIN_SEED, evaluate, goals  # noqa: E402
+from finetune import (  # noqa: E402
+    CALIBRATION,
+    DATA_SEED,
+    NOISE_SEED,
+    ROOT,
+    TARGET,
+    TRAIN_SAMPLES,
+    TRAIN_SEED,
+    evaluate,
+    goals,
+    write_report,
+)
 from train_two_moons import export_velocity_onnx, fit_flow_matching, two_moons  # noqa: E402
 
 from admc.finetuning.flow_matching import FitSettings  # noqa: E402
@@ -152,10 +161,7 @@ def main() -> None:
         for kind in arguments.kinds:
             report["models"][kind] = run_kind(kind, train, data, noise, arguments.max_steps, Path(temporary),
                                               arguments.objective, not arguments.no_control)
-    report["load_average"] = list(os.getloadavg())
-    arguments.json.parent.mkdir(parents=True, exist_ok=True)
-    arguments.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {arguments.json}")
+    write_report(arguments.json, report)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
 """Acceptance of an α choice: its closed loops settle on fresh seeded samples, or the build is refused.
 
 Requires: the program, its schedule, the α table chosen and the target's settle tolerance. Guarantees:
-``settle_on_fresh_samples`` runs ``ACCEPTANCE_SAMPLES`` samples drawn with ``ACCEPTANCE_SEED`` (and, for a
-conditional program, conditions drawn with ``conditions(program, samples, ACCEPTANCE_SEED)``: the loops the machine
-runs always carry a condition) (not the samples
-α was chosen on, seed 7, nor the loop budget's, seed 1) through the whole schedule with the executor's own
-arithmetic and returns the iterations of every phase, or the executor's ``ConvergenceError`` (which names the
-step and phase) when a loop does not settle within ``ACCEPTANCE_LIMIT`` iterations or diverges; the first
-``ACCEPTANCE_SAMPLES[0]`` of them run alone first, and a failure there is the answer (``samples`` says how
-many ran).
+``settle_on_fresh_samples`` runs ``ACCEPTANCE_SAMPLES`` samples drawn with ``ACCEPTANCE_SEED`` (not the samples
+α was chosen on, seed 7, nor the loop budget's, seed 1; a conditional program's with conditions drawn by
+``conditions(program, samples, ACCEPTANCE_SEED)``, as the machine's loops always carry one) through the whole
+schedule with the executor's own arithmetic and returns the iterations of every phase, or the executor's
+``ConvergenceError`` (which names the step and phase) when a loop does not settle within ``ACCEPTANCE_LIMIT``
+iterations or diverges; the first ``ACCEPTANCE_SAMPLES[0]`` of them run alone first, and a failure there is the
+answer (``samples`` says how many ran).
 ``smallest_settling_steps`` finds, by doubling then bisection on a uniform grid of the same solver, the fewest
 steps at which ``choose`` (the α pass itself, acceptance included) builds a program that settles: T_min is
 what the pass can build, not a formula.
@@ -29,7 +28,7 @@ from admc.passes.step_phases import build_schedule
 from admc.runtime.executor import IdealExecutor, float32_products_for
 
 if TYPE_CHECKING:
-    from admc.runtime.conditioning import ConditionDraw
+    from admc.runtime.conditioning import ConditionSampler
 
 # Samples: as many as ACCEPTANCE_WORK channel-samples allow, between these (the run is one vectorised batch;
 # a rare sample whose loop never settles — 1 in 64 on some random programs — needs hundreds to be seen: 512
@@ -61,7 +60,7 @@ class Acceptance:
 
 
 def settle_on_fresh_samples(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float,
-                            conditions: ConditionDraw | None = None) -> Acceptance:
+                            conditions: ConditionSampler | None = None) -> Acceptance:
     """Every closed loop settles within ACCEPTANCE_LIMIT / SETTLE_MARGIN iterations on fresh samples."""
     samples = int(np.clip(ACCEPTANCE_WORK // max(program.size, 1), *ACCEPTANCE_SAMPLES))
     noise = np.random.default_rng(ACCEPTANCE_SEED).standard_normal((samples, program.state_dimension))

@@ -46,7 +46,7 @@ from admc.passes.alpha_cycle import BlockCycle, block_cycle
 from admc.passes.alpha_probe import PhaseProbe, adopted_probes, record_probes
 from admc.passes.alpha_problem import Linearisation, solve_global
 from admc.passes.loop_jacobian import loop_matrix, slope_bounds, slopes
-from admc.runtime.conditioning import ConditionDraw
+from admc.runtime.conditioning import ConditionSampler
 from admc.runtime.executor import IdealExecutor, first_settled, float32_products_for, stored_weights
 
 MODES = ("auto", "global", "min")
@@ -234,7 +234,7 @@ def settling_tables(program: BlockProgram, schedule: Schedule, capabilities: Alp
 def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str = "auto",
                  row_peaks: np.ndarray | None = None, beta_max: float | None = None,
                  force: bool = False, calibration_probes: list[PhaseProbe] | None = None,
-                 conditions: ConditionDraw | None = None) -> AlphaSelection:
+                 conditions: ConditionSampler | None = None) -> AlphaSelection:
     """``calibration_probes``: the closed loops of a settled run of ``program`` on this schedule already made (a
     calibration run's ``ProbeRecorder``, in ``program``'s units), used instead of a probe run of its own when it
     holds enough samples. ``conditions``: a conditional program's draws for the pass's probes and acceptance."""
@@ -248,7 +248,7 @@ def select_alpha(program: BlockProgram, schedule: Schedule, capabilities: AlphaC
 
 def _choose(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str,
             row_peaks: np.ndarray | None, beta_max: float | None,
-            calibration_probes: list[PhaseProbe] | None = None, conditions: ConditionDraw | None = None
+            calibration_probes: list[PhaseProbe] | None = None, conditions: ConditionSampler | None = None
             ) -> AlphaSelection:
     """The selection and its acceptance on fresh samples (not yet refused)."""
     size = program.size
@@ -275,7 +275,7 @@ def _choose(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabi
 
 def _search(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str, closed,
             lower: np.ndarray, upper: np.ndarray, calibration_probes: list[PhaseProbe] | None = None,
-            conditions: ConditionDraw | None = None) -> AlphaSelection:
+            conditions: ConditionSampler | None = None) -> AlphaSelection:
     size = program.size
     flat = [phase for phases in schedule.steps for phase in phases]
     rows = [row for _, _, row in closed]
@@ -346,7 +346,7 @@ def _summarise(summary: dict, choice: GroupChoice, chosen: str) -> None:
 
 def _refuse(program: BlockProgram, schedule: Schedule, capabilities: AlphaCapabilities, mode: str,
             row_peaks: np.ndarray | None, beta_max: float | None, selection: AlphaSelection,
-            conditions: ConditionDraw | None = None) -> None:
+            conditions: ConditionSampler | None = None) -> None:
     """Refuse a choice whose loops do not settle on fresh samples, with the T_min this pass can build."""
     def choose(variant: BlockProgram, uniform: Schedule) -> None:
         result = _choose(variant, uniform, capabilities, mode, row_peaks, beta_max, conditions=conditions)

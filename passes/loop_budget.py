@@ -26,7 +26,7 @@ from admc.passes.local_certificates import LOCAL_MARGIN, LOCAL_PHASES, BoxRecord
 from admc.runtime.executor import float32_products_for, samples_within_work
 
 if TYPE_CHECKING:
-    from admc.runtime.conditioning import ConditionDraw
+    from admc.runtime.conditioning import ConditionSampler
 
 BUDGET_SAMPLES = 32
 # 32 samples up to 65,536 weights, fewer above (never under 16): at 36M weights a sample's loops cost about
@@ -48,7 +48,7 @@ def _alpha_row(alpha: np.ndarray, row: int) -> np.ndarray:
 
 
 def measured_iterations(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, tolerance: float,
-                        conditions: ConditionDraw | None = None
+                        conditions: ConditionSampler | None = None
                         ) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]]] | None:
     """Iterations per phase (flat) on the calibration samples (with their conditions, for a conditional program)
     and the box each closed loop visited."""
@@ -66,7 +66,7 @@ def measured_iterations(program: BlockProgram, schedule: Schedule, alpha: np.nda
 
 def convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, settle_tolerance: float,
                         loop_iteration_s: float | None = None, selection: dict | None = None,
-                        conditions: ConditionDraw | None = None) -> dict:
+                        conditions: ConditionSampler | None = None) -> dict:
     # Small dense factorisations: BLAS threads only add synchronisation (as in the α pass).
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
         return _convergence_section(program, schedule, alpha, settle_tolerance, loop_iteration_s, selection,
@@ -75,7 +75,7 @@ def convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.nda
 
 def _convergence_section(program: BlockProgram, schedule: Schedule, alpha: np.ndarray, settle_tolerance: float,
                          loop_iteration_s: float | None, selection: dict | None,
-                         conditions: ConditionDraw | None = None) -> dict:
+                         conditions: ConditionSampler | None = None) -> dict:
     flat = [phase for phases in schedule.steps for phase in phases]
     recorded = measured_iterations(program, schedule, alpha, settle_tolerance, conditions)
     measured = None if recorded is None else recorded[0]

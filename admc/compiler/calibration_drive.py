@@ -4,7 +4,7 @@ that the voltage scales cover the injected conditions.
 Requires: a ``CompiledProgram`` with its conditioning interface (spine units; empty for an unconditional
 program). Guarantees: ``calibration_drive`` draws ``samples`` conditions with ``seed + 1`` from the
 declared distribution (standard normal for a vector condition without one) and returns their per-phase
-drive on the compiled program, or None when the interface injects nothing. ``condition_draw`` gives the α
+drive on the compiled program, or None when the interface injects nothing. ``condition_sampler`` gives the α
 pass's acceptance and probes and the loop budget the same kind of draw for whichever program they run (the
 spine's, or a target's scaled or realised one: the interface in that program's volts).
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from admc.runtime.conditioning import ConditionDraw, Drive, sample_conditions
+from admc.runtime.conditioning import ConditionSampler, Drive, sample_conditions
 
 CALIBRATION_SAMPLES = 256
 CALIBRATION_SEED = 0
@@ -35,7 +35,7 @@ def interface_drive(interface: Any, program: Any, samples: int = CALIBRATION_SAM
     return interface.drive_function(program, interface.check(conditions, samples))
 
 
-def condition_draw(interface: Any) -> ConditionDraw | None:
+def condition_sampler(interface: Any) -> ConditionSampler | None:
     """``(program, samples, seed) → drive`` of ``samples`` seeded condition draws on ``program`` (the interface
     scaled by its groups' voltage scales); None for an unconditional program. The machine's loops always carry a
     condition (or the null one), so a run that judges them must too: without one, eight Gaussians on aoc-48 at

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from admc.bundle.store import write_bundle
 from admc.compiler.backend_passes import run_backend_passes
 from admc.compiler.build_options import BuildOptions, target_machine
-from admc.compiler.calibration_drive import condition_draw, interface_drive
+from admc.compiler.calibration_drive import condition_sampler, interface_drive
 from admc.compiler.conditions import build_interface, default_distribution, guide_network
 from admc.compiler.model_checks import checked_static_injection
 from admc.compiler.packing import pack_for_target
@@ -176,7 +176,7 @@ def _select_alpha(passes: PassManager, program: BlockProgram, schedule: Schedule
                                   capabilities, drive)
         return table, None, peaks
     selection = passes.run("α selection", select_alpha, program, schedule, capabilities, options.alpha, None,
-                           None, options.force, None, condition_draw(interface))
+                           None, options.force, None, condition_sampler(interface))
     return selection.alpha, selection, None
 
 
@@ -187,7 +187,7 @@ def _convergence(passes: PassManager, compiled: CompiledProgram) -> dict | None:
     section = passes.run("convergence certificates and loop budget", convergence_section,
                          compiled.realised_program or compiled.program, compiled.schedule, compiled.alpha,
                          compiled.target.loop.settle_tolerance, getattr(timing, "loop_iteration_s", None),
-                         compiled.alpha_selection.report(), condition_draw(compiled.condition_interface))
+                         compiled.alpha_selection.report(), condition_sampler(compiled.condition_interface))
     if section["phases"] and section["loop_budget"] is None and not compiled.force:
         # The α pass accepted the program it chose α on; the program the target realises (quantised) must
         # settle too, or the bundle's own verify and simulate could not run it.

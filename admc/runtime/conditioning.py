@@ -28,7 +28,7 @@ from admc.passes.condition_interface import ConditionPart, guidance_factors
 Drive = Callable[[Phase], np.ndarray]
 # Conditions for a build-time run: (program, samples, seed) → that program's drive for ``samples`` seeded draws
 # of the declared conditions (None: an unconditional program).
-ConditionDraw = Callable[[BlockProgram, int, int], "Drive | None"]
+ConditionSampler = Callable[[BlockProgram, int, int], "Drive | None"]
 
 
 @dataclass

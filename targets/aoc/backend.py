@@ -236,7 +236,7 @@ def weight_errors(program, achieved: list[np.ndarray], factors: Factors | None) 
 def alpha_in_range(compiled, scaled, tile_rows, target) -> AlphaSelection:
     """The α pass, run once, on the scaled program with the gain-range constraint (1 − α_i) m_i ≤ β_max from
     the start (``tile_rows``: the weights each channel's rows must bring within β_max)."""
-    from admc.compiler.calibration_drive import condition_draw  # as the calibration run: conditions in its runs
+    from admc.compiler.calibration_drive import condition_sampler  # as the calibration run: conditions in its runs
 
     floor = choose_alpha(tile_rows, scaled.size, target.gain.beta_max, target.alpha.min, target.alpha.max)
     if target.alpha.per_phase:
@@ -246,7 +246,7 @@ def alpha_in_range(compiled, scaled, tile_rows, target) -> AlphaSelection:
         np.maximum.at(row_peaks, rows.channels, np.max(np.abs(rows.weights), axis=1, initial=0.0))
     selection = select_alpha(scaled, compiled.schedule, AlphaCapabilities.of(target), compiled.alpha_mode,
                              row_peaks, target.gain.beta_max, compiled.force, _calibration_probes(compiled, scaled),
-                             condition_draw(compiled.condition_interface))
+                             condition_sampler(compiled.condition_interface))
     # The bounds are the floor already; the maximum only absorbs rounding in 1 − β_max / m_i.
     return replace(selection, alpha=np.maximum(selection.alpha, floor))
 
